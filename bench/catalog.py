@@ -1,0 +1,88 @@
+"""The Catalog: the one table every dataset plugin returns."""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import polars as pl
+
+from bench.errors import BenchError
+from bench.interfaces import CLASSIFICATION, MATCHING
+
+COLUMNS = ("item_id", "title", "image", "label", "group", "split")
+SPLIT_NAMES = ("train", "dev", "test", "ssl")
+SPLIT_ALIASES = {"val": "dev", "valid": "dev", "validation": "dev", "eval": "dev", "unlabeled": "ssl"}
+
+
+@dataclass
+class Catalog:
+    """Items as a polars DataFrame with columns item_id, title, image (path or null),
+    label, group and split (each may be null), plus what the data supports.
+
+    ``notes`` carries counts a trial row should report (e.g. images skipped).
+    """
+
+    name: str
+    items: pl.DataFrame
+    source: str = ""
+    notes: dict[str, Any] = field(default_factory=dict)
+    fingerprint: str = ""
+
+    def __post_init__(self) -> None:
+        self.items = normalise_items(self.items, self.source or self.name)
+        if not self.fingerprint:
+            self.fingerprint = content_fingerprint(self.items)
+
+    @property
+    def tasks(self) -> frozenset[str]:
+        """Task kinds this data supports: classification needs labels, matching needs groups."""
+        kinds = set()
+        if self.items["label"].drop_nulls().n_unique() >= 2:
+            kinds.add(CLASSIFICATION)
+        groups = self.items["group"].drop_nulls()
+        if len(groups) and groups.value_counts()["count"].max() >= 2:
+            kinds.add(MATCHING)
+        return frozenset(kinds)
+
+    @property
+    def label_names(self) -> list[str]:
+        return sorted(self.items["label"].drop_nulls().unique().to_list())
+
+    @property
+    def has_images(self) -> bool:
+        return self.items["image"].drop_nulls().len() > 0
+
+
+def normalise_items(items: pl.DataFrame, where: str) -> pl.DataFrame:
+    """Add missing optional columns, cast all to strings, reject empty tables and duplicate ids."""
+    if "item_id" not in items.columns or "title" not in items.columns:
+        raise BenchError(
+            f"the catalogue needs columns item_id and title; it has {', '.join(items.columns) or 'none'}",
+            file=where, fix="map your id and title columns in the dataset options")
+    if items.height == 0:
+        raise BenchError("the catalogue is empty (no rows)", file=where,
+                         fix="point the dataset at a file with at least a few items")
+    exprs = [pl.col(c).cast(pl.Utf8) if c in items.columns else pl.lit(None, dtype=pl.Utf8).alias(c)
+             for c in COLUMNS]
+    items = items.select(exprs)
+    items = items.with_columns(
+        pl.col("title").fill_null(""),
+        pl.col("split").str.to_lowercase().replace(SPLIT_ALIASES),
+    )
+    dupes = items.filter(pl.col("item_id").is_duplicated())["item_id"].unique().head(5).to_list()
+    if dupes:
+        raise BenchError(f"duplicate item ids, e.g. {', '.join(map(str, dupes))}", file=where,
+                         field="item_id", fix="make ids unique or choose another id column")
+    bad_splits = items.filter(pl.col("split").is_not_null() & ~pl.col("split").is_in(SPLIT_NAMES))
+    if bad_splits.height:
+        raise BenchError(
+            f"unknown split value '{bad_splits['split'][0]}' (item {bad_splits['item_id'][0]})",
+            file=where, field="split", fix=f"use one of: {', '.join(SPLIT_NAMES)} (or val/valid for dev)")
+    return items
+
+
+def content_fingerprint(items: pl.DataFrame) -> str:
+    """A hash of the table's content: the cache key for everything derived from it."""
+    digest = hashlib.sha256(items.write_csv().encode("utf-8"))
+    return digest.hexdigest()[:16]

@@ -1,0 +1,121 @@
+"""The `bench` command line."""
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from bench.errors import BenchError
+
+
+class BenchGroup(click.Group):
+    """Prints BenchErrors as one clear message (exit 2); --debug shows the traceback."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except BenchError as exc:
+            if ctx.obj and ctx.obj.get("debug"):
+                raise
+            click.echo(f"error: {exc.render()}", err=True)
+            sys.exit(exc.exit_code)
+
+
+@click.group(cls=BenchGroup)
+@click.option("--debug", is_flag=True, help="show tracebacks for errors")
+@click.version_option(package_name="mic-bench")
+@click.pass_context
+def cli(ctx, debug):
+    """mic-bench: which encoder, fusion and objective wins on your catalogue, at what cost."""
+    ctx.ensure_object(dict)["debug"] = debug
+    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="print as JSON")
+def plugins(as_json):
+    """List every discovered plugin: kind, name, distribution, description."""
+    from bench.plugins import get_registry
+
+    registry = get_registry()
+    entries = [{"kind": s.kind, "name": s.name, "distribution": s.distribution, "version": s.version,
+                "description": s.description} for s in registry.all()]
+    if as_json:
+        click.echo(json.dumps({"plugins": entries, "load_errors": registry.load_errors}, indent=2))
+        return
+    from tabulate import tabulate
+
+    click.echo(tabulate([[e["kind"], e["name"], f"{e['distribution']} {e['version']}", e["description"]] for e in entries],
+                        headers=["kind", "name", "distribution", "description"]))
+    for name, err in registry.load_errors.items():
+        click.echo(f"failed to load {name}: {err}", err=True)
+
+
+@cli.command()
+@click.argument("suite_file", type=click.Path(path_type=Path))
+@click.option("--subset", type=click.IntRange(min=1), default=None, help="cap every split at N items")
+def validate(suite_file, subset):
+    """Check a suite without running it; print the expanded trial matrix."""
+    from bench.plugins import get_registry
+    from bench.suite import load_suite
+
+    loaded = load_suite(suite_file, get_registry(), subset=subset)
+    click.echo(f"{loaded.suite.name}: {len(loaded.trials)} trials")
+    for t in loaded.trials:
+        click.echo(f"  {t.key}  {t.label()}")
+
+
+@cli.command()
+@click.argument("suite_file", type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), default=Path("results"), show_default=True,
+              help="results folder (one sub-folder per run)")
+@click.option("--resume", is_flag=True, help="continue the latest run of this suite under --out")
+@click.option("--run-dir", type=click.Path(path_type=Path), default=None, help="write into (or resume) this run folder")
+@click.option("--max-concurrent", type=click.IntRange(min=1), default=None, help="trials at once (default: as CPUs allow)")
+@click.option("--address", default=None, help="join an existing Ray cluster (e.g. auto or ray://host:10001)")
+@click.option("--subset", type=click.IntRange(min=1), default=None, help="cap every split at N items (smoke/CI runs)")
+@click.option("--cache-dir", type=click.Path(path_type=Path), default=None, help="cache folder (default $MIC_BENCH_CACHE)")
+@click.option("--quiet", is_flag=True, help="no progress lines")
+def run(suite_file, out, resume, run_dir, max_concurrent, address, subset, cache_dir, quiet):
+    """Run a suite's trial matrix with Ray Tune and write rows and a leaderboard."""
+    from bench.plugins import get_registry
+    from bench.runner import run_suite
+    from bench.suite import load_suite
+
+    registry = get_registry()
+    loaded = load_suite(suite_file, registry, subset=subset)
+    summary = run_suite(loaded, registry, out=out, resume=resume, run_dir=run_dir, max_concurrent=max_concurrent,
+                        address=address, cache_dir=str(cache_dir) if cache_dir else None, quiet=quiet)
+    board = summary.run_dir / "leaderboard.md"
+    if board.exists():
+        click.echo(board.read_text())
+    click.echo(f"run folder: {summary.run_dir}  ({summary.ok} ok, {summary.failed} failed, {summary.kept} kept from before)")
+    sys.exit(summary.exit_code)
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(["md", "csv", "html"]), default="md", show_default=True)
+@click.option("--group-by", multiple=True, help="axis to group by (repeatable); default: the suite's")
+@click.option("--sort", default=None, help="metric to rank by")
+@click.option("--output", type=click.Path(path_type=Path), default=None, help="write to this file instead of stdout")
+def leaderboard(run_dir, fmt, group_by, sort, output):
+    """Regenerate a leaderboard from stored rows (no training)."""
+    from bench.reporting import leaderboard_for_run
+
+    text = leaderboard_for_run(run_dir, fmt, list(group_by) or None, sort)
+    if output:
+        output.write_text(text, encoding="utf-8")
+    else:
+        click.echo(text, nl=False)
+
+
+def main():
+    cli(obj={})
+
+
+if __name__ == "__main__":
+    main()

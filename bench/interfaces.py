@@ -1,0 +1,145 @@
+"""The small interfaces every plugin codes against (see docs/writing-a-plugin.md)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+TEXT, IMAGE, JOINT = "text", "image", "joint"
+CLASSIFICATION, MATCHING = "classification", "matching"
+
+
+@dataclass
+class EncoderOutput:
+    """sequence [B, N, D] (token or patch vectors), mask [B, N] (True = real token), pooled [B, D]."""
+
+    sequence: Tensor
+    mask: Tensor
+    pooled: Tensor
+    extras: dict[str, Tensor] = field(default_factory=dict)
+
+
+@dataclass
+class FusionOutput:
+    """What a fusion returns for a batch.
+
+    embedding: the vector used for retrieval [B, D].
+    logits: class scores used for prediction [B, C] (None for embedding-only models).
+    logits_parts: every logits tensor a classification loss should train (e.g. late fusion's two heads).
+    kinds: per-kind embeddings ("text", "image", "multimodal") for omni losses and max-of-kinds retrieval.
+    """
+
+    embedding: Tensor
+    logits: Tensor | None = None
+    logits_parts: list[Tensor] = field(default_factory=list)
+    kinds: dict[str, Tensor] = field(default_factory=dict)
+
+
+@dataclass
+class TaskInfo:
+    kind: str  # CLASSIFICATION or MATCHING
+    label_names: list[str]
+    has_groups: bool
+
+    @property
+    def num_labels(self) -> int:
+        return len(self.label_names)
+
+
+@dataclass
+class Batch:
+    """A collated batch: per-modality encoder inputs, label and group indices (-1 = unknown)."""
+
+    item_ids: list[str]
+    inputs: dict[str, dict[str, Tensor]]
+    labels: Tensor
+    groups: Tensor
+    titles: list[str] = field(default_factory=list)
+
+    def to(self, device: torch.device, non_blocking: bool = False) -> "Batch":
+        moved = {m: {k: v.to(device, non_blocking=non_blocking) for k, v in d.items()}
+                 for m, d in self.inputs.items()}
+        return Batch(self.item_ids, moved, self.labels.to(device, non_blocking=non_blocking),
+                     self.groups.to(device, non_blocking=non_blocking), self.titles)
+
+    def pin_memory(self) -> "Batch":
+        """Called by DataLoader(pin_memory=True) so host-to-GPU copies can be asynchronous."""
+        return Batch(self.item_ids,
+                     {m: {k: v.pin_memory() for k, v in d.items()} for m, d in self.inputs.items()},
+                     self.labels.pin_memory(), self.groups.pin_memory(), self.titles)
+
+    def __len__(self) -> int:
+        return len(self.item_ids)
+
+
+@dataclass
+class BuildContext:
+    """Handed to every factory: what has been built so far and the trial's settings."""
+
+    task: TaskInfo | None = None
+    encoders: dict[str, "Encoder"] = field(default_factory=dict)
+    fusion: "Fusion | None" = None
+    seed: int = 0
+    cache_dir: str | None = None
+
+
+class Encoder(nn.Module):
+    """A text, image or joint (single-stream) encoder.
+
+    ``preprocess`` turns raw records into tensors (it runs in DataLoader workers, so keep it
+    free of module state that cannot be pickled); ``forward`` returns an EncoderOutput.
+    ``preprocess_fingerprint`` names everything that decides preprocess's output (cache key).
+    """
+
+    modality: ClassVar[str] = TEXT
+    dim: int
+
+    def preprocess(self, records: list[dict[str, Any]]) -> dict[str, Tensor]:
+        raise NotImplementedError
+
+    def preprocess_fingerprint(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def weights_fingerprint(self) -> str:
+        """Identity of the starting weights (for the frozen-feature cache)."""
+        raise NotImplementedError
+
+    def forward(self, inputs: dict[str, Tensor]) -> EncoderOutput:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+class Fusion(nn.Module):
+    """Combines EncoderOutputs into a FusionOutput. ``requires``: modalities it reads."""
+
+    requires: ClassVar[frozenset[str]] = frozenset()
+
+    def forward(self, features: dict[str, EncoderOutput]) -> FusionOutput:  # pragma: no cover
+        raise NotImplementedError
+
+    def fit_on_dev(self, outputs: FusionOutput, labels: Tensor) -> None:
+        """Choose post-training settings (e.g. late fusion's weight) on the dev split only."""
+
+    def report(self) -> dict[str, Any]:
+        """Values to record in the trial row (e.g. the chosen late-fusion weight)."""
+        return {}
+
+
+@dataclass
+class LossOutput:
+    total: Tensor
+    parts: dict[str, float] = field(default_factory=dict)
+
+
+class Objective(nn.Module):
+    """A training loss. ``needs`` names what a batch must carry: any of
+    "labels", "groups", and the modalities it encodes itself beyond the fusion's ("text", "image").
+    ``loss(model, batch)`` may call ``model(batch)`` or the encoders directly (two dropout views ...).
+    """
+
+    needs: ClassVar[frozenset[str]] = frozenset()
+    sampler: ClassVar[str] = "random"  # "pk" for objectives that mine positives within a batch
+
+    def loss(self, model: "nn.Module", batch: Batch) -> LossOutput:  # pragma: no cover
+        raise NotImplementedError

@@ -1,0 +1,160 @@
+"""Leaderboards: a pure function of stored rows (group by axes, mean and spread over seeds, rank)."""
+from __future__ import annotations
+
+import html as html_lib
+import math
+from dataclasses import dataclass, field
+
+import polars as pl
+from tabulate import tabulate
+
+QUALITY = ["accuracy", "macro_f1", "top5_accuracy", "head_macro_f1", "tail_macro_f1",
+           "ndcg@10", "mar@10", "map@10", "f1"]
+COST = ["train_samples_per_s", "wall_s", "peak_mem_mb", "n_params"]
+LOWER_IS_BETTER = {"wall_s", "peak_mem_mb", "n_params"}
+
+
+@dataclass
+class LeaderboardSpec:
+    group_by: list[str]
+    sort: str | None = None
+    metrics: list[str] | None = None
+    reference: dict[str, dict[str, float]] = field(default_factory=dict)
+    reference_source: str = ""
+    pivot: dict | None = None
+    title: str = "Leaderboard"
+
+
+def _present(rows: pl.DataFrame, names: list[str]) -> list[str]:
+    return [m for m in names if m in rows.columns and rows[m].drop_nulls().len() > 0
+            and rows[m].dtype.is_numeric()]
+
+
+def group_label(values: list) -> str:
+    return " / ".join(str(v) for v in values)
+
+
+def leaderboard_table(rows: pl.DataFrame, spec: LeaderboardSpec) -> pl.DataFrame:
+    """One row per group: n ok / failed, mean and std of every metric, mean cost, rank."""
+    group_by = [g for g in spec.group_by if g in rows.columns] or ["trial_key"]
+    status = rows["status"] if "status" in rows.columns else pl.Series(["ok"] * rows.height)
+    rows = rows.with_columns(status.alias("status"))
+    ok = rows.filter(pl.col("status") == "ok")
+    metrics = _present(ok, spec.metrics or QUALITY)
+    cost = _present(ok, COST)
+    aggs = [pl.len().alias("n")]
+    for m in metrics:
+        aggs += [pl.col(m).mean().alias(m), pl.col(m).std().alias(f"{m}_std")]
+    aggs += [pl.col(c).mean().alias(c) for c in cost]
+    counts = rows.group_by(group_by).agg((pl.col("status") != "ok").sum().alias("failed"))
+    table = (ok.group_by(group_by).agg(aggs) if ok.height else pl.DataFrame(schema={g: rows.schema[g] for g in group_by}))
+    table = counts.join(table, on=group_by, how="left").with_columns(pl.col("n").fill_null(0) if "n" in table.columns else pl.lit(0).alias("n"))
+    sort = spec.sort if spec.sort in table.columns else (metrics[0] if metrics else None)
+    if sort:
+        table = table.sort(sort, descending=sort not in LOWER_IS_BETTER, nulls_last=True)
+    table = table.with_row_index("rank", offset=1)
+    if spec.reference:
+        labels = [group_label(r) for r in table.select(group_by).iter_rows()]
+        for m in sorted({m for ref in spec.reference.values() for m in ref}):
+            table = table.with_columns(pl.Series(f"ref_{m}", [spec.reference.get(l, {}).get(m) for l in labels],
+                                                 dtype=pl.Float64))
+    return table
+
+
+def _fmt(value, std=None, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if isinstance(value, float):
+        text = f"{value:.{digits}f}"
+        if std is not None and not (isinstance(std, float) and math.isnan(std)):
+            text += f" ± {std:.{digits}f}"
+        return text
+    return str(value)
+
+
+def display_rows(table: pl.DataFrame, spec: LeaderboardSpec) -> tuple[list[str], list[list[str]]]:
+    group_by = [g for g in spec.group_by if g in table.columns] or ["trial_key"]
+    metrics = [c for c in table.columns if c in set(spec.metrics or QUALITY)]
+    cost = [c for c in COST if c in table.columns]
+    refs = [c for c in table.columns if c.startswith("ref_")]
+    headers = ["rank", *group_by, *metrics, *refs, *cost, "n", "failed"]
+    body = []
+    for r in table.iter_rows(named=True):
+        line = [str(r["rank"]), *[str(r[g]) for g in group_by]]
+        line += [_fmt(r.get(m), r.get(f"{m}_std")) for m in metrics]
+        line += [_fmt(r.get(c)) for c in refs]
+        line += [_fmt(r.get(c), digits=1) if c != "n_params" else f"{int(r[c]):,}" if r.get(c) is not None else "-"
+                 for c in cost]
+        line += [str(r.get("n") or 0), str(r.get("failed") or 0)]
+        body.append(line)
+    headers = [h if not h.startswith("ref_") else f"{h[4:]} (published)" for h in headers]
+    return headers, body
+
+
+def pivot_table(rows: pl.DataFrame, pivot: dict) -> tuple[list[str], list[list[str]]]:
+    """rows = one axis, columns = another, cells = mean ± std of one metric (the paper's layout)."""
+    r, c, v = pivot["rows"], pivot["columns"], pivot.get("value", "accuracy")
+    ok = rows.filter(pl.col("status") == "ok") if "status" in rows.columns else rows
+    if not {r, c, v} <= set(ok.columns) or ok.is_empty():
+        return [], []
+    agg = ok.group_by([r, c]).agg(pl.col(v).mean().alias("m"), pl.col(v).std().alias("s"))
+    cols = sorted(agg[c].unique().to_list(), key=lambda x: (isinstance(x, str), x))
+    row_keys = sorted(agg[r].unique().to_list(), key=str)
+    cells = {(a, b): (m, s) for a, b, m, s in agg.select(r, c, "m", "s").iter_rows()}
+    body = [[str(a)] + [_fmt(*cells[(a, b)]) if (a, b) in cells else "-" for b in cols] for a in row_keys]
+    return [f"{r} \\ {c} ({v})", *[str(b) for b in cols]], body
+
+
+def render_markdown(rows: pl.DataFrame, spec: LeaderboardSpec) -> str:
+    table = leaderboard_table(rows, spec)
+    headers, body = display_rows(table, spec)
+    out = [f"# {spec.title}", "", tabulate(body, headers=headers, tablefmt="github", disable_numparse=True), ""]
+    out.append("Quality columns are test-split means ± standard deviation over seeds; cost columns are means.")
+    if spec.reference:
+        out.append(f"Published figures{f' ({spec.reference_source})' if spec.reference_source else ''} "
+                   "are quoted for comparison; they come from other data.")
+    if spec.pivot:
+        for value in [spec.pivot.get("value", "accuracy"), *spec.pivot.get("extra_values", [])]:
+            p_headers, p_body = pivot_table(rows, {**spec.pivot, "value": value})
+            if p_body:
+                out += ["", f"## {value} by {spec.pivot['rows']} and {spec.pivot['columns']}", "",
+                        tabulate(p_body, headers=p_headers, tablefmt="github", disable_numparse=True)]
+    failed = rows.filter(pl.col("status") != "ok") if "status" in rows.columns else rows.head(0)
+    if failed.height:
+        out += ["", "## Failed trials", ""]
+        for r in failed.iter_rows(named=True):
+            labels = " ".join(f"{g}={r[g]}" for g in spec.group_by if g in r)
+            first_line = (r.get("error") or "").splitlines()[0] if r.get("error") else ""
+            out.append(f"- `{r['trial_key']}` {labels} seed={r.get('seed')}: {first_line}")
+    return "\n".join(out) + "\n"
+
+
+def render_csv(rows: pl.DataFrame, spec: LeaderboardSpec) -> str:
+    return leaderboard_table(rows, spec).write_csv()
+
+
+def render_html(rows: pl.DataFrame, spec: LeaderboardSpec, images: dict[str, str] | None = None) -> str:
+    """One self-contained page (tables, plus plots embedded as data URIs)."""
+    headers, body = display_rows(leaderboard_table(rows, spec), spec)
+    parts = [f"<h1>{html_lib.escape(spec.title)}</h1>",
+             tabulate(body, headers=headers, tablefmt="html", disable_numparse=True)]
+    if spec.pivot:
+        p_headers, p_body = pivot_table(rows, spec.pivot)
+        if p_body:
+            parts += [f"<h2>{html_lib.escape(spec.pivot.get('value', 'accuracy'))}</h2>",
+                      tabulate(p_body, headers=p_headers, tablefmt="html", disable_numparse=True)]
+    for name, uri in (images or {}).items():
+        parts.append(f'<figure><img alt="{html_lib.escape(name)}" src="{uri}"><figcaption>{html_lib.escape(name)}</figcaption></figure>')
+    style = ("body{font-family:system-ui,sans-serif;margin:2em}table{border-collapse:collapse}"
+             "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}th{background:#f3f3f3}img{max-width:720px}")
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html_lib.escape(spec.title)}</title>"
+            f"<style>{style}</style></head><body>{''.join(parts)}</body></html>\n")
+
+
+def spec_from_suite(suite, title: str | None = None) -> LeaderboardSpec:
+    """Default grouping: every matrix and search axis except the seed."""
+    lb = suite.leaderboard
+    axes = [a for a in list(suite.matrix) + list(suite.search.space if suite.search else []) if a != "seed"]
+    return LeaderboardSpec(group_by=lb.group_by or axes, sort=lb.sort, metrics=lb.metrics,
+                           reference=suite.reference, reference_source=suite.reference_source,
+                           pivot=lb.pivot.model_dump() if lb.pivot else None, title=title or f"{suite.name} leaderboard")

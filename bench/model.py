@@ -1,0 +1,57 @@
+"""The trial's model: named encoders plus one fusion."""
+from __future__ import annotations
+
+from torch import nn
+
+from bench.interfaces import Batch, Encoder, EncoderOutput, Fusion, FusionOutput
+
+
+class BenchModel(nn.Module):
+    """encoders (by modality) + fusion. Frozen encoders stay in eval mode while training,
+    so their outputs are deterministic (and cacheable)."""
+
+    def __init__(self, encoders: dict[str, Encoder], fusion: Fusion):
+        super().__init__()
+        self.encoders = nn.ModuleDict(encoders)
+        self.fusion = fusion
+
+    def encode(self, batch: Batch, modalities=None) -> dict[str, EncoderOutput]:
+        wanted = modalities if modalities is not None else self.fusion.requires
+        out = {}
+        for m in wanted:
+            inputs = batch.inputs[m]
+            if "cached_pooled" in inputs:  # frozen-encoder features from the feature cache
+                out[m] = EncoderOutput(sequence=inputs["cached_sequence"], mask=inputs["cached_mask"].bool(),
+                                       pooled=inputs["cached_pooled"])
+            else:
+                out[m] = self.encoders[m](inputs)
+        return out
+
+    def forward(self, batch: Batch) -> FusionOutput:
+        return self.fusion(self.encode(batch))
+
+    def train(self, mode: bool = True) -> "BenchModel":
+        super().train(mode)
+        for enc in self.encoders.values():
+            if getattr(enc, "frozen", False):
+                enc.eval()
+        return self
+
+    def encoder_parameters(self):
+        return [p for p in self.encoders.parameters() if p.requires_grad]
+
+    def head_parameters(self):
+        return [p for p in self.fusion.parameters() if p.requires_grad]
+
+
+def count_parameters(*modules: nn.Module) -> tuple[int, int]:
+    """(all, trainable) parameters over modules, each tensor counted once."""
+    seen, total, trainable = set(), 0, 0
+    for m in modules:
+        for p in m.parameters():
+            if id(p) in seen:
+                continue
+            seen.add(id(p))
+            total += p.numel()
+            trainable += p.numel() if p.requires_grad else 0
+    return total, trainable

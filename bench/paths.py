@@ -1,0 +1,37 @@
+"""Where mic-bench keeps caches and results, and how files are written safely."""
+from __future__ import annotations
+
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+CACHE_ENV = "MIC_BENCH_CACHE"
+
+
+def cache_dir(override: str | os.PathLike | None = None) -> Path:
+    """--cache-dir, else $MIC_BENCH_CACHE, else ~/.cache/mic-bench."""
+    raw = override or os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "mic-bench"
+    path = Path(raw).expanduser()
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@contextmanager
+def atomic_path(target: str | os.PathLike):
+    """Yield a temporary path beside ``target``; rename it over ``target`` only on success."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def atomic_write_text(target: str | os.PathLike, text: str) -> None:
+    with atomic_path(target) as tmp:
+        tmp.write_text(text, encoding="utf-8")

@@ -1,0 +1,112 @@
+"""One plugin manager: loads the ``mic_bench`` entry-point group and builds the registry.
+
+Built-ins (distribution ``mic-bench``) load through the same group as outside packages.
+``MIC_BENCH_PLUGINS`` (comma-separated distribution names) restricts which outside
+distributions load; a distribution that fails to import is reported by name and the
+others still load.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from functools import lru_cache
+from importlib import metadata
+
+import pluggy
+
+from bench import hookspecs
+from bench.registry import Registry
+
+ENTRY_POINT_GROUP = "mic_bench"
+BUILTIN_DISTRIBUTION = "mic-bench"
+ALLOW_ENV = "MIC_BENCH_PLUGINS"
+_HOOK_KIND = {
+    "bench_datasets": "dataset",
+    "bench_encoders": "encoder",
+    "bench_fusions": "fusion",
+    "bench_objectives": "objective",
+}
+log = logging.getLogger(__name__)
+
+
+def _allowed_distributions() -> set[str] | None:
+    raw = os.environ.get(ALLOW_ENV, "").strip()
+    if not raw:
+        return None
+    return {name.strip().lower().replace("_", "-") for name in raw.split(",") if name.strip()}
+
+
+def _normalise(dist_name: str) -> str:
+    return dist_name.lower().replace("_", "-")
+
+
+def make_plugin_manager() -> tuple[pluggy.PluginManager, dict[str, tuple[str, str]], dict[str, str]]:
+    """Load every allowed entry point; return (manager, plugin name -> (dist, version), errors)."""
+    pm = pluggy.PluginManager(ENTRY_POINT_GROUP)
+    pm.add_hookspecs(hookspecs)
+    allowed = _allowed_distributions()
+    origins: dict[str, tuple[str, str]] = {}
+    errors: dict[str, str] = {}
+    for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
+        dist = ep.dist.name if ep.dist is not None else "?"
+        version = ep.dist.version if ep.dist is not None else "?"
+        if allowed is not None and _normalise(dist) != BUILTIN_DISTRIBUTION and _normalise(dist) not in allowed:
+            continue
+        plugin_name = f"{dist}:{ep.name}"
+        if pm.has_plugin(plugin_name):
+            continue  # the same distribution seen twice on sys.path
+        try:
+            module = ep.load()
+        except Exception as exc:  # a broken outside plugin must not take the others down
+            errors[plugin_name] = f"{type(exc).__name__}: {exc}"
+            log.warning("plugin %s (%s) failed to load: %s", ep.name, dist, exc)
+            continue
+        pm.register(module, name=plugin_name)
+        origins[plugin_name] = (dist, version)
+    return pm, origins, errors
+
+
+def build_registry() -> Registry:
+    """Collect every plugin spec, tagged with the distribution that offered it."""
+    pm, origins, errors = make_plugin_manager()
+    registry = Registry(load_errors=dict(errors))
+    for hook_name, kind in _HOOK_KIND.items():
+        for impl in getattr(pm.hook, hook_name).get_hookimpls():
+            dist, version = origins.get(impl.plugin_name, ("?", "?"))
+            try:
+                specs = impl.function() or []
+            except Exception as exc:
+                registry.load_errors[impl.plugin_name] = f"{hook_name} raised {type(exc).__name__}: {exc}"
+                continue
+            for spec in specs:
+                if spec.kind != kind:
+                    registry.load_errors[impl.plugin_name] = (
+                        f"{hook_name} returned plugin '{spec.name}' of kind '{spec.kind}'")
+                    continue
+                registry.add(registry.with_distribution(spec, dist, version))
+                registry.distributions[dist] = version
+    registry.distributions.setdefault(BUILTIN_DISTRIBUTION, _own_version())
+    return registry
+
+
+def _own_version() -> str:
+    try:
+        return metadata.version(BUILTIN_DISTRIBUTION)
+    except metadata.PackageNotFoundError:
+        return "?"
+
+
+@lru_cache(maxsize=1)
+def get_registry() -> Registry:
+    """The process-wide registry (the only global state besides the plugin manager)."""
+    return build_registry()
+
+
+def lifecycle_hooks() -> pluggy.HookRelay:
+    """Hook relay for bench_trial_finished / bench_suite_finished."""
+    return _lifecycle_manager().hook
+
+
+@lru_cache(maxsize=1)
+def _lifecycle_manager() -> pluggy.PluginManager:
+    return make_plugin_manager()[0]

@@ -1,0 +1,120 @@
+"""The results store: one parquet row file per finished trial, merged into trials.parquet.
+
+Layout of a run folder (results/<suite>/<run-id>/):
+    suite.yaml        the suite as run (leaderboards regenerate from it and the rows)
+    run.json          provenance: plugins, versions, suite hash, start time, trial keys
+    rows/<key>.parquet           one row per finished trial (written atomically, never rewritten)
+    predictions/<key>.parquet    test predictions of that trial
+    trials.parquet    all rows (rebuilt atomically from rows/ after every trial)
+    leaderboard.md    (and .csv / .html on request)
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from bench.errors import BenchError
+from bench.paths import atomic_path, atomic_write_text
+
+ROWS, PREDICTIONS, TRIALS = "rows", "predictions", "trials.parquet"
+
+
+@dataclass
+class RunDir:
+    path: Path
+
+    @property
+    def rows_dir(self) -> Path:
+        return self.path / ROWS
+
+    def write_row(self, row: dict[str, Any], predictions: pl.DataFrame | None = None) -> None:
+        """Persist one finished trial; predictions first so a row never points at nothing."""
+        key = row["trial_key"]
+        if predictions is not None:
+            with atomic_path(self.path / PREDICTIONS / f"{key}.parquet") as tmp:
+                predictions.write_parquet(tmp)
+        with atomic_path(self.rows_dir / f"{key}.parquet") as tmp:
+            row_frame(row).write_parquet(tmp)
+
+    def finished_keys(self, *, only_ok: bool = False) -> set[str]:
+        rows = self.read_rows()
+        if rows.is_empty():
+            return set()
+        if only_ok:
+            rows = rows.filter(pl.col("status") == "ok")
+        return set(rows["trial_key"].to_list())
+
+    def read_rows(self) -> pl.DataFrame:
+        """All trial rows; a corrupt row file is an error naming it, never silently dropped."""
+        frames = []
+        for f in sorted(self.rows_dir.glob("*.parquet")) if self.rows_dir.exists() else []:
+            try:
+                frames.append(pl.read_parquet(f))
+            except Exception as exc:
+                raise BenchError(f"corrupt result file ({exc})", file=f,
+                                 fix="delete it and run `bench run --resume` to redo that trial") from None
+        if not frames:
+            return pl.DataFrame()
+        return pl.concat(frames, how="diagonal_relaxed")
+
+    def consolidate(self) -> pl.DataFrame:
+        rows = self.read_rows()
+        if not rows.is_empty():
+            with atomic_path(self.path / TRIALS) as tmp:
+                rows.write_parquet(tmp)
+        return rows
+
+    def write_meta(self, meta: dict[str, Any]) -> None:
+        atomic_write_text(self.path / "run.json", json.dumps(meta, indent=2, sort_keys=True, default=str))
+
+    def read_meta(self) -> dict[str, Any]:
+        f = self.path / "run.json"
+        return json.loads(f.read_text()) if f.exists() else {}
+
+
+def row_frame(row: dict[str, Any]) -> pl.DataFrame:
+    """One-row frame; values that are not scalars are stored as JSON text."""
+    clean = {k: (json.dumps(v, default=str) if isinstance(v, (dict, list, tuple)) else v) for k, v in row.items()}
+    return pl.DataFrame([clean], infer_schema_length=None)
+
+
+def new_run_dir(out: Path, suite_name: str) -> RunDir:
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    base = out / suite_name
+    path = base / stamp
+    n = 1
+    while path.exists():
+        n += 1
+        path = base / f"{stamp}-{n}"
+    path.mkdir(parents=True)
+    return RunDir(path)
+
+
+def latest_run_dir(out: Path, suite_name: str) -> RunDir | None:
+    base = out / suite_name
+    runs = sorted((p for p in base.iterdir() if (p / "run.json").exists()), key=lambda p: p.name) if base.exists() else []
+    return RunDir(runs[-1]) if runs else None
+
+
+def load_run(path: str | Path) -> tuple[RunDir, pl.DataFrame]:
+    """A run folder's rows for leaderboards: trials.parquet, or the row files if it is missing."""
+    run = RunDir(Path(path))
+    if not run.path.is_dir():
+        raise BenchError("run folder not found", file=path, fix="pass a folder under results/<suite>/")
+    trials = run.path / TRIALS
+    if trials.exists():
+        try:
+            rows = pl.read_parquet(trials)
+        except Exception as exc:
+            raise BenchError(f"corrupt results table ({exc})", file=trials,
+                             fix="delete it; `bench leaderboard` rebuilds it from rows/") from None
+    else:
+        rows = run.read_rows()
+    if rows.is_empty():
+        raise BenchError("the run has no finished trials yet", file=path, fix="run or resume the suite first")
+    return run, rows

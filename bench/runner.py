@@ -1,0 +1,191 @@
+"""Run a suite with Ray Tune: one Tune trial per TrialSpec, rows persisted as each finishes.
+
+Resume is driven by the results store (rows/ of the run folder), not by Tune's experiment
+state: a row is written atomically the moment its trial ends, so after a kill -9 the store
+knows exactly which trials finished, and only the others run again.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import yaml
+
+from bench.errors import BenchError
+from bench.leaderboard import render_markdown, spec_from_suite
+from bench.paths import atomic_write_text
+from bench.provenance import provenance
+from bench.results import RunDir, latest_run_dir, new_run_dir
+from bench.suite import LoadedSuite, TrialSpec
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunSummary:
+    run_dir: Path
+    suite: str
+    total: int
+    kept: int
+    ok: int
+    failed: int
+    rows: pl.DataFrame = field(default_factory=pl.DataFrame)
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.failed == 0 else 1
+
+
+def _trainable(config: dict, specs: dict[str, dict], run_path: str, cpus: float, gpus: float,
+               cache_dir: str | None, prov: dict[str, str]) -> None:
+    """Runs inside a Ray worker: one trial, its row written before reporting to Tune."""
+    from ray import tune
+
+    from bench.plugins import get_registry
+    from bench.trial import TrialContext, run_trial
+
+    spec = TrialSpec(**specs[config["trial_key"]])
+    ctx = TrialContext(registry=get_registry(), cpus=cpus, gpus=gpus, cache_dir=cache_dir, provenance=prov)
+    outcome = run_trial(spec, ctx)
+    RunDir(Path(run_path)).write_row(outcome.row, outcome.predictions)
+    numeric = {k: v for k, v in outcome.row.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    tune.report({**numeric, "ok": outcome.row["status"] == "ok"})
+
+
+def _make_callback(run: RunDir, specs: dict[str, TrialSpec], total: int, kept: int, quiet: bool, prov: dict):
+    from ray.tune import Callback
+
+    from bench.plugins import lifecycle_hooks
+
+    class RowCallback(Callback):
+        """In the driver: records crashes the worker could not, reports progress, calls hooks."""
+
+        def __init__(self):
+            self.done = kept
+            self.failed = 0
+            self.started = time.monotonic()
+
+        def _finish(self, trial, error: str | None):
+            key = trial.config["trial_key"]
+            row_file = run.rows_dir / f"{key}.parquet"
+            if not row_file.exists():
+                spec = specs[key]
+                row = {"trial_key": key, **spec.axes, **spec.hyper, "seed": spec.config.get("seed", 0),
+                       "status": "failed", "error": error or "the trial's worker ended without a result", **prov}
+                run.write_row(row)
+            row = pl.read_parquet(row_file).row(0, named=True)
+            self.done += 1
+            self.failed += row["status"] != "ok"
+            rows = run.consolidate()
+            lifecycle_hooks().bench_trial_finished(result=row)
+            if not quiet:
+                elapsed = time.monotonic() - self.started
+                ran = self.done - kept
+                eta = elapsed / ran * (total - self.done) if ran else 0
+                metric = next((f"{m}={row[m]:.3f}" for m in ("macro_f1", "accuracy", "ndcg@10") if row.get(m) is not None), "")
+                print(f"[{self.done}/{total}] {row['status']:6s} {specs[key].label()} {metric} "
+                      f"({row.get('wall_s', 0):.0f}s; elapsed {elapsed:.0f}s, eta {eta:.0f}s, failed {self.failed})",
+                      file=sys.stderr, flush=True)
+            del rows
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            self._finish(trial, None)
+
+        def on_trial_error(self, iteration, trials, trial, **info):
+            self._finish(trial, f"the trial's worker crashed (see {trial.local_path or 'the Ray logs'})")
+
+    return RowCallback()
+
+
+def _init_ray(address: str | None, run: RunDir) -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    kwargs: dict[str, Any] = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR,
+                                  configure_logging=True)
+    if address:
+        ray.init(address=address, **kwargs)
+    else:
+        ray.init(num_cpus=os.cpu_count() or 1, **kwargs)
+
+
+def run_suite(loaded: LoadedSuite, registry, *, out: str | Path = "results", resume: bool = False,
+              run_dir: str | Path | None = None, max_concurrent: int | None = None, address: str | None = None,
+              cache_dir: str | None = None, quiet: bool = False) -> RunSummary:
+    out = Path(out)
+    suite = loaded.suite
+    if run_dir is not None:
+        run = RunDir(Path(run_dir))
+        run.path.mkdir(parents=True, exist_ok=True)
+    elif resume:
+        run = latest_run_dir(out, suite.name)
+        if run is None:
+            raise BenchError(f"nothing to resume: no earlier run of suite '{suite.name}' under {out}",
+                             fix="run without --resume first, or pass --out where the earlier run lives")
+    else:
+        run = new_run_dir(out, suite.name)
+    specs = {t.key: t for t in loaded.trials}
+    finished = run.finished_keys(only_ok=True) & set(specs)
+    pending = [t for t in loaded.trials if t.key not in finished]
+    if resume and not quiet:
+        print(f"resuming {run.path}: kept {len(finished)} finished trials, running {len(pending)}", file=sys.stderr)
+    prov = provenance(registry.distributions, loaded.text_hash, loaded.path.resolve().parent)
+    atomic_write_text(run.path / "suite.yaml", yaml.safe_dump(loaded.raw, sort_keys=False))
+    meta = run.read_meta()
+    meta.update({"suite": suite.name, "suite_file": str(loaded.path), "suite_hash": loaded.text_hash,
+                 "plugins": registry.distributions, "trial_keys": list(specs),
+                 "axes": loaded.axes, **{k: v for k, v in prov.items() if k != "plugins"}})
+    meta.setdefault("started", datetime.now(timezone.utc).isoformat())
+    meta.setdefault("resumed", [])
+    if resume:
+        meta["resumed"].append(datetime.now(timezone.utc).isoformat())
+    run.write_meta(meta)
+    if pending:
+        _tune(loaded, registry, run, pending, specs, len(finished), max_concurrent, address, cache_dir, quiet, prov)
+    rows = run.consolidate()
+    rows = rows.filter(pl.col("trial_key").is_in(list(specs))) if not rows.is_empty() else rows
+    lb = spec_from_suite(suite)
+    if not rows.is_empty():
+        atomic_write_text(run.path / "leaderboard.md", render_markdown(rows, lb))
+    n_ok = int((rows["status"] == "ok").sum()) if not rows.is_empty() else 0
+    summary = RunSummary(run.path, suite.name, len(specs), len(finished), n_ok, rows.height - n_ok, rows)
+    from bench.plugins import lifecycle_hooks
+
+    lifecycle_hooks().bench_suite_finished(run=summary)
+    return summary
+
+
+def _tune(loaded, registry, run: RunDir, pending: list[TrialSpec], specs, kept: int, max_concurrent, address,
+          cache_dir, quiet, prov) -> None:
+    from ray import tune
+
+    _init_ray(address, run)
+    suite = loaded.suite
+    resources = {"cpu": suite.resources.cpu, "gpu": suite.resources.gpu}
+    spec_dicts = {t.key: {"key": t.key, "axes": t.axes, "hyper": t.hyper, "config": t.config} for t in pending}
+    trainable = tune.with_resources(
+        tune.with_parameters(_trainable, specs=spec_dicts, run_path=str(run.path.resolve()), cpus=suite.resources.cpu,
+                             gpus=suite.resources.gpu, cache_dir=cache_dir, prov=prov),
+        resources)
+    callback = _make_callback(run, specs, len(specs), kept, quiet, prov)
+    tuner = tune.Tuner(
+        trainable,
+        param_space={"trial_key": tune.grid_search([t.key for t in pending])},
+        tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent or suite.max_concurrent, reuse_actors=False),
+        run_config=tune.RunConfig(
+            name="tune", storage_path=str((run.path / "tune").resolve()), verbose=0, callbacks=[callback],
+            failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1)),
+    )
+    tuner.fit()

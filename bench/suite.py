@@ -1,0 +1,349 @@
+"""Suite files: YAML validated by pydantic, expanded into a matrix of concrete trials."""
+from __future__ import annotations
+
+import copy
+import hashlib
+import itertools
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from bench.errors import BenchError
+from bench.validation import describe_validation_error
+
+Strict = ConfigDict(extra="forbid")
+
+
+class Ref(BaseModel):
+    """A plugin by name with its options; a bare string is accepted as the name."""
+
+    model_config = Strict
+    name: str
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_name(cls, value):
+        return {"name": value} if isinstance(value, str) else value
+
+
+class ObjectiveRef(Ref):
+    weight: float = Field(1.0, ge=0.0)
+
+
+class OptimizerConfig(BaseModel):
+    model_config = Strict
+    name: Literal["adamw", "adam", "sgd"] = "adamw"
+    lr: float = Field(1e-4, gt=0)
+    head_lr: float | None = Field(None, gt=0, description="learning rate of everything but the encoders (default: lr)")
+    weight_decay: float = Field(0.01, ge=0)
+
+
+class StageConfig(BaseModel):
+    model_config = Strict
+    name: str = "train"
+    objectives: list[ObjectiveRef] = Field(default_factory=lambda: [ObjectiveRef(name="cross_entropy")], min_length=1)
+    data: Literal["train", "ssl", "train+ssl"] = "train"
+    epochs: float = Field(1.0, gt=0)
+    batch_size: int = Field(32, ge=2)
+    optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
+    sampler: Literal["auto", "random", "pk", "balanced"] = "auto"
+    pk_items: int = Field(2, ge=2, description="items per group in a P x K batch")
+    grad_clip: float | None = Field(1.0, gt=0)
+
+
+class SplitConfig(BaseModel):
+    model_config = Strict
+    fractions: dict[Literal["train", "dev", "test", "ssl"], float] | None = None
+    use_given: bool | None = None
+    seed: int = 0
+
+
+class EvalConfig(BaseModel):
+    model_config = Strict
+    k: int = Field(10, ge=1)
+    batch_size: int = Field(64, ge=1)
+    retrieval: Literal["auto", "off", "embedding", "max_of_kinds"] = "auto"
+
+
+class TrialConfig(BaseModel):
+    """Everything one trial needs; the suite's `trial` section after matrix overrides."""
+
+    model_config = Strict
+    dataset: Ref
+    task: Literal["classification", "matching"] = "classification"
+    encoders: dict[Literal["text", "image", "joint"], Ref] = Field(min_length=1)
+    fusion: Ref
+    stages: list[StageConfig] = Field(default_factory=lambda: [StageConfig()], min_length=1)
+    splits: SplitConfig = Field(default_factory=SplitConfig)
+    finetune_fraction: float = Field(1.0, gt=0, le=1)
+    seed: int = 0
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    max_trial_minutes: float | None = Field(None, gt=0)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    amp: Literal["off", "bf16", "fp16"] = "off"
+    dataloader_workers: int | Literal["auto"] = "auto"
+    cache_features: bool = True
+    subset: int | None = Field(None, ge=1, description="cap every split at this many items (smoke and CI runs)")
+
+
+class SearchConfig(BaseModel):
+    model_config = Strict
+    space: dict[str, dict[Literal["loguniform", "uniform", "randint", "choice", "grid"], list]] = Field(default_factory=dict)
+    samples: int = Field(1, ge=1)
+    seed: int = 0
+
+
+class Resources(BaseModel):
+    model_config = Strict
+    cpu: float = Field(1.0, gt=0)
+    gpu: float = Field(0.0, ge=0)
+
+
+class PivotConfig(BaseModel):
+    model_config = Strict
+    rows: str
+    columns: str
+    value: str = "accuracy"
+
+
+class LeaderboardConfig(BaseModel):
+    model_config = Strict
+    group_by: list[str] | None = None
+    sort: str | None = None
+    metrics: list[str] | None = None
+    pivot: PivotConfig | None = None
+
+
+class Suite(BaseModel):
+    model_config = Strict
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    description: str = ""
+    trial: dict[str, Any]
+    matrix: dict[str, list | dict[str, Any]] = Field(default_factory=dict)
+    search: SearchConfig | None = None
+    resources: Resources = Field(default_factory=Resources)
+    max_concurrent: int | None = Field(None, ge=1)
+    leaderboard: LeaderboardConfig = Field(default_factory=LeaderboardConfig)
+    reference: dict[str, dict[str, float]] = Field(default_factory=dict)
+    reference_source: str = ""
+
+
+# Matrix axes that are shorthand for a path in the trial config.
+AXIS_PATHS = {
+    "fusion": "fusion.name",
+    "seed": "seed",
+    "finetune_fraction": "finetune_fraction",
+    "dataset": "dataset.name",
+    "task": "task",
+    "text_encoder": "encoders.text.name",
+    "image_encoder": "encoders.image.name",
+}
+
+
+@dataclass(frozen=True)
+class TrialSpec:
+    key: str
+    axes: dict[str, Any]
+    hyper: dict[str, Any]
+    config: dict[str, Any]
+
+    def label(self) -> str:
+        parts = [f"{k}={v}" for k, v in {**self.axes, **self.hyper}.items()]
+        return " ".join(parts) or "(single trial)"
+
+
+@dataclass
+class LoadedSuite:
+    path: Path
+    suite: Suite
+    trials: list[TrialSpec]
+    text_hash: str
+    raw: dict = field(default_factory=dict)
+
+    @property
+    def axes(self) -> list[str]:
+        return list(self.suite.matrix) + list(self.suite.search.space if self.suite.search else [])
+
+
+def deep_merge(base: Any, override: Any) -> Any:
+    if isinstance(base, dict) and isinstance(override, dict):
+        out = dict(base)
+        for k, v in override.items():
+            out[k] = deep_merge(base[k], v) if k in base else copy.deepcopy(v)
+        return out
+    return copy.deepcopy(override)
+
+
+def set_path(config: dict, path: str, value: Any, *, file: str, axis: str) -> None:
+    """Set a dotted path (list indices as numbers) inside the trial config."""
+    parts = path.split(".")
+    node: Any = config
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        if isinstance(node, list):
+            try:
+                idx = int(part)
+                node[idx]
+            except (ValueError, IndexError):
+                raise BenchError(f"'{part}' is not an index of the list at '{'.'.join(parts[:i])}'",
+                                 file=file, field=f"matrix.{axis}", fix="use a valid list index, e.g. stages.0.epochs") from None
+            if last:
+                node[idx] = copy.deepcopy(value)
+            else:
+                node = node[idx]
+        else:
+            if last:
+                node[part] = copy.deepcopy(value)
+            else:
+                if not isinstance(node.get(part), (dict, list)):
+                    node[part] = {} if node.get(part) is None else ({"name": node[part]} if isinstance(node[part], str) else node[part])
+                node = node[part]
+
+
+def read_yaml(path: Path) -> dict:
+    if not path.exists():
+        raise BenchError("suite file not found", file=path, fix="check the path; suites live in suites/")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise BenchError("suite file is not UTF-8 text", file=path, fix="save the file as UTF-8") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else None
+        raise BenchError(f"not valid YAML: {getattr(exc, 'problem', exc)}", file=path, field=where,
+                         fix="fix the YAML syntax (indentation, colons, quotes)") from None
+    if not isinstance(data, dict):
+        raise BenchError("a suite must be a YAML mapping with at least name, trial", file=path,
+                         fix="start from suites/smoke.yaml")
+    return data
+
+
+def _with_includes(path: Path, seen: tuple = ()) -> dict:
+    data = read_yaml(path)
+    includes = data.pop("include", None) or []
+    if isinstance(includes, str):
+        includes = [includes]
+    merged: dict = {}
+    for inc in includes:
+        inc_path = (path.parent / inc).resolve()
+        if inc_path in seen:
+            raise BenchError(f"include cycle through {inc}", file=path, field="include", fix="remove the cycle")
+        merged = deep_merge(merged, _with_includes(inc_path, seen + (path.resolve(),)))
+    return deep_merge(merged, data)
+
+
+def _axis_values(axis: str, values: list | dict, file: str) -> list[tuple[Any, Any]]:
+    """(label, override) pairs for one axis."""
+    if isinstance(values, dict):
+        return [(label, override) for label, override in values.items()]
+    if not values:
+        raise BenchError("a matrix axis needs at least one value", file=file, field=f"matrix.{axis}",
+                         fix="list the values, e.g. [0, 1]")
+    return [(v if not isinstance(v, (dict, list)) else json.dumps(v, sort_keys=True), v) for v in values]
+
+
+def _sample_search(search: SearchConfig | None) -> list[dict[str, Any]]:
+    """Concrete hyperparameter sets: grids crossed, distributions sampled with the search seed."""
+    if search is None or not search.space:
+        return [{}]
+    import numpy as np
+    from ray import tune
+
+    rng = np.random.RandomState(search.seed)
+    grid_keys = [k for k, spec in search.space.items() if "grid" in spec]
+    grids = list(itertools.product(*[search.space[k]["grid"] for k in grid_keys])) or [()]
+    out = []
+    for _ in range(search.samples):
+        sampled = {}
+        for k, spec in search.space.items():
+            (dist, args), = spec.items()
+            if dist == "grid":
+                continue
+            domain = {"loguniform": tune.loguniform, "uniform": tune.uniform, "randint": tune.randint,
+                      "choice": lambda *a: tune.choice(list(a))}[dist](*args)
+            value = domain.sample(random_state=rng)
+            sampled[k] = value.item() if hasattr(value, "item") else value
+        for g in grids:
+            out.append({**sampled, **dict(zip(grid_keys, g))})
+    return out
+
+
+def trial_key(config: dict) -> str:
+    return hashlib.sha1(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def load_suite(path: str | Path, registry=None, subset: int | None = None) -> LoadedSuite:
+    """Read, validate and expand a suite; every error names the file and field."""
+    path = Path(path)
+    raw = _with_includes(path)
+    file = str(path)
+    try:
+        suite = Suite.model_validate(raw)
+    except ValidationError as exc:
+        raise BenchError(describe_validation_error(exc, Suite), file=file,
+                         fix="see docs/suites.md for every field and its allowed values") from None
+    axes = list(suite.matrix.items())
+    combos = itertools.product(*[_axis_values(a, v, file) for a, v in axes]) if axes else [()]
+    hyper_sets = _sample_search(suite.search)
+    trials: list[TrialSpec] = []
+    for combo in combos:
+        for hyper in hyper_sets:
+            config = copy.deepcopy(suite.trial)
+            labels = {}
+            for (axis, _), (label, value) in zip(axes, combo):
+                labels[axis] = label
+                if isinstance(suite.matrix[axis], dict):
+                    if not isinstance(value, dict):
+                        raise BenchError(f"value '{label}' must be a mapping of trial fields to override",
+                                         file=file, field=f"matrix.{axis}.{label}",
+                                         fix="write e.g. `origin: {stages: [...]}` or use a list of plain values")
+                    config = deep_merge(config, value)
+                else:
+                    set_path(config, AXIS_PATHS.get(axis, axis), value, file=file, axis=axis)
+            for name, value in hyper.items():
+                set_path(config, name, value, file=file, axis=name)
+            if subset is not None:
+                config["subset"] = subset
+            spec = _validate_trial(config, file, labels, registry)
+            trials.append(TrialSpec(trial_key(spec), labels, hyper, spec))
+    seen: dict[str, TrialSpec] = {}
+    for t in trials:
+        if t.key in seen:
+            raise BenchError(f"two matrix entries give the same trial ({seen[t.key].label()} and {t.label()})",
+                             file=file, field="matrix", fix="remove the duplicate axis value")
+        seen[t.key] = t
+    text_hash = hashlib.sha256(json.dumps(raw, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return LoadedSuite(path=path, suite=suite, trials=trials, text_hash=text_hash, raw=raw)
+
+
+def _validate_trial(config: dict, file: str, labels: dict, registry) -> dict:
+    where = " ".join(f"{k}={v}" for k, v in labels.items())
+    try:
+        trial = TrialConfig.model_validate(config)
+    except ValidationError as exc:
+        suffix = f" (in the trial {where})" if where else ""
+        raise BenchError(describe_validation_error(exc, TrialConfig, prefix="trial") + suffix, file=file,
+                         fix="see docs/suites.md for every field and its allowed values") from None
+    if registry is not None:
+        check_plugins(trial, registry, file)
+    return trial.model_dump(mode="json")
+
+
+def check_plugins(trial: TrialConfig, registry, file: str) -> None:
+    """Every plugin name exists and its options validate, before anything runs."""
+    registry.get("dataset", trial.dataset.name, file=file, field="trial.dataset.name").parse_options(
+        trial.dataset.options, file=file, field="trial.dataset.options")
+    for slot, ref in trial.encoders.items():
+        registry.get("encoder", ref.name, file=file, field=f"trial.encoders.{slot}.name").parse_options(
+            ref.options, file=file, field=f"trial.encoders.{slot}.options")
+    registry.get("fusion", trial.fusion.name, file=file, field="trial.fusion.name").parse_options(
+        trial.fusion.options, file=file, field="trial.fusion.options")
+    for i, stage in enumerate(trial.stages):
+        for j, obj in enumerate(stage.objectives):
+            registry.get("objective", obj.name, file=file, field=f"trial.stages[{i}].objectives[{j}].name").parse_options(
+                obj.options, file=file, field=f"trial.stages[{i}].objectives[{j}].options")

@@ -1,0 +1,1 @@
+"""Built-in mic-bench plugins, registered through the ``mic_bench`` entry-point group."""

@@ -1,0 +1,2 @@
+"""Encoder plugins (filled in by their issue)."""
+SPECS: list = []

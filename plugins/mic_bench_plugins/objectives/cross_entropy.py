@@ -1,0 +1,50 @@
+"""Cross-entropy on labels, summed over every logits head the fusion trains."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
+
+from bench.interfaces import Batch, LossOutput, Objective
+from bench.registry import PluginSpec
+
+
+class CrossEntropyOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
+    class_weighted: bool = Field(False, description="weight classes by inverse training frequency")
+
+
+class CrossEntropy(Objective):
+    needs = frozenset({"labels"})
+
+    def __init__(self, opts: CrossEntropyOptions, n_labels: int):
+        super().__init__()
+        self.opts = opts
+        self.register_buffer("class_weights", torch.ones(max(n_labels, 1)))
+
+    def set_label_counts(self, counts: torch.Tensor) -> None:
+        """Called by the trainer with training label counts when class weighting is on."""
+        if self.opts.class_weighted:
+            w = counts.sum() / (counts.clamp(min=1) * len(counts))
+            self.class_weights.copy_(w.to(self.class_weights))
+
+    def loss(self, model, batch: Batch) -> LossOutput:
+        out = model(batch)
+        known = batch.labels >= 0
+        parts = out.logits_parts or ([out.logits] if out.logits is not None else [])
+        if not parts:
+            raise ValueError("cross_entropy needs a fusion with a classification head")
+        weight = self.class_weights if self.opts.class_weighted else None
+        losses = [F.cross_entropy(p[known], batch.labels[known], weight=weight,
+                                  label_smoothing=self.opts.label_smoothing) for p in parts]
+        total = torch.stack(losses).sum()
+        return LossOutput(total, {"ce": float(total.detach())})
+
+
+def build(opts: CrossEntropyOptions, ctx) -> CrossEntropy:
+    return CrossEntropy(opts, ctx.task.num_labels if ctx.task else 0)
+
+
+SPECS = [PluginSpec("objective", "cross_entropy", "cross-entropy on labels (optionally class-weighted, label smoothing)",
+                    build, CrossEntropyOptions)]

@@ -1,0 +1,2 @@
+"""Objective plugins (filled in by their issue)."""
+SPECS: list = []

@@ -1,0 +1,50 @@
+"""Shared test fixtures: an isolated cache, the registry, tiny random-init encoder configs."""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+# Every test run gets its own cache unless the caller set one (CI sets a warm one per run).
+os.environ.setdefault("MIC_BENCH_CACHE", os.path.join(os.environ.get("TMPDIR", "/tmp"), f"mic-bench-test-cache-{os.getuid()}"))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+TINY_TEXT = {"name": "hf_text", "options": {"model": "random", "max_length": 16}}
+TINY_IMAGE = {"name": "timm_image", "options": {"model": "vit_tiny_patch16_224", "img_size": 32,
+                                                "model_kwargs": {"patch_size": 8, "depth": 2, "embed_dim": 64,
+                                                                 "num_heads": 2}}}
+TINY_DATA = {"name": "synthetic_catalog", "options": {"n_products": 60, "n_labels": 8, "image_size": 32}}
+
+
+def tiny_trial(**overrides) -> dict:
+    """A complete, fast trial config (dict form, as in a suite's `trial` section)."""
+    trial = {
+        "dataset": TINY_DATA,
+        "encoders": {"text": TINY_TEXT, "image": TINY_IMAGE},
+        "fusion": "text_only",
+        "stages": [{"objectives": ["cross_entropy"], "epochs": 1, "batch_size": 16,
+                    "optimizer": {"lr": 1e-3}}],
+    }
+    trial.update(overrides)
+    return trial
+
+
+@pytest.fixture(scope="session")
+def registry():
+    from bench.plugins import get_registry
+
+    return get_registry()
+
+
+@pytest.fixture
+def write_suite(tmp_path):
+    """Write a suite dict (or YAML text) to a file and return its path."""
+    import yaml
+
+    def _write(content, name="suite.yaml"):
+        path = tmp_path / name
+        path.write_text(content if isinstance(content, str) else yaml.safe_dump(content), encoding="utf-8")
+        return path
+
+    return _write

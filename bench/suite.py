@@ -109,6 +109,7 @@ class PivotConfig(BaseModel):
     rows: str
     columns: str
     value: str = "accuracy"
+    extra_values: list[str] = Field(default_factory=list, description="more metrics, one pivot table each")
 
 
 class LeaderboardConfig(BaseModel):

@@ -48,3 +48,23 @@ def write_suite(tmp_path):
         return path
 
     return _write
+
+
+@pytest.fixture(scope="session")
+def outside_plugins():
+    """The example FiLM package and the test-only faulty package, pip-installed for the session."""
+    from plugin_packages import install, uninstall
+
+    install("mic-bench-film", "mic-bench-faulty")
+    yield
+    uninstall("mic-bench-film", "mic-bench-faulty")
+
+
+def run_bench(*args, env=None, timeout=600):
+    """Run the real `bench` command in a fresh process (fresh entry-point scan)."""
+    import subprocess
+    import sys
+
+    full_env = dict(os.environ, **(env or {}))
+    return subprocess.run([sys.executable, "-m", "bench.cli", *map(str, args)], capture_output=True, text=True,
+                          env=full_env, timeout=timeout)

@@ -1,0 +1,74 @@
+"""Plugin discovery through the entry-point group, for built-ins and really installed packages."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bench.errors import BenchError
+from bench.plugins import build_registry
+from bench.registry import PluginSpec, Registry
+from conftest import run_bench, tiny_trial
+
+
+def test_builtins_come_from_the_entry_point_group(registry):
+    kinds = {(s.kind, s.name): s.distribution for s in registry.all()}
+    assert kinds[("dataset", "synthetic_catalog")] == "mic-bench"
+    assert kinds[("fusion", "cross_modal_gated_attention")] == "mic-bench"
+    assert {"text_only", "image_only", "late", "shallow", "cross_modal_gated_attention"} <= set(registry.names("fusion"))
+
+
+def test_duplicate_names_name_both_distributions():
+    reg = Registry()
+    reg.add(PluginSpec("fusion", "late", "a", lambda o, c: None, distribution="pkg-one"))
+    with pytest.raises(BenchError) as err:
+        reg.add(PluginSpec("fusion", "late", "b", lambda o, c: None, distribution="pkg-two"))
+    assert "pkg-one" in str(err.value) and "pkg-two" in str(err.value) and "MIC_BENCH_PLUGINS" in str(err.value)
+
+
+def test_unknown_name_lists_closest(registry):
+    with pytest.raises(BenchError) as err:
+        registry.get("fusion", "shallw")
+    assert "did you mean 'shallow'" in str(err.value)
+
+
+def test_outside_package_is_discovered_and_broken_one_reported(outside_plugins):
+    reg = build_registry()
+    film = reg.get("fusion", "film")
+    assert film.distribution == "mic-bench-film" and film.version == "0.1.0"
+    assert reg.get("objective", "nan_loss").distribution == "mic-bench-faulty"
+    assert any("broken" in name and "broken on purpose" in err for name, err in reg.load_errors.items())
+    assert reg.distributions["mic-bench-film"] == "0.1.0"
+
+
+def test_env_var_restricts_outside_plugins(outside_plugins, monkeypatch):
+    monkeypatch.setenv("MIC_BENCH_PLUGINS", "mic-bench-film")
+    reg = build_registry()
+    assert "film" in reg.names("fusion")
+    assert "nan_loss" not in reg.names("objective")
+    assert "cross_entropy" in reg.names("objective")  # built-ins always load
+    assert not reg.load_errors
+
+
+def test_cli_plugins_json_lists_kind_name_distribution(outside_plugins):
+    proc = run_bench("plugins", "--json")
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    rows = {(p["kind"], p["name"]): p for p in data["plugins"]}
+    assert rows[("fusion", "film")]["distribution"] == "mic-bench-film"
+    assert rows[("encoder", "hf_text")]["description"]
+    assert any("broken" in k for k in data["load_errors"])
+    table = run_bench("plugins")
+    assert "film" in table.stdout and "mic-bench-film 0.1.0" in table.stdout
+
+
+def test_suite_using_an_outside_plugin_runs_under_ray(outside_plugins, write_suite, tmp_path):
+    suite = write_suite({"name": "film", "trial": tiny_trial(fusion="film"), "matrix": {"seed": [0]}})
+    proc = run_bench("run", suite, "--out", tmp_path / "res", "--quiet")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "| 1 " in proc.stdout or "film" in proc.stdout
+    import polars as pl
+
+    rows = pl.read_parquet(next((tmp_path / "res" / "film").glob("*/trials.parquet")))
+    assert rows["status"].to_list() == ["ok"]
+    assert json.loads(rows["plugins"][0])["mic-bench-film"] == "0.1.0"

@@ -1,0 +1,103 @@
+"""Real Ray Tune runs: smoke suite, failed trials recorded, resume after kill -9, leaderboard regeneration."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from bench.reporting import leaderboard_for_run
+from conftest import run_bench, tiny_trial
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _run_dir(out: Path, suite: str) -> Path:
+    runs = sorted((out / suite).iterdir())
+    assert len(runs) == 1
+    return runs[0]
+
+
+def test_smoke_suite_runs_and_leaderboard_regenerates_identically(tmp_path):
+    proc = run_bench("run", ROOT / "suites" / "smoke.yaml", "--out", tmp_path, "--quiet")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = _run_dir(tmp_path, "smoke")
+    rows = pl.read_parquet(run / "trials.parquet")
+    assert rows.height == 2 and set(rows["status"]) == {"ok"}
+    for col in ("fusion", "seed", "accuracy", "macro_f1", "top5_accuracy", "train_samples_per_s",
+                "eval_samples_per_s", "wall_s", "peak_mem_mb", "n_params", "n_trainable_params", "v_torch",
+                "v_mic_bench", "suite_hash", "host_cpu", "plugins", "config", "error"):
+        assert col in rows.columns, col
+    assert rows["accuracy"].is_between(0, 1).all() and (rows["n_params"] > 0).all()
+    preds = pl.read_parquet(next((run / "predictions").glob("*.parquet")))
+    assert {"item_id", "true_label", "pred_label", "topk_scores"} <= set(preds.columns)
+    assert preds.height == rows["n_test"][0]
+    written = (run / "leaderboard.md").read_text()
+    assert written == leaderboard_for_run(run, "md")
+    assert "text_only" in written and "image_only" in written
+    regen = run_bench("leaderboard", run, "--format", "csv")
+    assert regen.returncode == 0 and regen.stdout.splitlines()[0].startswith("rank,")
+
+
+def test_failed_trials_are_recorded_and_the_suite_completes(outside_plugins, write_suite, tmp_path):
+    suite = write_suite({"name": "faults", "trial": tiny_trial(), "matrix": {"method": {
+        "fine": {},
+        "raises": {"fusion": "explodes"},
+        "nan": {"stages": [{"objectives": ["nan_loss"], "epochs": 1}]},
+        "bad_weights": {"encoders": {"image": {"options": {"pretrained": "/no/such/weights.safetensors"}}},
+                        "fusion": "image_only"},
+    }}})
+    proc = run_bench("run", suite, "--out", tmp_path, "--quiet")
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    rows = pl.read_parquet(_run_dir(tmp_path, "faults") / "trials.parquet")
+    status = dict(zip(rows["method"], rows["status"]))
+    errors = dict(zip(rows["method"], rows["error"]))
+    assert status == {"fine": "ok", "raises": "failed", "nan": "failed", "bad_weights": "failed"}
+    assert "fusion exploded on purpose" in errors["raises"]
+    assert "loss became nan" in errors["nan"]
+    assert "weights file not found" in errors["bad_weights"] and "/no/such/weights.safetensors" in errors["bad_weights"]
+    board = (_run_dir(tmp_path, "faults") / "leaderboard.md").read_text()
+    assert "## Failed trials" in board and "fusion exploded on purpose" in board
+
+
+def test_timeout_marks_the_trial_failed(outside_plugins, write_suite, tmp_path):
+    trial = tiny_trial(fusion={"name": "sleeps", "options": {"seconds": 0.5}}, max_trial_minutes=0.02)
+    suite = write_suite({"name": "slow", "trial": trial, "matrix": {"seed": [0]}})
+    proc = run_bench("run", suite, "--out", tmp_path, "--quiet")
+    assert proc.returncode == 1
+    rows = pl.read_parquet(_run_dir(tmp_path, "slow") / "trials.parquet")
+    assert rows["status"][0] == "failed" and "max_trial_minutes" in rows["error"][0]
+
+
+def test_kill_then_resume_runs_each_trial_exactly_once(outside_plugins, write_suite, tmp_path):
+    trial = tiny_trial(fusion={"name": "sleeps", "options": {"seconds": 0.15}})
+    suite = write_suite({"name": "killme", "trial": trial, "matrix": {"seed": [0, 1, 2, 3]}, "max_concurrent": 1})
+    env = dict(os.environ)
+    proc = subprocess.Popen([sys.executable, "-m", "bench.cli", "run", str(suite), "--out", str(tmp_path), "--quiet"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True)
+    rows_dir = None
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        found = list(tmp_path.glob("killme/*/rows/*.parquet"))
+        if found:
+            rows_dir = found[0].parent
+            break
+        time.sleep(0.2)
+    assert rows_dir is not None, "no trial finished before the deadline"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    finished_before = {p.stem for p in rows_dir.glob("*.parquet")}
+    mtimes = {p.stem: p.stat().st_mtime_ns for p in rows_dir.glob("*.parquet")}
+    assert 1 <= len(finished_before) < 4
+    resumed = run_bench("run", suite, "--out", tmp_path, "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"kept {len(finished_before)} finished trials" in resumed.stderr
+    rows = pl.read_parquet(rows_dir.parent / "trials.parquet")
+    assert rows.height == 4 and rows["trial_key"].n_unique() == 4 and set(rows["status"]) == {"ok"}
+    for key, mtime in mtimes.items():  # finished rows were kept, not rewritten
+        assert (rows_dir / f"{key}.parquet").stat().st_mtime_ns == mtime

@@ -1,0 +1,124 @@
+"""Suite files: valid ones expand into the right matrix; bad ones fail early with a clear message."""
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from bench.errors import BenchError
+from bench.suite import load_suite
+from conftest import tiny_trial
+
+
+def _suite(**over):
+    base = {"name": "t", "trial": tiny_trial(), "matrix": {"fusion": ["text_only", "image_only"], "seed": [0, 1]}}
+    base.update(over)
+    return base
+
+
+def test_matrix_expands_to_every_combination(write_suite, registry):
+    loaded = load_suite(write_suite(_suite()), registry)
+    assert [t.axes for t in loaded.trials] == [
+        {"fusion": "text_only", "seed": 0}, {"fusion": "text_only", "seed": 1},
+        {"fusion": "image_only", "seed": 0}, {"fusion": "image_only", "seed": 1}]
+    assert len({t.key for t in loaded.trials}) == 4
+    assert loaded.trials[2].config["fusion"]["name"] == "image_only"
+
+
+def test_named_override_axis_and_dotted_path_axis(write_suite, registry):
+    suite = _suite(matrix={
+        "method": {"short": {"stages": [{"epochs": 1}]}, "long": {"stages": [{"epochs": 3}]}},
+        "stages.0.batch_size": [8, 16]})
+    loaded = load_suite(write_suite(suite), registry)
+    combos = {(t.axes["method"], t.axes["stages.0.batch_size"]): t.config["stages"][0] for t in loaded.trials}
+    assert combos[("long", 8)]["epochs"] == 3 and combos[("long", 8)]["batch_size"] == 8
+    assert combos[("short", 16)]["epochs"] == 1 and combos[("short", 16)]["batch_size"] == 16
+
+
+def test_search_space_is_sampled_deterministically(write_suite, registry):
+    suite = _suite(matrix={"seed": [0]},
+                   search={"space": {"stages.0.optimizer.lr": {"loguniform": [1e-5, 1e-2]},
+                                     "stages.0.batch_size": {"grid": [8, 16]}}, "samples": 3, "seed": 7})
+    a = load_suite(write_suite(suite), registry)
+    b = load_suite(write_suite(suite, name="again.yaml"), registry)
+    assert len(a.trials) == 6
+    lrs = [t.config["stages"][0]["optimizer"]["lr"] for t in a.trials]
+    assert lrs == [t.config["stages"][0]["optimizer"]["lr"] for t in b.trials]
+    assert all(1e-5 <= lr <= 1e-2 for lr in lrs) and len(set(lrs)) == 3
+
+
+def test_include_merges_shared_parts(write_suite, registry, tmp_path):
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump({"trial": tiny_trial(fusion="image_only")}))
+    path = write_suite({"name": "inc", "include": "base.yaml", "matrix": {"seed": [3]}})
+    loaded = load_suite(path, registry)
+    assert loaded.trials[0].config["fusion"]["name"] == "image_only"
+    assert loaded.trials[0].config["seed"] == 3
+
+
+def test_subset_is_recorded_in_every_trial(write_suite, registry):
+    loaded = load_suite(write_suite(_suite()), registry, subset=20)
+    assert {t.config["subset"] for t in loaded.trials} == {20}
+
+
+BAD_SUITES = [
+    # (description, suite dict or raw YAML text, words the message must contain)
+    ("unknown fusion with close match", _suite(matrix={"fusion": ["text_onyl"]}),
+     ["unknown fusion plugin 'text_onyl'", "trial.fusion.name", "did you mean 'text_only'"]),
+    ("unknown objective", _suite(trial=tiny_trial(stages=[{"objectives": ["cross_entropi"]}])),
+     ["unknown objective plugin 'cross_entropi'", "stages[0].objectives[0].name", "cross_entropy"]),
+    ("unknown dataset", _suite(trial=tiny_trial(dataset={"name": "nope"})),
+     ["unknown dataset plugin 'nope'", "trial.dataset.name", "synthetic_catalog"]),
+    ("misspelled top-level field", {**_suite(), "matirx": {}},
+     ["matirx", "unknown field", "allowed:", "matrix"]),
+    ("misspelled trial field", _suite(trial={**tiny_trial(), "stagess": []}),
+     ["trial.stagess", "unknown field", "stages"]),
+    ("bad literal", _suite(trial=tiny_trial(task="ranking")),
+     ["trial.task", "classification", "matching"]),
+    ("negative learning rate", _suite(trial=tiny_trial(stages=[{"optimizer": {"lr": -1}}])),
+     ["trial.stages[0].optimizer.lr", "greater than 0"]),
+    ("bad plugin option", _suite(trial=tiny_trial(fusion={"name": "text_only", "options": {"dropout": 2}})),
+     ["trial.fusion.options", "dropout", "less than 1"]),
+    ("unknown plugin option", _suite(trial=tiny_trial(fusion={"name": "late", "options": {"alpah": 0.3}})),
+     ["trial.fusion.options", "alpah", "allowed options"]),
+    ("missing name", {"trial": tiny_trial()}, ["name", "required field is missing"]),
+    ("missing trial", {"name": "x"}, ["trial", "required field is missing"]),
+    ("empty matrix axis", _suite(matrix={"seed": []}), ["matrix.seed", "at least one value"]),
+    ("bad yaml", "name: x\ntrial: [unclosed\n", ["not valid YAML", "line"]),
+    ("not a mapping", "- just\n- a list\n", ["YAML mapping"]),
+    ("bad suite name", _suite(name="has spaces"), ["name", "pattern"]),
+    ("duplicate trials", _suite(matrix={"seed": [1, 1]}), ["same trial", "matrix"]),
+    ("bad finetune fraction", _suite(matrix={"finetune_fraction": [0.5, 1.5]}),
+     ["finetune_fraction", "less than or equal to 1"]),
+    ("bad resources", _suite(resources={"cpu": 0}), ["resources.cpu", "greater than 0"]),
+    ("bad list index in axis", _suite(matrix={"stages.5.epochs": [1]}), ["matrix.stages.5.epochs", "index"]),
+    ("unknown search distribution", _suite(search={"space": {"seed": {"gaussian": [0, 1]}}}),
+     ["search.space.seed", "gaussian"]),
+]
+
+
+@pytest.mark.parametrize("case", BAD_SUITES, ids=[c[0] for c in BAD_SUITES])
+def test_bad_suite_is_rejected_with_a_clear_message(case, write_suite, registry):
+    _, content, words = case
+    path = write_suite(content)
+    with pytest.raises(BenchError) as err:
+        load_suite(path, registry)
+    text = err.value.render()
+    assert str(path) in text
+    for word in words:
+        assert word in text, f"{word!r} not in {text!r}"
+    assert "fix:" in text or "allowed" in text
+
+
+def test_missing_suite_file(registry, tmp_path):
+    with pytest.raises(BenchError) as err:
+        load_suite(tmp_path / "nope.yaml", registry)
+    assert "suite file not found" in err.value.render() and "nope.yaml" in err.value.render()
+
+
+def test_shipped_suites_validate(registry):
+    from pathlib import Path
+
+    suites = sorted(Path(__file__).resolve().parents[1].glob("suites/**/*.yaml"))
+    assert suites
+    for path in suites:
+        loaded = load_suite(path, registry)
+        assert loaded.trials, path

@@ -113,6 +113,11 @@ def leaderboard(run_dir, fmt, group_by, sort, output):
         click.echo(text, nl=False)
 
 
+from bench.data_inspect import data  # noqa: E402  (kept light: imports lazily inside)
+
+cli.add_command(data)
+
+
 def main():
     cli(obj={})
 

@@ -22,12 +22,12 @@ EXAMPLES = 5
 
 def resolve_user_path(raw: str | os.PathLike, *, option: str, kind: str = "file",
                       relative_to: Path | None = None, file: str | None = None) -> Path:
-    """Find a file or folder the user named: absolute as given; relative to the working
-    directory first, then to ``relative_to`` (usually the table's folder)."""
+    """Find a file or folder the user named: absolute as given; relative to ``relative_to``
+    (usually the table's folder) first, then to the working directory."""
     raw_path = Path(raw).expanduser()
     tried = [raw_path] if raw_path.is_absolute() else [Path.cwd() / raw_path]
     if not raw_path.is_absolute() and relative_to is not None:
-        tried.append(relative_to / raw_path)
+        tried.insert(0, relative_to / raw_path)
     for candidate in tried:
         if (candidate.is_dir() if kind == "folder" else candidate.is_file()):
             return candidate.resolve()

@@ -112,10 +112,12 @@ def _init_ray(address: str | None, run: RunDir) -> None:
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    # Trials read user paths relative to where `bench run` was started; Tune would chdir them away.
+    os.environ["RAY_CHDIR_TO_TRIAL_DIR"] = "0"
     kwargs: dict[str, Any] = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR,
                                   configure_logging=True)
     if address:
-        ray.init(address=address, **kwargs)
+        ray.init(address=address, runtime_env={"env_vars": {"RAY_CHDIR_TO_TRIAL_DIR": "0"}}, **kwargs)
     else:
         ray.init(num_cpus=os.cpu_count() or 1, **kwargs)
 

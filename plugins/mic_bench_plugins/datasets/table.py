@@ -1,2 +1,115 @@
-"""Dataset plugins (filled in by their issue)."""
-SPECS: list = []
+"""`table`: a user's own catalogue — one CSV, TSV, Parquet or JSON-lines file, an image
+folder, and a mapping from the file's columns to the catalogue's.
+
+Example options::
+
+    path: data/products.csv
+    images: data/images            # image column values are relative to this folder
+    columns: {id: sku, title: name, image: photo, label: category}
+    text_columns: [description]    # appended to the title
+    label_level: 2                 # "Beauty > Makeup > Lips" -> "Beauty > Makeup"
+    missing_images: skip
+"""
+from __future__ import annotations
+
+
+import polars as pl
+from pydantic import BaseModel, ConfigDict, Field
+
+from bench.data_checks import require_columns, resolve_user_path
+from bench.registry import PluginSpec
+
+from .assemble import ColumnSources, DuplicateIds, MissingImages, check_pattern, finish_catalog, image_paths
+from .table_files import BadRows, Format, read_table
+from .text_fields import as_text, join_text, label_at_level, strip_html
+
+
+class ColumnMap(BaseModel):
+    """Which of the file's columns hold each catalogue field (null = not in the file)."""
+
+    model_config = ConfigDict(extra="forbid")
+    id: str | None = Field(None, description="unique item id; null = number the rows")
+    title: str = Field("title", description="product title")
+    image: str | None = Field(None, description="image file: absolute, relative to `images`, "
+                                                  "or an id for image_pattern")
+    label: str | None = Field(None, description="category label or category path")
+    group: str | None = Field(None, description="product group id for matching")
+    split: str | None = Field(None, description="train / dev / test / ssl (val, valid -> dev); null = split later")
+
+
+class TableOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    path: str = Field(description="the table file")
+    format: Format = Field("auto", description="auto (from the extension), csv, tsv, parquet or jsonl")
+    encoding: str = Field("utf-8", description="text encoding of CSV/TSV/JSON files, e.g. latin-1")
+    separator: str | None = Field(None, description="CSV field separator (default , for csv and tab for tsv)")
+    bad_rows: BadRows = Field("error", description="rows with the wrong number of fields: error, skip, or "
+                                                   "join_last (extra separators belong to the last column)")
+    columns: ColumnMap = Field(default_factory=ColumnMap)
+    text_columns: list[str] = Field(default_factory=list, description="columns appended to the title text")
+    text_separator: str = Field(" ", description="put between the title and each text column")
+    strip_html: bool = Field(False, description="remove HTML tags and entities from title and text columns")
+    images: str | None = Field(None, description="image folder (relative: to the table's folder, else the working dir)")
+    image_pattern: str | None = Field(None, description='file name from the image column or the id, e.g. "{}.jpg"')
+    missing_images: MissingImages = Field("error", description="error, skip (drop rows) or blank (grey image)")
+    label_separator: str = Field(">", description="separator of hierarchical labels")
+    label_level: int | None = Field(None, ge=1, description="depth of the label path to keep (1 = top); null = all")
+    duplicate_ids: DuplicateIds = Field("error", description="error, or keep_first (drop later repeats)")
+    name: str | None = Field(None, description="catalogue name (default: the file name)")
+
+
+def load(opts: TableOptions, ctx=None):
+    """Read the table, map its columns, check ids, images, labels and splits."""
+    path = resolve_user_path(opts.path, option="path")
+    source = str(path)
+    check_pattern(opts.image_pattern, file=source)
+    frame, notes = read_table(path, fmt=opts.format, encoding=opts.encoding, separator=opts.separator,
+                              bad_rows=opts.bad_rows)
+    cols = opts.columns
+    wanted = {f"columns.{k}": v for k, v in cols.model_dump().items()}
+    wanted.update({f"text_columns[{i}]": c for i, c in enumerate(opts.text_columns)})
+    require_columns(frame.columns, wanted, file=source)
+    folder = resolve_user_path(opts.images, option="images", kind="folder", relative_to=path.parent,
+                               file=source) if opts.images else None
+    items = frame.select(_core_columns(frame, opts))
+    has_images = cols.image is not None or (folder is not None and opts.image_pattern is not None)
+    if has_images:
+        raw = items["image"] if cols.image is not None else items["item_id"]
+        items = items.with_columns(pl.Series("image", image_paths(raw.to_list(), folder=folder,
+                                                                   pattern=opts.image_pattern, base=path.parent),
+                                             dtype=pl.Utf8))
+    sources = ColumnSources(id=f"columns.id ({cols.id})" if cols.id else "row number",
+                            image=f"columns.image ({cols.image})" if cols.image else "image_pattern",
+                            label=cols.label, split=cols.split, label_levels=opts.label_level is not None)
+    return finish_catalog(opts.name or path.name, items, source=source, sources=sources, notes=notes,
+                          missing_images=opts.missing_images, has_images=has_images, duplicate_ids=opts.duplicate_ids)
+
+
+def _core_columns(frame: pl.DataFrame, opts: TableOptions) -> list[pl.Expr]:
+    cols = opts.columns
+    clean = strip_html if opts.strip_html else (lambda e: e)
+    title_parts = [clean(as_text(frame, c)) for c in [cols.title, *opts.text_columns]]
+    exprs = [
+        (as_text(frame, cols.id).str.strip_chars() if cols.id else
+         pl.int_range(pl.len()).cast(pl.Utf8)).alias("item_id"),
+        join_text(title_parts, opts.text_separator).fill_null("").alias("title"),
+    ]
+    if cols.image:
+        exprs.append(as_text(frame, cols.image).alias("image"))
+    if cols.label:
+        label = as_text(frame, cols.label).str.strip_chars()
+        if opts.label_level is not None:
+            label = label_at_level(label, opts.label_separator, opts.label_level)
+        exprs.append(pl.when(label == "").then(None).otherwise(label).alias("label"))
+    if cols.group:
+        group = as_text(frame, cols.group).str.strip_chars()
+        exprs.append(pl.when(group == "").then(None).otherwise(group).alias("group"))
+    if cols.split:
+        split = as_text(frame, cols.split).str.strip_chars()
+        exprs.append(pl.when(split == "").then(None).otherwise(split).alias("split"))
+    return exprs
+
+
+SPECS = [PluginSpec("dataset", "table",
+                    "your own catalogue: a CSV/TSV/Parquet/JSON-lines file, an image folder and a column mapping",
+                    load, TableOptions)]

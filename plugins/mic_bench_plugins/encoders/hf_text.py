@@ -44,6 +44,14 @@ def resolve_model_path(name: str) -> str:
     return name
 
 
+def _quiet_transformers() -> None:
+    """Load reports and progress bars are noise in a benchmark log; errors still show."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
 def _load_tokenizer(name: str):
     from transformers import AutoTokenizer
 
@@ -58,6 +66,7 @@ class HFTextEncoder(Encoder):
         super().__init__()
         from transformers import AutoConfig, AutoModel
 
+        _quiet_transformers()
         self.opts = opts
         self.tokenizer = _load_tokenizer(opts.tokenizer or (PACKAGED if opts.model == "random" else opts.model))
         if opts.model == "random":

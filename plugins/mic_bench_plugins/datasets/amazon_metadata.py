@@ -1,0 +1,148 @@
+"""`amazon_metadata`: McAuley's Amazon product metadata (meta_<Genre>.json[.gz]).
+
+One record per line. The 2014 release writes Python literals (single quotes), read here with
+``ast.literal_eval`` (never eval); the 2018 release is strict JSON. Fields used: asin (id),
+title, categories (2014: a list of category paths) or category (2018: one path), description
+(optional), imUrl / imageURLHighRes (only for image_key: url). Images are local files the user
+downloaded, found by asin ("{asin}.jpg") in the images folder.
+"""
+from __future__ import annotations
+
+import ast
+import gzip
+import json
+from pathlib import Path
+from typing import Iterator, Literal
+
+import polars as pl
+from pydantic import BaseModel, ConfigDict, Field
+
+from bench.data_checks import resolve_user_path
+from bench.errors import BenchError
+from bench.registry import PluginSpec
+
+from .assemble import ColumnSources, MissingImages, check_pattern, finish_catalog, image_paths
+from .text_fields import html_to_text, label_from_parts
+
+
+class AmazonMetadataOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    path: str = Field(description="the metadata file, e.g. meta_Beauty.json.gz (gzip or plain)")
+    images: str | None = Field("images", description="folder of downloaded images; null = text only")
+    image_pattern: str = Field("{}.jpg", description="file name from the asin")
+    image_key: Literal["asin", "url"] = Field("asin", description="name files by asin, or by the image URL's file name")
+    label_level: int | None = Field(None, ge=1, description="depth of the first category path "
+                                                                 "(1 = top); null = full path")
+    append_description: bool = Field(False, description="append the description (HTML stripped) to the title")
+    missing_title: Literal["skip", "keep"] = Field("skip", description="records without a title: skip or keep")
+    missing_images: MissingImages = "error"
+    bad_rows: Literal["error", "skip"] = Field("error", description="lines that are neither JSON nor a Python literal")
+    encoding: str = "utf-8"
+
+
+def parse_record(line: str) -> dict:
+    """A strict JSON object, or the 2014 release's Python-literal dict."""
+    try:
+        record = json.loads(line)
+    except ValueError:
+        record = ast.literal_eval(line)
+    if not isinstance(record, dict):
+        raise ValueError("not an object")
+    return record
+
+
+def _lines(path: Path, encoding: str) -> Iterator[tuple[int, str]]:
+    opener = gzip.open if path.suffix.lower() == ".gz" else open
+    number = 0
+    try:
+        with opener(path, "rt", encoding=encoding) as handle:
+            for number, line in enumerate(handle, start=1):
+                if line.strip():
+                    yield number, line
+    except UnicodeDecodeError:
+        raise BenchError(f"line {number + 1} is not valid {encoding} text", file=str(path), field="encoding",
+                         fix="set encoding: latin-1 in the dataset options, or re-save the file as UTF-8") from None
+    except (OSError, EOFError) as exc:
+        raise BenchError(f"cannot read the file after line {number}: {exc}", file=str(path),
+                         fix="check the download is complete (gzip files must not be truncated)") from None
+
+
+def _category_path(record: dict) -> list | None:
+    paths = record.get("categories")
+    if isinstance(paths, list) and paths:
+        first = paths[0]
+        return first if isinstance(first, list) else paths
+    flat = record.get("category")
+    return flat if isinstance(flat, list) and flat else None
+
+
+def _image_name(record: dict) -> str | None:
+    url = record.get("imUrl")
+    for key in ("imageURLHighRes", "imageURL", "image"):
+        if url is None and isinstance(record.get(key), list) and record[key]:
+            url = record[key][0]
+    return url.rsplit("/", 1)[-1] if isinstance(url, str) and url else None
+
+
+def _description(record: dict) -> str | None:
+    value = record.get("description")
+    if isinstance(value, list):
+        value = " ".join(str(v) for v in value if v)
+    return html_to_text(value) if isinstance(value, str) and value else None
+
+
+def read_records(path: Path, opts: AmazonMetadataOptions) -> tuple[pl.DataFrame, dict]:
+    rows, bad, untitled = [], 0, 0
+    for number, line in _lines(path, opts.encoding):
+        try:
+            record = parse_record(line)
+        except (ValueError, SyntaxError, MemoryError, RecursionError) as exc:
+            if opts.bad_rows == "skip":
+                bad += 1
+                continue
+            raise BenchError(f"line {number} is neither JSON nor a Python dict literal ({type(exc).__name__})",
+                             file=str(path), field=f"line {number}",
+                             fix="repair the line, or set bad_rows: skip to drop such lines") from None
+        title = html_to_text(str(record["title"])) if record.get("title") else None
+        if not title and opts.missing_title == "skip":
+            untitled += 1
+            continue
+        text = title or ""
+        if opts.append_description:
+            description = _description(record)
+            text = f"{text} {description}".strip() if description else text
+        asin = record.get("asin")
+        rows.append({"item_id": None if asin is None else str(asin), "title": text,
+                     "image": (_image_name(record) if opts.image_key == "url" else asin),
+                     "label": label_from_parts(_category_path(record), opts.label_level)})
+    notes = {k: v for k, v in (("skipped_bad_rows", bad), ("skipped_no_title", untitled)) if v}
+    frame = pl.DataFrame(rows, schema={c: pl.Utf8 for c in ("item_id", "title", "image", "label")})
+    return frame, notes
+
+
+def load(opts: AmazonMetadataOptions, ctx=None):
+    path = resolve_user_path(opts.path, option="path")
+    source = str(path)
+    check_pattern(opts.image_pattern, file=source)
+    folder = resolve_user_path(opts.images, option="images", kind="folder", relative_to=path.parent,
+                               file=source) if opts.images else None
+    frame, notes = read_records(path, opts)
+    if frame.height == 0 and notes.get("skipped_no_title"):
+        raise BenchError(f"none of the {notes['skipped_no_title']} records has a title", file=source, field="title",
+                         fix="set missing_title: keep (and append_description: true) to use them anyway")
+    if folder is not None:
+        pattern = None if opts.image_key == "url" else opts.image_pattern
+        frame = frame.with_columns(pl.Series("image", image_paths(frame["image"].to_list(), folder=folder,
+                                                                   pattern=pattern, base=path.parent), dtype=pl.Utf8))
+    else:
+        frame = frame.with_columns(pl.lit(None, dtype=pl.Utf8).alias("image"))
+    has_labels = frame["label"].drop_nulls().len() > 0
+    sources = ColumnSources(id="asin", image="images" if opts.image_key == "asin" else "imUrl",
+                            label="categories" if has_labels else None, label_levels=opts.label_level is not None)
+    return finish_catalog(path.name.split(".")[0], frame, source=source, sources=sources, notes=notes,
+                          missing_images=opts.missing_images, has_images=folder is not None)
+
+
+SPECS = [PluginSpec("dataset", "amazon_metadata",
+                    "McAuley Amazon product metadata (JSON or Python-literal lines); label = a level of the first "
+                    "category path; images by asin", load, AmazonMetadataOptions)]

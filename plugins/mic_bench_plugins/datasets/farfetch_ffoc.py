@@ -1,0 +1,66 @@
+"""`farfetch_ffoc`: product records of the FARFETCH Fashion Outfits Challenge (SIGIR eCom'22).
+
+The release ships products.parquet, manual_outfits.parquet and an images/ folder. Only the
+product records are read (outfits are not a task of this harness). Columns used, as the
+released file names them: product_id, product_family / product_category /
+product_sub_category (labels), product_brand and product_short_description (title text),
+product_image_path (relative to images/). Every column is an option, so a release that names
+them differently is a mapping away.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+from pydantic import BaseModel, ConfigDict, Field
+
+from bench.data_checks import require_columns, resolve_user_path
+from bench.registry import PluginSpec
+
+from .assemble import ColumnSources, MissingImages, finish_catalog, image_paths
+from .table_files import read_table
+from .text_fields import as_text, join_text
+
+
+class FarfetchOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    path: str = Field(description="the dataset folder (holding products.parquet and images/), or the products file")
+    products_file: str = Field("products.parquet", description="the product table inside the folder")
+    images: str = Field("images", description="image folder (relative to the dataset folder)")
+    id_column: str = "product_id"
+    image_column: str = "product_image_path"
+    title_columns: list[str] = Field(default_factory=lambda: ["product_brand", "product_short_description"],
+                                     min_length=1, description="columns joined into the title text")
+    label_column: str | None = Field("product_category", description="product_family, product_category, "
+                                                                     "product_sub_category, or null")
+    missing_images: MissingImages = "error"
+
+
+def load(opts: FarfetchOptions, ctx=None):
+    if Path(opts.path).expanduser().is_dir():
+        root = resolve_user_path(opts.path, option="path", kind="folder")
+        table = resolve_user_path(opts.products_file, option="products_file", relative_to=root)
+    else:
+        table = resolve_user_path(opts.path, option="path")
+        root = table.parent
+    source = str(table)
+    folder = resolve_user_path(opts.images, option="images", kind="folder", relative_to=root, file=source)
+    frame, notes = read_table(table)
+    wanted = {"id_column": opts.id_column, "image_column": opts.image_column, "label_column": opts.label_column}
+    wanted.update({f"title_columns[{i}]": c for i, c in enumerate(opts.title_columns)})
+    require_columns(frame.columns, wanted, file=source)
+    title = join_text([as_text(frame, c) for c in opts.title_columns]).fill_null("")
+    items = frame.select(as_text(frame, opts.id_column).str.strip_chars().alias("item_id"), title.alias("title"),
+                         as_text(frame, opts.image_column).alias("image"),
+                         *([as_text(frame, opts.label_column).str.strip_chars().alias("label")]
+                           if opts.label_column else []))
+    items = items.with_columns(pl.Series("image", image_paths(items["image"].to_list(), folder=folder, pattern=None,
+                                                              base=root), dtype=pl.Utf8))
+    sources = ColumnSources(id=opts.id_column, image=opts.image_column, label=opts.label_column)
+    return finish_catalog("farfetch_ffoc", items, source=source, sources=sources, notes=notes,
+                          missing_images=opts.missing_images)
+
+
+SPECS = [PluginSpec("dataset", "farfetch_ffoc",
+                    "FARFETCH Fashion Outfits Challenge product records (products.parquet + images/)",
+                    load, FarfetchOptions)]

@@ -1,0 +1,64 @@
+"""`fashion_product_images`: the Fashion Product Images dataset (styles.csv + images/<id>.jpg).
+
+styles.csv columns: id, gender, masterCategory, subCategory, articleType, baseColour, season,
+year, usage, productDisplayName. Some published rows carry unquoted commas inside
+productDisplayName (the last column); they are joined back into the name, not dropped.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+from pydantic import BaseModel, ConfigDict, Field
+
+from bench.data_checks import require_columns, resolve_user_path
+from bench.registry import PluginSpec
+
+from .assemble import ColumnSources, MissingImages, finish_catalog, image_paths
+from .table_files import decode_text, read_csv_text
+from .text_fields import join_text
+
+STYLE_COLUMNS = ("id", "gender", "masterCategory", "subCategory", "articleType", "baseColour", "season", "year",
+                 "usage", "productDisplayName")
+
+
+class FashionProductImagesOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    path: str = Field(description="the dataset folder (holding styles.csv and images/), or styles.csv itself")
+    styles_file: str = Field("styles.csv", description="the styles table inside the folder")
+    images: str = Field("images", description="image folder (relative to the dataset folder)")
+    image_pattern: str = Field("{}.jpg", description="file name from the id")
+    label_column: str | None = Field("articleType", description="masterCategory, subCategory, articleType, ... "
+                                                                "or null for no labels")
+    text_columns: list[str] = Field(default_factory=list, description="columns appended to productDisplayName, "
+                                                                      "e.g. [baseColour, usage]")
+    missing_images: MissingImages = "error"
+    encoding: str = "utf-8"
+
+
+def load(opts: FashionProductImagesOptions, ctx=None):
+    if Path(opts.path).expanduser().is_dir():
+        root = resolve_user_path(opts.path, option="path", kind="folder")
+        styles = resolve_user_path(opts.styles_file, option="styles_file", relative_to=root)
+    else:
+        styles = resolve_user_path(opts.path, option="path")
+        root = styles.parent
+    source = str(styles)
+    folder = resolve_user_path(opts.images, option="images", kind="folder", relative_to=root, file=source)
+    frame, notes = read_csv_text(decode_text(styles, opts.encoding), styles, ",", bad_rows="join_last", join_with=",")
+    wanted = {"id": "id", "productDisplayName": "productDisplayName", "label_column": opts.label_column}
+    wanted.update({f"text_columns[{i}]": c for i, c in enumerate(opts.text_columns)})
+    require_columns(frame.columns, wanted, file=source)
+    title = join_text([pl.col(c) for c in ("productDisplayName", *opts.text_columns)]).fill_null("")
+    items = frame.select(pl.col("id").str.strip_chars().alias("item_id"), title.alias("title"),
+                         *([pl.col(opts.label_column).str.strip_chars().alias("label")] if opts.label_column else []))
+    items = items.with_columns(pl.Series("image", image_paths(items["item_id"].to_list(), folder=folder,
+                                                              pattern=opts.image_pattern, base=root), dtype=pl.Utf8))
+    sources = ColumnSources(id="id", image="images", label=opts.label_column)
+    return finish_catalog("fashion_product_images", items, source=source, sources=sources, notes=notes,
+                          missing_images=opts.missing_images)
+
+
+SPECS = [PluginSpec("dataset", "fashion_product_images",
+                    "Fashion Product Images (styles.csv + images/<id>.jpg); label column option (default articleType)",
+                    load, FashionProductImagesOptions)]

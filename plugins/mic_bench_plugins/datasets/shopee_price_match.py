@@ -1,0 +1,59 @@
+"""`shopee_price_match`: Shopee Price Match Guarantee (train.csv + train_images/).
+
+train.csv columns: posting_id, image (a file name in train_images/), image_phash, title,
+label_group. Listings of one product share a label_group: that is the matching group. There
+are no categories; ``label_from_group`` turns the groups into class labels when a
+classification run over products is wanted.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+from pydantic import BaseModel, ConfigDict, Field
+
+from bench.data_checks import require_columns, resolve_user_path
+from bench.registry import PluginSpec
+
+from .assemble import ColumnSources, MissingImages, finish_catalog, image_paths
+from .table_files import read_table
+
+
+class ShopeePriceMatchOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    path: str = Field(description="the dataset folder (holding train.csv and train_images/), or train.csv itself")
+    table_file: str = Field("train.csv", description="the listing table inside the folder")
+    images: str = Field("train_images", description="image folder (relative to the dataset folder)")
+    label_from_group: bool = Field(False, description="also use label_group as the class label")
+    missing_images: MissingImages = "error"
+    encoding: str = "utf-8"
+
+
+def load(opts: ShopeePriceMatchOptions, ctx=None):
+    if Path(opts.path).expanduser().is_dir():
+        root = resolve_user_path(opts.path, option="path", kind="folder")
+        table = resolve_user_path(opts.table_file, option="table_file", relative_to=root)
+    else:
+        table = resolve_user_path(opts.path, option="path")
+        root = table.parent
+    source = str(table)
+    folder = resolve_user_path(opts.images, option="images", kind="folder", relative_to=root, file=source)
+    frame, notes = read_table(table, fmt="csv", encoding=opts.encoding)
+    require_columns(frame.columns, {"posting_id": "posting_id", "image": "image", "title": "title",
+                                    "label_group": "label_group"}, file=source)
+    items = frame.select(pl.col("posting_id").str.strip_chars().alias("item_id"),
+                         pl.col("title").fill_null("").alias("title"),
+                         pl.col("label_group").str.strip_chars().alias("group"),
+                         pl.col("image"))
+    if opts.label_from_group:
+        items = items.with_columns(pl.col("group").alias("label"))
+    items = items.with_columns(pl.Series("image", image_paths(items["image"].to_list(), folder=folder, pattern=None,
+                                                              base=root), dtype=pl.Utf8))
+    sources = ColumnSources(id="posting_id", image="image", label="label_group" if opts.label_from_group else None)
+    return finish_catalog("shopee_price_match", items, source=source, sources=sources, notes=notes,
+                          missing_images=opts.missing_images)
+
+
+SPECS = [PluginSpec("dataset", "shopee_price_match",
+                    "Shopee Price Match Guarantee (train.csv + train_images/); groups from label_group for matching",
+                    load, ShopeePriceMatchOptions)]

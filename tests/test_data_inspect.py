@@ -1,0 +1,84 @@
+"""`bench data inspect`: a dataset loaded through its plugin, summarised as text or JSON."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+from fixtures import product_files as pf
+
+from bench.data_inspect import data, parse_option_pairs
+from bench.errors import BenchError
+
+MAPPED = '{"columns": {"id": "sku", "title": "name", "image": "photo", "label": "category", "group": "product", "split": "split"}}'
+
+
+def run(*args):
+    return CliRunner().invoke(data, ["inspect", *args])
+
+
+def test_option_pairs_nest_and_read_yaml_values():
+    opts = parse_option_pairs(["path=items.csv", "columns.id=sku", "label_level=2", "text_columns=[a, b]",
+                               "strip_html=true"], '{"columns": {"title": "name"}, "images": "imgs"}')
+    assert opts == {"path": "items.csv", "images": "imgs", "columns": {"title": "name", "id": "sku"},
+                    "label_level": 2, "text_columns": ["a", "b"], "strip_html": True}
+    with pytest.raises(BenchError) as info:
+        parse_option_pairs(["path"])
+    assert info.value.field == "--option" and "key=value" in info.value.message
+    with pytest.raises(BenchError) as info:
+        parse_option_pairs([], "{not json")
+    assert info.value.field == "--options-json"
+
+
+def test_json_report_counts_labels_groups_titles_images_and_splits(tmp_path):
+    path = pf.user_table(tmp_path)
+    pf.truncated_image(tmp_path / "images" / "sku3.jpg")
+    result = run("table", "--option", f"path={path}", "--option", "images=images", "--options-json", MAPPED,
+                 "--option", "label_level=2", "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["items"] == 6 and report["tasks"] == ["classification", "matching"]
+    labels = report["labels"]
+    assert labels["count"] == 3 and labels["top"][0] == ["Beauty > Makeup", 4]
+    assert labels["head_labels"] + labels["tail_labels"] == 3 and labels["head_items"] >= 0.8 * 6
+    assert report["groups"]["count"] == 3 and report["groups"]["sizes"]["2"] == 3
+    assert report["titles"]["tokens"]["max"] == 2 and report["titles"]["chars"]["min"] == 9
+    assert report["images"] == {"with_image": 6, "without_image": 0, "checked": 6, "unreadable": 1,
+                                "unreadable_examples": report["images"]["unreadable_examples"]}
+    assert report["images"]["unreadable_examples"][0]["item_id"] == "sku3"
+    assert report["splits"] == {"dev": 2, "test": 2, "train": 2} and report["duplicate_ids"] == 0
+
+
+def test_text_report_and_sampled_image_check(tmp_path):
+    path = pf.user_table(tmp_path)
+    pf.truncated_image(tmp_path / "images" / "sku3.jpg")
+    (tmp_path / "images" / "sku5.jpg").unlink()
+    result = run("table", "--option", f"path={path}", "--option", "images=images", "--options-json", MAPPED,
+                 "--option", "missing_images=blank", "--check-images", "0")
+    assert result.exit_code == 0, result.output
+    assert "items: 6" in result.output and "labels: 4 over 6 items" in result.output
+    assert "images: 5 found, 1 without an image; 0 of 0 checked do not decode" in result.output
+    assert "splits: train 2" not in result.output and "dev 2, test 2, train 2" in result.output
+    assert "load notes: blank_images 1" in result.output
+    full = run("table", "--option", f"path={path}", "--option", "images=images", "--options-json", MAPPED,
+               "--option", "missing_images=blank")
+    assert "1 of 5 checked do not decode" in full.output and "item sku3" in full.output
+
+
+def test_public_reader_and_dropped_duplicates_are_reported(tmp_path):
+    root = pf.shopee_price_match(tmp_path)
+    report = json.loads(run("shopee_price_match", "--option", f"path={root}", "--json").output)
+    assert report["labels"] is None and report["groups"]["matchable"] == 3 and report["splits"] is None
+    pf.write_csv(tmp_path / "d.csv", ["id", "title"], [["a", "x"], ["a", "y"], ["b", "z"]])
+    report = json.loads(run("table", "--option", f"path={tmp_path / 'd.csv'}", "--option", "columns.id=id",
+                            "--option", "duplicate_ids=keep_first", "--json").output)
+    assert report["duplicate_ids"] == 1 and report["items"] == 2
+
+
+def test_errors_are_bench_errors_naming_the_problem(tmp_path):
+    result = run("tabel", "--option", "path=x.csv")
+    assert isinstance(result.exception, BenchError) and "did you mean 'table'" in result.exception.fix
+    result = run("table", "--option", "path=x.csv", "--option", "colums.id=sku")
+    assert isinstance(result.exception, BenchError) and "colums" in result.exception.message
+    result = run("table", "--option", f"path={tmp_path / 'missing.csv'}")
+    assert isinstance(result.exception, BenchError) and result.exception.field == "path"

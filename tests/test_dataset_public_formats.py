@@ -1,0 +1,192 @@
+"""Readers for the public product datasets, each on a tiny copy in exactly the released layout."""
+from __future__ import annotations
+
+import gzip
+import os
+
+import pytest
+from fixtures import product_files as pf
+
+from bench.errors import BenchError
+
+PUBLIC = ["amazon_metadata", "fashion_product_images", "shopee_price_match", "rakuten_sigir20", "farfetch_ffoc"]
+
+
+def load(registry, name, **options):
+    spec = registry.get("dataset", name)
+    return spec.factory(spec.parse_options(options), None)
+
+
+def error_of(registry, name, **options) -> BenchError:
+    with pytest.raises(BenchError) as info:
+        load(registry, name, **options)
+    return info.value
+
+
+def test_every_reader_is_registered_with_strict_options(registry):
+    for name in PUBLIC:
+        spec = registry.get("dataset", name)
+        assert spec.options.model_config.get("extra") == "forbid"
+        with pytest.raises(BenchError):
+            spec.parse_options({"path": "x", "not_an_option": 1})
+
+
+# amazon_metadata -------------------------------------------------------------------------
+
+def test_amazon_reads_python_literal_and_json_lines(registry, tmp_path):
+    path = pf.amazon_metadata(tmp_path)
+    cat = load(registry, "amazon_metadata", path=str(path), missing_images="skip", append_description=True)
+    rows = {r["item_id"]: r for r in cat.items.iter_rows(named=True)}
+    assert set(rows) == {"B001", "B002", "B003"}  # B004 has no title, B005 no image
+    assert cat.notes == {"skipped_no_title": 1, "skipped_missing_images": 1}
+    assert rows["B001"]["title"] == "Red Lipstick 'Matte'"
+    assert rows["B001"]["label"] == "Beauty > Makeup > Lips"  # the first category path only
+    assert rows["B002"]["title"] == "Eye Liner Long lasting & soft"  # HTML stripped from the description
+    assert rows["B003"]["label"] == "Beauty > Skin Care > Face"  # 2018 flat `category`
+    assert rows["B003"]["image"] == str(tmp_path / "images" / "B003.jpg")
+
+
+def test_amazon_label_level_and_one_class_hint(registry, tmp_path):
+    path = pf.amazon_metadata(tmp_path)
+    cat = load(registry, "amazon_metadata", path=str(path), missing_images="blank", label_level=2)
+    assert sorted(cat.label_names) == ["Beauty > Makeup", "Beauty > Skin Care"]
+    assert cat.items.filter(cat.items["item_id"] == "B005")["image"][0] is None
+    err = error_of(registry, "amazon_metadata", path=str(path), missing_images="blank", label_level=1)
+    assert "one class only ('Beauty')" in err.message and "deeper label_level" in err.fix
+    assert err.file.endswith("meta_Beauty.json")
+
+
+def test_amazon_missing_image_error_names_the_asin(registry, tmp_path):
+    err = error_of(registry, "amazon_metadata", path=str(pf.amazon_metadata(tmp_path)))
+    assert "1 of 4 images are missing" in err.message and "item B005" in err.message
+    assert err.file.endswith("meta_Beauty.json") and "missing_images" in err.fix
+
+
+def test_amazon_gzip_image_by_url_and_bad_lines(registry, tmp_path):
+    plain = pf.amazon_metadata(tmp_path).read_text(encoding="utf-8")
+    gz = tmp_path / "meta_Beauty.json.gz"
+    gz.write_bytes(gzip.compress(plain.encode("utf-8")))
+    pf.tiny_image(tmp_path / "byurl" / "51a.jpg")
+    pf.tiny_image(tmp_path / "byurl" / "51c.jpg")
+    cat = load(registry, "amazon_metadata", path=str(gz), images=str(tmp_path / "byurl"), image_key="url",
+               missing_images="skip")
+    assert cat.items["item_id"].to_list() == ["B001", "B003"]
+    assert cat.items["image"][0] == str(tmp_path / "byurl" / "51a.jpg")
+    (tmp_path / "broken.json").write_text(plain + "{'asin': 'B009', 'title': oops}\n", encoding="utf-8")
+    err = error_of(registry, "amazon_metadata", path=str(tmp_path / "broken.json"), missing_images="skip")
+    assert err.field == "line 6" and "neither JSON nor a Python dict literal" in err.message
+    assert "bad_rows: skip" in err.fix
+    cat = load(registry, "amazon_metadata", path=str(tmp_path / "broken.json"), missing_images="skip", bad_rows="skip")
+    assert cat.notes["skipped_bad_rows"] == 1
+
+
+def test_amazon_literal_lines_are_never_evaluated(registry, tmp_path):
+    marker = tmp_path / "ran"
+    (tmp_path / "evil.json").write_text(
+        f"__import__('pathlib').Path({str(marker)!r}).touch()\n", encoding="utf-8")
+    err = error_of(registry, "amazon_metadata", path=str(tmp_path / "evil.json"), images=None)
+    assert err.field == "line 1" and not marker.exists()
+
+
+# fashion_product_images ------------------------------------------------------------------
+
+def test_fashion_joins_commas_in_display_name(registry, tmp_path):
+    root = pf.fashion_product_images(tmp_path)
+    cat = load(registry, "fashion_product_images", path=str(root))
+    rows = {r["item_id"]: r for r in cat.items.iter_rows(named=True)}
+    assert rows["11911"]["title"] == "Catwalk Women Black, Gold Heels" and rows["11911"]["label"] == "Heels"
+    assert cat.notes == {"joined_bad_rows": 1} and cat.items.height == 6
+    assert rows["15970"]["image"] == str(tmp_path / "images" / "15970.jpg")
+
+
+def test_fashion_label_column_text_columns_and_styles_path(registry, tmp_path):
+    root = pf.fashion_product_images(tmp_path)
+    cat = load(registry, "fashion_product_images", path=str(root / "styles.csv"), label_column="masterCategory",
+               text_columns=["baseColour"])
+    assert sorted(cat.label_names) == ["Accessories", "Apparel", "Footwear"]
+    assert cat.items["title"][0] == "Turtle Check Men Navy Blue Shirt Navy Blue"
+    err = error_of(registry, "fashion_product_images", path=str(root), label_column="category")
+    assert err.field == "label_column" and "articleType" in err.message and err.file.endswith("styles.csv")
+
+
+def test_fashion_missing_image_and_missing_folder(registry, tmp_path):
+    root = pf.fashion_product_images(tmp_path)
+    os.remove(root / "images" / "59263.jpg")
+    err = error_of(registry, "fashion_product_images", path=str(root))
+    assert "item 59263" in err.message and err.file.endswith("styles.csv")
+    assert load(registry, "fashion_product_images", path=str(root), missing_images="skip").notes[
+        "skipped_missing_images"] == 1
+    err = error_of(registry, "fashion_product_images", path=str(tmp_path / "elsewhere"))
+    assert err.field == "path" and "not found" in err.message
+
+
+# shopee_price_match ----------------------------------------------------------------------
+
+def test_shopee_groups_for_matching_without_labels(registry, tmp_path):
+    root = pf.shopee_price_match(tmp_path)
+    cat = load(registry, "shopee_price_match", path=str(root))
+    assert cat.tasks == {"matching"} and cat.items["label"].null_count() == 6
+    assert cat.items["group"].value_counts()["count"].to_list() == [2, 2, 2]
+    assert cat.items["title"][1] == "Double Tape 3M VHB 12 mm x 4,5 m"
+    assert cat.items["image"][0] == str(tmp_path / "train_images" / "0000a68812bc7e98c42888dfb1c07da0.jpg")
+    labelled = load(registry, "shopee_price_match", path=str(root / "train.csv"), label_from_group=True)
+    assert labelled.tasks == {"classification", "matching"}
+
+
+def test_shopee_missing_image_names_the_posting(registry, tmp_path):
+    root = pf.shopee_price_match(tmp_path)
+    os.remove(root / "train_images" / "00136d1cf4edede0203f32f05f660588.jpg")
+    err = error_of(registry, "shopee_price_match", path=str(root))
+    assert "item train_3369186413" in err.message and err.field == "image" and err.file.endswith("train.csv")
+
+
+# rakuten_sigir20 -------------------------------------------------------------------------
+
+def test_rakuten_joins_labels_and_strips_html(registry, tmp_path):
+    root = pf.rakuten_sigir20(tmp_path)
+    cat = load(registry, "rakuten_sigir20", path=str(root), append_description=True)
+    rows = {r["item_id"]: r for r in cat.items.iter_rows(named=True)}
+    assert rows["1"]["title"] == "Journal Des Arts (Le) N° 133 Le journal des arts & de la culture"
+    assert rows["3"]["title"] == "Peluche Donald - Europe - Disneyland 2000 Peluche Donald"
+    assert [rows[k]["label"] for k in "0123"] == ["10", "2280", "50", "1280"]
+    assert rows["0"]["image"] == str(tmp_path / "images" / "image_train" / "image_1263597046_product_3804725264.jpg")
+    short = load(registry, "rakuten_sigir20", path=str(root))
+    assert short.items["title"][1] == "Journal Des Arts (Le) N° 133"
+
+
+def test_rakuten_finds_challenge_file_names_and_an_image_folder_option(registry, tmp_path):
+    root = pf.rakuten_sigir20(tmp_path)
+    (root / "X_train.csv").rename(root / "X_train_update.csv")
+    (root / "Y_train.csv").rename(root / "Y_train_CVw08PX.csv")
+    (root / "images" / "image_train").rename(root / "imgs")
+    cat = load(registry, "rakuten_sigir20", path=str(root), images="imgs")
+    assert cat.items.height == 4 and cat.source.endswith("X_train_update.csv")
+    cat = load(registry, "rakuten_sigir20", path=str(root), images="imgs", labels_file=None)
+    assert cat.items["label"].null_count() == 4
+
+
+def test_rakuten_label_file_mismatch_and_missing_image(registry, tmp_path):
+    root = pf.rakuten_sigir20(tmp_path)
+    pf.write_csv(root / "Y_train.csv", ["", "prdtypecode"], [[0, 10], [1, 2280], [2, 50]])
+    err = error_of(registry, "rakuten_sigir20", path=str(root))
+    assert err.file.endswith("Y_train.csv") and "index 3" in err.message
+    pf.rakuten_sigir20(tmp_path)
+    os.remove(root / "images" / "image_train" / "image_938777978_product_201115110.jpg")
+    err = error_of(registry, "rakuten_sigir20", path=str(root))
+    assert "item 2" in err.message and "image_938777978_product_201115110.jpg" in err.message
+
+
+# farfetch_ffoc ---------------------------------------------------------------------------
+
+def test_farfetch_reads_products_parquet(registry, tmp_path):
+    root = pf.farfetch_ffoc(tmp_path)
+    cat = load(registry, "farfetch_ffoc", path=str(root))
+    assert cat.items["item_id"].to_list() == ["101", "102", "103", "104"]
+    assert cat.items["title"][0] == "GANNI floral-print midi dress"
+    assert cat.items["image"][2] == str(tmp_path / "images" / "10" / "3" / "103.jpg")
+    family = load(registry, "farfetch_ffoc", path=str(root / "products.parquet"), label_column="product_family",
+                  title_columns=["product_short_description", "product_materials"])
+    assert sorted(family.label_names) == ["Bags", "Clothing", "Shoes"]
+    assert family.items["title"][2] == "Air Max 90 leather rubber"
+    err = error_of(registry, "farfetch_ffoc", path=str(root), label_column="category")
+    assert err.field == "label_column" and "product_category" in err.message

@@ -88,7 +88,7 @@ def run(suite_file, out, resume, run_dir, max_concurrent, address, subset, cache
     registry = get_registry()
     loaded = load_suite(suite_file, registry, subset=subset)
     summary = run_suite(loaded, registry, out=out, resume=resume, run_dir=run_dir, max_concurrent=max_concurrent,
-                        address=address, cache_dir=str(cache_dir) if cache_dir else None, quiet=quiet)
+                        address=address, cache_dir=str(cache_dir.resolve()) if cache_dir else None, quiet=quiet)
     board = summary.run_dir / "leaderboard.md"
     if board.exists():
         click.echo(board.read_text())
@@ -111,6 +111,45 @@ def leaderboard(run_dir, fmt, group_by, sort, output):
         output.write_text(text, encoding="utf-8")
     else:
         click.echo(text, nl=False)
+
+
+@cli.group()
+def cache():
+    """Inspect or clear the cache of preprocessed inputs, frozen-encoder features and generated data."""
+
+
+def _cache_root(cache_dir):
+    from bench.paths import cache_dir as resolve
+
+    return resolve(cache_dir)
+
+
+@cache.command("info")
+@click.option("--cache-dir", type=click.Path(path_type=Path), default=None, help="default $MIC_BENCH_CACHE")
+def cache_info(cache_dir):
+    """Where the cache is, how many entries, how big."""
+    from bench.cache import CacheStore
+
+    root = _cache_root(cache_dir)
+    info = CacheStore(root / "tensors").info()
+    total = sum(f.stat().st_size for f in root.rglob("*") if f.is_file())
+    click.echo(f"cache folder: {root}\ntensor entries: {info['entries']} ({info['bytes'] / 2**20:.1f} MiB)\n"
+               f"everything: {total / 2**20:.1f} MiB")
+
+
+@cache.command("clear")
+@click.option("--cache-dir", type=click.Path(path_type=Path), default=None, help="default $MIC_BENCH_CACHE")
+@click.option("--yes", is_flag=True, help="do not ask")
+def cache_clear(cache_dir, yes):
+    """Delete every cache entry (they are recomputed when needed)."""
+    import shutil
+
+    root = _cache_root(cache_dir)
+    if not yes:
+        click.confirm(f"delete everything under {root}?", abort=True)
+    for child in root.iterdir():
+        shutil.rmtree(child) if child.is_dir() else child.unlink()
+    click.echo(f"cleared {root}")
 
 
 from bench.data_inspect import data  # noqa: E402  (kept light: imports lazily inside)

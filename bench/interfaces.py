@@ -114,6 +114,7 @@ class Fusion(nn.Module):
     """Combines EncoderOutputs into a FusionOutput. ``requires``: modalities it reads."""
 
     requires: ClassVar[frozenset[str]] = frozenset()
+    uses_sequence: ClassVar[bool] = True  # False: only pooled vectors are read (smaller feature cache)
 
     def forward(self, features: dict[str, EncoderOutput]) -> FusionOutput:  # pragma: no cover
         raise NotImplementedError

@@ -21,8 +21,11 @@ class BenchModel(nn.Module):
         for m in wanted:
             inputs = batch.inputs[m]
             if "cached_pooled" in inputs:  # frozen-encoder features from the feature cache
-                out[m] = EncoderOutput(sequence=inputs["cached_sequence"], mask=inputs["cached_mask"].bool(),
-                                       pooled=inputs["cached_pooled"])
+                pooled = inputs["cached_pooled"]
+                if "cached_sequence" in inputs:
+                    out[m] = EncoderOutput(inputs["cached_sequence"], inputs["cached_mask"].bool(), pooled)
+                else:  # pooled-only entry: a one-token sequence keeps the shapes valid
+                    out[m] = EncoderOutput(pooled.unsqueeze(1), pooled.new_ones(pooled.shape[0], 1).bool(), pooled)
             else:
                 out[m] = self.encoders[m](inputs)
         return out

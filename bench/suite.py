@@ -87,7 +87,7 @@ class TrialConfig(BaseModel):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     amp: Literal["off", "bf16", "fp16"] = "off"
     dataloader_workers: int | Literal["auto"] = "auto"
-    cache_features: bool = True
+    cache: bool = Field(True, description="cache preprocessed inputs and frozen-encoder features (content-addressed)")
     subset: int | None = Field(None, ge=1, description="cap every split at this many items (smoke and CI runs)")
 
 

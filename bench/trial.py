@@ -11,12 +11,14 @@ import resource
 import time
 import traceback
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import polars as pl
 import torch
 
+from bench.cache import CacheStore
 from bench.catalog import Catalog
 from bench.device import choose_device, loader_settings, set_threads
 from bench.errors import BenchError, TrialFailure
@@ -29,6 +31,7 @@ from bench.registry import Registry
 from bench.splits import assign_splits, cap_splits, take_fraction
 from bench.suite import TrialConfig, TrialSpec
 from bench.train import run_stage
+from bench.trial_inputs import TrialInputs
 
 MODALITIES = (TEXT, IMAGE, JOINT)
 SSL_FRACTIONS = {"ssl": 0.5, "train": 0.3, "dev": 0.1, "test": 0.1}
@@ -162,6 +165,16 @@ def _execute(spec: TrialSpec, ctx: TrialContext) -> tuple[dict[str, Any], pl.Dat
     model = build_model(cfg, ctx, task).to(device)
     loader_kw = loader_settings(device, ctx.cpus, cfg.dataloader_workers)
     train_labels = np.array([r["label"] for r in split_records["train"]])
+    inputs = TrialInputs(CacheStore(Path(ctx.cache_dir) / "tensors" if ctx.cache_dir else None) if cfg.cache else None,
+                         catalog.fingerprint, device, cfg.amp, cfg.eval.batch_size)
+
+    def feeder(modality: str, records: list[dict], frozen_ok: bool = True):
+        """Cached frozen features when allowed, else (cached) preprocessed inputs."""
+        encoder = model.encoders[modality]
+        if inputs.store is not None and frozen_ok and getattr(encoder, "frozen", False):
+            return inputs.features(modality, encoder, records, with_sequence=model.fusion.uses_sequence)
+        return inputs.inputs(modality, encoder, records)
+
     objective_modules = []
     used_modalities = set(model.fusion.requires)
     stage_rows: dict[str, float] = {}
@@ -184,18 +197,18 @@ def _execute(spec: TrialSpec, ctx: TrialContext) -> tuple[dict[str, Any], pl.Dat
         sampler = stage.sampler
         if sampler == "auto":
             sampler = "pk" if any(o.sampler == "pk" for o, _ in objectives) else "random"
-        preprocessors = {m: model.encoders[m].preprocess for m in sorted(modalities)}
+        self_encoded = {n for o, _ in objectives for n in o.needs}
+        preprocessors = {m: feeder(m, records, frozen_ok=m not in self_encoded) for m in sorted(modalities)}
         loader = make_loader(records, preprocessors, batch_size=stage.batch_size, train=True, sampler=sampler,
                              pk_items=stage.pk_items, seed=cfg.seed + i, **loader_kw)
         stats = run_stage(model, objectives, loader, stage, device, cfg.amp, deadline)
         train_samples += stats.samples
         train_seconds += stats.seconds
         stage_rows[f"loss_{stage.name}"] = round(stats.loss, 5)
-    eval_pre = {m: model.encoders[m].preprocess for m in sorted(model.fusion.requires)}
-
     def run_eval(split: str) -> Predictions | None:
         if not split_records[split]:
             return None
+        eval_pre = {m: feeder(m, split_records[split]) for m in sorted(model.fusion.requires)}
         loader = make_loader(split_records[split], eval_pre, batch_size=cfg.eval.batch_size, train=False, **loader_kw)
         return predict(model, loader, device, cfg.amp)
 
@@ -223,7 +236,10 @@ def _execute(spec: TrialSpec, ctx: TrialContext) -> tuple[dict[str, Any], pl.Dat
         "n_train": len(split_records["train"]), "n_dev": len(split_records["dev"]),
         "n_test": len(split_records["test"]), "n_ssl": len(split_records["ssl"]),
         "device": str(device),
+        "cache_s": round(inputs.seconds, 3),
     })
+    if inputs.store is not None:
+        metrics.update(cache_hits=inputs.store.hits, cache_misses=inputs.store.misses)
     if device.type == "cuda":
         metrics["gpu_peak_mem_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
     for k, v in catalog.notes.items():

@@ -22,6 +22,7 @@ class LateOptions(HeadOptions):
 
 
 class LateFusion(Fusion):
+    uses_sequence = False
     requires = frozenset({TEXT, IMAGE})
 
     def __init__(self, text_dim: int, image_dim: int, n_labels: int, opts: LateOptions):
@@ -63,6 +64,7 @@ class LateFusion(Fusion):
 
 
 class LateAvgEmbeddingFusion(Fusion):
+    uses_sequence = False
     requires = frozenset({TEXT, IMAGE})
 
     def __init__(self, text_dim: int, image_dim: int, n_labels: int, opts: "LateAvgOptions"):

@@ -14,6 +14,7 @@ class ShallowOptions(HeadOptions):
 
 
 class ShallowFusion(Fusion):
+    uses_sequence = False
     requires = frozenset({TEXT, IMAGE})
 
     def __init__(self, text_dim: int, image_dim: int, n_labels: int, opts: ShallowOptions):

@@ -1,0 +1,156 @@
+"""Content-addressed caches of per-item tensors: preprocessed inputs and frozen-encoder features.
+
+An entry is one safetensors file holding a table of tensors (row i = the i-th item of the
+records it was built from), keyed by a hash of exactly the inputs that decide it. Entries are
+written atomically (temp file + rename) with a checksum in their metadata and validated on read:
+a corrupt or truncated entry is reported, deleted and recomputed. A file lock per key makes
+concurrent trials compute an entry once; the others wait and read it.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import torch
+from filelock import FileLock
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from bench.paths import atomic_path, cache_dir
+
+log = logging.getLogger(__name__)
+PAD_VALUES = {"word_ids": -1}  # everything else pads with 0
+LENGTH_KEYS = ("attention_mask", "cached_mask")
+# Tensors whose dim 1 is a token axis (padded per batch); an encoder's preprocess must use these
+# names for token-aligned outputs for its inputs to be cacheable.
+TOKEN_AXIS_KEYS = ("input_ids", "attention_mask", "token_type_ids", "word_ids", "cached_sequence", "cached_mask")
+
+
+def cache_key(**parts: Any) -> str:
+    """Stable hash of the named inputs (JSON with sorted keys)."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:24]
+
+
+def _checksum(tensors: dict[str, torch.Tensor]) -> str:
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        digest.update(name.encode())
+        digest.update(tensors[name].contiguous().view(torch.uint8).numpy().tobytes()
+                      if tensors[name].numel() else b"")
+    return digest.hexdigest()
+
+
+@dataclass
+class TensorTable:
+    """Row-aligned tensors for a list of item ids; calling it serves a batch of records by id.
+
+    ``padded`` names the tensors padded along dim 1 (token sequences); a batch is trimmed back
+    to its longest item, measured by the table's mask (attention_mask or cached_mask).
+    """
+
+    item_ids: list[str]
+    tensors: dict[str, torch.Tensor]
+    padded: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        self.index = {item: i for i, item in enumerate(self.item_ids)}
+        mask_key = next((k for k in LENGTH_KEYS if k in self.tensors), None)
+        self.lengths = self.tensors[mask_key].sum(1) if mask_key and self.padded else None
+
+    def __call__(self, records: list[dict]) -> dict[str, torch.Tensor]:
+        rows = torch.tensor([self.index[r["item_id"]] for r in records], dtype=torch.long)
+        out = {k: v.index_select(0, rows) for k, v in self.tensors.items()}
+        if self.lengths is not None and len(rows):
+            longest = max(1, int(self.lengths.index_select(0, rows).max()))
+            out.update({k: out[k][:, :longest] for k in self.padded})
+        return out
+
+
+def stack_padded(chunks: list[dict[str, torch.Tensor]], padded: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    """Concatenate batch outputs; tensors named in ``padded`` are padded along dim 1 to the longest."""
+    out = {}
+    for key in chunks[0]:
+        parts = [c[key] for c in chunks]
+        if key in padded:
+            longest = max(p.shape[1] for p in parts)
+            pad = PAD_VALUES.get(key, 0)
+            parts = [torch.nn.functional.pad(p, [0, 0] * (p.dim() - 2) + [0, longest - p.shape[1]], value=pad)
+                     for p in parts]
+        out[key] = torch.cat(parts).contiguous()
+    return out
+
+
+class CacheStore:
+    """A folder of safetensors entries (default $MIC_BENCH_CACHE/tensors)."""
+
+    def __init__(self, root: str | Path | None = None):
+        self.root = Path(root) if root else cache_dir() / "tensors"
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.hits = 0
+        self.misses = 0
+
+    def path(self, key: str) -> Path:
+        return self.root / key[:2] / f"{key}.safetensors"
+
+    def read(self, key: str) -> dict[str, torch.Tensor] | None:
+        """The entry's tensors, or None when absent; a corrupt entry is reported and removed."""
+        path = self.path(key)
+        if not path.exists():
+            return None
+        try:
+            from safetensors import safe_open
+
+            with safe_open(str(path), framework="pt") as f:
+                expected = (f.metadata() or {}).get("checksum")
+            tensors = load_file(str(path))
+            if expected is None or _checksum(tensors) != expected:
+                raise ValueError("checksum mismatch")
+            return tensors
+        except (SafetensorError, ValueError, OSError, RuntimeError) as exc:
+            log.warning("cache entry %s is corrupt (%s); recomputing it", path, exc)
+            path.unlink(missing_ok=True)
+            return None
+
+    def write(self, key: str, tensors: dict[str, torch.Tensor], meta: dict[str, str] | None = None) -> None:
+        with atomic_path(self.path(key)) as tmp:
+            save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp),
+                      metadata={**(meta or {}), "checksum": _checksum(tensors)})
+
+    def get_or_compute(self, key: str, compute: Callable[[], dict[str, torch.Tensor]],
+                       meta: dict[str, str] | None = None) -> dict[str, torch.Tensor]:
+        """Read the entry, or compute and write it under a lock (concurrent callers compute once)."""
+        found = self.read(key)
+        if found is not None:
+            self.hits += 1
+            return found
+        lock_path = self.path(key).with_suffix(".lock")
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(lock_path)):
+            found = self.read(key)  # another trial may have written it while we waited
+            if found is not None:
+                self.hits += 1
+                return found
+            self.misses += 1
+            tensors = compute()
+            self.write(key, tensors, meta)
+            return tensors
+
+    def info(self) -> dict[str, Any]:
+        files = list(self.root.rglob("*.safetensors"))
+        return {"path": str(self.root), "entries": len(files), "bytes": sum(f.stat().st_size for f in files)}
+
+    def clear(self) -> int:
+        n = len(list(self.root.rglob("*.safetensors")))
+        shutil.rmtree(self.root, ignore_errors=True)
+        self.root.mkdir(parents=True, exist_ok=True)
+        return n
+
+
+def batched(records: list[dict], size: int) -> Iterable[list[dict]]:
+    for start in range(0, len(records), size):
+        yield records[start:start + size]

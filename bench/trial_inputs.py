@@ -1,0 +1,97 @@
+"""What a trial's DataLoaders feed each encoder: raw preprocessing, cached preprocessed inputs,
+or cached features of a frozen encoder (then the encoder itself never runs during training)."""
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from bench.cache import TOKEN_AXIS_KEYS, CacheStore, TensorTable, batched, cache_key, stack_padded
+from bench.interfaces import Encoder
+
+PREPROCESS_CACHE_MAX_MB = float(os.environ.get("MIC_BENCH_PREPROCESS_CACHE_MAX_MB", "2048"))
+
+
+def items_digest(records: list[dict]) -> str:
+    return hashlib.sha256("\n".join(r["item_id"] for r in records).encode()).hexdigest()[:16]
+
+
+def weights_digest(module: torch.nn.Module) -> str:
+    """Hash of the actual weights, so a changed checkpoint never reuses stale features."""
+    digest = hashlib.sha256()
+    for name, tensor in module.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:24]
+
+
+@dataclass
+class TrialInputs:
+    """Builds (or reads from the cache) the per-item tensors of one trial."""
+
+    store: CacheStore | None
+    dataset_fingerprint: str
+    device: torch.device
+    amp: str = "off"
+    batch_size: int = 64
+    seconds: float = 0.0
+    _weights: dict[int, str] = field(default_factory=dict)
+
+    def _table(self, key: str, records: list[dict], compute_batch: Callable[[list[dict]], dict]) -> TensorTable:
+        def compute():
+            chunks = [compute_batch(chunk) for chunk in batched(records, self.batch_size)]
+            padded = tuple(k for k in chunks[0] if k in TOKEN_AXIS_KEYS)
+            return stack_padded(chunks, padded)
+
+        start = time.perf_counter()
+        tensors = self.store.get_or_compute(key, compute)
+        self.seconds += time.perf_counter() - start
+        return TensorTable([r["item_id"] for r in records], tensors, tuple(k for k in tensors if k in TOKEN_AXIS_KEYS))
+
+    def inputs(self, modality: str, encoder: Encoder, records: list[dict]) -> Callable[[list[dict]], dict]:
+        """Preprocessed inputs, cached when a sample batch says the whole table stays under the size cap."""
+        if self.store is None or not records:
+            return encoder.preprocess
+        sample = encoder.preprocess(records[: min(8, len(records))])
+        per_item = sum(t.element_size() * t[0].numel() for t in sample.values()) if sample else 0
+        if per_item * len(records) / 2**20 > PREPROCESS_CACHE_MAX_MB:
+            return encoder.preprocess
+        key = cache_key(kind="inputs", dataset=self.dataset_fingerprint, modality=modality,
+                        encoder=type(encoder).__qualname__, preprocess=encoder.preprocess_fingerprint(),
+                        items=items_digest(records))
+        return self._table(key, records, encoder.preprocess)
+
+    def features(self, modality: str, encoder: Encoder, records: list[dict], with_sequence: bool):
+        """Outputs of a frozen encoder (eval mode, no grad), computed once per content and weights."""
+        if id(encoder) not in self._weights:
+            self._weights[id(encoder)] = weights_digest(encoder)
+        key = cache_key(kind="features", dataset=self.dataset_fingerprint, modality=modality,
+                        encoder=type(encoder).__qualname__, weights=self._weights[id(encoder)],
+                        preprocess=encoder.preprocess_fingerprint(), items=items_digest(records),
+                        sequence=with_sequence, amp=self.amp)
+        source = None
+
+        @torch.no_grad()
+        def encode(chunk: list[dict]) -> dict[str, torch.Tensor]:
+            nonlocal source
+            if source is None:  # only on a cache miss: a hit needs no inputs at all
+                source = self.inputs(modality, encoder, records)
+            was_training = encoder.training
+            encoder.eval()
+            inputs = {k: v.to(self.device) for k, v in source(chunk).items()}
+            from bench.device import autocast
+
+            with autocast(self.device, self.amp):
+                out = encoder(inputs)
+            encoder.train(was_training)
+            result = {"cached_pooled": out.pooled.float().cpu()}
+            if with_sequence:
+                result["cached_sequence"] = out.sequence.float().cpu()
+                result["cached_mask"] = out.mask.to(torch.uint8).cpu()
+            return result
+
+        return self._table(key, records, encode)

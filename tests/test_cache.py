@@ -1,0 +1,122 @@
+"""Content-addressed caches: keys follow exactly the inputs, corrupt entries are recomputed,
+concurrent trials compute an entry once, and cached features give the same results."""
+from __future__ import annotations
+
+import multiprocessing as mp
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from bench.cache import CacheStore, cache_key
+from bench.plugins import get_registry
+from bench.suite import TrialSpec, trial_key
+from bench.trial import TrialContext, run_trial
+from bench.trial_inputs import TrialInputs
+from conftest import TINY_IMAGE, TINY_TEXT, tiny_trial
+
+RECORDS = [{"item_id": f"i{i}", "title": f"acme kettle number {i}", "image": None, "label": 0, "group": -1}
+           for i in range(10)]
+
+
+def _encoder(kind="text", **options):
+    spec = get_registry().get("encoder", "hf_text" if kind == "text" else "timm_image")
+    base = dict((TINY_TEXT if kind == "text" else TINY_IMAGE)["options"])
+    base.update(options, freeze="all")
+    return spec.factory(spec.parse_options(base), None)
+
+
+def test_feature_keys_follow_exactly_the_deciding_inputs(tmp_path):
+    store = CacheStore(tmp_path)
+    enc = _encoder()
+
+    def run(encoder, records=RECORDS, dataset="d1", **kw):
+        before = store.misses
+        TrialInputs(store, dataset, torch.device("cpu"), batch_size=4).features("text", encoder, records, with_sequence=True)
+        return int(store.misses > before)  # 1 = computed, 0 = served from the cache
+
+    assert run(enc) == 1
+    assert run(enc) == 0                       # same everything: a hit, even from a new TrialInputs
+    assert run(_encoder()) == 0                # a new object with identical weights: still a hit
+    assert run(enc, records=RECORDS[:5]) == 1  # other items
+    assert run(enc, dataset="d2") == 1         # other dataset content
+    assert run(_encoder(max_length=8)) == 1    # other preprocessing
+    with torch.no_grad():
+        next(enc.parameters()).add_(0.01)      # other weights
+    assert run(enc) == 1
+
+
+def test_cached_features_equal_computed_ones(tmp_path):
+    enc = _encoder()
+    table = TrialInputs(CacheStore(tmp_path), "d", torch.device("cpu"), batch_size=3).features(
+        "text", enc, RECORDS, with_sequence=True)
+    batch = RECORDS[2:6]
+    cached = table(batch)
+    direct = enc.eval()(enc.preprocess(batch))
+    assert torch.allclose(cached["cached_pooled"], direct.pooled, atol=1e-5)
+    n = direct.sequence.shape[1]
+    assert cached["cached_sequence"].shape[1] == n
+    assert torch.allclose(cached["cached_sequence"], direct.sequence, atol=1e-5)
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncate", "flip"])
+def test_corrupt_entry_is_detected_and_recomputed(tmp_path, damage, caplog):
+    store = CacheStore(tmp_path)
+    key = cache_key(test=damage)
+    value = {"x": torch.arange(1000, dtype=torch.float32)}
+    store.get_or_compute(key, lambda: value)
+    path = store.path(key)
+    data = path.read_bytes()
+    if damage == "garbage":
+        path.write_bytes(b"not a safetensors file")
+    elif damage == "truncate":
+        path.write_bytes(data[: len(data) // 2])
+    else:
+        path.write_bytes(data[:-8] + bytes(8))
+    calls = []
+    again = store.get_or_compute(key, lambda: calls.append(1) or value)
+    assert calls == [1] and torch.equal(again["x"], value["x"])
+    assert "corrupt" in caplog.text and str(path) in caplog.text
+    assert store.read(key) is not None  # rewritten whole
+
+
+def _slow_compute(root: str, key: str, log: str) -> None:
+    def compute():
+        with open(log, "a") as f:
+            f.write("computed\n")
+        time.sleep(1.0)
+        return {"x": torch.ones(3)}
+
+    CacheStore(root).get_or_compute(key, compute)
+
+
+def test_concurrent_callers_compute_an_entry_once(tmp_path):
+    log = tmp_path / "log.txt"
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_slow_compute, args=(str(tmp_path / "c"), "k" * 24, str(log))) for _ in range(3)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    assert log.read_text().count("computed") == 1
+
+
+def test_trial_over_frozen_encoders_same_metrics_with_and_without_cache(tmp_path, registry):
+    frozen = {"text": {**TINY_TEXT, "options": {**TINY_TEXT["options"], "freeze": "all"}},
+              "image": {**TINY_IMAGE, "options": {**TINY_IMAGE["options"], "freeze": "all"}}}
+    rows = {}
+    for cache in (False, True, True):
+        config = tiny_trial(encoders=frozen, fusion="shallow", cache=cache)
+        from bench.suite import TrialConfig
+
+        config = TrialConfig.model_validate(config).model_dump(mode="json")
+        spec = TrialSpec(trial_key(config), {}, {}, config)
+        row = run_trial(spec, TrialContext(registry=registry, cache_dir=str(tmp_path))).row
+        assert row["status"] == "ok", row["error"]
+        rows.setdefault(cache, []).append(row)
+    plain, cold, warm = rows[False][0], rows[True][0], rows[True][1]
+    assert cold["cache_misses"] > 0 and warm["cache_misses"] == 0 and warm["cache_hits"] > 0
+    for metric in ("accuracy", "macro_f1", "top5_accuracy"):
+        assert plain[metric] == pytest.approx(cold[metric], abs=1e-6) == pytest.approx(warm[metric], abs=1e-6)

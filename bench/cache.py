@@ -40,7 +40,7 @@ def _checksum(tensors: dict[str, torch.Tensor]) -> str:
     digest = hashlib.sha256()
     for name in sorted(tensors):
         digest.update(name.encode())
-        digest.update(tensors[name].contiguous().view(torch.uint8).numpy().tobytes()
+        digest.update(tensors[name].contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
                       if tensors[name].numel() else b"")
     return digest.hexdigest()
 

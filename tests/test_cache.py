@@ -47,6 +47,19 @@ def test_feature_keys_follow_exactly_the_deciding_inputs(tmp_path):
     assert run(enc) == 1
 
 
+def test_weights_digest_covers_batchnorm_counters():
+    """CNN encoders carry 0-dim buffers (BatchNorm's num_batches_tracked)."""
+    from bench.trial_inputs import weights_digest
+
+    enc = _encoder("image", model="tf_efficientnet_lite0", model_kwargs={})
+    assert any(t.dim() == 0 for t in enc.state_dict().values())
+    before = weights_digest(enc)
+    assert before == weights_digest(enc)
+    with torch.no_grad():
+        next(enc.parameters()).add_(1.0)
+    assert weights_digest(enc) != before
+
+
 def test_cached_features_equal_computed_ones(tmp_path):
     enc = _encoder()
     table = TrialInputs(CacheStore(tmp_path), "d", torch.device("cpu"), batch_size=3).features(

@@ -3,6 +3,7 @@ from bench import hookimpl
 from bench.registry import PluginSpec
 
 from . import cross_modal_gated_attention, late, shallow, unimodal
+from . import single_stream_head
 from .heads import HeadOptions
 
 
@@ -22,4 +23,5 @@ def bench_fusions():
         PluginSpec("fusion", "cross_modal_gated_attention",
                    "text tokens attend to image tokens; gated by the global image vector",
                    cross_modal_gated_attention.build, cross_modal_gated_attention.CrossModalOptions),
+        single_stream_head.SPEC,
     ]

@@ -1,0 +1,262 @@
+"""contrastive, triplet and omni: each loss against a loop-by-loop computation, mining, limits, gradients."""
+from __future__ import annotations
+
+import itertools
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from bench.data import Collate
+from bench.errors import BenchError
+from bench.interfaces import Batch, BuildContext, FusionOutput, TaskInfo
+from bench.metrics.retrieval import retrieval_metrics
+from bench.suite import TrialConfig
+from bench.trial import TrialContext, build_model
+from conftest import tiny_trial
+from mic_bench_plugins.objectives.metric_learning import (EmbeddingLoss, MetricOptions, Omni, OmniOptions,
+                                                           contrastive_loss, hardest, pair_masks, triplet_loss)
+
+# a hand-made batch: two products of two listings and one of three, plus one of unknown product
+EMB = torch.tensor([[0.0, 0.0], [0.3, 0.4], [2.0, 0.0], [2.0, 0.5], [0.0, 0.8], [0.1, 0.2], [0.5, 0.5], [1.0, 1.0]])
+GROUPS = torch.tensor([0, 0, 1, 1, 2, 2, 2, -1])
+
+
+def _d(a, b):
+    return math.dist(a.tolist(), b.tolist())
+
+
+def _pairs(groups, cross=False):
+    n = len(groups)
+    for i, j in itertools.product(range(n), range(n)):
+        same = bool(groups[i] >= 0 and groups[i] == groups[j])
+        if cross:
+            yield i, j, same or i == j
+        elif i != j:
+            yield i, j, same
+
+
+def _direct_contrastive(x, y, groups, m=1.0, cross=False):
+    pos = [_d(x[i], y[j]) ** 2 for i, j, p in _pairs(groups, cross) if p]
+    neg = [max(m - _d(x[i], y[j]), 0.0) ** 2 for i, j, p in _pairs(groups, cross) if not p]
+    return sum(pos) / len(pos) + sum(neg) / len(neg)
+
+
+def _hardest_direct(x, y, groups, i, cross=False):
+    pos = [(_d(x[i], y[j]), j) for a, j, p in _pairs(groups, cross) if a == i and p]
+    neg = [(_d(x[i], y[j]), j) for a, j, p in _pairs(groups, cross) if a == i and not p]
+    return (max(pos) if pos else None), (min(neg) if neg else None)
+
+
+def test_contrastive_all_pairs_matches_direct_computation():
+    got = contrastive_loss(EMB, EMB, GROUPS, margin=1.0, mining="all")
+    assert float(got) == pytest.approx(_direct_contrastive(EMB, EMB, GROUPS), rel=1e-5)
+
+
+def test_contrastive_hard_pairs_matches_direct_computation():
+    pos_terms, neg_terms = [], []
+    for i in range(len(GROUPS)):
+        p, n = _hardest_direct(EMB, EMB, GROUPS, i)
+        if p:
+            pos_terms.append(p[0] ** 2)
+        if n:
+            neg_terms.append(max(1.0 - n[0], 0.0) ** 2)
+    want = sum(pos_terms) / len(pos_terms) + sum(neg_terms) / len(neg_terms)
+    assert float(contrastive_loss(EMB, EMB, GROUPS, mining="hard")) == pytest.approx(want, rel=1e-5)
+
+
+def test_triplet_batch_hard_matches_direct_computation():
+    terms = []
+    for i in range(len(GROUPS)):
+        p, n = _hardest_direct(EMB, EMB, GROUPS, i)
+        if p and n:
+            terms.append(max(1.0 + p[0] - n[0], 0.0))
+    assert len(terms) == 7  # the unknown-product listing has no positive, so it is no anchor
+    assert float(triplet_loss(EMB, EMB, GROUPS, mining="hard")) == pytest.approx(sum(terms) / len(terms), rel=1e-5)
+
+
+def test_triplet_all_triplets_matches_direct_computation():
+    terms = []
+    for a in range(len(GROUPS)):
+        for (_, p, is_p), (_, n, is_n) in itertools.product([t for t in _pairs(GROUPS) if t[0] == a], repeat=2):
+            if is_p and not is_n:
+                terms.append(max(1.0 + _d(EMB[a], EMB[p]) - _d(EMB[a], EMB[n]), 0.0))
+    assert float(triplet_loss(EMB, EMB, GROUPS, mining="all")) == pytest.approx(sum(terms) / len(terms), rel=1e-5)
+
+
+def test_cross_kind_losses_count_the_listing_itself_as_positive():
+    other = EMB.flip(1) + 0.1
+    p_mask, n_mask = pair_masks(GROUPS, cross_kind=True)
+    assert p_mask.diagonal().all() and not (p_mask & n_mask).any()
+    assert p_mask[7].sum() == 1  # the unknown-product listing: only its own other-kind vector
+    assert float(contrastive_loss(EMB, other, GROUPS, mining="all", cross_kind=True)) == pytest.approx(
+        _direct_contrastive(EMB, other, GROUPS, cross=True), rel=1e-5)
+    terms = []
+    for i in range(len(GROUPS)):
+        p, n = _hardest_direct(EMB, other, GROUPS, i, cross=True)
+        terms.append(max(1.0 + p[0] - n[0], 0.0))
+    assert float(triplet_loss(EMB, other, GROUPS, cross_kind=True)) == pytest.approx(sum(terms) / len(terms), rel=1e-5)
+
+
+def test_unknown_products_are_never_positives():
+    positive, negative = pair_masks(torch.tensor([-1, -1, 0, 0]))
+    assert not positive[0].any() and not positive[:, 1].any()
+    assert negative[0, 1] and positive[2, 3] and not positive[2, 2] and not negative[2, 2]
+
+
+def test_mining_picks_the_farthest_positive_and_closest_negative():
+    points = torch.tensor([[0.0, 0.0], [0.1, 0.0], [0.9, 0.0], [0.0, 0.3], [0.0, 2.0]])
+    groups = torch.tensor([0, 0, 0, 1, 1])
+    far, near, has_pos, has_neg = hardest(torch.cdist(points, points), *pair_masks(groups))
+    assert far.tolist() == [2, 2, 0, 4, 3] and near.tolist() == [3, 3, 3, 0, 0]
+    assert has_pos.all() and has_neg.all()
+    # batch-hard: candidate 1 is nobody's hardest positive or negative, so it gets no gradient
+    anchors, candidates = points.clone().requires_grad_(True), points.clone().requires_grad_(True)
+    triplet_loss(anchors, candidates, groups).backward()
+    assert candidates.grad[1].abs().sum() == 0
+    assert all(candidates.grad[j].abs().sum() > 0 for j in (0, 2, 3, 4))
+    # with every triplet, candidate 1 counts too
+    candidates.grad = None
+    triplet_loss(anchors, candidates, groups, mining="all").backward()
+    assert candidates.grad[1].abs().sum() > 0
+
+
+@pytest.mark.parametrize("mining,swapped_triplet,swapped_contrastive", [("hard", 3.0, 5.0), ("all", 2.0, 4.5)])
+def test_losses_zero_when_perfect_and_large_when_swapped(mining, swapped_triplet, swapped_contrastive):
+    perfect = torch.tensor([[1.0, 0.0], [1.0, 0.0], [-1.0, 0.0], [-1.0, 0.0]])  # products 2 apart, listings equal
+    right, swapped = torch.tensor([0, 0, 1, 1]), torch.tensor([0, 1, 0, 1])
+    assert float(triplet_loss(perfect, perfect, right, mining=mining)) == pytest.approx(0.0, abs=1e-5)
+    assert float(contrastive_loss(perfect, perfect, right, mining=mining)) == pytest.approx(0.0, abs=1e-5)
+    # swapped: each anchor's positive is 2 away, one negative 0 away and one 2 away.
+    # hard: 1 + 2 - 0 = 3 and 2^2 + 1^2 = 5; all: mean(3, 1) = 2 and 4 + mean(1, 0) = 4.5
+    assert float(triplet_loss(perfect, perfect, swapped, mining=mining)) == pytest.approx(swapped_triplet, abs=1e-4)
+    assert float(contrastive_loss(perfect, perfect, swapped, mining=mining)) == pytest.approx(swapped_contrastive, abs=1e-4)
+
+
+def test_batch_without_positives_gives_zero_loss_that_still_backpropagates():
+    x = torch.randn(4, 3, requires_grad=True)
+    loss = triplet_loss(x, x, torch.tensor([0, 1, 2, 3]))
+    loss.backward()
+    assert float(loss.detach()) == 0.0 and x.grad is not None
+
+
+class FixedOutputs(nn.Module):
+    """A model whose outputs are trainable tables: isolates the objective from any encoder."""
+
+    def __init__(self, kinds: dict[str, torch.Tensor]):
+        super().__init__()
+        self.kinds = nn.ParameterDict({k: nn.Parameter(v.clone()) for k, v in kinds.items()})
+
+    def forward(self, batch):
+        kinds = dict(self.kinds.items())
+        return FusionOutput(embedding=kinds["multimodal"], kinds=kinds)
+
+
+def _batch(groups):
+    return Batch([f"i{i}" for i in range(len(groups))], {}, torch.full((len(groups),), -1), groups)
+
+
+def test_embedding_objectives_normalise_by_default():
+    model = FixedOutputs({"multimodal": EMB[:7] * 5 + 0.1})
+    batch = _batch(GROUPS[:7])
+    obj = EmbeddingLoss("triplet", MetricOptions())
+    unit = torch.nn.functional.normalize(EMB[:7] * 5 + 0.1, dim=-1)
+    assert float(obj.loss(model, batch).total.detach()) == pytest.approx(float(triplet_loss(unit, unit, GROUPS[:7])), rel=1e-5)
+    raw = EmbeddingLoss("contrastive", MetricOptions(normalize=False, mining="all")).loss(model, batch)
+    assert float(raw.total.detach()) == pytest.approx(_direct_contrastive(EMB[:7] * 5 + 0.1, EMB[:7] * 5 + 0.1, GROUPS[:7]), rel=1e-5)
+    assert obj.sampler == "pk" and obj.needs == {"groups"}
+
+
+def test_omni_pairs_and_mean_of_terms():
+    g = torch.Generator().manual_seed(0)
+    kinds = {k: torch.randn(8, 4, generator=g) for k in ("text", "image", "multimodal")}
+    model, batch = FixedOutputs(kinds), _batch(GROUPS)
+    widths = {"embedding": 4, "text": 4, "image": 4, "multimodal": 4}
+    unit = {k: torch.nn.functional.normalize(v, dim=-1) for k, v in kinds.items()}
+    only = Omni(OmniOptions(), widths)
+    assert len(list(only.parameters())) == 0  # equal widths: nothing to project
+    assert float(only.loss(model, batch).total.detach()) == pytest.approx(
+        float(triplet_loss(unit["multimodal"], unit["multimodal"], GROUPS)), rel=1e-5)
+    all9 = Omni(OmniOptions(kinds="all9", loss="contrastive"), widths)
+    out = all9.loss(model, batch)
+    want = [float(contrastive_loss(unit[a], unit[b], GROUPS, cross_kind=a != b))
+            for a in ("text", "image", "multimodal") for b in ("text", "image", "multimodal")]
+    assert float(out.total.detach()) == pytest.approx(sum(want) / 9, rel=1e-5)
+    assert out.parts["omni_text_image"] == pytest.approx(want[1], rel=1e-5)
+    listed = Omni(OmniOptions(kinds=[["text", "image"]]), widths)
+    assert float(listed.loss(model, batch).total.detach()) == pytest.approx(
+        float(triplet_loss(unit["text"], unit["image"], GROUPS, cross_kind=True)), rel=1e-5)
+
+
+def test_omni_options_reject_unknown_kinds_and_empty_lists(registry):
+    spec = registry.get("objective", "omni")
+    with pytest.raises(BenchError):
+        spec.parse_options({"kinds": [["text", "audio"]]})
+    with pytest.raises(BenchError):
+        spec.parse_options({"kinds": []})
+
+
+@pytest.fixture(scope="module")
+def matching_task():
+    return TaskInfo("matching", [], has_groups=True)
+
+
+def _model(registry, task, fusion):
+    return build_model(TrialConfig.model_validate(tiny_trial(task="matching", fusion=fusion)),
+                       TrialContext(registry=registry), task)
+
+
+RECORDS = [{"item_id": f"i{i}", "title": t, "image": None, "label": -1, "group": g} for i, (t, g) in enumerate(
+    [("acme red kettle", 0), ("red kettle acme 1 pc", 0), ("nova soft blanket", 1), ("soft blanket nova xl", 1)])]
+
+
+def test_omni_projects_kinds_of_other_widths_on_a_real_late_fusion(registry, matching_task):
+    model = _model(registry, matching_task, "late")  # multimodal = [text; image], twice as wide
+    spec = registry.get("objective", "omni")
+    ctx = BuildContext(task=matching_task, encoders=dict(model.encoders.items()), fusion=model.fusion)
+    omni = spec.factory(spec.parse_options({"kinds": "all9"}), ctx)
+    assert set(omni.projections) == {"text", "image"}
+    assert omni.projections["text"].weight.shape == (128, 64)
+    batch = Collate({m: model.encoders[m].preprocess for m in ("text", "image")})(RECORDS)
+    out = omni.loss(model, batch)
+    out.total.backward()
+    assert torch.isfinite(out.total) and len(out.parts) == 10
+    assert omni.projections["image"].weight.grad.abs().sum() > 0
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.encoders["text"].parameters())
+
+
+def test_omni_names_the_missing_kind(registry, matching_task):
+    model = _model(registry, matching_task, "text_only")
+    spec = registry.get("objective", "omni")
+    ctx = BuildContext(task=matching_task, encoders=dict(model.encoders.items()), fusion=model.fusion)
+    with pytest.raises(BenchError, match="multimodal") as err:
+        spec.factory(spec.parse_options({}), ctx)
+    assert err.value.field == "objectives.omni.options.kinds"
+
+
+@pytest.mark.parametrize("name", ["triplet", "contrastive"])
+def test_gradients_reach_the_text_encoder(registry, matching_task, name):
+    model = _model(registry, matching_task, "text_only")
+    spec = registry.get("objective", name)
+    objective = spec.factory(spec.parse_options({}), BuildContext(task=matching_task))
+    batch = Collate({"text": model.encoders["text"].preprocess})(RECORDS)
+    objective.loss(model, batch).total.backward()
+    grads = [p.grad for p in model.encoders["text"].parameters() if p.grad is not None]
+    assert grads and sum(float(g.abs().sum()) for g in grads) > 0
+
+
+def test_training_with_triplet_loss_separates_products():
+    g = torch.Generator().manual_seed(1)
+    groups = torch.arange(8).repeat_interleave(4)
+    model = FixedOutputs({"multimodal": torch.randn(32, 8, generator=g)})
+    objective = EmbeddingLoss("triplet", MetricOptions())
+    before = retrieval_metrics(model.kinds["multimodal"].detach(), groups.numpy(), k=3)["mar@3"]
+    opt = torch.optim.Adam(model.parameters(), lr=0.05)
+    for _ in range(150):
+        opt.zero_grad()
+        objective.loss(model, _batch(groups)).total.backward()
+        opt.step()
+    after = retrieval_metrics(model.kinds["multimodal"].detach(), groups.numpy(), k=3)
+    assert before < 0.5 and after["mar@3"] == pytest.approx(1.0) and after["ndcg@3"] == pytest.approx(1.0)
+    assert float(objective.loss(model, _batch(groups)).total.detach()) < 0.05

@@ -5,6 +5,8 @@ from torch import nn
 
 from bench.interfaces import Batch, Encoder, EncoderOutput, Fusion, FusionOutput
 
+EXTRA_PREFIX = "cached_extra_"  # per-item extras of a frozen encoder (e.g. per-kind embeddings)
+
 
 class BenchModel(nn.Module):
     """encoders (by modality) + fusion. Frozen encoders stay in eval mode while training,
@@ -22,10 +24,12 @@ class BenchModel(nn.Module):
             inputs = batch.inputs[m]
             if "cached_pooled" in inputs:  # frozen-encoder features from the feature cache
                 pooled = inputs["cached_pooled"]
+                extras = {k[len(EXTRA_PREFIX):]: v for k, v in inputs.items() if k.startswith(EXTRA_PREFIX)}
                 if "cached_sequence" in inputs:
-                    out[m] = EncoderOutput(inputs["cached_sequence"], inputs["cached_mask"].bool(), pooled)
+                    out[m] = EncoderOutput(inputs["cached_sequence"], inputs["cached_mask"].bool(), pooled, extras)
                 else:  # pooled-only entry: a one-token sequence keeps the shapes valid
-                    out[m] = EncoderOutput(pooled.unsqueeze(1), pooled.new_ones(pooled.shape[0], 1).bool(), pooled)
+                    out[m] = EncoderOutput(pooled.unsqueeze(1), pooled.new_ones(pooled.shape[0], 1).bool(), pooled,
+                                           extras)
             else:
                 out[m] = self.encoders[m](inputs)
         return out

@@ -12,6 +12,7 @@ import torch
 
 from bench.cache import TOKEN_AXIS_KEYS, CacheStore, TensorTable, batched, cache_key, stack_padded
 from bench.interfaces import Encoder
+from bench.model import EXTRA_PREFIX
 
 PREPROCESS_CACHE_MAX_MB = float(os.environ.get("MIC_BENCH_PREPROCESS_CACHE_MAX_MB", "2048"))
 
@@ -89,6 +90,7 @@ class TrialInputs:
                 out = encoder(inputs)
             encoder.train(was_training)
             result = {"cached_pooled": out.pooled.float().cpu()}
+            result.update({f"{EXTRA_PREFIX}{k}": v.float().cpu() for k, v in out.extras.items()})
             if with_sequence:
                 result["cached_sequence"] = out.sequence.float().cpu()
                 result["cached_mask"] = out.mask.to(torch.uint8).cpu()

@@ -73,6 +73,23 @@ def test_cached_features_equal_computed_ones(tmp_path):
     assert torch.allclose(cached["cached_sequence"], direct.sequence, atol=1e-5)
 
 
+def test_frozen_joint_encoder_keeps_its_extras(tmp_path):
+    """Per-kind embeddings of a frozen single-stream encoder survive the cache (max-of-kinds needs them)."""
+    from bench.model import BenchModel
+
+    spec = get_registry().get("encoder", "single_stream")
+    enc = spec.factory(spec.parse_options({"img_size": 32, "patch_size": 16, "max_length": 16, "freeze": "all"}), None)
+    table = TrialInputs(CacheStore(tmp_path), "d", torch.device("cpu"), batch_size=4).features(
+        "joint", enc, RECORDS, with_sequence=False)
+    fusion = type("F", (torch.nn.Module,), {"requires": frozenset({"joint"})})()
+    cached = BenchModel({"joint": enc}, fusion).encode(
+        type("B", (), {"inputs": {"joint": table(RECORDS[:3])}})(), ["joint"])["joint"]
+    direct = enc.eval()(enc.preprocess(RECORDS[:3]))
+    assert set(cached.extras) == set(direct.extras) == {"text", "image", "joint"}
+    for kind in direct.extras:
+        assert torch.allclose(cached.extras[kind], direct.extras[kind], atol=1e-5)
+
+
 @pytest.mark.parametrize("damage", ["garbage", "truncate", "flip"])
 def test_corrupt_entry_is_detected_and_recomputed(tmp_path, damage, caplog):
     store = CacheStore(tmp_path)

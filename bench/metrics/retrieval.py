@@ -34,6 +34,25 @@ def similarity_blocks(embeddings, block: int = 1024):
         yield start, sims
 
 
+def query_blocks(embeddings, groups: torch.Tensor):
+    """Yield (sims, same) per block of queries, the query itself excluded from both:
+    sims[b, n] with -inf on the query's own column, same[b, n] = same known group."""
+    for start, sims in similarity_blocks(embeddings):
+        rows = torch.arange(sims.shape[0])
+        qgroups = groups[start:start + sims.shape[0]]
+        same = (qgroups[:, None] == groups[None, :]) & (qgroups[:, None] >= 0)
+        same[rows, rows + start] = False
+        sims = sims.clone()
+        sims[rows, rows + start] = float("-inf")
+        yield sims, same
+
+
+def _f1(returned: torch.Tensor, same: torch.Tensor) -> torch.Tensor:
+    """Per-query F1 of the returned set; the query itself counts as returned and relevant."""
+    tp = (returned & same).sum(1).double() + 1.0
+    return 2 * tp / (returned.sum(1).double() + 1.0 + same.sum(1).double() + 1.0)
+
+
 def retrieval_metrics(embeddings, groups: np.ndarray | torch.Tensor, k: int = 10,
                       threshold: float | None = None) -> dict[str, float]:
     groups = torch.as_tensor(np.asarray(groups))
@@ -42,15 +61,8 @@ def retrieval_metrics(embeddings, groups: np.ndarray | torch.Tensor, k: int = 10
         return {}
     discounts = 1.0 / torch.log2(torch.arange(2, k + 2, dtype=torch.float64))
     ndcg, recall, precision, f1 = [], [], [], []
-    for start, sims in similarity_blocks(embeddings):
-        b = sims.shape[0]
-        rows = torch.arange(b)
-        qgroups = groups[start:start + b]
-        same = (qgroups[:, None] == groups[None, :]) & (qgroups[:, None] >= 0)
-        same[rows, rows + start] = False
+    for masked, same in query_blocks(embeddings, groups):
         n_rel = same.sum(1)
-        masked = sims.clone()
-        masked[rows, rows + start] = float("-inf")
         kk = min(k, n - 1)
         top = masked.topk(kk, dim=1).indices
         hits = same.gather(1, top).double()
@@ -61,9 +73,7 @@ def retrieval_metrics(embeddings, groups: np.ndarray | torch.Tensor, k: int = 10
         recall.append(hits.sum(1)[has] / n_rel[has].double())
         precision.append(hits.sum(1)[has] / k)
         if threshold is not None:
-            returned = masked >= threshold
-            tp = (returned & same).sum(1).double() + 1.0  # the query itself is always returned and relevant
-            f1.append(2 * tp / (returned.sum(1).double() + 1.0 + n_rel.double() + 1.0))
+            f1.append(_f1(masked >= threshold, same))
     out = {}
     if sum(len(x) for x in ndcg):
         out[f"ndcg@{k}"] = float(torch.cat(ndcg).mean())
@@ -81,17 +91,7 @@ def choose_threshold(embeddings, groups: np.ndarray | torch.Tensor, grid=THRESHO
     n = len(groups)
     grid_t = torch.tensor(grid, dtype=torch.float32)
     f1_sum = torch.zeros(len(grid), dtype=torch.float64)
-    for start, sims in similarity_blocks(embeddings):
-        b = sims.shape[0]
-        rows = torch.arange(b)
-        qgroups = groups[start:start + b]
-        same = (qgroups[:, None] == groups[None, :]) & (qgroups[:, None] >= 0)
-        same[rows, rows + start] = False
-        sims = sims.clone()
-        sims[rows, rows + start] = float("-inf")
-        n_rel = same.sum(1).double()
+    for sims, same in query_blocks(embeddings, groups):
         for i, t in enumerate(grid_t):
-            returned = sims >= t
-            tp = (returned & same).sum(1).double() + 1.0
-            f1_sum[i] += (2 * tp / (returned.sum(1).double() + 1.0 + n_rel + 1.0)).sum()
+            f1_sum[i] += _f1(sims >= t, same).sum()
     return float(grid[int(torch.argmax(f1_sum))]) if n else 0.5

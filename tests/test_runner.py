@@ -48,6 +48,7 @@ def test_failed_trials_are_recorded_and_the_suite_completes(outside_plugins, wri
     suite = write_suite({"name": "faults", "trial": tiny_trial(), "matrix": {"method": {
         "fine": {},
         "raises": {"fusion": "explodes"},
+        "dies": {"fusion": "dies"},
         "nan": {"stages": [{"objectives": ["nan_loss"], "epochs": 1}]},
         "bad_weights": {"encoders": {"image": {"options": {"pretrained": "/no/such/weights.safetensors"}}},
                         "fusion": "image_only"},
@@ -57,7 +58,8 @@ def test_failed_trials_are_recorded_and_the_suite_completes(outside_plugins, wri
     rows = pl.read_parquet(_run_dir(tmp_path, "faults") / "trials.parquet")
     status = dict(zip(rows["method"], rows["status"]))
     errors = dict(zip(rows["method"], rows["error"]))
-    assert status == {"fine": "ok", "raises": "failed", "nan": "failed", "bad_weights": "failed"}
+    assert status == {"fine": "ok", "raises": "failed", "dies": "failed", "nan": "failed", "bad_weights": "failed"}
+    assert "worker crashed" in errors["dies"]
     assert "fusion exploded on purpose" in errors["raises"]
     assert "loss became nan" in errors["nan"]
     assert "weights file not found" in errors["bad_weights"] and "/no/such/weights.safetensors" in errors["bad_weights"]

@@ -7,6 +7,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 CACHE_ENV = "MIC_BENCH_CACHE"
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
 
 
 def cache_dir(override: str | os.PathLike | None = None) -> Path:
@@ -26,6 +28,7 @@ def atomic_path(target: str | os.PathLike):
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; results are meant to be shared
         os.replace(tmp, target)
     finally:
         if os.path.exists(tmp):

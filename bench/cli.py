@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from bench.errors import BenchError
+from bench.trackers import TRACKER_NAMES
 
 
 class BenchGroup(click.Group):
@@ -57,12 +58,13 @@ def plugins(as_json):
 @cli.command()
 @click.argument("suite_file", type=click.Path(path_type=Path))
 @click.option("--subset", type=click.IntRange(min=1), default=None, help="cap every split at N items")
-def validate(suite_file, subset):
+@click.option("--only", multiple=True, metavar="AXIS=V1,V2", help="keep only trials with these axis values (repeatable)")
+def validate(suite_file, subset, only):
     """Check a suite without running it; print the expanded trial matrix."""
     from bench.plugins import get_registry
-    from bench.suite import load_suite
+    from bench.suite import load_suite, select_trials
 
-    loaded = load_suite(suite_file, get_registry(), subset=subset)
+    loaded = select_trials(load_suite(suite_file, get_registry(), subset=subset), list(only))
     click.echo(f"{loaded.suite.name}: {len(loaded.trials)} trials")
     for t in loaded.trials:
         click.echo(f"  {t.key}  {t.label()}")
@@ -70,25 +72,33 @@ def validate(suite_file, subset):
 
 @cli.command()
 @click.argument("suite_file", type=click.Path(path_type=Path))
-@click.option("--out", type=click.Path(path_type=Path), default=Path("results"), show_default=True,
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("results"), show_default=True,
               help="results folder (one sub-folder per run)")
 @click.option("--resume", is_flag=True, help="continue the latest run of this suite under --out")
-@click.option("--run-dir", type=click.Path(path_type=Path), default=None, help="write into (or resume) this run folder")
+@click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path), default=None, help="write into (or resume) this run folder")
 @click.option("--max-concurrent", type=click.IntRange(min=1), default=None, help="trials at once (default: as CPUs allow)")
 @click.option("--address", default=None, help="join an existing Ray cluster (e.g. auto or ray://host:10001)")
 @click.option("--subset", type=click.IntRange(min=1), default=None, help="cap every split at N items (smoke/CI runs)")
-@click.option("--cache-dir", type=click.Path(path_type=Path), default=None, help="cache folder (default $MIC_BENCH_CACHE)")
-@click.option("--quiet", is_flag=True, help="no progress lines")
-def run(suite_file, out, resume, run_dir, max_concurrent, address, subset, cache_dir, quiet):
+@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None, help="cache folder (default $MIC_BENCH_CACHE)")
+@click.option("--only", multiple=True, metavar="AXIS=V1,V2", help="run only trials with these axis values (repeatable)")
+@click.option("--tracker", "trackers", multiple=True, type=click.Choice(TRACKER_NAMES),
+              help="also log trials to this tracker (repeatable; adds to the suite's trackers:)")
+@click.option("--quiet", is_flag=True, help="plain lines, one per finished trial, instead of the live view")
+def run(suite_file, out, resume, run_dir, max_concurrent, address, subset, cache_dir, only, trackers, quiet):
     """Run a suite's trial matrix with Ray Tune and write rows and a leaderboard."""
     from bench.plugins import get_registry
     from bench.runner import run_suite
-    from bench.suite import load_suite
+    from bench.suite import load_suite, select_trials
 
     registry = get_registry()
-    loaded = load_suite(suite_file, registry, subset=subset)
+    loaded = select_trials(load_suite(suite_file, registry, subset=subset), list(only))
+    if address is None:  # with a cluster, the data may exist only on its machines
+        from bench.preflight import preflight
+
+        preflight(loaded, registry, cache_dir=str(cache_dir.resolve()) if cache_dir else None)
     summary = run_suite(loaded, registry, out=out, resume=resume, run_dir=run_dir, max_concurrent=max_concurrent,
-                        address=address, cache_dir=str(cache_dir.resolve()) if cache_dir else None, quiet=quiet)
+                        address=address, cache_dir=str(cache_dir.resolve()) if cache_dir else None, quiet=quiet,
+                        trackers=trackers)
     board = summary.run_dir / "leaderboard.md"
     if board.exists():
         click.echo(board.read_text())
@@ -108,9 +118,35 @@ def leaderboard(run_dir, fmt, group_by, sort, output):
 
     text = leaderboard_for_run(run_dir, fmt, list(group_by) or None, sort)
     if output:
-        output.write_text(text, encoding="utf-8")
+        try:
+            output.write_text(text, encoding="utf-8")
+        except OSError as exc:
+            raise BenchError(f"cannot write the leaderboard: {exc.strerror}", file=output, field="--output",
+                             fix="pass a file path inside an existing, writable folder") from None
     else:
         click.echo(text, nl=False)
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+def plot(run_dir):
+    """(Re)write RUN_DIR/plots/*.png and RUN_DIR/leaderboard.html from stored rows (no training)."""
+    from bench.reporting import plots_for_run
+
+    for path in plots_for_run(run_dir):
+        click.echo(str(path))
+
+
+@cli.command()
+@click.argument("run_a", type=click.Path(path_type=Path))
+@click.argument("run_b", type=click.Path(path_type=Path))
+@click.option("--group-by", multiple=True, help="axis to group by (repeatable); default: run B's leaderboard grouping")
+@click.option("--metric", "metrics", multiple=True, help="metric to compare (repeatable); default: every one both have")
+def compare(run_a, run_b, group_by, metrics):
+    """Metric deltas per group between two runs (B - A), as markdown."""
+    from bench.compare import compare_runs
+
+    click.echo(compare_runs(run_a, run_b, list(group_by) or None, list(metrics) or None), nl=False)
 
 
 @cli.group()
@@ -155,6 +191,11 @@ def cache_clear(cache_dir, yes):
 from bench.data_inspect import data  # noqa: E402  (kept light: imports lazily inside)
 
 cli.add_command(data)
+
+from bench.baseline_cli import baseline, check  # noqa: E402
+
+cli.add_command(baseline)
+cli.add_command(check)
 
 
 def main():

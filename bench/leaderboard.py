@@ -12,6 +12,8 @@ QUALITY = ["accuracy", "macro_f1", "top5_accuracy", "head_macro_f1", "tail_macro
            "ndcg@10", "mar@10", "map@10", "f1"]
 COST = ["train_samples_per_s", "wall_s", "peak_mem_mb", "n_params"]
 LOWER_IS_BETTER = {"wall_s", "peak_mem_mb", "n_params"}
+CI_METRICS = ["accuracy", "macro_f1"]  # bootstrap intervals shown on the leaderboard (from stored predictions)
+NEAR_BEST = "≈best"
 
 
 @dataclass
@@ -34,8 +36,12 @@ def group_label(values: list) -> str:
     return " / ".join(str(v) for v in values)
 
 
-def leaderboard_table(rows: pl.DataFrame, spec: LeaderboardSpec) -> pl.DataFrame:
-    """One row per group: n ok / failed, mean and std of every metric, mean cost, rank."""
+def leaderboard_table(rows: pl.DataFrame, spec: LeaderboardSpec, predictions: pl.DataFrame | None = None) -> pl.DataFrame:
+    """One row per group: n ok / failed, mean and std of every metric, mean cost, rank.
+
+    With the stored test predictions it also carries bootstrap intervals and the ``near_best`` mark
+    (see bench.significance).
+    """
     group_by = [g for g in spec.group_by if g in rows.columns] or ["trial_key"]
     status = rows["status"] if "status" in rows.columns else pl.Series(["ok"] * rows.height)
     rows = rows.with_columns(status.alias("status"))
@@ -58,7 +64,21 @@ def leaderboard_table(rows: pl.DataFrame, spec: LeaderboardSpec) -> pl.DataFrame
         for m in sorted({m for ref in spec.reference.values() for m in ref}):
             table = table.with_columns(pl.Series(f"ref_{m}", [spec.reference.get(l, {}).get(m) for l in labels],
                                                  dtype=pl.Float64))
+    if predictions is not None and table.height and "n" in table.columns:
+        table = _with_significance(table, rows, predictions, group_by, metrics, sort)
     return table
+
+
+def _with_significance(table: pl.DataFrame, rows: pl.DataFrame, predictions: pl.DataFrame, group_by: list[str],
+                       metrics: list[str], sort: str | None) -> pl.DataFrame:
+    from bench.significance import group_significance
+
+    ranked = table.filter(pl.col("n") > 0)
+    best = ranked.select(group_by).row(0) if ranked.height and sort not in LOWER_IS_BETTER else None
+    stats = group_significance(rows, predictions, group_by, [m for m in CI_METRICS if m in metrics], sort, best)
+    if stats is None:
+        return table
+    return table.join(stats, on=group_by, how="left", maintain_order="left", nulls_equal=True)
 
 
 def _fmt(value, std=None, digits: int = 3) -> str:
@@ -72,16 +92,49 @@ def _fmt(value, std=None, digits: int = 3) -> str:
     return str(value)
 
 
+def _fmt_interval(low, high) -> str:
+    return "-" if low is None or high is None else f"{low:.3f}–{high:.3f}"
+
+
+def _fmt_mark(mark, p) -> str:
+    if mark is None:
+        return "-"
+    if mark == "best":
+        return "best"
+    share = "p<0.001" if p < 0.001 else f"p={p:.3f}"
+    return f"{mark} {share}".strip()
+
+
+def significance_note(table: pl.DataFrame, spec: LeaderboardSpec) -> list[str]:
+    """The sentences that explain the interval and mark columns (only those present)."""
+    out = []
+    if any(c.endswith("_ci_low") for c in table.columns):
+        out.append("95% CI columns: percentile bootstrap over test items (1000 resamples of the stored test "
+                   "predictions, seeds of a group scored on the same resamples and averaged); they show how much "
+                   "the finite test set alone moves the score, not the seed spread.")
+    if "near_best" in table.columns:
+        metric = spec.sort if spec.sort in table.columns else next(
+            (m for m in (spec.metrics or QUALITY) if m in table.columns), "")
+        out.append(f"{NEAR_BEST}: paired bootstrap of {metric} against the best row over the test items both "
+                   "were tested on; p is the share of resamples on which the best row was not ahead, and ≈ marks "
+                   "rows whose gap to the best is not significant (p >= 0.05).")
+    return out
+
+
 def display_rows(table: pl.DataFrame, spec: LeaderboardSpec) -> tuple[list[str], list[list[str]]]:
     group_by = [g for g in spec.group_by if g in table.columns] or ["trial_key"]
     metrics = [c for c in table.columns if c in set(spec.metrics or QUALITY)]
     cost = [c for c in COST if c in table.columns]
     refs = [c for c in table.columns if c.startswith("ref_")]
-    headers = ["rank", *group_by, *metrics, *refs, *cost, "n", "failed"]
+    cis = [m for m in metrics if f"{m}_ci_low" in table.columns]
+    mark = [NEAR_BEST] if "near_best" in table.columns else []
+    headers = ["rank", *group_by, *metrics, *[f"{m} 95% CI" for m in cis], *mark, *refs, *cost, "n", "failed"]
     body = []
     for r in table.iter_rows(named=True):
         line = [str(r["rank"]), *[str(r[g]) for g in group_by]]
         line += [_fmt(r.get(m), r.get(f"{m}_std")) for m in metrics]
+        line += [_fmt_interval(r.get(f"{m}_ci_low"), r.get(f"{m}_ci_high")) for m in cis]
+        line += [_fmt_mark(r.get("near_best"), r.get("best_p"))] if mark else []
         line += [_fmt(r.get(c)) for c in refs]
         line += [_fmt(r.get(c), digits=1) if c != "n_params" else f"{int(r[c]):,}" if r.get(c) is not None else "-"
                  for c in cost]
@@ -105,11 +158,12 @@ def pivot_table(rows: pl.DataFrame, pivot: dict) -> tuple[list[str], list[list[s
     return [f"{r} \\ {c} ({v})", *[str(b) for b in cols]], body
 
 
-def render_markdown(rows: pl.DataFrame, spec: LeaderboardSpec) -> str:
-    table = leaderboard_table(rows, spec)
+def render_markdown(rows: pl.DataFrame, spec: LeaderboardSpec, predictions: pl.DataFrame | None = None) -> str:
+    table = leaderboard_table(rows, spec, predictions)
     headers, body = display_rows(table, spec)
     out = [f"# {spec.title}", "", tabulate(body, headers=headers, tablefmt="github", disable_numparse=True), ""]
     out.append("Quality columns are test-split means ± standard deviation over seeds; cost columns are means.")
+    out += significance_note(table, spec)
     if spec.reference:
         out.append(f"Published figures{f' ({spec.reference_source})' if spec.reference_source else ''} "
                    "are quoted for comparison; they come from other data.")
@@ -119,30 +173,50 @@ def render_markdown(rows: pl.DataFrame, spec: LeaderboardSpec) -> str:
             if p_body:
                 out += ["", f"## {value} by {spec.pivot['rows']} and {spec.pivot['columns']}", "",
                         tabulate(p_body, headers=p_headers, tablefmt="github", disable_numparse=True)]
-    failed = rows.filter(pl.col("status") != "ok") if "status" in rows.columns else rows.head(0)
-    if failed.height:
+    failed = failed_trials(rows, spec)
+    if failed:
         out += ["", "## Failed trials", ""]
-        for r in failed.iter_rows(named=True):
-            labels = " ".join(f"{g}={r[g]}" for g in spec.group_by if g in r)
-            first_line = (r.get("error") or "").splitlines()[0] if r.get("error") else ""
-            out.append(f"- `{r['trial_key']}` {labels} seed={r.get('seed')}: {first_line}")
+        out += [f"- `{key}` {labels}: {error}" for key, labels, error in failed]
     return "\n".join(out) + "\n"
 
 
-def render_csv(rows: pl.DataFrame, spec: LeaderboardSpec) -> str:
-    return leaderboard_table(rows, spec).write_csv()
+def failed_trials(rows: pl.DataFrame, spec: LeaderboardSpec) -> list[tuple[str, str, str]]:
+    """(trial key, axis labels and seed, first line of the error) of every failed trial."""
+    failed = rows.filter(pl.col("status") != "ok") if "status" in rows.columns else rows.head(0)
+    out = []
+    for r in failed.iter_rows(named=True):
+        labels = " ".join(f"{g}={r[g]}" for g in spec.group_by if g in r)
+        first_line = (r.get("error") or "").splitlines()[0] if r.get("error") else ""
+        out.append((r["trial_key"], f"{labels} seed={r.get('seed')}", first_line))
+    return out
 
 
-def render_html(rows: pl.DataFrame, spec: LeaderboardSpec, images: dict[str, str] | None = None) -> str:
+def render_csv(rows: pl.DataFrame, spec: LeaderboardSpec, predictions: pl.DataFrame | None = None) -> str:
+    return leaderboard_table(rows, spec, predictions).write_csv()
+
+
+def render_html(rows: pl.DataFrame, spec: LeaderboardSpec, images: dict[str, str] | None = None,
+                predictions: pl.DataFrame | None = None) -> str:
     """One self-contained page (tables, plus plots embedded as data URIs)."""
-    headers, body = display_rows(leaderboard_table(rows, spec), spec)
+    table = leaderboard_table(rows, spec, predictions)
+    headers, body = display_rows(table, spec)
+    notes = ["Quality columns are test-split means ± standard deviation over seeds; cost columns are means.",
+             *significance_note(table, spec)]
     parts = [f"<h1>{html_lib.escape(spec.title)}</h1>",
-             tabulate(body, headers=headers, tablefmt="html", disable_numparse=True)]
+             tabulate(body, headers=headers, tablefmt="html", disable_numparse=True),
+             *[f"<p>{html_lib.escape(n)}</p>" for n in notes]]
     if spec.pivot:
-        p_headers, p_body = pivot_table(rows, spec.pivot)
-        if p_body:
-            parts += [f"<h2>{html_lib.escape(spec.pivot.get('value', 'accuracy'))}</h2>",
-                      tabulate(p_body, headers=p_headers, tablefmt="html", disable_numparse=True)]
+        for value in [spec.pivot.get("value", "accuracy"), *spec.pivot.get("extra_values", [])]:
+            p_headers, p_body = pivot_table(rows, {**spec.pivot, "value": value})
+            if p_body:
+                parts += [f"<h2>{html_lib.escape(value)} by {html_lib.escape(spec.pivot['rows'])} and "
+                          f"{html_lib.escape(spec.pivot['columns'])}</h2>",
+                          tabulate(p_body, headers=p_headers, tablefmt="html", disable_numparse=True)]
+    failed = failed_trials(rows, spec)
+    if failed:
+        parts += ["<h2>Failed trials</h2><ul>",
+                  *[f"<li><code>{html_lib.escape(k)}</code> {html_lib.escape(l)}: {html_lib.escape(e)}</li>"
+                    for k, l, e in failed], "</ul>"]
     for name, uri in (images or {}).items():
         parts.append(f'<figure><img alt="{html_lib.escape(name)}" src="{uri}"><figcaption>{html_lib.escape(name)}</figcaption></figure>')
     style = ("body{font-family:system-ui,sans-serif;margin:2em}table{border-collapse:collapse}"

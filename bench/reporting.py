@@ -1,11 +1,17 @@
-"""Leaderboards for a stored run folder."""
+"""Leaderboards, plots and the HTML page for a stored run folder."""
 from __future__ import annotations
 
+import base64
 from dataclasses import replace
 from pathlib import Path
 
+import polars as pl
+
 from bench.leaderboard import LeaderboardSpec, render_csv, render_html, render_markdown, spec_from_suite
-from bench.results import load_run
+from bench.paths import atomic_write_text
+from bench.results import PREDICTIONS, load_run
+
+HTML_PAGE = "leaderboard.html"
 
 
 def run_leaderboard_spec(run_dir: Path, rows) -> LeaderboardSpec:
@@ -23,16 +29,73 @@ def run_leaderboard_spec(run_dir: Path, rows) -> LeaderboardSpec:
     return LeaderboardSpec(group_by=axes)
 
 
+def load_predictions(run_dir: str | Path) -> pl.DataFrame | None:
+    """Every trial's stored test predictions in one frame (trial_key column), or None if there are none."""
+    files = sorted((Path(run_dir) / PREDICTIONS).glob("*.parquet"))
+    if not files:
+        return None
+    return pl.concat([pl.read_parquet(f) for f in files], how="diagonal_relaxed")
+
+
+def png_data_uri(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def html_page(rows: pl.DataFrame, spec: LeaderboardSpec, predictions: pl.DataFrame | None) -> str:
+    """The self-contained page: tables plus every plot inlined, readable offline."""
+    from bench.plots import render_plots
+
+    images = {name.removesuffix(".png"): png_data_uri(png) for name, png in render_plots(rows, spec).items()}
+    return render_html(rows, spec, images, predictions)
+
+
+def write_run_reports(run_dir: str | Path, rows: pl.DataFrame, spec: LeaderboardSpec,
+                      predictions: pl.DataFrame | None = None) -> list[Path]:
+    """plots/*.png and leaderboard.html beside leaderboard.md."""
+    from bench.plots import write_plots
+
+    written = write_plots(run_dir, rows, spec)
+    atomic_write_text(Path(run_dir) / HTML_PAGE, html_page(rows, spec, predictions))
+    return [*written, Path(run_dir) / HTML_PAGE]
+
+
 def leaderboard_for_run(run_dir: str | Path, fmt: str = "md", group_by: list[str] | None = None,
                         sort: str | None = None) -> str:
     run, rows = load_run(run_dir)
     spec = run_leaderboard_spec(run.path, rows)
+    check_columns(rows, run.path, group_by or [], sort)
     if group_by:
         spec = replace(spec, group_by=group_by)
     if sort:
         spec = replace(spec, sort=sort)
+    predictions = load_predictions(run.path)
     if fmt == "csv":
-        return render_csv(rows, spec)
+        return render_csv(rows, spec, predictions)
     if fmt == "html":
-        return render_html(rows, spec)
-    return render_markdown(rows, spec)
+        return html_page(rows, spec, predictions)
+    return render_markdown(rows, spec, predictions)
+
+
+def plots_for_run(run_dir: str | Path) -> list[Path]:
+    """`bench plot`: (re)write RUN_DIR/plots/*.png and leaderboard.html from the stored rows."""
+    run, rows = load_run(run_dir)
+    return write_run_reports(run.path, rows, run_leaderboard_spec(run.path, rows), load_predictions(run.path))
+
+
+def check_columns(rows, run_dir: Path, group_by: list[str], sort: str | None) -> None:
+    """--group-by and --sort must name columns the run has; a typo would silently change the table."""
+    import json
+
+    from bench.errors import BenchError
+    from bench.leaderboard import COST, QUALITY
+
+    for name in group_by:
+        if name not in rows.columns:
+            meta = Path(run_dir) / "run.json"
+            axes = json.loads(meta.read_text()).get("axes") if meta.exists() else None
+            raise BenchError(f"the run has no column '{name}' to group by", file=run_dir, field="--group-by",
+                             fix=f"use one of the run's axes: {', '.join(dict.fromkeys([*(axes or []), 'seed']))}")
+    if sort is not None and (sort not in rows.columns or not rows[sort].dtype.is_numeric()):
+        metrics = [m for m in QUALITY + COST if m in rows.columns]
+        raise BenchError(f"the run has no metric '{sort}' to sort by", file=run_dir, field="--sort",
+                         fix=f"use one of: {', '.join(metrics)}")

@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import os
 import sys
-import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -19,7 +18,7 @@ import polars as pl
 import yaml
 
 from bench.errors import BenchError
-from bench.leaderboard import render_markdown, spec_from_suite
+from bench.leaderboard import LeaderboardSpec, render_markdown, spec_from_suite
 from bench.paths import atomic_write_text
 from bench.provenance import provenance
 from bench.results import RunDir, latest_run_dir, new_run_dir
@@ -59,18 +58,17 @@ def _trainable(config: dict, specs: dict[str, dict], run_path: str, cpus: float,
     tune.report({**numeric, "ok": outcome.row["status"] == "ok"})
 
 
-def _make_callback(run: RunDir, specs: dict[str, TrialSpec], total: int, kept: int, quiet: bool, prov: dict):
+def _make_callback(run: RunDir, specs: dict[str, TrialSpec], progress, board: LeaderboardSpec, prov: dict):
     from ray.tune import Callback
 
     from bench.plugins import lifecycle_hooks
+    from bench.progress import best_row_text
 
     class RowCallback(Callback):
         """In the driver: records crashes the worker could not, reports progress, calls hooks."""
 
-        def __init__(self):
-            self.done = kept
-            self.failed = 0
-            self.started = time.monotonic()
+        def on_trial_start(self, iteration, trials, trial, **info):
+            progress.trial_started(trial.config["trial_key"])
 
         def _finish(self, trial, error: str | None):
             key = trial.config["trial_key"]
@@ -81,19 +79,10 @@ def _make_callback(run: RunDir, specs: dict[str, TrialSpec], total: int, kept: i
                        "status": "failed", "error": error or "the trial's worker ended without a result", **prov}
                 run.write_row(row)
             row = pl.read_parquet(row_file).row(0, named=True)
-            self.done += 1
-            self.failed += row["status"] != "ok"
             rows = run.consolidate()
             lifecycle_hooks().bench_trial_finished(result=row)
-            if not quiet:
-                elapsed = time.monotonic() - self.started
-                ran = self.done - kept
-                eta = elapsed / ran * (total - self.done) if ran else 0
-                metric = next((f"{m}={row[m]:.3f}" for m in ("macro_f1", "accuracy", "ndcg@10") if row.get(m) is not None), "")
-                print(f"[{self.done}/{total}] {row['status']:6s} {specs[key].label()} {metric} "
-                      f"({row.get('wall_s', 0):.0f}s; elapsed {elapsed:.0f}s, eta {eta:.0f}s, failed {self.failed})",
-                      file=sys.stderr, flush=True)
-            del rows
+            rows = rows.filter(pl.col("trial_key").is_in(list(specs))) if not rows.is_empty() else rows
+            progress.trial_finished(key, row, specs[key].label(), best_row_text(rows, board))
 
         def on_trial_complete(self, iteration, trials, trial, **info):
             self._finish(trial, None)
@@ -124,9 +113,12 @@ def _init_ray(address: str | None, run: RunDir) -> None:
 
 def run_suite(loaded: LoadedSuite, registry, *, out: str | Path = "results", resume: bool = False,
               run_dir: str | Path | None = None, max_concurrent: int | None = None, address: str | None = None,
-              cache_dir: str | None = None, quiet: bool = False) -> RunSummary:
+              cache_dir: str | None = None, quiet: bool = False, trackers: tuple[str, ...] = ()) -> RunSummary:
+    from bench.trackers import resolve_trackers
+
     out = Path(out)
     suite = loaded.suite
+    chosen_trackers = resolve_trackers(suite.trackers, file=str(loaded.path), cli_names=tuple(trackers))
     if run_dir is not None:
         run = RunDir(Path(run_dir))
         run.path.mkdir(parents=True, exist_ok=True)
@@ -154,12 +146,21 @@ def run_suite(loaded: LoadedSuite, registry, *, out: str | Path = "results", res
         meta["resumed"].append(datetime.now(timezone.utc).isoformat())
     run.write_meta(meta)
     if pending:
-        _tune(loaded, registry, run, pending, specs, len(finished), max_concurrent, address, cache_dir, quiet, prov)
+        _tune(loaded, registry, run, pending, specs, len(finished), max_concurrent, address, cache_dir, quiet, prov,
+              chosen_trackers)
     rows = run.consolidate()
     rows = rows.filter(pl.col("trial_key").is_in(list(specs))) if not rows.is_empty() else rows
     lb = spec_from_suite(suite)
     if not rows.is_empty():
-        atomic_write_text(run.path / "leaderboard.md", render_markdown(rows, lb))
+        from bench.reporting import load_predictions, write_run_reports
+
+        predictions = load_predictions(run.path)
+        atomic_write_text(run.path / "leaderboard.md", render_markdown(rows, lb, predictions))
+        try:  # plots and the HTML page are extras: never fail a finished run over them
+            write_run_reports(run.path, rows, lb, predictions)
+        except Exception:
+            log.warning("could not write plots / leaderboard.html into %s (rerun `bench plot %s`)",
+                        run.path, run.path, exc_info=True)
     n_ok = int((rows["status"] == "ok").sum()) if not rows.is_empty() else 0
     summary = RunSummary(run.path, suite.name, len(specs), len(finished), n_ok, rows.height - n_ok, rows)
     from bench.plugins import lifecycle_hooks
@@ -169,8 +170,11 @@ def run_suite(loaded: LoadedSuite, registry, *, out: str | Path = "results", res
 
 
 def _tune(loaded, registry, run: RunDir, pending: list[TrialSpec], specs, kept: int, max_concurrent, address,
-          cache_dir, quiet, prov) -> None:
+          cache_dir, quiet, prov, trackers=()) -> None:
     from ray import tune
+
+    from bench.progress import RunProgress
+    from bench.trackers import TrackerContext
 
     _init_ray(address, run)
     suite = loaded.suite
@@ -180,14 +184,20 @@ def _tune(loaded, registry, run: RunDir, pending: list[TrialSpec], specs, kept: 
         tune.with_parameters(_trainable, specs=spec_dicts, run_path=str(run.path.resolve()), cpus=suite.resources.cpu,
                              gpus=suite.resources.gpu, cache_dir=cache_dir, prov=prov),
         resources)
-    callback = _make_callback(run, specs, len(specs), kept, quiet, prov)
+    progress = RunProgress(suite.name, len(specs), kept, quiet=quiet)
+    callback = _make_callback(run, specs, progress, spec_from_suite(suite), prov)
+    tracker_ctx = TrackerContext(run.path, suite.name, {t.key: {**t.axes, **t.hyper} for t in pending})
+    callbacks = [callback, *[t.callback(tracker_ctx) for t in trackers]]
     tuner = tune.Tuner(
         trainable,
         param_space={"trial_key": tune.grid_search([t.key for t in pending])},
         tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent or suite.max_concurrent, reuse_actors=False),
         run_config=tune.RunConfig(
-            name="tune", storage_path=str((run.path / "tune").resolve()), verbose=0, callbacks=[callback],
+            name="tune", storage_path=str((run.path / "tune").resolve()), verbose=0, callbacks=callbacks,
+            # each trial's stdout/stderr go to files in its folder under tune/, not the terminal
+            log_to_file=True, sync_config=tune.SyncConfig(sync_artifacts=True),
             failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1)),
     )
-    tuner.fit()
+    with progress:
+        tuner.fit()

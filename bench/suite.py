@@ -13,6 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from bench.errors import BenchError
+from bench.trackers import TrackerName
 from bench.validation import describe_validation_error
 
 Strict = ConfigDict(extra="forbid")
@@ -29,6 +30,12 @@ class Ref(BaseModel):
     @classmethod
     def _from_name(cls, value):
         return {"name": value} if isinstance(value, str) else value
+
+
+class TrackerRef(Ref):
+    """An experiment tracker fed by Ray Tune's logger callbacks (bench/trackers.py)."""
+
+    name: TrackerName
 
 
 class ObjectiveRef(Ref):
@@ -132,6 +139,7 @@ class Suite(BaseModel):
     leaderboard: LeaderboardConfig = Field(default_factory=LeaderboardConfig)
     reference: dict[str, dict[str, float]] = Field(default_factory=dict)
     reference_source: str = ""
+    trackers: list[TrackerRef] = Field(default_factory=list, description="experiment trackers: tensorboard, mlflow, wandb")
 
 
 # Matrix axes that are shorthand for a path in the trial config.
@@ -209,6 +217,8 @@ def set_path(config: dict, path: str, value: Any, *, file: str, axis: str) -> No
 def read_yaml(path: Path) -> dict:
     if not path.exists():
         raise BenchError("suite file not found", file=path, fix="check the path; suites live in suites/")
+    if path.is_dir():
+        raise BenchError("this is a folder, not a suite file", file=path, fix="pass a .yaml file, e.g. suites/smoke.yaml")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError:
@@ -216,8 +226,10 @@ def read_yaml(path: Path) -> dict:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else None
-        raise BenchError(f"not valid YAML: {getattr(exc, 'problem', exc)}", file=path, field=where,
-                         fix="fix the YAML syntax (indentation, colons, quotes)") from None
+        problem = str(getattr(exc, "problem", exc))
+        fix = "indent with spaces: YAML does not allow tabs" if "'\\t'" in problem else \
+            "fix the YAML syntax (indentation, colons, quotes)"
+        raise BenchError(f"not valid YAML: {problem}", file=path, field=where, fix=fix) from None
     if not isinstance(data, dict):
         raise BenchError("a suite must be a YAML mapping with at least name, trial", file=path,
                          fix="start from suites/smoke.yaml")
@@ -231,7 +243,13 @@ def _with_includes(path: Path, seen: tuple = ()) -> dict:
         includes = [includes]
     merged: dict = {}
     for inc in includes:
+        if not isinstance(inc, str):
+            raise BenchError(f"include entry {inc!r} is not a file path", file=path, field="include",
+                             fix="write include: base.yaml or include: [base.yaml, data.yaml]")
         inc_path = (path.parent / inc).resolve()
+        if not inc_path.is_file():
+            raise BenchError(f"included file not found: {inc_path}", file=path, field="include",
+                             fix="check the include path; it is relative to the including file's folder")
         if inc_path in seen:
             raise BenchError(f"include cycle through {inc}", file=path, field="include", fix="remove the cycle")
         merged = deep_merge(merged, _with_includes(inc_path, seen + (path.resolve(),)))
@@ -272,6 +290,31 @@ def _sample_search(search: SearchConfig | None) -> list[dict[str, Any]]:
         for g in grids:
             out.append({**sampled, **dict(zip(grid_keys, g))})
     return out
+
+
+def select_trials(loaded: "LoadedSuite", only: list[str]) -> "LoadedSuite":
+    """Keep the trials whose axes match every ``AXIS=V1,V2`` filter (for `--only`)."""
+    if not only:
+        return loaded
+    wanted: dict[str, set[str]] = {}
+    for item in only:
+        axis, sep, values = item.partition("=")
+        if not sep or not values:
+            raise BenchError(f"--only '{item}' is not AXIS=VALUE[,VALUE...]", field="--only",
+                             fix="write e.g. --only fusion=text_only,late --only seed=0")
+        if axis not in loaded.axes:
+            raise BenchError(f"--only names axis '{axis}', which the suite does not have", file=str(loaded.path),
+                             field="--only", fix=f"axes of this suite: {', '.join(loaded.axes) or '(none)'}")
+        wanted.setdefault(axis, set()).update(v.strip() for v in values.split(","))
+    for axis, values in wanted.items():
+        known = {str(t.axes.get(axis, t.hyper.get(axis))) for t in loaded.trials}
+        unknown = sorted(values - known)
+        if unknown:
+            raise BenchError(f"--only {axis}={','.join(unknown)} matches no trial", file=str(loaded.path),
+                             field="--only", fix=f"values of {axis}: {', '.join(sorted(known))}")
+    kept = [t for t in loaded.trials
+            if all(str(t.axes.get(a, t.hyper.get(a))) in v for a, v in wanted.items())]
+    return LoadedSuite(loaded.path, loaded.suite, kept, loaded.text_hash, loaded.raw)
 
 
 def trial_key(config: dict) -> str:

@@ -1,0 +1,161 @@
+"""Progress of a suite run: one live view on a terminal, one plain line per finished trial elsewhere.
+
+The live view (rich) shows trials done / running / failed, the current best leaderboard row,
+elapsed time and an ETA, and prints a line per finished trial above itself. When stderr is not
+a terminal (CI logs, pipes) or with --quiet, only the plain lines are written: logs stay greppable.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import TextIO
+
+import polars as pl
+
+from bench.leaderboard import QUALITY, LeaderboardSpec, group_label, leaderboard_table
+
+HEADLINE = ("macro_f1", "accuracy", "f1", "ndcg@10")
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes}m{seconds:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
+
+
+@dataclass
+class RunState:
+    """Counts and timing of one run; ``kept`` trials finished before a resume and are already done."""
+
+    total: int
+    kept: int = 0
+    done: int = 0
+    failed: int = 0
+    running: set[str] = field(default_factory=set)
+    best: str = ""
+    started: float = field(default_factory=time.monotonic)
+
+    def __post_init__(self):
+        self.done = max(self.done, self.kept)
+
+    @property
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+    def eta(self) -> float | None:
+        """Seconds left at the pace of the trials finished in this session (None before the first)."""
+        ran = self.done - self.kept
+        return self.elapsed / ran * (self.total - self.done) if ran else None
+
+    def counts(self) -> str:
+        return f"{self.done}/{self.total} done · {len(self.running)} running · {self.failed} failed"
+
+    def timing(self) -> str:
+        eta = self.eta()
+        return f"elapsed {_duration(self.elapsed)} · eta {'-' if eta is None else '~' + _duration(eta)}"
+
+    def summary(self) -> str:
+        return f"{self.counts()} · {self.timing()}"
+
+
+def trial_line(state: RunState, row: dict, label: str) -> str:
+    """The plain line for one finished trial."""
+    metric = next((f"{m}={row[m]:.3f}" for m in HEADLINE if isinstance(row.get(m), (int, float))), "")
+    eta = state.eta()
+    return (f"[{state.done}/{state.total}] {row.get('status', '?'):6s} {label} {metric} "
+            f"({row.get('wall_s') or 0:.0f}s; elapsed {state.elapsed:.0f}s, "
+            f"eta {0 if eta is None else eta:.0f}s, failed {state.failed})")
+
+
+def best_row_text(rows: pl.DataFrame, spec: LeaderboardSpec) -> str:
+    """The leaderboard's current first row, e.g. 'fusion=late  macro_f1 0.712 ± 0.010 (2 seeds)'."""
+    if rows.is_empty() or "status" not in rows.columns or not (rows["status"] == "ok").any():
+        return ""
+    table = leaderboard_table(rows, spec).filter(pl.col("n") > 0)
+    if table.is_empty():
+        return ""
+    group_by = [g for g in spec.group_by if g in table.columns] or ["trial_key"]
+    top = table.row(0, named=True)
+    metric = spec.sort if spec.sort in table.columns else next(
+        (m for m in (spec.metrics or QUALITY) if m in table.columns), None)
+    text = " ".join(f"{g}={top[g]}" for g in group_by) if len(group_by) > 1 else group_label([top[group_by[0]]])
+    if metric and top.get(metric) is not None:
+        std = top.get(f"{metric}_std")
+        text += f"  {metric} {top[metric]:.3f}" + (f" ± {std:.3f}" if std is not None and std == std else "")
+    return text + f"  ({top['n']} seed{'s' if top['n'] != 1 else ''})"
+
+
+class RunProgress:
+    """Feeds a RunState from the runner's callback and shows it (live view or plain lines)."""
+
+    def __init__(self, title: str, total: int, kept: int = 0, *, quiet: bool = False, stream: TextIO | None = None,
+                 force_terminal: bool | None = None):
+        from rich.console import Console
+
+        self.title = title
+        self.state = RunState(total=total, kept=kept)
+        self.stream = stream or sys.stderr
+        self.console = Console(file=self.stream, highlight=False, soft_wrap=True, force_terminal=force_terminal)
+        self.live_view = not quiet and self.console.is_terminal
+        self._live = None
+
+    def __getstate__(self) -> dict:
+        """Tune saves its callbacks with the experiment; the console and live view (locks) stay out."""
+        return {k: v for k, v in self.__dict__.items() if k not in ("console", "stream", "_live")}
+
+    def __setstate__(self, state: dict) -> None:
+        from rich.console import Console
+
+        self.__dict__.update(state, stream=sys.stderr, _live=None)
+        self.console = Console(file=self.stream, highlight=False, soft_wrap=True)
+
+    def __enter__(self) -> RunProgress:
+        if self.live_view:
+            from rich.live import Live
+
+            self._live = Live(self, console=self.console, refresh_per_second=2, transient=False,
+                              redirect_stdout=True, redirect_stderr=True)
+            self._live.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._live is not None:
+            self._live.__exit__(*exc)
+            self._live = None
+
+    def trial_started(self, key: str) -> None:
+        self.state.running.add(key)
+
+    def trial_finished(self, key: str, row: dict, label: str, best: str = "") -> None:
+        state = self.state
+        state.running.discard(key)
+        state.done += 1
+        state.failed += row.get("status") != "ok"
+        state.best = best or state.best
+        line = trial_line(state, row, label)
+        if self._live is not None:
+            self.console.print(line, markup=False)
+        else:
+            print(line, file=self.stream, flush=True)
+
+    def __rich__(self):
+        """Rebuilt at every refresh, so elapsed time and ETA tick between trial ends."""
+        from rich.progress_bar import ProgressBar
+        from rich.table import Table
+
+        state = self.state
+        grid = Table.grid(padding=(0, 1))
+        grid.add_column(style="bold")
+        grid.add_column()
+        bar = Table.grid(padding=(0, 1))
+        bar.add_row(ProgressBar(total=max(state.total, 1), completed=state.done, width=24), state.counts())
+        grid.add_row(self.title, bar)
+        grid.add_row("", state.timing())
+        grid.add_row("best", state.best or "-")
+        return grid

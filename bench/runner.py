@@ -42,9 +42,19 @@ class RunSummary:
         return 0 if self.failed == 0 else 1
 
 
+def _give_streams_isatty() -> None:
+    """Tune's per-trial log file wraps stdout/stderr in a Tee without ``isatty``; libraries that
+    ask (transformers' load report does) would crash the trial."""
+    for name in ("stdout", "stderr"):
+        stream = getattr(sys, name)
+        if stream is not None and not hasattr(stream, "isatty"):
+            stream.isatty = lambda: False
+
+
 def _trainable(config: dict, specs: dict[str, dict], run_path: str, cpus: float, gpus: float,
                cache_dir: str | None, prov: dict[str, str]) -> None:
     """Runs inside a Ray worker: one trial, its row written before reporting to Tune."""
+    _give_streams_isatty()
     from ray import tune
 
     from bench.plugins import get_registry

@@ -68,9 +68,12 @@ def trial_line(state: RunState, row: dict, label: str) -> str:
     """The plain line for one finished trial."""
     metric = next((f"{m}={row[m]:.3f}" for m in HEADLINE if isinstance(row.get(m), (int, float))), "")
     eta = state.eta()
-    return (f"[{state.done}/{state.total}] {row.get('status', '?'):6s} {label} {metric} "
+    line = (f"[{state.done}/{state.total}] {row.get('status', '?'):6s} {label} {metric} "
             f"({row.get('wall_s') or 0:.0f}s; elapsed {state.elapsed:.0f}s, "
             f"eta {0 if eta is None else eta:.0f}s, failed {state.failed})")
+    if row.get("status") != "ok" and row.get("error"):
+        line += f"\n    error: {str(row['error']).splitlines()[0][:300]}"
+    return line
 
 
 def best_row_text(rows: pl.DataFrame, spec: LeaderboardSpec) -> str:

@@ -82,3 +82,14 @@ def test_best_row_is_the_leaderboard_first_row(tmp_path):
     two_axes = best_row_text(rows, LeaderboardSpec(group_by=["fusion", "seed"], sort="accuracy"))
     assert two_axes.startswith("fusion=late seed=") and two_axes.endswith("(1 seed)")
     assert best_row_text(rows.head(0), LeaderboardSpec(group_by=["fusion"])) == ""
+
+
+def test_failed_trial_line_carries_the_first_line_of_its_error():
+    from bench.progress import trial_line
+
+    state = RunState(total=2, done=1, failed=1)
+    line = trial_line(state, {"status": "failed", "error": "weights file not found\n  fix: give a file", "wall_s": 1.0},
+                      "fusion=late seed=0")
+    assert "failed" in line and "error: weights file not found" in line and "fix:" not in line
+    ok = trial_line(state, {"status": "ok", "error": "", "macro_f1": 0.5, "wall_s": 1.0}, "fusion=late seed=0")
+    assert "error" not in ok and "macro_f1=0.500" in ok

@@ -136,115 +136,154 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _execute(spec: TrialSpec, ctx: TrialContext) -> tuple[dict[str, Any], pl.DataFrame | None]:
-    cfg = TrialConfig.model_validate(spec.config)
-    set_threads(ctx.cpus)
-    _seed_everything(cfg.seed)
-    device = choose_device(cfg.device, ctx.gpus)
-    deadline = time.monotonic() + cfg.max_trial_minutes * 60 if cfg.max_trial_minutes else None
+@dataclass
+class TrialData:
+    """The catalogue cut into this trial's splits, as records the loaders read."""
+
+    catalog: Catalog
+    task: TaskInfo
+    splits: dict[str, list[dict]]
+
+    @property
+    def train_labels(self) -> np.ndarray:
+        return np.array([r["label"] for r in self.splits["train"]])
+
+
+def prepare_data(cfg: TrialConfig, ctx: TrialContext) -> TrialData:
+    from bench.data import to_records
+
     catalog = load_catalog(cfg, ctx)
     if cfg.task not in catalog.tasks:
         raise BenchError(f"dataset '{cfg.dataset.name}' does not support task '{cfg.task}' "
                          f"(it supports: {', '.join(sorted(catalog.tasks)) or 'none'})", field="trial.task",
                          fix="classification needs a label column with 2+ labels; matching needs a group column")
-    uses_ssl = any(stage.data != "train" for stage in cfg.stages)
-    items = prepare_items(catalog, cfg, uses_ssl)
+    items = prepare_items(catalog, cfg, uses_ssl=any(stage.data != "train" for stage in cfg.stages))
     label_names = catalog.label_names if cfg.task == CLASSIFICATION else []
-    task = TaskInfo(cfg.task, label_names, has_groups=MATCHING in catalog.tasks)
     label_index = {name: i for i, name in enumerate(label_names)}
     group_index = {g: i for i, g in enumerate(sorted(items["group"].drop_nulls().unique().to_list()))}
-    from bench.data import make_loader, to_records
-
-    split_records = {name: to_records(items.filter(pl.col("split") == name), label_index, group_index)
-                     for name in ("train", "dev", "test", "ssl")}
+    splits = {name: to_records(items.filter(pl.col("split") == name), label_index, group_index)
+              for name in ("train", "dev", "test", "ssl")}
     for needed in ("train", "test"):
-        if not split_records[needed]:
+        if not splits[needed]:
             raise BenchError(f"the {needed} split is empty", field="trial.splits",
                              fix="give the split more items (splits.fractions) or a larger --subset")
-    _seed_everything(cfg.seed)
-    model = build_model(cfg, ctx, task).to(device)
-    loader_kw = loader_settings(device, ctx.cpus, cfg.dataloader_workers)
-    train_labels = np.array([r["label"] for r in split_records["train"]])
-    inputs = TrialInputs(CacheStore(Path(ctx.cache_dir) / "tensors" if ctx.cache_dir else None) if cfg.cache else None,
-                         catalog.fingerprint, device, cfg.amp, cfg.eval.batch_size)
+    return TrialData(catalog, TaskInfo(cfg.task, label_names, has_groups=MATCHING in catalog.tasks), splits)
 
-    def feeder(modality: str, records: list[dict], frozen_ok: bool = True):
+
+class TrialRun:
+    """One trial's model, its inputs (raw or cached) and its training/evaluation steps."""
+
+    def __init__(self, cfg: TrialConfig, ctx: TrialContext, data: TrialData):
+        self.cfg, self.ctx, self.data = cfg, ctx, data
+        self.device = choose_device(cfg.device, ctx.gpus)
+        self.deadline = time.monotonic() + cfg.max_trial_minutes * 60 if cfg.max_trial_minutes else None
+        _seed_everything(cfg.seed)
+        self.model = build_model(cfg, ctx, data.task).to(self.device)
+        self.loader_kw = loader_settings(self.device, ctx.cpus, cfg.dataloader_workers)
+        store = (CacheStore(Path(ctx.cache_dir) / "tensors" if ctx.cache_dir else None) if cfg.cache else None)
+        self.inputs = TrialInputs(store, data.catalog.fingerprint, self.device, cfg.amp, cfg.eval.batch_size)
+        self.objective_modules: list[torch.nn.Module] = []
+        self.used_modalities = set(self.model.fusion.requires)
+        self.train_samples, self.train_seconds = 0, 0.0
+
+    def feeder(self, modality: str, records: list[dict], frozen_ok: bool = True):
         """Cached frozen features when allowed, else (cached) preprocessed inputs."""
-        encoder = model.encoders[modality]
-        if inputs.store is not None and frozen_ok and getattr(encoder, "frozen", False):
-            return inputs.features(modality, encoder, records, with_sequence=model.fusion.uses_sequence)
-        return inputs.inputs(modality, encoder, records)
+        encoder = self.model.encoders[modality]
+        if self.inputs.store is not None and frozen_ok and getattr(encoder, "frozen", False):
+            return self.inputs.features(modality, encoder, records, with_sequence=self.model.fusion.uses_sequence)
+        return self.inputs.inputs(modality, encoder, records)
 
-    objective_modules = []
-    used_modalities = set(model.fusion.requires)
-    stage_rows: dict[str, float] = {}
-    train_samples, train_seconds = 0, 0.0
-    for i, stage in enumerate(cfg.stages):
-        objectives = build_objectives(stage, cfg, ctx, model, task, i)
-        for objective, _ in objectives:
-            objective.to(device)
-            if hasattr(objective, "set_label_counts") and task.num_labels:
-                objective.set_label_counts(torch.bincount(torch.tensor(train_labels[train_labels >= 0]),
-                                                          minlength=task.num_labels).float())
-        objective_modules.extend(o for o, _ in objectives)
-        modalities = set(model.fusion.requires) | {n for o, _ in objectives for n in o.needs if n in MODALITIES}
-        used_modalities |= modalities
-        records = [r for part in stage.data.split("+") for r in split_records[part]]
+    def train(self) -> dict[str, float]:
+        """Run the stages in order; the model's weights flow from one stage to the next."""
+        from bench.data import make_loader
+
+        losses = {}
+        train_labels = self.data.train_labels
+        for i, stage in enumerate(self.cfg.stages):
+            objectives = build_objectives(stage, self.cfg, self.ctx, self.model, self.data.task, i)
+            for objective, _ in objectives:
+                objective.to(self.device)
+                if hasattr(objective, "set_label_counts") and self.data.task.num_labels:
+                    objective.set_label_counts(torch.bincount(torch.tensor(train_labels[train_labels >= 0]),
+                                                              minlength=self.data.task.num_labels).float())
+            self.objective_modules.extend(o for o, _ in objectives)
+            self_encoded = {n for o, _ in objectives for n in o.needs}
+            modalities = set(self.model.fusion.requires) | (self_encoded & set(MODALITIES))
+            self.used_modalities |= modalities
+            records = [r for part in stage.data.split("+") for r in self.data.splits[part]]
+            if not records:
+                raise BenchError(f"stage '{stage.name}' trains on the {stage.data} split, which is empty",
+                                 field=f"trial.stages[{i}].data",
+                                 fix="give that split a fraction (splits.fractions.ssl) or use data: train")
+            sampler = stage.sampler
+            if sampler == "auto":
+                sampler = "pk" if any(o.sampler == "pk" for o, _ in objectives) else "random"
+            preprocessors = {m: self.feeder(m, records, frozen_ok=m not in self_encoded) for m in sorted(modalities)}
+            loader = make_loader(records, preprocessors, batch_size=stage.batch_size, train=True, sampler=sampler,
+                                 pk_items=stage.pk_items, seed=self.cfg.seed + i, **self.loader_kw)
+            stats = run_stage(self.model, objectives, loader, stage, self.device, self.cfg.amp, self.deadline)
+            self.train_samples += stats.samples
+            self.train_seconds += stats.seconds
+            losses[f"loss_{stage.name}"] = round(stats.loss, 5)
+        return losses
+
+    def predict(self, split: str) -> Predictions | None:
+        from bench.data import make_loader
+
+        records = self.data.splits[split]
         if not records:
-            raise BenchError(f"stage '{stage.name}' trains on the {stage.data} split, which is empty",
-                             field=f"trial.stages[{i}].data",
-                             fix="give that split a fraction (splits.fractions.ssl) or use data: train")
-        sampler = stage.sampler
-        if sampler == "auto":
-            sampler = "pk" if any(o.sampler == "pk" for o, _ in objectives) else "random"
-        self_encoded = {n for o, _ in objectives for n in o.needs}
-        preprocessors = {m: feeder(m, records, frozen_ok=m not in self_encoded) for m in sorted(modalities)}
-        loader = make_loader(records, preprocessors, batch_size=stage.batch_size, train=True, sampler=sampler,
-                             pk_items=stage.pk_items, seed=cfg.seed + i, **loader_kw)
-        stats = run_stage(model, objectives, loader, stage, device, cfg.amp, deadline)
-        train_samples += stats.samples
-        train_seconds += stats.seconds
-        stage_rows[f"loss_{stage.name}"] = round(stats.loss, 5)
-    def run_eval(split: str) -> Predictions | None:
-        if not split_records[split]:
             return None
-        eval_pre = {m: feeder(m, split_records[split]) for m in sorted(model.fusion.requires)}
-        loader = make_loader(split_records[split], eval_pre, batch_size=cfg.eval.batch_size, train=False, **loader_kw)
-        return predict(model, loader, device, cfg.amp)
+        feeders = {m: self.feeder(m, records) for m in sorted(self.model.fusion.requires)}
+        loader = make_loader(records, feeders, batch_size=self.cfg.eval.batch_size, train=False, **self.loader_kw)
+        return predict(self.model, loader, self.device, self.cfg.amp)
 
-    dev = run_eval("dev")
-    if dev is not None and dev.logits is not None and type(model.fusion).fit_on_dev is not Fusion.fit_on_dev:
-        model.fusion.fit_on_dev(dev.as_fusion_output(), dev.labels)
-        dev = run_eval("dev")
-    test = run_eval("test")
-    metrics: dict[str, Any] = {}
-    if task.kind == CLASSIFICATION and test.logits is not None:
-        metrics.update(classification_metrics(test.labels.numpy(), test.logits.numpy(), train_labels))
-        if dev is not None:
-            metrics.update({f"dev_{k}": v for k, v in classification_metrics(dev.labels.numpy(), dev.logits.numpy()).items()})
-    if task.has_groups and cfg.eval.retrieval != "off":
-        metrics.update(_retrieval(cfg, dev, test))
-    used = [model.encoders[m] for m in sorted(used_modalities) if m in model.encoders]
-    n_params, n_trainable = count_parameters(model.fusion, *used, *objective_modules)
-    metrics.update(stage_rows)
-    metrics.update(model.fusion.report())
-    metrics.update({
-        "train_samples_per_s": round(train_samples / train_seconds, 2) if train_seconds else 0.0,
-        "eval_samples_per_s": round(len(test.item_ids) / test.seconds, 2) if test.seconds else 0.0,
-        "train_s": round(train_seconds, 3),
-        "n_params": n_params, "n_trainable_params": n_trainable,
-        "n_train": len(split_records["train"]), "n_dev": len(split_records["dev"]),
-        "n_test": len(split_records["test"]), "n_ssl": len(split_records["ssl"]),
-        "device": str(device),
-        "cache_s": round(inputs.seconds, 3),
-    })
-    if inputs.store is not None:
-        metrics.update(cache_hits=inputs.store.hits, cache_misses=inputs.store.misses)
-    if device.type == "cuda":
-        metrics["gpu_peak_mem_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
-    for k, v in catalog.notes.items():
-        metrics[f"data_{k}"] = v
-    return metrics, prediction_table(test, label_names, spec.key)
+    def evaluate(self) -> tuple[Predictions | None, Predictions]:
+        """Dev first (post-training choices such as late fusion's weight are fitted there), then test."""
+        dev = self.predict("dev")
+        if dev is not None and dev.logits is not None and type(self.model.fusion).fit_on_dev is not Fusion.fit_on_dev:
+            self.model.fusion.fit_on_dev(dev.as_fusion_output(), dev.labels)
+            dev = self.predict("dev")
+        return dev, self.predict("test")
+
+    def metrics(self, dev: Predictions | None, test: Predictions) -> dict[str, Any]:
+        task, splits = self.data.task, self.data.splits
+        out: dict[str, Any] = {}
+        if task.kind == CLASSIFICATION and test.logits is not None:
+            out.update(classification_metrics(test.labels.numpy(), test.logits.numpy(), self.data.train_labels))
+            if dev is not None:
+                dev_metrics = classification_metrics(dev.labels.numpy(), dev.logits.numpy())
+                out.update({f"dev_{k}": v for k, v in dev_metrics.items()})
+        if task.has_groups and self.cfg.eval.retrieval != "off":
+            out.update(_retrieval(self.cfg, dev, test))
+        used = [self.model.encoders[m] for m in sorted(self.used_modalities) if m in self.model.encoders]
+        n_params, n_trainable = count_parameters(self.model.fusion, *used, *self.objective_modules)
+        out.update(self.model.fusion.report())
+        out.update({
+            "train_samples_per_s": round(self.train_samples / self.train_seconds, 2) if self.train_seconds else 0.0,
+            "eval_samples_per_s": round(len(test.item_ids) / test.seconds, 2) if test.seconds else 0.0,
+            "train_s": round(self.train_seconds, 3),
+            "n_params": n_params, "n_trainable_params": n_trainable,
+            **{f"n_{name}": len(records) for name, records in splits.items()},
+            "device": str(self.device),
+            "cache_s": round(self.inputs.seconds, 3),
+        })
+        if self.inputs.store is not None:
+            out.update(cache_hits=self.inputs.store.hits, cache_misses=self.inputs.store.misses)
+        if self.device.type == "cuda":
+            out["gpu_peak_mem_mb"] = round(torch.cuda.max_memory_allocated(self.device) / 2**20, 1)
+        out.update({f"data_{k}": v for k, v in self.data.catalog.notes.items()})
+        return out
+
+
+def _execute(spec: TrialSpec, ctx: TrialContext) -> tuple[dict[str, Any], pl.DataFrame | None]:
+    cfg = TrialConfig.model_validate(spec.config)
+    set_threads(ctx.cpus)
+    _seed_everything(cfg.seed)
+    data = prepare_data(cfg, ctx)
+    run = TrialRun(cfg, ctx, data)
+    losses = run.train()
+    dev, test = run.evaluate()
+    return {**run.metrics(dev, test), **losses}, prediction_table(test, data.task.label_names, spec.key)
 
 
 def _retrieval(cfg: TrialConfig, dev: Predictions | None, test: Predictions) -> dict[str, float]:

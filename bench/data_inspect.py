@@ -133,8 +133,6 @@ def image_report(items: pl.DataFrame, check: int, seed: int = 0) -> dict[str, An
 
 
 def _split_counts(items: pl.DataFrame) -> dict[str, int] | None:
-    import polars as pl
-
     splits = items["split"].fill_null("(none)")
     if (splits == "(none)").all():
         return None

@@ -18,9 +18,9 @@ def run_leaderboard_spec(run_dir: Path, rows) -> LeaderboardSpec:
     """The leaderboard settings of the suite as it was run (its copy in the run folder)."""
     suite_copy = Path(run_dir) / "suite.yaml"
     if suite_copy.exists():
-        from bench.suite import Suite, _with_includes
+        from bench.suite import Suite, read_with_includes
 
-        raw = _with_includes(suite_copy)
+        raw = read_with_includes(suite_copy)
         try:
             return spec_from_suite(Suite.model_validate(raw))
         except Exception:

@@ -13,6 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from bench.errors import BenchError
+from bench.matrix import AXIS_PATHS, axis_values, deep_merge, sample_search, set_path, trial_key
 from bench.trackers import TrackerName
 from bench.validation import describe_validation_error
 
@@ -142,18 +143,6 @@ class Suite(BaseModel):
     trackers: list[TrackerRef] = Field(default_factory=list, description="experiment trackers: tensorboard, mlflow, wandb")
 
 
-# Matrix axes that are shorthand for a path in the trial config.
-AXIS_PATHS = {
-    "fusion": "fusion.name",
-    "seed": "seed",
-    "finetune_fraction": "finetune_fraction",
-    "dataset": "dataset.name",
-    "task": "task",
-    "text_encoder": "encoders.text.name",
-    "image_encoder": "encoders.image.name",
-}
-
-
 @dataclass(frozen=True)
 class TrialSpec:
     key: str
@@ -179,41 +168,6 @@ class LoadedSuite:
         return list(self.suite.matrix) + list(self.suite.search.space if self.suite.search else [])
 
 
-def deep_merge(base: Any, override: Any) -> Any:
-    if isinstance(base, dict) and isinstance(override, dict):
-        out = dict(base)
-        for k, v in override.items():
-            out[k] = deep_merge(base[k], v) if k in base else copy.deepcopy(v)
-        return out
-    return copy.deepcopy(override)
-
-
-def set_path(config: dict, path: str, value: Any, *, file: str, axis: str) -> None:
-    """Set a dotted path (list indices as numbers) inside the trial config."""
-    parts = path.split(".")
-    node: Any = config
-    for i, part in enumerate(parts):
-        last = i == len(parts) - 1
-        if isinstance(node, list):
-            try:
-                idx = int(part)
-                node[idx]
-            except (ValueError, IndexError):
-                raise BenchError(f"'{part}' is not an index of the list at '{'.'.join(parts[:i])}'",
-                                 file=file, field=f"matrix.{axis}", fix="use a valid list index, e.g. stages.0.epochs") from None
-            if last:
-                node[idx] = copy.deepcopy(value)
-            else:
-                node = node[idx]
-        else:
-            if last:
-                node[part] = copy.deepcopy(value)
-            else:
-                if not isinstance(node.get(part), (dict, list)):
-                    node[part] = {} if node.get(part) is None else ({"name": node[part]} if isinstance(node[part], str) else node[part])
-                node = node[part]
-
-
 def read_yaml(path: Path) -> dict:
     if not path.exists():
         raise BenchError("suite file not found", file=path, fix="check the path; suites live in suites/")
@@ -236,7 +190,7 @@ def read_yaml(path: Path) -> dict:
     return data
 
 
-def _with_includes(path: Path, seen: tuple = ()) -> dict:
+def read_with_includes(path: Path, seen: tuple = ()) -> dict:
     data = read_yaml(path)
     includes = data.pop("include", None) or []
     if isinstance(includes, str):
@@ -252,44 +206,8 @@ def _with_includes(path: Path, seen: tuple = ()) -> dict:
                              fix="check the include path; it is relative to the including file's folder")
         if inc_path in seen:
             raise BenchError(f"include cycle through {inc}", file=path, field="include", fix="remove the cycle")
-        merged = deep_merge(merged, _with_includes(inc_path, seen + (path.resolve(),)))
+        merged = deep_merge(merged, read_with_includes(inc_path, seen + (path.resolve(),)))
     return deep_merge(merged, data)
-
-
-def _axis_values(axis: str, values: list | dict, file: str) -> list[tuple[Any, Any]]:
-    """(label, override) pairs for one axis."""
-    if isinstance(values, dict):
-        return [(label, override) for label, override in values.items()]
-    if not values:
-        raise BenchError("a matrix axis needs at least one value", file=file, field=f"matrix.{axis}",
-                         fix="list the values, e.g. [0, 1]")
-    return [(v if not isinstance(v, (dict, list)) else json.dumps(v, sort_keys=True), v) for v in values]
-
-
-def _sample_search(search: SearchConfig | None) -> list[dict[str, Any]]:
-    """Concrete hyperparameter sets: grids crossed, distributions sampled with the search seed."""
-    if search is None or not search.space:
-        return [{}]
-    import numpy as np
-    from ray import tune
-
-    rng = np.random.RandomState(search.seed)
-    grid_keys = [k for k, spec in search.space.items() if "grid" in spec]
-    grids = list(itertools.product(*[search.space[k]["grid"] for k in grid_keys])) or [()]
-    out = []
-    for _ in range(search.samples):
-        sampled = {}
-        for k, spec in search.space.items():
-            (dist, args), = spec.items()
-            if dist == "grid":
-                continue
-            domain = {"loguniform": tune.loguniform, "uniform": tune.uniform, "randint": tune.randint,
-                      "choice": lambda *a: tune.choice(list(a))}[dist](*args)
-            value = domain.sample(random_state=rng)
-            sampled[k] = value.item() if hasattr(value, "item") else value
-        for g in grids:
-            out.append({**sampled, **dict(zip(grid_keys, g))})
-    return out
 
 
 def select_trials(loaded: "LoadedSuite", only: list[str]) -> "LoadedSuite":
@@ -317,14 +235,10 @@ def select_trials(loaded: "LoadedSuite", only: list[str]) -> "LoadedSuite":
     return LoadedSuite(loaded.path, loaded.suite, kept, loaded.text_hash, loaded.raw)
 
 
-def trial_key(config: dict) -> str:
-    return hashlib.sha1(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:12]
-
-
 def load_suite(path: str | Path, registry=None, subset: int | None = None) -> LoadedSuite:
     """Read, validate and expand a suite; every error names the file and field."""
     path = Path(path)
-    raw = _with_includes(path)
+    raw = read_with_includes(path)
     file = str(path)
     try:
         suite = Suite.model_validate(raw)
@@ -332,8 +246,8 @@ def load_suite(path: str | Path, registry=None, subset: int | None = None) -> Lo
         raise BenchError(describe_validation_error(exc, Suite), file=file,
                          fix="see docs/suites.md for every field and its allowed values") from None
     axes = list(suite.matrix.items())
-    combos = itertools.product(*[_axis_values(a, v, file) for a, v in axes]) if axes else [()]
-    hyper_sets = _sample_search(suite.search)
+    combos = itertools.product(*[axis_values(a, v, file) for a, v in axes]) if axes else [()]
+    hyper_sets = sample_search(suite.search)
     trials: list[TrialSpec] = []
     for combo in combos:
         for hyper in hyper_sets:

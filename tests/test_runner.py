@@ -9,7 +9,6 @@ import time
 from pathlib import Path
 
 import polars as pl
-import pytest
 
 from bench.reporting import leaderboard_for_run
 from conftest import run_bench, tiny_trial

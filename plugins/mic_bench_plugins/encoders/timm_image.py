@@ -7,7 +7,6 @@ Weights: random init, the hub (``pretrained: true``, needs a network), a local s
 from __future__ import annotations
 
 import hashlib
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np

@@ -183,10 +183,12 @@ def render_plots(rows: pl.DataFrame, spec: LeaderboardSpec) -> dict[str, bytes]:
     return {name: _png(fig) for name, fig in figures(rows, spec).items()}
 
 
-def write_plots(run_dir: str | Path, rows: pl.DataFrame, spec: LeaderboardSpec) -> list[Path]:
-    """(Re)write every plot into RUN_DIR/plots/; plots the rows no longer support are removed."""
+def write_plots(run_dir: str | Path, rows: pl.DataFrame, spec: LeaderboardSpec,
+                images: dict[str, bytes] | None = None) -> list[Path]:
+    """(Re)write every plot into RUN_DIR/plots/; plots the rows no longer support are removed.
+    ``images`` (from render_plots) avoids drawing the figures a second time."""
     folder = Path(run_dir) / PLOTS
-    images = render_plots(rows, spec)
+    images = render_plots(rows, spec) if images is None else images
     folder.mkdir(parents=True, exist_ok=True)
     for stale in folder.glob("*.png"):
         if stale.name not in images:

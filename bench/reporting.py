@@ -41,21 +41,24 @@ def png_data_uri(png: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
-def html_page(rows: pl.DataFrame, spec: LeaderboardSpec, predictions: pl.DataFrame | None) -> str:
+def html_page(rows: pl.DataFrame, spec: LeaderboardSpec, predictions: pl.DataFrame | None,
+              pngs: dict[str, bytes] | None = None) -> str:
     """The self-contained page: tables plus every plot inlined, readable offline."""
     from bench.plots import render_plots
 
-    images = {name.removesuffix(".png"): png_data_uri(png) for name, png in render_plots(rows, spec).items()}
+    pngs = render_plots(rows, spec) if pngs is None else pngs
+    images = {name.removesuffix(".png"): png_data_uri(png) for name, png in pngs.items()}
     return render_html(rows, spec, images, predictions)
 
 
 def write_run_reports(run_dir: str | Path, rows: pl.DataFrame, spec: LeaderboardSpec,
                       predictions: pl.DataFrame | None = None) -> list[Path]:
     """plots/*.png and leaderboard.html beside leaderboard.md."""
-    from bench.plots import write_plots
+    from bench.plots import render_plots, write_plots
 
-    written = write_plots(run_dir, rows, spec)
-    atomic_write_text(Path(run_dir) / HTML_PAGE, html_page(rows, spec, predictions))
+    pngs = render_plots(rows, spec)
+    written = write_plots(run_dir, rows, spec, pngs)
+    atomic_write_text(Path(run_dir) / HTML_PAGE, html_page(rows, spec, predictions, pngs))
     return [*written, Path(run_dir) / HTML_PAGE]
 
 

@@ -41,6 +41,7 @@ class TrialInputs:
     batch_size: int = 64
     seconds: float = 0.0
     _weights: dict[int, str] = field(default_factory=dict)
+    _depth: int = 0  # features() builds an inputs table inside its own: time only the outer call
 
     def _table(self, key: str, records: list[dict], compute_batch: Callable[[list[dict]], dict]) -> TensorTable:
         def compute():
@@ -49,8 +50,13 @@ class TrialInputs:
             return stack_padded(chunks, padded)
 
         start = time.perf_counter()
-        tensors = self.store.get_or_compute(key, compute)
-        self.seconds += time.perf_counter() - start
+        self._depth += 1
+        try:
+            tensors = self.store.get_or_compute(key, compute)
+        finally:
+            self._depth -= 1
+        if self._depth == 0:
+            self.seconds += time.perf_counter() - start
         return TensorTable([r["item_id"] for r in records], tensors, tuple(k for k in tensors if k in TOKEN_AXIS_KEYS))
 
     def inputs(self, modality: str, encoder: Encoder, records: list[dict]) -> Callable[[list[dict]], dict]:
@@ -70,10 +76,20 @@ class TrialInputs:
         """Outputs of a frozen encoder (eval mode, no grad), computed once per content and weights."""
         if id(encoder) not in self._weights:
             self._weights[id(encoder)] = weights_digest(encoder)
-        key = cache_key(kind="features", dataset=self.dataset_fingerprint, modality=modality,
-                        encoder=type(encoder).__qualname__, weights=self._weights[id(encoder)],
-                        preprocess=encoder.preprocess_fingerprint(), items=items_digest(records),
-                        sequence=with_sequence, amp=self.amp)
+
+        def key_for(sequence: bool) -> str:
+            return cache_key(kind="features", dataset=self.dataset_fingerprint, modality=modality,
+                             encoder=type(encoder).__qualname__, weights=self._weights[id(encoder)],
+                             preprocess=encoder.preprocess_fingerprint(), items=items_digest(records),
+                             sequence=sequence, amp=self.amp)
+
+        if not with_sequence:  # an entry with sequences serves pooled-only readers too
+            fuller = self.store.read(key_for(True))
+            if fuller is not None:
+                self.store.hits += 1
+                pooled_only = {k: v for k, v in fuller.items() if k not in ("cached_sequence", "cached_mask")}
+                return TensorTable([r["item_id"] for r in records], pooled_only)
+        key = key_for(with_sequence)
         source = None
 
         @torch.no_grad()

@@ -59,6 +59,25 @@ def test_weights_digest_covers_batchnorm_counters():
     assert weights_digest(enc) != before
 
 
+def test_entry_with_sequences_serves_pooled_only_readers(tmp_path):
+    store = CacheStore(tmp_path)
+    enc = _encoder()
+    full = TrialInputs(store, "d", torch.device("cpu"), batch_size=4).features("text", enc, RECORDS, with_sequence=True)
+    misses = store.misses
+    pooled = TrialInputs(store, "d", torch.device("cpu"), batch_size=4).features("text", enc, RECORDS, with_sequence=False)
+    assert store.misses == misses  # nothing encoded again
+    batch = pooled(RECORDS[:3])
+    assert set(batch) == {"cached_pooled"}
+    assert torch.equal(batch["cached_pooled"], full(RECORDS[:3])["cached_pooled"])
+
+
+def test_cache_seconds_count_nested_work_once(tmp_path):
+    inputs = TrialInputs(CacheStore(tmp_path), "d", torch.device("cpu"), batch_size=4)
+    start = time.perf_counter()
+    inputs.features("text", _encoder(), RECORDS, with_sequence=True)
+    assert inputs.seconds <= time.perf_counter() - start
+
+
 def test_cached_features_equal_computed_ones(tmp_path):
     enc = _encoder()
     table = TrialInputs(CacheStore(tmp_path), "d", torch.device("cpu"), batch_size=3).features(

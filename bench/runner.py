@@ -201,7 +201,7 @@ def _tune(loaded, registry, run: RunDir, pending: list[TrialSpec], specs, kept: 
     tuner = tune.Tuner(
         trainable,
         param_space={"trial_key": tune.grid_search([t.key for t in pending])},
-        tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent or suite.max_concurrent, reuse_actors=False),
+        tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent or suite.max_concurrent, reuse_actors=True),
         run_config=tune.RunConfig(
             name="tune", storage_path=str((run.path / "tune").resolve()), verbose=0, callbacks=callbacks,
             # each trial's stdout/stderr go to files in its folder under tune/, not the terminal

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import random
-import resource
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from bench.catalog import Catalog
 from bench.device import choose_device, loader_settings, set_threads
 from bench.errors import BenchError, TrialFailure
 from bench.evaluate import Predictions, predict
+from bench.memory import PeakMemory
 from bench.interfaces import CLASSIFICATION, IMAGE, JOINT, MATCHING, TEXT, BuildContext, Fusion, TaskInfo
 from bench.metrics.classification import classification_metrics
 from bench.metrics.retrieval import choose_threshold, retrieval_metrics
@@ -57,8 +57,10 @@ def run_trial(spec: TrialSpec, ctx: TrialContext) -> TrialOutcome:
     row: dict[str, Any] = {"trial_key": spec.key, **spec.axes, **spec.hyper,
                            "seed": spec.config.get("seed", 0), "status": "ok", "error": ""}
     predictions = None
+    memory = PeakMemory()
     try:
-        metrics, predictions = _execute(spec, ctx)
+        with memory:
+            metrics, predictions = _execute(spec, ctx)
         row.update(metrics)
     except BenchError as exc:
         row.update(status="failed", error=exc.render())
@@ -70,7 +72,7 @@ def run_trial(spec: TrialSpec, ctx: TrialContext) -> TrialOutcome:
         row.update(status="failed", error=f"{type(exc).__name__}: {exc}",
                    traceback="".join(traceback.format_exception(exc))[-4000:])
     row["wall_s"] = round(time.perf_counter() - start, 3)
-    row["peak_mem_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    row["peak_mem_mb"] = memory.peak_mb
     row["config"] = json.dumps(spec.config, sort_keys=True)
     row.update(ctx.provenance)
     return TrialOutcome(row, predictions)
@@ -176,6 +178,8 @@ class TrialRun:
     def __init__(self, cfg: TrialConfig, ctx: TrialContext, data: TrialData):
         self.cfg, self.ctx, self.data = cfg, ctx, data
         self.device = choose_device(cfg.device, ctx.gpus)
+        if self.device.type == "cuda":  # the worker may have run another trial before this one
+            torch.cuda.reset_peak_memory_stats(self.device)
         self.deadline = time.monotonic() + cfg.max_trial_minutes * 60 if cfg.max_trial_minutes else None
         _seed_everything(cfg.seed)
         self.model = build_model(cfg, ctx, data.task).to(self.device)

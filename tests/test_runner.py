@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -97,7 +98,9 @@ def test_kill_then_resume_runs_each_trial_exactly_once(outside_plugins, write_su
     assert 1 <= len(finished_before) < 4
     resumed = run_bench("run", suite, "--out", tmp_path, "--resume")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert f"kept {len(finished_before)} finished trials" in resumed.stderr
+    # a worker of the killed run may still land one more row before it notices; it is kept too
+    kept = int(re.search(r"kept (\d+) finished trials", resumed.stderr).group(1))
+    assert len(finished_before) <= kept < 4
     rows = pl.read_parquet(rows_dir.parent / "trials.parquet")
     assert rows.height == 4 and rows["trial_key"].n_unique() == 4 and set(rows["status"]) == {"ok"}
     for key, mtime in mtimes.items():  # finished rows were kept, not rewritten

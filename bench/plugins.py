@@ -15,6 +15,7 @@ from importlib import metadata
 import pluggy
 
 from bench import hookspecs
+from bench.provenance import package_version
 from bench.registry import Registry
 
 ENTRY_POINT_GROUP = "mic_bench"
@@ -85,15 +86,8 @@ def build_registry() -> Registry:
                     continue
                 registry.add(registry.with_distribution(spec, dist, version))
                 registry.distributions[dist] = version
-    registry.distributions.setdefault(BUILTIN_DISTRIBUTION, _own_version())
+    registry.distributions.setdefault(BUILTIN_DISTRIBUTION, package_version(BUILTIN_DISTRIBUTION))
     return registry
-
-
-def _own_version() -> str:
-    try:
-        return metadata.version(BUILTIN_DISTRIBUTION)
-    except metadata.PackageNotFoundError:
-        return "?"
 
 
 @lru_cache(maxsize=1)

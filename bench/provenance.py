@@ -11,7 +11,8 @@ from pathlib import Path
 PACKAGES = ("mic-bench", "torch", "transformers", "timm", "ray", "polars")
 
 
-def _version(name: str) -> str:
+def package_version(name: str) -> str:
+    """Installed version of a distribution, "?" when it is not installed."""
     try:
         return metadata.version(name)
     except metadata.PackageNotFoundError:
@@ -49,7 +50,7 @@ def git_commit(where: Path) -> str:
 
 def provenance(distributions: dict[str, str], suite_hash: str, suite_dir: Path) -> dict[str, str]:
     """Columns every row of a run carries."""
-    out = {f"v_{name.replace('-', '_')}": _version(name) for name in PACKAGES}
+    out = {f"v_{name.replace('-', '_')}": package_version(name) for name in PACKAGES}
     out["plugins"] = json.dumps(dict(sorted(distributions.items())))
     out["suite_hash"] = suite_hash
     out["git_commit"] = git_commit(suite_dir)

@@ -14,7 +14,7 @@ from typing import Literal
 import polars as pl
 
 from bench.catalog import COLUMNS, Catalog
-from bench.data_checks import (apply_missing_images, check_fixed_split_groups, check_ids, check_label_classes,
+from bench.data_checks import (resolve_user_path, apply_missing_images, check_fixed_split_groups, check_ids, check_label_classes,
                                check_not_empty, normalise_splits)
 from bench.errors import BenchError
 
@@ -77,3 +77,20 @@ def finish_catalog(name: str, frame: pl.DataFrame, *, source: str, sources: Colu
         items = normalise_splits(items, file=source, column=sources.split)
         check_fixed_split_groups(items, file=source)
     return Catalog(name=name, items=items, source=source, notes=notes)
+
+
+def locate_files(path: str, table_option: str, table_name: str, images: str) -> tuple[Path, Path, Path]:
+    """(dataset folder, table file, image folder) from a dataset folder or the table file itself.
+
+    ``path`` may name the folder the dataset was unpacked into (the table is then
+    ``table_name`` inside it) or the table file; ``images`` is relative to that folder.
+    """
+    if Path(path).expanduser().is_dir():
+        root = resolve_user_path(path, option="path", kind="folder")
+        table = resolve_user_path(table_name, option=table_option, relative_to=root)
+    else:
+        table = resolve_user_path(path, option="path")
+        root = table.parent
+    folder = resolve_user_path(images, option="images", kind="folder", relative_to=root, file=str(table))
+    return root, table, folder
+

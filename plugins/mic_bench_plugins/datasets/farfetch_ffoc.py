@@ -9,15 +9,14 @@ them differently is a mapping away.
 """
 from __future__ import annotations
 
-from pathlib import Path
 
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field
 
-from bench.data_checks import require_columns, resolve_user_path
+from bench.data_checks import require_columns
 from bench.registry import PluginSpec
 
-from .assemble import ColumnSources, MissingImages, finish_catalog, image_paths
+from .assemble import ColumnSources, MissingImages, finish_catalog, image_paths, locate_files
 from .table_files import read_table
 from .text_fields import as_text, join_text
 
@@ -37,14 +36,8 @@ class FarfetchOptions(BaseModel):
 
 
 def load(opts: FarfetchOptions, ctx=None):
-    if Path(opts.path).expanduser().is_dir():
-        root = resolve_user_path(opts.path, option="path", kind="folder")
-        table = resolve_user_path(opts.products_file, option="products_file", relative_to=root)
-    else:
-        table = resolve_user_path(opts.path, option="path")
-        root = table.parent
+    root, table, folder = locate_files(opts.path, "products_file", opts.products_file, opts.images)
     source = str(table)
-    folder = resolve_user_path(opts.images, option="images", kind="folder", relative_to=root, file=source)
     frame, notes = read_table(table)
     wanted = {"id_column": opts.id_column, "image_column": opts.image_column, "label_column": opts.label_column}
     wanted.update({f"title_columns[{i}]": c for i, c in enumerate(opts.title_columns)})

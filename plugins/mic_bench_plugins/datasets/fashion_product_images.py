@@ -6,15 +6,14 @@ productDisplayName (the last column); they are joined back into the name, not dr
 """
 from __future__ import annotations
 
-from pathlib import Path
 
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field
 
-from bench.data_checks import require_columns, resolve_user_path
+from bench.data_checks import require_columns
 from bench.registry import PluginSpec
 
-from .assemble import ColumnSources, MissingImages, finish_catalog, image_paths
+from .assemble import ColumnSources, MissingImages, finish_catalog, image_paths, locate_files
 from .table_files import decode_text, read_csv_text
 from .text_fields import join_text
 
@@ -37,14 +36,8 @@ class FashionProductImagesOptions(BaseModel):
 
 
 def load(opts: FashionProductImagesOptions, ctx=None):
-    if Path(opts.path).expanduser().is_dir():
-        root = resolve_user_path(opts.path, option="path", kind="folder")
-        styles = resolve_user_path(opts.styles_file, option="styles_file", relative_to=root)
-    else:
-        styles = resolve_user_path(opts.path, option="path")
-        root = styles.parent
+    root, styles, folder = locate_files(opts.path, "styles_file", opts.styles_file, opts.images)
     source = str(styles)
-    folder = resolve_user_path(opts.images, option="images", kind="folder", relative_to=root, file=source)
     frame, notes = read_csv_text(decode_text(styles, opts.encoding), styles, ",", bad_rows="join_last", join_with=",")
     wanted = {"id": "id", "productDisplayName": "productDisplayName", "label_column": opts.label_column}
     wanted.update({f"text_columns[{i}]": c for i, c in enumerate(opts.text_columns)})

@@ -7,15 +7,14 @@ classification run over products is wanted.
 """
 from __future__ import annotations
 
-from pathlib import Path
 
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field
 
-from bench.data_checks import require_columns, resolve_user_path
+from bench.data_checks import require_columns
 from bench.registry import PluginSpec
 
-from .assemble import ColumnSources, MissingImages, finish_catalog, image_paths
+from .assemble import ColumnSources, MissingImages, finish_catalog, image_paths, locate_files
 from .table_files import read_table
 
 
@@ -30,14 +29,8 @@ class ShopeePriceMatchOptions(BaseModel):
 
 
 def load(opts: ShopeePriceMatchOptions, ctx=None):
-    if Path(opts.path).expanduser().is_dir():
-        root = resolve_user_path(opts.path, option="path", kind="folder")
-        table = resolve_user_path(opts.table_file, option="table_file", relative_to=root)
-    else:
-        table = resolve_user_path(opts.path, option="path")
-        root = table.parent
+    root, table, folder = locate_files(opts.path, "table_file", opts.table_file, opts.images)
     source = str(table)
-    folder = resolve_user_path(opts.images, option="images", kind="folder", relative_to=root, file=source)
     frame, notes = read_table(table, fmt="csv", encoding=opts.encoding)
     require_columns(frame.columns, {"posting_id": "posting_id", "image": "image", "title": "title",
                                     "label_group": "label_group"}, file=source)

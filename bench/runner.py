@@ -84,10 +84,10 @@ def _make_callback(run: RunDir, specs: dict[str, TrialSpec], progress, board: Le
             key = trial.config["trial_key"]
             row_file = run.rows_dir / f"{key}.parquet"
             if not row_file.exists():
-                spec = specs[key]
-                row = {"trial_key": key, **spec.axes, **spec.hyper, "seed": spec.config.get("seed", 0),
-                       "status": "failed", "error": error or "the trial's worker ended without a result", **prov}
-                run.write_row(row)
+                from bench.trial import base_row
+
+                run.write_row({**base_row(specs[key], "failed", error or "the trial's worker ended without a result"),
+                               **prov})
             row = pl.read_parquet(row_file).row(0, named=True)
             rows = run.consolidate()
             lifecycle_hooks().bench_trial_finished(result=row)

@@ -52,10 +52,15 @@ class TrialOutcome:
     predictions: pl.DataFrame | None = None
 
 
+def base_row(spec: TrialSpec, status: str = "ok", error: str = "") -> dict[str, Any]:
+    """The columns every row has, whatever happened to the trial: what it was and how it ended."""
+    return {"trial_key": spec.key, **spec.axes, **spec.hyper, "seed": spec.config.get("seed", 0),
+            "status": status, "error": error}
+
+
 def run_trial(spec: TrialSpec, ctx: TrialContext) -> TrialOutcome:
     start = time.perf_counter()
-    row: dict[str, Any] = {"trial_key": spec.key, **spec.axes, **spec.hyper,
-                           "seed": spec.config.get("seed", 0), "status": "ok", "error": ""}
+    row = base_row(spec)
     predictions = None
     memory = PeakMemory()
     try:

@@ -63,13 +63,14 @@ class TrialInputs:
         """Preprocessed inputs, cached when a sample batch says the whole table stays under the size cap."""
         if self.store is None or not records:
             return encoder.preprocess
-        sample = encoder.preprocess(records[: min(8, len(records))])
-        per_item = sum(t.element_size() * t[0].numel() for t in sample.values()) if sample else 0
-        if per_item * len(records) / 2**20 > PREPROCESS_CACHE_MAX_MB:
-            return encoder.preprocess
         key = cache_key(kind="inputs", dataset=self.dataset_fingerprint, modality=modality,
                         encoder=type(encoder).__qualname__, preprocess=encoder.preprocess_fingerprint(),
                         items=items_digest(records))
+        if not self.store.path(key).exists():  # the size check only matters before an entry is built
+            sample = encoder.preprocess(records[: min(8, len(records))])
+            per_item = sum(t.element_size() * t[0].numel() for t in sample.values()) if sample else 0
+            if per_item * len(records) / 2**20 > PREPROCESS_CACHE_MAX_MB:
+                return encoder.preprocess
         return self._table(key, records, encoder.preprocess)
 
     def features(self, modality: str, encoder: Encoder, records: list[dict], with_sequence: bool):

@@ -97,8 +97,9 @@ def make_loader(records: list[dict[str, Any]], preprocessors: dict[str, Callable
                   persistent_workers=False)
     if workers:
         common["multiprocessing_context"] = "fork" if hasattr(__import__("os"), "fork") else None
-    if not train:
-        return DataLoader(dataset, batch_size=batch_size, shuffle=False, **common)
+    if not train:  # its own generator: evaluating between epochs must not move the training RNG
+        return DataLoader(dataset, batch_size=batch_size, shuffle=False, generator=torch.Generator().manual_seed(seed),
+                          **common)
     generator = torch.Generator().manual_seed(seed)
     if sampler == "pk":
         return DataLoader(dataset, batch_sampler=PKSampler([r["group"] for r in records], batch_size, pk_items, seed), **common)

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 import polars as pl
 from tabulate import tabulate
 
+from bench.errors import BenchError
+
 QUALITY = ["accuracy", "macro_f1", "top5_accuracy", "head_macro_f1", "tail_macro_f1",
            "ndcg@10", "mar@10", "map@10", "f1"]
 COST = ["train_samples_per_s", "wall_s", "peak_mem_mb", "n_params"]
@@ -25,6 +27,32 @@ class LeaderboardSpec:
     reference_source: str = ""
     pivot: dict | None = None
     title: str = "Leaderboard"
+    # Hyperparameter search: within each group, the configuration (values of these axes) with the
+    # best mean dev metric is chosen, and only its rows are reported. Test never chooses.
+    select: list[str] = field(default_factory=list)
+    select_metric: str | None = None
+    select_mode: str = "max"
+
+
+def select_on_dev(rows: pl.DataFrame, spec: LeaderboardSpec, group_by: list[str]) -> pl.DataFrame:
+    """Keep, per group, the rows of the search configuration whose mean dev metric (over its ok
+    rows) is best; the chosen metric value is added as ``selected_<metric>``."""
+    select = [a for a in spec.select if a in rows.columns]
+    metric = spec.select_metric
+    if not select or metric is None:
+        return rows
+    if metric not in rows.columns:
+        raise BenchError(f"cannot choose configurations on dev: the rows have no column '{metric}'",
+                         field="selection.metric", fix="choose a dev metric the trials record (dev_macro_f1, ...)")
+    ok = rows.filter((pl.col("status") == "ok") & pl.col(metric).is_not_null() & pl.col(metric).is_not_nan())
+    if ok.is_empty():
+        return rows
+    means = ok.group_by(group_by + select).agg(pl.col(metric).mean().alias(f"selected_{metric}"))
+    best = (means.sort(f"selected_{metric}", descending=spec.select_mode == "max", nulls_last=True)
+            .group_by(group_by, maintain_order=True).first())
+    chosen = rows.join(best, on=group_by + select, how="inner", nulls_equal=True)
+    unrankable = rows.join(best.select(group_by), on=group_by, how="anti", nulls_equal=True)  # no ok row at all
+    return pl.concat([chosen, unrankable], how="diagonal_relaxed")
 
 
 def _present(rows: pl.DataFrame, names: list[str]) -> list[str]:
@@ -45,6 +73,7 @@ def leaderboard_table(rows: pl.DataFrame, spec: LeaderboardSpec, predictions: pl
     group_by = [g for g in spec.group_by if g in rows.columns] or ["trial_key"]
     status = rows["status"] if "status" in rows.columns else pl.Series(["ok"] * rows.height)
     rows = rows.with_columns(status.alias("status"))
+    rows = select_on_dev(rows, spec, group_by)
     ok = rows.filter(pl.col("status") == "ok")
     metrics = _present(ok, spec.metrics or QUALITY)
     cost = _present(ok, COST)
@@ -52,7 +81,10 @@ def leaderboard_table(rows: pl.DataFrame, spec: LeaderboardSpec, predictions: pl
     for m in metrics:
         aggs += [pl.col(m).mean().alias(m), pl.col(m).std().alias(f"{m}_std")]
     aggs += [pl.col(c).mean().alias(c) for c in cost]
-    counts = rows.group_by(group_by).agg((pl.col("status") != "ok").sum().alias("failed"))
+    chosen = [a for a in spec.select if a in ok.columns] + [c for c in ok.columns if c.startswith("selected_")]
+    aggs += [pl.col(c).first() for c in chosen]
+    counts = rows.group_by(group_by).agg((pl.col("status") == "failed").sum().alias("failed"),
+                                         (pl.col("status") == "stopped").sum().alias("stopped"))
     table = (ok.group_by(group_by).agg(aggs) if ok.height else pl.DataFrame(schema={g: rows.schema[g] for g in group_by}))
     table = counts.join(table, on=group_by, how="left").with_columns(pl.col("n").fill_null(0) if "n" in table.columns else pl.lit(0).alias("n"))
     sort = spec.sort if spec.sort in table.columns else (metrics[0] if metrics else None)
@@ -105,6 +137,14 @@ def _fmt_mark(mark, p) -> str:
     return f"{mark} {share}".strip()
 
 
+def selection_note(spec: LeaderboardSpec) -> list[str]:
+    if not spec.select or not spec.select_metric:
+        return []
+    return [f"Search: within each group the configuration ({', '.join(spec.select)}) with the best mean "
+            f"{spec.select_metric} over its seeds is chosen (selected_{spec.select_metric}); quality columns "
+            "are that configuration's test figures. The test split plays no part in the choice."]
+
+
 def significance_note(table: pl.DataFrame, spec: LeaderboardSpec) -> list[str]:
     """The sentences that explain the interval and mark columns (only those present)."""
     out = []
@@ -128,17 +168,20 @@ def display_rows(table: pl.DataFrame, spec: LeaderboardSpec) -> tuple[list[str],
     refs = [c for c in table.columns if c.startswith("ref_")]
     cis = [m for m in metrics if f"{m}_ci_low" in table.columns]
     mark = [NEAR_BEST] if "near_best" in table.columns else []
-    headers = ["rank", *group_by, *metrics, *[f"{m} 95% CI" for m in cis], *mark, *refs, *cost, "n", "failed"]
+    chosen = [a for a in spec.select if a in table.columns] + [c for c in table.columns if c.startswith("selected_")]
+    stopped = ["stopped"] if "stopped" in table.columns and (table["stopped"].fill_null(0) > 0).any() else []
+    headers = ["rank", *group_by, *chosen, *metrics, *[f"{m} 95% CI" for m in cis], *mark, *refs, *cost, "n",
+               "failed", *stopped]
     body = []
     for r in table.iter_rows(named=True):
-        line = [str(r["rank"]), *[str(r[g]) for g in group_by]]
+        line = [str(r["rank"]), *[str(r[g]) for g in group_by], *[_fmt(r.get(c)) for c in chosen]]
         line += [_fmt(r.get(m), r.get(f"{m}_std")) for m in metrics]
         line += [_fmt_interval(r.get(f"{m}_ci_low"), r.get(f"{m}_ci_high")) for m in cis]
         line += [_fmt_mark(r.get("near_best"), r.get("best_p"))] if mark else []
         line += [_fmt(r.get(c)) for c in refs]
         line += [_fmt(r.get(c), digits=1) if c != "n_params" else f"{int(r[c]):,}" if r.get(c) is not None else "-"
                  for c in cost]
-        line += [str(r.get("n") or 0), str(r.get("failed") or 0)]
+        line += [str(r.get("n") or 0), str(r.get("failed") or 0)] + [str(r.get("stopped") or 0) for _ in stopped]
         body.append(line)
     headers = [h if not h.startswith("ref_") else f"{h[4:]} (published)" for h in headers]
     return headers, body
@@ -163,6 +206,7 @@ def render_markdown(rows: pl.DataFrame, spec: LeaderboardSpec, predictions: pl.D
     headers, body = display_rows(table, spec)
     out = [f"# {spec.title}", "", tabulate(body, headers=headers, tablefmt="github", disable_numparse=True), ""]
     out.append("Quality columns are test-split means ± standard deviation over seeds; cost columns are means.")
+    out += selection_note(spec)
     out += significance_note(table, spec)
     if spec.reference:
         out.append(f"Published figures{f' ({spec.reference_source})' if spec.reference_source else ''} "
@@ -182,7 +226,7 @@ def render_markdown(rows: pl.DataFrame, spec: LeaderboardSpec, predictions: pl.D
 
 def failed_trials(rows: pl.DataFrame, spec: LeaderboardSpec) -> list[tuple[str, str, str]]:
     """(trial key, axis labels and seed, first line of the error) of every failed trial."""
-    failed = rows.filter(pl.col("status") != "ok") if "status" in rows.columns else rows.head(0)
+    failed = rows.filter(pl.col("status") == "failed") if "status" in rows.columns else rows.head(0)
     out = []
     for r in failed.iter_rows(named=True):
         labels = " ".join(f"{g}={r[g]}" for g in spec.group_by if g in r)
@@ -228,7 +272,27 @@ def render_html(rows: pl.DataFrame, spec: LeaderboardSpec, images: dict[str, str
 def spec_from_suite(suite, title: str | None = None) -> LeaderboardSpec:
     """Default grouping: every matrix and search axis except the seed."""
     lb = suite.leaderboard
-    axes = [a for a in list(suite.matrix) + list(suite.search.space if suite.search else []) if a != "seed"]
+    search_axes = list(suite.search.space) if suite.search else []
+    axes = [a for a in suite.matrix if a != "seed"]
+    metric, mode = search_selection(suite)
     return LeaderboardSpec(group_by=lb.group_by or axes, sort=lb.sort, metrics=lb.metrics,
                            reference=suite.reference, reference_source=suite.reference_source,
-                           pivot=lb.pivot.model_dump() if lb.pivot else None, title=title or f"{suite.name} leaderboard")
+                           pivot=lb.pivot.model_dump() if lb.pivot else None, title=title or f"{suite.name} leaderboard",
+                           select=[a for a in search_axes if a not in (lb.group_by or [])], select_metric=metric,
+                           select_mode=mode)
+
+
+def search_selection(suite) -> tuple[str | None, str]:
+    """The dev metric (and mode) that picks a search's configuration: the scheduler's, else the
+    trials' selection metric, else dev macro-F1 (classification) or dev ndcg@k (matching)."""
+    if suite.search is None or not suite.search.space:
+        return None, "max"
+    if suite.search.scheduler is not None:
+        return suite.search.scheduler.metric, suite.search.scheduler.mode
+    selection = suite.trial.get("selection")
+    if isinstance(selection, dict) and selection.get("metric"):
+        return selection["metric"], selection.get("mode", "max")
+    if suite.trial.get("task", "classification") == "classification":
+        return "dev_macro_f1", "max"
+    k = (suite.trial.get("eval") or {}).get("k", 10)
+    return f"dev_ndcg@{k}", "max"

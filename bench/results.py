@@ -5,6 +5,7 @@ Layout of a run folder (results/<suite>/<run-id>/):
     run.json          provenance: plugins, versions, suite hash, start time, trial keys
     rows/<key>.parquet           one row per finished trial (written atomically, never rewritten)
     predictions/<key>.parquet    test predictions of that trial
+    curves/<key>.parquet         learning curve: train loss and dev metrics after every evaluation
     trials.parquet    all rows (rebuilt atomically from rows/ after every trial)
     leaderboard.md    (and .csv / .html on request)
 """
@@ -21,7 +22,10 @@ import polars as pl
 from bench.errors import BenchError
 from bench.paths import atomic_path, atomic_write_text
 
-ROWS, PREDICTIONS, TRIALS = "rows", "predictions", "trials.parquet"
+ROWS, PREDICTIONS, CURVES, TRIALS = "rows", "predictions", "curves", "trials.parquet"
+# Statuses of trials that are done: `ok`, and `stopped` (a Tune scheduler ended it early; its row
+# holds the best dev metrics it reached). `failed` trials run again on --resume.
+DONE_STATUSES = ("ok", "stopped")
 
 
 @dataclass
@@ -32,21 +36,23 @@ class RunDir:
     def rows_dir(self) -> Path:
         return self.path / ROWS
 
-    def write_row(self, row: dict[str, Any], predictions: pl.DataFrame | None = None) -> None:
-        """Persist one finished trial; predictions first so a row never points at nothing."""
+    def write_row(self, row: dict[str, Any], predictions: pl.DataFrame | None = None,
+                  curve: pl.DataFrame | None = None) -> None:
+        """Persist one finished trial; predictions and curve first so a row never points at nothing."""
         key = row["trial_key"]
-        if predictions is not None:
-            with atomic_path(self.path / PREDICTIONS / f"{key}.parquet") as tmp:
-                predictions.write_parquet(tmp)
+        for folder, frame in ((PREDICTIONS, predictions), (CURVES, curve)):
+            if frame is not None:
+                with atomic_path(self.path / folder / f"{key}.parquet") as tmp:
+                    frame.write_parquet(tmp)
         with atomic_path(self.rows_dir / f"{key}.parquet") as tmp:
             row_frame(row).write_parquet(tmp)
 
-    def finished_keys(self, *, only_ok: bool = False) -> set[str]:
+    def finished_keys(self, *, only_done: bool = False) -> set[str]:
         rows = self.read_rows()
         if rows.is_empty():
             return set()
-        if only_ok:
-            rows = rows.filter(pl.col("status") == "ok")
+        if only_done:
+            rows = rows.filter(pl.col("status").is_in(DONE_STATUSES))
         return set(rows["trial_key"].to_list())
 
     def read_rows(self) -> pl.DataFrame:

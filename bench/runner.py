@@ -25,6 +25,11 @@ from bench.results import RunDir, latest_run_dir, new_run_dir
 from bench.suite import LoadedSuite, TrialSpec
 
 log = logging.getLogger(__name__)
+CURVE_POINT = "curve_point"  # marks a per-evaluation report (the final report is the trial's row)
+# Keys Ray Tune adds to every reported result; a curve read back from reports drops them.
+TUNE_KEYS = {CURVE_POINT, "timestamp", "done", "training_iteration", "trial_id", "date", "time_this_iter_s",
+             "time_total_s", "pid", "hostname", "node_ip", "config", "time_since_restore", "iterations_since_restore",
+             "checkpoint_dir_name", "should_checkpoint", "experiment_tag"}
 
 
 @dataclass
@@ -61,14 +66,36 @@ def _trainable(config: dict, specs: dict[str, dict], run_path: str, cpus: float,
     from bench.trial import TrialContext, run_trial
 
     spec = TrialSpec(**specs[config["trial_key"]])
-    ctx = TrialContext(registry=get_registry(), cpus=cpus, gpus=gpus, cache_dir=cache_dir, provenance=prov)
+    ctx = TrialContext(registry=get_registry(), cpus=cpus, gpus=gpus, cache_dir=cache_dir, provenance=prov,
+                       report=lambda metrics: tune.report({**metrics, CURVE_POINT: True}))
     outcome = run_trial(spec, ctx)
-    RunDir(Path(run_path)).write_row(outcome.row, outcome.predictions)
+    RunDir(Path(run_path)).write_row(outcome.row, outcome.predictions, outcome.curve)
     numeric = {k: v for k, v in outcome.row.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     tune.report({**numeric, "ok": outcome.row["status"] == "ok"})
 
 
-def _make_callback(run: RunDir, specs: dict[str, TrialSpec], progress, board: LeaderboardSpec, prov: dict):
+def stopped_row(spec: TrialSpec, points: list[dict[str, Any]], scheduler: str) -> dict[str, Any]:
+    """The row of a trial a Tune scheduler stopped: its best dev metrics so far (from its last
+    report), and no test metrics, since the test split is only seen after training ends."""
+    from bench.trial import base_row
+
+    last = points[-1] if points else {}
+    best = {k[len("best_"):]: v for k, v in last.items() if k.startswith("best_dev_")}
+    return {**base_row(spec, "stopped"), **best, "best_epoch": last.get("best_epoch"),
+            "epochs_run": last.get("epoch"), "stopped_early": True, "n_evaluations": last.get("evaluation"),
+            "selection_note": f"stopped by the {scheduler} scheduler after {last.get('evaluation')} dev evaluations; "
+                              "test metrics are not computed for stopped trials"}
+
+
+def curve_from_reports(points: list[dict[str, Any]], key: str) -> pl.DataFrame | None:
+    from bench.trial import curve_table
+
+    keep = [{k: v for k, v in p.items() if not k.startswith("best_") and k not in TUNE_KEYS} for p in points]
+    return curve_table(keep, key)
+
+
+def _make_callback(run: RunDir, specs: dict[str, TrialSpec], progress, board: LeaderboardSpec, prov: dict,
+                   scheduler: str | None = None):
     from ray.tune import Callback
 
     from bench.plugins import lifecycle_hooks
@@ -77,17 +104,27 @@ def _make_callback(run: RunDir, specs: dict[str, TrialSpec], progress, board: Le
     class RowCallback(Callback):
         """In the driver: records crashes the worker could not, reports progress, calls hooks."""
 
+        points: dict[str, list[dict[str, Any]]] = {}
+
         def on_trial_start(self, iteration, trials, trial, **info):
             progress.trial_started(trial.config["trial_key"])
+
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            if result.get(CURVE_POINT):
+                self.points.setdefault(trial.config["trial_key"], []).append(result)
 
         def _finish(self, trial, error: str | None):
             key = trial.config["trial_key"]
             row_file = run.rows_dir / f"{key}.parquet"
+            points = self.points.pop(key, [])
             if not row_file.exists():
                 from bench.trial import base_row
 
-                run.write_row({**base_row(specs[key], "failed", error or "the trial's worker ended without a result"),
-                               **prov})
+                if error is None and scheduler and points:
+                    row = stopped_row(specs[key], points, scheduler)
+                else:
+                    row = base_row(specs[key], "failed", error or "the trial's worker ended without a result")
+                run.write_row({**row, **prov}, curve=curve_from_reports(points, key))
             row = pl.read_parquet(row_file).row(0, named=True)
             rows = run.consolidate()
             lifecycle_hooks().bench_trial_finished(result=row)
@@ -140,7 +177,7 @@ def run_suite(loaded: LoadedSuite, registry, *, out: str | Path = "results", res
     else:
         run = new_run_dir(out, suite.name)
     specs = {t.key: t for t in loaded.trials}
-    finished = run.finished_keys(only_ok=True) & set(specs)
+    finished = run.finished_keys(only_done=True) & set(specs)
     pending = [t for t in loaded.trials if t.key not in finished]
     if resume and not quiet:
         print(f"resuming {run.path}: kept {len(finished)} finished trials, running {len(pending)}", file=sys.stderr)
@@ -179,6 +216,19 @@ def run_suite(loaded: LoadedSuite, registry, *, out: str | Path = "results", res
     return summary
 
 
+def make_scheduler(cfg):
+    """Ray Tune's own ASHA or median-stopping rule over the per-evaluation dev reports."""
+    if cfg is None:
+        return None
+    from ray.tune.schedulers import ASHAScheduler, MedianStoppingRule
+
+    if cfg.name == "asha":
+        return ASHAScheduler(time_attr="evaluation", metric=cfg.metric, mode=cfg.mode, max_t=cfg.max_t,
+                             grace_period=cfg.grace_period, reduction_factor=cfg.reduction_factor)
+    return MedianStoppingRule(time_attr="evaluation", metric=cfg.metric, mode=cfg.mode,
+                              grace_period=cfg.grace_period, min_samples_required=cfg.min_samples_required)
+
+
 def _tune(loaded, registry, run: RunDir, pending: list[TrialSpec], specs, kept: int, max_concurrent, address,
           cache_dir, quiet, prov, trackers=()) -> None:
     from ray import tune
@@ -195,13 +245,15 @@ def _tune(loaded, registry, run: RunDir, pending: list[TrialSpec], specs, kept: 
                              gpus=suite.resources.gpu, cache_dir=cache_dir, prov=prov),
         resources)
     progress = RunProgress(suite.name, len(specs), kept, quiet=quiet)
-    callback = _make_callback(run, specs, progress, spec_from_suite(suite), prov)
+    scheduler = suite.search.scheduler if suite.search else None
+    callback = _make_callback(run, specs, progress, spec_from_suite(suite), prov, scheduler.name if scheduler else None)
     tracker_ctx = TrackerContext(run.path, suite.name, {t.key: {**t.axes, **t.hyper} for t in pending})
     callbacks = [callback, *[t.callback(tracker_ctx) for t in trackers]]
     tuner = tune.Tuner(
         trainable,
         param_space={"trial_key": tune.grid_search([t.key for t in pending])},
-        tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent or suite.max_concurrent, reuse_actors=True),
+        tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent or suite.max_concurrent, reuse_actors=True,
+                                    scheduler=make_scheduler(scheduler)),
         run_config=tune.RunConfig(
             name="tune", storage_path=str((run.path / "tune").resolve()), verbose=0, callbacks=callbacks,
             # each trial's stdout/stderr go to files in its folder under tune/, not the terminal

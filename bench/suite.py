@@ -78,6 +78,22 @@ class EvalConfig(BaseModel):
     retrieval: Literal["auto", "off", "embedding", "max_of_kinds"] = "auto"
 
 
+class SelectionConfig(BaseModel):
+    """Model selection on dev during the last stage: evaluate after every epoch (and every
+    ``every_steps`` steps), keep the best weights by ``metric``, stop after ``patience``
+    evaluations without an improvement of more than ``min_delta``, restore the best before test."""
+
+    model_config = Strict
+    metric: str | None = Field(None, pattern=r"^dev_[A-Za-z0-9_@.]+$",
+                               description="a dev metric of the row, e.g. dev_macro_f1 or dev_ndcg@10 "
+                                           "(default: dev_macro_f1 for classification, dev_ndcg@k for matching)")
+    mode: Literal["max", "min"] = "max"
+    patience: int | None = Field(5, ge=1, le=10_000, description="evaluations without improvement before stopping "
+                                                                  "(null: never stop early)")
+    min_delta: float = Field(0.0, ge=0, allow_inf_nan=False)
+    every_steps: int | None = Field(None, ge=1, description="also evaluate every N training steps (long epochs)")
+
+
 class TrialConfig(BaseModel):
     """Everything one trial needs; the suite's `trial` section after matrix overrides."""
 
@@ -97,10 +113,36 @@ class TrialConfig(BaseModel):
     dataloader_workers: int | Literal["auto"] = "auto"
     cache: bool = Field(True, description="cache preprocessed inputs and frozen-encoder features (content-addressed)")
     subset: int | None = Field(None, ge=1, description="cap every split at this many items (smoke and CI runs)")
+    selection: SelectionConfig | Literal["last"] = Field(
+        default_factory=SelectionConfig,
+        description="keep the dev-best epoch of the last stage (default), or `last` to keep the final weights")
+
+    def selection_metric(self) -> str | None:
+        """The dev metric that picks the epoch (None with `selection: last`)."""
+        if self.selection == "last":
+            return None
+        if self.selection.metric:
+            return self.selection.metric
+        return "dev_macro_f1" if self.task == "classification" else f"dev_ndcg@{self.eval.k}"
+
+
+class SchedulerConfig(BaseModel):
+    """A Ray Tune trial scheduler that stops weak trials from their per-evaluation dev reports.
+    One reported iteration = one dev evaluation (an epoch, or ``selection.every_steps`` steps)."""
+
+    model_config = Strict
+    name: Literal["asha", "median"]
+    metric: str = Field(pattern=r"^dev_[A-Za-z0-9_@.]+$", description="a dev metric, e.g. dev_macro_f1")
+    mode: Literal["max", "min"] = "max"
+    grace_period: int = Field(1, ge=1, le=10_000, description="evaluations every trial gets before it may stop")
+    max_t: int = Field(100, ge=1, le=100_000, description="asha: the most evaluations a trial runs")
+    reduction_factor: float = Field(3.0, gt=1, le=100, allow_inf_nan=False, description="asha: keep 1/factor per rung")
+    min_samples_required: int = Field(3, ge=1, le=10_000, description="median: trials needed before comparing")
 
 
 class SearchConfig(BaseModel):
     model_config = Strict
+    scheduler: SchedulerConfig | None = None
     space: dict[str, dict[Literal["loguniform", "uniform", "randint", "choice", "grid"], list]] = Field(default_factory=dict)
     samples: int = Field(1, ge=1)
     seed: int = 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -19,12 +20,43 @@ OPTIMIZERS = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam, "sgd": torch
 
 @dataclass
 class StageStats:
+    """What a stage did: samples and pure training seconds (evaluations excluded), and the
+    training loss as a mean over the last epoch's steps (not the last batch), with the mean of
+    every part the objectives log."""
+
     name: str
     samples: int = 0
     seconds: float = 0.0
     steps: int = 0
     loss: float = float("nan")
     parts: dict[str, float] = field(default_factory=dict)
+    stopped_early: bool = False
+
+
+class RunningMeans:
+    """Means of the loss and its logged parts over the steps since the last reset."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.n, self.loss, self.parts, self.counts = 0, 0.0, {}, {}
+
+    def add(self, loss: float, parts: dict[str, float]) -> None:
+        self.n += 1
+        self.loss += loss
+        for k, v in parts.items():
+            self.parts[k] = self.parts.get(k, 0.0) + float(v)
+            self.counts[k] = self.counts.get(k, 0) + 1
+
+    def means(self) -> tuple[float, dict[str, float]]:
+        loss = self.loss / self.n if self.n else float("nan")
+        return loss, {k: self.parts[k] / self.counts[k] for k in self.parts}
+
+
+# Called after each epoch (and every ``every_steps`` steps) with the training summary since the
+# previous call; returns True to stop the stage (early stopping or a scheduler's decision).
+EvaluationHook = Callable[[dict[str, Any]], bool]
 
 
 def make_optimizer(model: BenchModel, objectives: list[nn.Module], cfg: StageConfig) -> torch.optim.Optimizer | None:
@@ -52,7 +84,11 @@ def warmup_then_linear_decay(total_steps: int):
 
 
 def run_stage(model: BenchModel, objectives: list[tuple[Objective, float]], loader, cfg: StageConfig,
-              device: torch.device, amp: str = "off", deadline: float | None = None) -> StageStats:
+              device: torch.device, amp: str = "off", deadline: float | None = None,
+              on_evaluation: EvaluationHook | None = None, every_steps: int | None = None) -> StageStats:
+    """Train for ``cfg.epochs`` epochs (fractions allowed). After every epoch, and every
+    ``every_steps`` steps when set, ``on_evaluation`` gets the mean training loss and parts since
+    its previous call; its time is not counted as training time."""
     stats = StageStats(cfg.name)
     modules = [o for o, _ in objectives]
     optimizer = make_optimizer(model, modules, cfg)
@@ -66,12 +102,11 @@ def run_stage(model: BenchModel, objectives: list[tuple[Objective, float]], load
     for o in modules:
         o.train()
     params = [p for g in optimizer.param_groups for p in g["params"]]
+    interval, epoch_means = RunningMeans(), RunningMeans()
+    step, paused = 0, 0.0
     start = time.perf_counter()
-    step = 0
-    while step < total_steps:
+    while step < total_steps and not stats.stopped_early:
         for batch in loader:
-            if step >= total_steps:
-                break
             if deadline is not None and time.monotonic() > deadline:
                 raise TrialTimeout(f"trial ran past max_trial_minutes during stage '{cfg.name}' (step {step})")
             batch = batch.to(device, non_blocking=device.type == "cuda")
@@ -82,8 +117,9 @@ def run_stage(model: BenchModel, objectives: list[tuple[Objective, float]], load
                     out = objective.loss(model, batch)
                     total = out.total * weight if total is None else total + out.total * weight
                     parts.update(out.parts)
-            if not torch.isfinite(total):
-                raise TrialFailure(f"loss became {float(total)} at step {step} of stage '{cfg.name}' "
+            loss = float(total.detach())
+            if not math.isfinite(loss):
+                raise TrialFailure(f"loss became {loss} at step {step} of stage '{cfg.name}' "
                                    f"(try a lower learning rate or grad_clip)")
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(total).backward()
@@ -95,10 +131,30 @@ def run_stage(model: BenchModel, objectives: list[tuple[Objective, float]], load
             schedule.step()
             stats.samples += len(batch)
             stats.steps += 1
-            stats.loss = float(total.detach())
-            stats.parts = parts
             step += 1
+            interval.add(loss, parts)
+            epoch_means.add(loss, parts)
+            epoch_end = step % steps_per_epoch == 0 or step == total_steps
+            if epoch_end:
+                stats.loss, stats.parts = epoch_means.means()
+                epoch_means.reset()
+            if on_evaluation is not None and (epoch_end or (every_steps and step % every_steps == 0)):
+                mean_loss, mean_parts = interval.means()
+                interval.reset()
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                pause = time.perf_counter()
+                stop = on_evaluation({"stage": cfg.name, "epoch": round(step / steps_per_epoch, 4), "step": step,
+                                      "train_loss": mean_loss, **{f"train_{k}": v for k, v in mean_parts.items()}})
+                model.train()
+                for o in modules:
+                    o.train()
+                paused += time.perf_counter() - pause
+                if stop and step < total_steps:
+                    stats.stopped_early = True
+            if step >= total_steps or stats.stopped_early:
+                break
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-    stats.seconds = time.perf_counter() - start
+    stats.seconds = time.perf_counter() - start - paused
     return stats

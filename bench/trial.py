@@ -11,7 +11,7 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import polars as pl
@@ -28,6 +28,7 @@ from bench.metrics.classification import classification_metrics
 from bench.metrics.retrieval import choose_threshold, retrieval_metrics
 from bench.model import BenchModel, count_parameters
 from bench.registry import Registry
+from bench.selection import Selector
 from bench.splits import assign_splits, cap_splits, take_fraction
 from bench.suite import TrialConfig, TrialSpec
 from bench.train import run_stage
@@ -44,12 +45,16 @@ class TrialContext:
     gpus: float = 0.0
     cache_dir: str | None = None
     provenance: dict[str, str] = field(default_factory=dict)
+    # Called with every dev evaluation's metrics (Ray Tune's report inside a worker: trackers draw
+    # learning curves from it, schedulers stop weak trials; a stop ends the trial from inside).
+    report: Callable[[dict[str, Any]], None] | None = None
 
 
 @dataclass
 class TrialOutcome:
     row: dict[str, Any]
     predictions: pl.DataFrame | None = None
+    curve: pl.DataFrame | None = None
 
 
 def base_row(spec: TrialSpec, status: str = "ok", error: str = "") -> dict[str, Any]:
@@ -62,10 +67,11 @@ def run_trial(spec: TrialSpec, ctx: TrialContext) -> TrialOutcome:
     start = time.perf_counter()
     row = base_row(spec)
     predictions = None
+    curve: list[dict[str, Any]] = []
     memory = PeakMemory()
     try:
         with memory:
-            metrics, predictions = _execute(spec, ctx)
+            metrics, predictions = _execute(spec, ctx, curve)
         row.update(metrics)
     except BenchError as exc:
         row.update(status="failed", error=exc.render())
@@ -80,7 +86,15 @@ def run_trial(spec: TrialSpec, ctx: TrialContext) -> TrialOutcome:
     row["peak_mem_mb"] = memory.peak_mb
     row["config"] = json.dumps(spec.config, sort_keys=True)
     row.update(ctx.provenance)
-    return TrialOutcome(row, predictions)
+    return TrialOutcome(row, predictions, curve_table(curve, spec.key))
+
+
+def curve_table(points: list[dict[str, Any]], key: str) -> pl.DataFrame | None:
+    """The learning curve: one row per evaluation (stage, epoch, step, train loss and parts, dev metrics)."""
+    if not points:
+        return None
+    frame = pl.from_dicts(points, infer_schema_length=None)
+    return frame.with_columns(pl.lit(key).alias("trial_key")).select("trial_key", *frame.columns)
 
 
 def load_catalog(cfg: TrialConfig, ctx: TrialContext) -> Catalog:
@@ -194,6 +208,8 @@ class TrialRun:
         self.objective_modules: list[torch.nn.Module] = []
         self.used_modalities = set(self.model.fusion.requires)
         self.train_samples, self.train_seconds = 0, 0.0
+        self.curve: list[dict[str, Any]] = []
+        self.selection: dict[str, Any] = {}
 
     def feeder(self, modality: str, records: list[dict], frozen_ok: bool = True):
         """Cached frozen features when allowed, else (cached) preprocessed inputs."""
@@ -230,11 +246,93 @@ class TrialRun:
             preprocessors = {m: self.feeder(m, records, frozen_ok=m not in self_encoded) for m in sorted(modalities)}
             loader = make_loader(records, preprocessors, batch_size=stage.batch_size, train=True, sampler=sampler,
                                  pk_items=stage.pk_items, seed=self.cfg.seed + i, **self.loader_kw)
-            stats = run_stage(self.model, objectives, loader, stage, self.device, self.cfg.amp, self.deadline)
+            last = i == len(self.cfg.stages) - 1
+            selector = self.selector() if last else None
+            hook = self.evaluation_hook(selector)
+            every = self.cfg.selection.every_steps if selector is not None else None
+            stats = run_stage(self.model, objectives, loader, stage, self.device, self.cfg.amp, self.deadline,
+                              on_evaluation=hook, every_steps=every)
             self.train_samples += stats.samples
             self.train_seconds += stats.seconds
             losses[f"loss_{stage.name}"] = round(stats.loss, 5)
+            losses.update({f"loss_{stage.name}_{k}": round(v, 5) for k, v in stats.parts.items()})
+            if last:
+                self.finish_selection(selector, stats)
         return losses
+
+    def selector(self) -> Selector | None:
+        """A dev-metric selector for the last stage, or None (``selection: last``, or no dev split)."""
+        metric = self.cfg.selection_metric()
+        self.selection = {"selection_metric": metric}
+        if metric is None:
+            return None
+        if not self.data.splits["dev"]:
+            self.selection["selection_note"] = "no dev split: the last epoch's weights are kept"
+            return None
+        sel = self.cfg.selection
+        trained = [self.model.fusion] + [e for m, e in self.model.encoders.items()
+                                         if m in self.used_modalities and not getattr(e, "frozen", False)]
+        return Selector(metric, sel.mode, sel.patience, sel.min_delta, modules=trained)
+
+    def evaluation_hook(self, selector: Selector | None):
+        """After each epoch: record the curve point; on the selected stage, evaluate dev, keep the best
+        weights, report to the scheduler, and say whether to stop."""
+        def on_evaluation(point: dict[str, Any]) -> bool:
+            stop = False
+            if selector is not None:
+                start = time.perf_counter()
+                metrics = self.dev_metrics()
+                if selector.metric not in metrics:
+                    raise BenchError(f"selection metric '{selector.metric}' is not measured by this trial "
+                                     f"(dev metrics: {', '.join(sorted(metrics)) or 'none'})",
+                                     field="trial.selection.metric",
+                                     fix="choose one of the dev metrics listed, or write selection: last")
+                stop = selector.update(point["epoch"], metrics)
+                self.selection["selection_s"] = self.selection.get("selection_s", 0.0) + time.perf_counter() - start
+                point = {**point, **metrics, "evaluation": selector.evaluations}
+            self.curve.append(point)
+            if self.ctx.report is not None:
+                best = {f"best_{k}": v for k, v in (selector.best_metrics if selector else {}).items()}
+                self.ctx.report({**_numeric(point), **best,
+                                 "best_epoch": selector.best_epoch if selector else None})
+            return stop
+
+        return on_evaluation
+
+    def dev_metrics(self) -> dict[str, float]:
+        """Dev metrics of the current weights (post-training choices such as late fusion's weight
+        are fitted on dev first, as at the end of training)."""
+        dev = self.predict("dev")
+        if dev is None:
+            return {}
+        dev = self.fit_on_dev(dev)
+        out = {}
+        if self.data.task.kind == CLASSIFICATION and dev.logits is not None:
+            out.update({f"dev_{k}": v for k, v in classification_metrics(dev.labels.numpy(), dev.logits.numpy()).items()})
+        if self.data.task.has_groups and self.cfg.eval.retrieval != "off" and len(dev.item_ids) > 1:
+            found = retrieval_metrics(_pick_embeddings(self.cfg, dev), dev.groups.numpy(), k=self.cfg.eval.k)
+            out.update({f"dev_{k}": v for k, v in found.items()})
+        return out
+
+    def finish_selection(self, selector: Selector | None, stats) -> None:
+        """Put the dev-best weights back before anything sees the test split."""
+        last_stage = [pt["epoch"] for pt in self.curve if pt["stage"] == stats.name]
+        self.selection.update(epochs_run=last_stage[-1] if last_stage else 0.0, stopped_early=stats.stopped_early,
+                              best_epoch=selector.best_epoch if selector else None,
+                              n_evaluations=selector.evaluations if selector else 0)
+        if selector is None:
+            return
+        if not selector.restore():
+            self.selection["selection_note"] = (f"{selector.metric} was never a number on dev: "
+                                                "the last epoch's weights are kept")
+
+    def fit_on_dev(self, dev: Predictions) -> Predictions:
+        """Fit post-training choices (late fusion's weight) on dev and predict dev again."""
+        fusion = self.model.fusion
+        if dev.logits is None or type(fusion).fit_on_dev is Fusion.fit_on_dev:
+            return dev
+        fusion.fit_on_dev(dev.as_fusion_output(), dev.labels)
+        return self.predict("dev")
 
     def predict(self, split: str) -> Predictions | None:
         from bench.data import make_loader
@@ -249,9 +347,8 @@ class TrialRun:
     def evaluate(self) -> tuple[Predictions | None, Predictions]:
         """Dev first (post-training choices such as late fusion's weight are fitted there), then test."""
         dev = self.predict("dev")
-        if dev is not None and dev.logits is not None and type(self.model.fusion).fit_on_dev is not Fusion.fit_on_dev:
-            self.model.fusion.fit_on_dev(dev.as_fusion_output(), dev.labels)
-            dev = self.predict("dev")
+        if dev is not None:
+            dev = self.fit_on_dev(dev)
         return dev, self.predict("test")
 
     def metrics(self, dev: Predictions | None, test: Predictions) -> dict[str, Any]:
@@ -264,9 +361,13 @@ class TrialRun:
                 out.update({f"dev_{k}": v for k, v in dev_metrics.items()})
         if task.has_groups and self.cfg.eval.retrieval != "off":
             out.update(_retrieval(self.cfg, dev, test))
+            if dev is not None and len(dev.item_ids) > 1:
+                dev_found = retrieval_metrics(_pick_embeddings(self.cfg, dev), dev.groups.numpy(), k=self.cfg.eval.k)
+                out.update({f"dev_{k}": v for k, v in dev_found.items()})
         used = [self.model.encoders[m] for m in sorted(self.used_modalities) if m in self.model.encoders]
         n_params, n_trainable = count_parameters(self.model.fusion, *used, *self.objective_modules)
         out.update(self.model.fusion.report())
+        out.update({k: round(v, 3) if k == "selection_s" else v for k, v in self.selection.items()})
         out.update({
             "train_samples_per_s": round(self.train_samples / self.train_seconds, 2) if self.train_seconds else 0.0,
             "eval_samples_per_s": round(len(test.item_ids) / test.seconds, 2) if test.seconds else 0.0,
@@ -284,22 +385,32 @@ class TrialRun:
         return out
 
 
-def _execute(spec: TrialSpec, ctx: TrialContext) -> tuple[dict[str, Any], pl.DataFrame | None]:
+def _numeric(values: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in values.items() if isinstance(v, (int, float, str)) and not isinstance(v, bool)}
+
+
+def _execute(spec: TrialSpec, ctx: TrialContext, curve: list[dict[str, Any]]) -> tuple[dict[str, Any], pl.DataFrame | None]:
     cfg = TrialConfig.model_validate(spec.config)
     set_threads(ctx.cpus)
     _seed_everything(cfg.seed)
     data = prepare_data(cfg, ctx)
     run = TrialRun(cfg, ctx, data)
+    run.curve = curve  # the caller keeps the curve even when training fails half-way
     losses = run.train()
     dev, test = run.evaluate()
     return {**run.metrics(dev, test), **losses}, prediction_table(test, data.task.label_names, spec.key)
 
 
+def _pick_embeddings(cfg: TrialConfig, p: Predictions):
+    """The kinds' embeddings (scored by their max) or the one embedding, as eval.retrieval says."""
+    if cfg.eval.retrieval == "max_of_kinds" and p.kinds:
+        return p.kinds
+    return p.embedding
+
+
 def _retrieval(cfg: TrialConfig, dev: Predictions | None, test: Predictions) -> dict[str, float]:
     def pick(p: Predictions):
-        if cfg.eval.retrieval == "max_of_kinds" and p.kinds:
-            return p.kinds
-        return p.embedding
+        return _pick_embeddings(cfg, p)
 
     threshold = choose_threshold(pick(dev), dev.groups.numpy()) if dev is not None and len(dev.item_ids) > 1 else 0.5
     return retrieval_metrics(pick(test), test.groups.numpy(), k=cfg.eval.k, threshold=threshold)

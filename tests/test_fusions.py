@@ -100,7 +100,7 @@ def test_late_fusion_alpha_is_chosen_on_the_given_split(registry, task):
 
 
 def test_late_fusion_trial_reports_alpha_and_never_sees_test(registry, monkeypatch):
-    """fit_on_dev receives the dev split's items only."""
+    """fit_on_dev receives the dev split's items only: at each dev evaluation and once at the end."""
     from bench.suite import load_suite
     from mic_bench_plugins.fusions import late as late_mod
     from bench.trial import run_trial
@@ -120,4 +120,4 @@ def test_late_fusion_trial_reports_alpha_and_never_sees_test(registry, monkeypat
     spec = load_suite(path, registry).trials[0]
     row = run_trial(spec, TrialContext(registry=registry)).row
     assert row["status"] == "ok", row["error"]
-    assert seen == [row["n_dev"]] and 0.0 <= row["late_alpha"] <= 1.0
+    assert seen == [row["n_dev"]] * (row["n_evaluations"] + 1) and 0.0 <= row["late_alpha"] <= 1.0

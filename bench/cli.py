@@ -102,7 +102,9 @@ def run(suite_file, out, resume, run_dir, max_concurrent, address, subset, cache
     board = summary.run_dir / "leaderboard.md"
     if board.exists():
         click.echo(board.read_text())
-    click.echo(f"run folder: {summary.run_dir}  ({summary.ok} ok, {summary.failed} failed, {summary.kept} kept from before)")
+    stopped = f", {summary.stopped} stopped by the scheduler" if summary.stopped else ""
+    click.echo(f"run folder: {summary.run_dir}  ({summary.ok} ok, {summary.failed} failed{stopped}, "
+               f"{summary.kept} kept from before)")
     sys.exit(summary.exit_code)
 
 

@@ -139,7 +139,7 @@ class RunProgress:
         state = self.state
         state.running.discard(key)
         state.done += 1
-        state.failed += row.get("status") != "ok"
+        state.failed += row.get("status") == "failed"
         state.best = best or state.best
         line = trial_line(state, row, label)
         if self._live is not None:

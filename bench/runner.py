@@ -41,6 +41,7 @@ class RunSummary:
     ok: int
     failed: int
     rows: pl.DataFrame = field(default_factory=pl.DataFrame)
+    stopped: int = 0  # ended early by a Tune scheduler: done, not failed
 
     @property
     def exit_code(self) -> int:
@@ -208,8 +209,10 @@ def run_suite(loaded: LoadedSuite, registry, *, out: str | Path = "results", res
         except Exception:
             log.warning("could not write plots / leaderboard.html into %s (rerun `bench plot %s`)",
                         run.path, run.path, exc_info=True)
-    n_ok = int((rows["status"] == "ok").sum()) if not rows.is_empty() else 0
-    summary = RunSummary(run.path, suite.name, len(specs), len(finished), n_ok, rows.height - n_ok, rows)
+    counts = rows["status"].value_counts() if not rows.is_empty() else pl.DataFrame({"status": [], "count": []})
+    n = dict(zip(counts["status"].to_list(), counts["count"].to_list()))
+    summary = RunSummary(run.path, suite.name, len(specs), len(finished), n.get("ok", 0), n.get("failed", 0), rows,
+                         n.get("stopped", 0))
     from bench.plugins import lifecycle_hooks
 
     lifecycle_hooks().bench_suite_finished(run=summary)
@@ -223,7 +226,8 @@ def make_scheduler(cfg):
     from ray.tune.schedulers import ASHAScheduler, MedianStoppingRule
 
     if cfg.name == "asha":
-        return ASHAScheduler(time_attr="evaluation", metric=cfg.metric, mode=cfg.mode, max_t=cfg.max_t,
+        # ASHA stops every trial that reaches max_t; a trial that ends with its epochs is not "stopped"
+        return ASHAScheduler(time_attr="evaluation", metric=cfg.metric, mode=cfg.mode, max_t=cfg.max_t or 10**6,
                              grace_period=cfg.grace_period, reduction_factor=cfg.reduction_factor)
     return MedianStoppingRule(time_attr="evaluation", metric=cfg.metric, mode=cfg.mode,
                               grace_period=cfg.grace_period, min_samples_required=cfg.min_samples_required)

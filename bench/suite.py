@@ -135,7 +135,8 @@ class SchedulerConfig(BaseModel):
     metric: str = Field(pattern=r"^dev_[A-Za-z0-9_@.]+$", description="a dev metric, e.g. dev_macro_f1")
     mode: Literal["max", "min"] = "max"
     grace_period: int = Field(1, ge=1, le=10_000, description="evaluations every trial gets before it may stop")
-    max_t: int = Field(100, ge=1, le=100_000, description="asha: the most evaluations a trial runs")
+    max_t: int | None = Field(None, ge=1, le=100_000, description="asha: evaluations after which it stops a trial "
+                                                                  "itself (default: never; trials end with their epochs)")
     reduction_factor: float = Field(3.0, gt=1, le=100, allow_inf_nan=False, description="asha: keep 1/factor per rung")
     min_samples_required: int = Field(3, ge=1, le=10_000, description="median: trials needed before comparing")
 

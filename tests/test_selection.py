@@ -152,3 +152,30 @@ def test_search_leaderboard_chooses_the_configuration_on_dev_not_test():
     assert table["selected_dev_macro_f1"].to_list() == pytest.approx([0.805, 0.805])
     text = render_markdown(_search_rows(), spec)
     assert "The test split plays no part in the choice" in text and "selected_dev_macro_f1" in text
+
+
+def test_asha_stops_a_weak_trial_which_is_still_a_row(write_suite, tmp_path):
+    """Real Ray Tune with its ASHA scheduler: one dev report per epoch; the hopeless configuration
+    (a learning rate too small to learn) is stopped at the first rung and recorded as `stopped`."""
+    from conftest import run_bench
+
+    trial = tiny_trial(dataset=DATA, stages=[{"objectives": ["cross_entropy"], "epochs": 3, "batch_size": 16,
+                                              "optimizer": {"lr": 1e-3}}])
+    suite = write_suite({"name": "asha", "trial": trial, "max_concurrent": 1, "search": {
+        "space": {"stages.0.optimizer.lr": {"grid": [1e-2, 1e-9]}},
+        "scheduler": {"name": "asha", "metric": "dev_macro_f1", "grace_period": 1, "reduction_factor": 2}}})
+    proc = run_bench("run", suite, "--out", tmp_path, "--quiet")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = next((tmp_path / "asha").iterdir())
+    rows = pl.read_parquet(run / "trials.parquet").sort("stages.0.optimizer.lr")
+    weak, good = rows.row(0, named=True), rows.row(1, named=True)
+    assert good["status"] == "ok" and good["n_evaluations"] == 3 and good["accuracy"] is not None
+    assert weak["status"] == "stopped" and weak["epochs_run"] == 1 and weak["stopped_early"] is True
+    assert weak["dev_macro_f1"] < good["dev_macro_f1"] and weak.get("accuracy") is None
+    assert "asha" in weak["selection_note"]
+    for row, n in ((good, 3), (weak, 1)):  # the curve of each trial arrived, from the worker or the reports
+        curve = pl.read_parquet(run / "curves" / f"{row['trial_key']}.parquet")
+        assert curve.height == n and curve["dev_macro_f1"].null_count() == 0
+    board = (run / "leaderboard.md").read_text()
+    assert "selected_dev_macro_f1" in board and "| 0.01" in board
+    assert proc.returncode == 0  # a stopped trial is not a failure

@@ -213,9 +213,10 @@ class TrialRun:
 
     def train(self) -> dict[str, float]:
         """Run the stages in order; the model's weights flow from one stage to the next."""
-        from bench.data import make_loader
+        from bench.data import make_loader, seen_share, served_item_ids
 
         losses = {}
+        served: set[str] = set()  # item ids the stages' training batches held
         train_labels = self.data.train_labels
         for i, stage in enumerate(self.cfg.stages):
             objectives = build_objectives(stage, self.cfg, self.ctx, self.model, self.data.task, i)
@@ -240,9 +241,11 @@ class TrialRun:
             loader = make_loader(records, preprocessors, batch_size=stage.batch_size, train=True, sampler=sampler,
                                  pk_items=stage.pk_items, seed=self.cfg.seed + i, **self.loader_kw)
             stats = run_stage(self.model, objectives, loader, stage, self.device, self.cfg.amp, self.deadline)
+            served |= served_item_ids(loader, stats.steps)
             self.train_samples += stats.samples
             self.train_seconds += stats.seconds
             losses[f"loss_{stage.name}"] = round(stats.loss, 5)
+        losses["train_items_seen_share"] = seen_share(served, self.data.splits["train"])
         return losses
 
     def predict(self, split: str) -> Predictions | None:

@@ -31,6 +31,7 @@ from bench.registry import Registry
 from bench.splits import assign_splits, cap_splits, take_fraction
 from bench.suite import TrialConfig, TrialSpec
 from bench.train import run_stage
+from bench.trial_checks import check_stage_needs
 from bench.trial_inputs import TrialInputs
 
 MODALITIES = (TEXT, IMAGE, JOINT)
@@ -132,6 +133,7 @@ def build_objectives(stage, cfg: TrialConfig, ctx: TrialContext, model: BenchMod
         field_name = f"trial.stages[{index}].objectives[{j}]"
         spec = ctx.registry.get("objective", ref.name, field=f"{field_name}.name")
         objective = spec.factory(spec.parse_options(ref.options, field=f"{field_name}.options"), bctx)
+        check_stage_needs(stage, index, ref.name, objective.needs)
         if "labels" in objective.needs and task.num_labels < 2:
             raise BenchError(f"objective '{ref.name}' needs labels; this data has none", field=f"{field_name}.name",
                              fix="use an embedding objective (triplet, contrastive, ...) or data with labels")

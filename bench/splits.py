@@ -1,4 +1,4 @@
-"""Split assignment: stratified by label, never splitting a group, seeded."""
+"""Split assignment: stratified by label and by group size, never splitting a group, seeded."""
 from __future__ import annotations
 
 from collections import defaultdict

@@ -124,3 +124,28 @@ def test_ssl_records_carry_no_labels(registry):
     assert len(data.splits["ssl"]) > 50
     assert {r["label"] for r in data.splits["ssl"]} == {-1}
     assert (data.train_labels >= 0).all()
+
+
+def test_an_objective_needing_labels_is_refused_on_the_ssl_split_when_built(registry):
+    """Suite validation cannot see the needs of a factory without a return annotation; building can."""
+    from bench.errors import BenchError
+    from bench.interfaces import Objective
+    from bench.registry import PluginSpec, Registry
+    from bench.suite import TrialConfig
+    from bench.trial import TrialContext, build_model, build_objectives, prepare_data
+    from conftest import tiny_trial
+
+    class NeedsLabels(Objective):
+        needs = frozenset({"labels"})
+
+    reg = Registry()
+    for spec in registry.all():
+        reg.add(spec)
+    reg.add(PluginSpec("objective", "labelled", "test objective", lambda opts, ctx: NeedsLabels()))
+    cfg = TrialConfig.model_validate(tiny_trial(stages=[{"name": "adapt", "data": "ssl", "objectives": ["labelled"]}]))
+    ctx = TrialContext(registry=reg)
+    data = prepare_data(cfg, ctx)
+    model = build_model(cfg, ctx, data.task)
+    with pytest.raises(BenchError) as err:
+        build_objectives(cfg.stages[0], cfg, ctx, model, data.task, 0)
+    assert err.value.field == "trial.stages[0].data" and "'labelled', which needs labels" in err.value.message

@@ -7,8 +7,9 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import polars as pl
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, Sampler, WeightedRandomSampler
 
+from bench.errors import BenchError
 from bench.interfaces import Batch
 
 
@@ -48,38 +49,112 @@ class Collate:
 
 
 class PKSampler(Sampler[list[int]]):
-    """Batches of P groups x K items so in-batch mining always finds positives.
+    """Batches of P groups x K listings, so in-batch mining always finds positives, that serve
+    every item at least once per epoch.
 
-    Groups with fewer than K items are sampled with replacement inside the group; items
-    without a group fill the batches as extra negatives.
+    Each epoch every group with 2+ listings is shuffled and cut into chunks of K (a short last
+    chunk is topped up with other listings of its group, with replacement when the group has
+    fewer than K). Chunks are dealt to the batches with a group's chunks in different batches;
+    batches short of P groups get a chunk of a random other group. Items without a group, or
+    alone in theirs, are dealt out as extra negatives. A batch holds about ``batch_size`` items:
+    P is the number of chunks per batch that lets chunks and extras run out together (at least 2).
     """
 
     def __init__(self, groups: list[int], batch_size: int, k: int, seed: int):
         self.k = k
-        self.p = max(2, batch_size // k)
         self.seed = seed
         self.epoch = 0
         by_group: dict[int, list[int]] = {}
         for idx, g in enumerate(groups):
             if g >= 0:
                 by_group.setdefault(g, []).append(idx)
-        self.by_group = [v for v in by_group.values()]
-        self.n_batches = max(1, math.ceil(len(groups) / (self.p * self.k)))
+        self.multi = [members for members in by_group.values() if len(members) >= 2]
+        if not self.multi:
+            raise BenchError("P x K batches need products with 2+ listings in the training data; it has none",
+                             field="sampler", fix="use sampler: random, or data whose group column links listings")
+        self.extras = [idx for idx, g in enumerate(groups) if g < 0 or len(by_group[g]) < 2]
+        n_chunks = sum(math.ceil(len(m) / k) for m in self.multi)
+        least = min(2, len(self.multi))  # groups per batch, however few chunks there are
+        self.n_batches = max(1, math.ceil((n_chunks * k + len(self.extras)) / batch_size))
+        if self.extras and batch_size > least * k:  # batches of mostly extras: leave room for the least groups
+            self.n_batches = max(self.n_batches, math.ceil(len(self.extras) / (batch_size - least * k)))
+        self.p = max(least, math.ceil(n_chunks / self.n_batches))
 
     def __len__(self) -> int:
         return self.n_batches
 
+    def _chunk(self, members: list[int], rng: np.random.Generator) -> list[int]:
+        return rng.choice(members, size=self.k, replace=len(members) < self.k).tolist()
+
+    def _other_group(self, taken: set[int], rng: np.random.Generator) -> int:
+        """A random group not yet in the batch (any group once all are)."""
+        for _ in range(8):
+            gi = int(rng.integers(len(self.multi)))
+            if gi not in taken:
+                return gi
+        free = [gi for gi in range(len(self.multi)) if gi not in taken]
+        return int(rng.choice(free)) if free else int(rng.integers(len(self.multi)))
+
     def __iter__(self) -> Iterator[list[int]]:
         rng = np.random.default_rng(self.seed + self.epoch)
         self.epoch += 1
-        multi = [g for g in self.by_group if len(g) >= 2] or self.by_group
-        for _ in range(self.n_batches):
-            chosen = rng.choice(len(multi), size=min(self.p, len(multi)), replace=False)
-            batch = []
-            for gi in chosen:
-                members = multi[gi]
-                batch.extend(rng.choice(members, size=self.k, replace=len(members) < self.k).tolist())
+        chunks: list[tuple[int, list[int]]] = []
+        for gi in rng.permutation(len(self.multi)):
+            members = rng.permutation(self.multi[gi]).tolist()
+            for start in range(0, len(members), self.k):
+                chunk = members[start:start + self.k]
+                if len(chunk) < self.k:
+                    others = [m for m in members if m not in chunk]
+                    chunk += rng.choice(others or chunk, size=self.k - len(chunk),
+                                        replace=len(others) < self.k - len(chunk)).tolist()
+                chunks.append((int(gi), chunk))
+        batches: list[list[int]] = [[] for _ in range(self.n_batches)]
+        in_batch: list[list[int]] = [[] for _ in range(self.n_batches)]  # the group of each chunk
+        for j, (gi, chunk) in enumerate(chunks):
+            batches[j % self.n_batches] += chunk
+            in_batch[j % self.n_batches].append(gi)
+        for b in range(self.n_batches):
+            while len(in_batch[b]) < self.p:
+                gi = self._other_group(set(in_batch[b]), rng)
+                batches[b] += self._chunk(self.multi[gi], rng)
+                in_batch[b].append(gi)
+        for j, idx in enumerate(rng.permutation(self.extras).tolist()):
+            batches[j % self.n_batches].append(idx)
+        for b in rng.permutation(self.n_batches):
+            yield batches[b]
+
+
+class CountingBatchSampler(Sampler[list[int]]):
+    """Passes a batch sampler's batches through and keeps them in order, so the trainer can tell
+    which items its steps were served (batches a loader fetched ahead and never used excluded)."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.yielded: list[list[int]] = []
+
+    def __len__(self) -> int:
+        return len(self.inner)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for batch in self.inner:
+            self.yielded.append(list(batch))
             yield batch
+
+    def served(self, steps: int) -> set[int]:
+        """Indices of the items in the first ``steps`` batches yielded (over all epochs)."""
+        return {idx for batch in self.yielded[:steps] for idx in batch}
+
+
+def served_item_ids(loader: DataLoader, steps: int) -> set[str]:
+    """Item ids of the records the first ``steps`` batches of a training loader held."""
+    records = loader.dataset.records
+    return {records[idx]["item_id"] for idx in loader.batch_sampler.served(steps)}
+
+
+def seen_share(served: set[str], records: list[dict[str, Any]]) -> float | None:
+    """Share of these records that training served at least once (None without records)."""
+    ids = {r["item_id"] for r in records}
+    return round(len(ids & served) / len(ids), 4) if ids else None
 
 
 def balanced_weights(labels: list[int]) -> torch.Tensor:
@@ -90,7 +165,10 @@ def balanced_weights(labels: list[int]) -> torch.Tensor:
 def make_loader(records: list[dict[str, Any]], preprocessors: dict[str, Callable], *, batch_size: int,
                 train: bool, sampler: str = "random", pk_items: int = 2, seed: int = 0, workers: int = 0,
                 pin_memory: bool = False) -> DataLoader:
-    """One DataLoader for training (shuffled / P x K / class-balanced) or evaluation (in order)."""
+    """One DataLoader for training (shuffled / P x K / class-balanced) or evaluation (in order).
+
+    A training loader's batches come through a CountingBatchSampler (see served_item_ids).
+    """
     collate = Collate(preprocessors)
     dataset = Records(records)
     common = dict(collate_fn=collate, num_workers=workers, pin_memory=pin_memory,
@@ -101,11 +179,18 @@ def make_loader(records: list[dict[str, Any]], preprocessors: dict[str, Callable
         return DataLoader(dataset, batch_size=batch_size, shuffle=False, generator=torch.Generator().manual_seed(seed),
                           **common)
     generator = torch.Generator().manual_seed(seed)
+    drop_last = len(records) > batch_size
     if sampler == "pk":
-        return DataLoader(dataset, batch_sampler=PKSampler([r["group"] for r in records], batch_size, pk_items, seed), **common)
-    if sampler == "balanced":
+        batches = PKSampler([r["group"] for r in records], batch_size, pk_items, seed)
+    elif sampler == "balanced":
         weights = balanced_weights([r["label"] for r in records])
-        ws = torch.utils.data.WeightedRandomSampler(weights, num_samples=len(records), replacement=True, generator=generator)
-        return DataLoader(dataset, batch_size=batch_size, sampler=ws, drop_last=len(records) > batch_size, **common)
-    return DataLoader(dataset, batch_size=batch_size, shuffle=True, generator=generator,
-                      drop_last=len(records) > batch_size, **common)
+        if not float(weights.sum()):
+            raise BenchError("sampler: balanced draws items by label, but no training item has one", field="sampler",
+                             fix="use sampler: random (or auto) for data without labels")
+        ws = WeightedRandomSampler(weights, num_samples=len(records), replacement=True, generator=generator)
+        batches = BatchSampler(ws, batch_size, drop_last)
+    else:
+        batches = BatchSampler(RandomSampler(dataset, generator=generator), batch_size, drop_last)
+        # DataLoader(shuffle=True, generator=...) also drew the workers' base seed from it: same order as before
+        common["generator"] = generator
+    return DataLoader(dataset, batch_sampler=CountingBatchSampler(batches), **common)

@@ -332,6 +332,8 @@ def _validate_trial(config: dict, file: str, labels: dict, registry) -> dict:
                          fix="see docs/suites.md for every field and its allowed values") from None
     if registry is not None:
         check_plugins(trial, registry, file)
+    from bench.trial_checks import check_trial  # cross-field checks (ssl labels, image-text matching)
+    check_trial(trial, registry, file, where)
     return trial.model_dump(mode="json")
 
 

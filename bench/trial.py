@@ -24,7 +24,7 @@ from bench.errors import BenchError, TrialFailure
 from bench.evaluate import Predictions, predict
 from bench.memory import PeakMemory
 from bench.interfaces import CLASSIFICATION, IMAGE, JOINT, MATCHING, TEXT, BuildContext, Fusion, TaskInfo
-from bench.metrics.classification import classification_metrics
+from bench.metrics.classification import classification_metrics, head_tail_labels
 from bench.metrics.retrieval import choose_threshold, retrieval_metrics
 from bench.model import BenchModel, count_parameters
 from bench.registry import Registry
@@ -32,6 +32,7 @@ from bench.selection import Selector
 from bench.splits import assign_splits, cap_splits, take_fraction
 from bench.suite import TrialConfig, TrialSpec
 from bench.train import run_stage
+from bench.trial_checks import check_stage_needs
 from bench.trial_inputs import TrialInputs
 
 MODALITIES = (TEXT, IMAGE, JOINT)
@@ -107,14 +108,19 @@ def load_catalog(cfg: TrialConfig, ctx: TrialContext) -> Catalog:
     return catalog
 
 
-def prepare_items(catalog: Catalog, cfg: TrialConfig, uses_ssl: bool) -> pl.DataFrame:
-    """Splits (given or made), then the --subset cap, then the fine-tune fraction of train."""
+def prepare_items(catalog: Catalog, cfg: TrialConfig, uses_ssl: bool) -> tuple[pl.DataFrame, list]:
+    """Splits (given or made), then the --subset cap, then the fine-tune fraction of train.
+
+    Also returns the labels of the whole train split before that cut: head and tail labels are
+    fixed on them, so every fine-tune fraction of a grid scores the same labels as head.
+    """
     fractions = cfg.splits.fractions
     if fractions is None and uses_ssl:
         fractions = SSL_FRACTIONS
     items = assign_splits(catalog.items, fractions, cfg.splits.seed, cfg.splits.use_given, catalog.source)
     items = cap_splits(items, cfg.subset, cfg.splits.seed)
-    return take_fraction(items, "train", cfg.finetune_fraction, cfg.splits.seed + 1)
+    full_train_labels = items.filter(pl.col("split") == "train")["label"].to_list()
+    return take_fraction(items, "train", cfg.finetune_fraction, cfg.splits.seed + 1), full_train_labels
 
 
 def build_model(cfg: TrialConfig, ctx: TrialContext, task: TaskInfo) -> BenchModel:
@@ -141,6 +147,7 @@ def build_objectives(stage, cfg: TrialConfig, ctx: TrialContext, model: BenchMod
         field_name = f"trial.stages[{index}].objectives[{j}]"
         spec = ctx.registry.get("objective", ref.name, field=f"{field_name}.name")
         objective = spec.factory(spec.parse_options(ref.options, field=f"{field_name}.options"), bctx)
+        check_stage_needs(stage, index, ref.name, objective.needs)
         if "labels" in objective.needs and task.num_labels < 2:
             raise BenchError(f"objective '{ref.name}' needs labels; this data has none", field=f"{field_name}.name",
                              fix="use an embedding objective (triplet, contrastive, ...) or data with labels")
@@ -164,6 +171,7 @@ class TrialData:
     catalog: Catalog
     task: TaskInfo
     splits: dict[str, list[dict]]
+    head_labels: frozenset[int] | None = None  # fixed on the whole train split (before finetune_fraction)
 
     @property
     def train_labels(self) -> np.ndarray:
@@ -178,17 +186,20 @@ def prepare_data(cfg: TrialConfig, ctx: TrialContext) -> TrialData:
         raise BenchError(f"dataset '{cfg.dataset.name}' does not support task '{cfg.task}' "
                          f"(it supports: {', '.join(sorted(catalog.tasks)) or 'none'})", field="trial.task",
                          fix="classification needs a label column with 2+ labels; matching needs a group column")
-    items = prepare_items(catalog, cfg, uses_ssl=any(stage.data != "train" for stage in cfg.stages))
+    items, full_train_labels = prepare_items(catalog, cfg, uses_ssl=any(stage.data != "train" for stage in cfg.stages))
     label_names = catalog.label_names if cfg.task == CLASSIFICATION else []
     label_index = {name: i for i, name in enumerate(label_names)}
     group_index = {g: i for i, g in enumerate(sorted(items["group"].drop_nulls().unique().to_list()))}
     splits = {name: to_records(items.filter(pl.col("split") == name), label_index, group_index)
               for name in ("train", "dev", "test", "ssl")}
+    for record in splits["ssl"]:
+        record["label"] = -1  # the ssl split stands for unlabeled listings: no stage may see its labels
     for needed in ("train", "test"):
         if not splits[needed]:
             raise BenchError(f"the {needed} split is empty", field="trial.splits",
                              fix="give the split more items (splits.fractions) or a larger --subset")
-    return TrialData(catalog, TaskInfo(cfg.task, label_names, has_groups=MATCHING in catalog.tasks), splits)
+    head = frozenset(head_tail_labels([label_index.get(l, -1) for l in full_train_labels if l is not None])[0])
+    return TrialData(catalog, TaskInfo(cfg.task, label_names, has_groups=MATCHING in catalog.tasks), splits, head)
 
 
 class TrialRun:
@@ -220,9 +231,10 @@ class TrialRun:
 
     def train(self) -> dict[str, float]:
         """Run the stages in order; the model's weights flow from one stage to the next."""
-        from bench.data import make_loader
+        from bench.data import make_loader, seen_share, served_item_ids
 
         losses = {}
+        served: set[str] = set()  # item ids the stages' training batches held
         train_labels = self.data.train_labels
         for i, stage in enumerate(self.cfg.stages):
             objectives = build_objectives(stage, self.cfg, self.ctx, self.model, self.data.task, i)
@@ -252,12 +264,14 @@ class TrialRun:
             every = self.cfg.selection.every_steps if selector is not None else None
             stats = run_stage(self.model, objectives, loader, stage, self.device, self.cfg.amp, self.deadline,
                               on_evaluation=hook, every_steps=every)
+            served |= served_item_ids(loader, stats.steps)
             self.train_samples += stats.samples
             self.train_seconds += stats.seconds
             losses[f"loss_{stage.name}"] = round(stats.loss, 5)
             losses.update({f"loss_{stage.name}_{k}": round(v, 5) for k, v in stats.parts.items()})
             if last:
                 self.finish_selection(selector, stats)
+        losses["train_items_seen_share"] = seen_share(served, self.data.splits["train"])
         return losses
 
     def selector(self) -> Selector | None:
@@ -355,7 +369,8 @@ class TrialRun:
         task, splits = self.data.task, self.data.splits
         out: dict[str, Any] = {}
         if task.kind == CLASSIFICATION and test.logits is not None:
-            out.update(classification_metrics(test.labels.numpy(), test.logits.numpy(), self.data.train_labels))
+            out.update(classification_metrics(test.labels.numpy(), test.logits.numpy(), self.data.train_labels,
+                                              head_labels=self.data.head_labels))
             if dev is not None:
                 dev_metrics = classification_metrics(dev.labels.numpy(), dev.logits.numpy())
                 out.update({f"dev_{k}": v for k, v in dev_metrics.items()})

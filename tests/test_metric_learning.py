@@ -3,12 +3,15 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections import Counter
+
+import numpy as np
 
 import pytest
 import torch
 from torch import nn
 
-from bench.data import Collate
+from bench.data import Collate, PKSampler, make_loader, served_item_ids
 from bench.errors import BenchError
 from bench.interfaces import Batch, BuildContext, FusionOutput, TaskInfo
 from bench.metrics.retrieval import retrieval_metrics
@@ -260,3 +263,87 @@ def test_training_with_triplet_loss_separates_products():
     after = retrieval_metrics(model.kinds["multimodal"].detach(), groups.numpy(), k=3)
     assert before < 0.5 and after["mar@3"] == pytest.approx(1.0) and after["ndcg@3"] == pytest.approx(1.0)
     assert float(objective.loss(model, _batch(groups)).total.detach()) < 0.05
+
+
+def random_groups(rng: np.random.Generator) -> list[int]:
+    """Products of 1 to 9 listings, some listings with no product, in random order."""
+    groups, g = [], 0
+    target = int(rng.integers(40, 300))
+    while len(groups) < target:
+        size = int(rng.integers(1, 10))
+        if rng.random() < 0.3:
+            groups += [-1] * size
+        else:
+            groups += [g] * size
+            g += 1
+    return rng.permutation(groups).tolist()
+
+
+def test_pk_sampler_serves_every_item_each_epoch_in_batches_with_positives():
+    rng = np.random.default_rng(0)
+    for case in range(30):
+        groups = random_groups(rng)
+        k, batch_size = int(rng.integers(2, 5)), int(rng.integers(8, 64))
+        sizes = Counter(g for g in groups if g >= 0)
+        multi = {g for g, n in sizes.items() if n >= 2}
+        lone = [i for i, g in enumerate(groups) if g < 0 or sizes[g] == 1]
+        sampler = PKSampler(groups, batch_size, k, seed=case)
+        epochs = [list(sampler) for _ in range(2)]
+        assert epochs[0] != epochs[1]  # a new order each epoch
+        for batches in epochs:
+            assert len(batches) == len(sampler)
+            served = Counter(i for b in batches for i in b)
+            assert set(served) == set(range(len(groups))), case  # ungrouped and single-listing items too
+            assert all(served[i] == 1 for i in lone)  # extras once each
+            for b in batches:
+                per_group = Counter(groups[i] for i in b if groups[i] in multi)
+                assert len(per_group) >= min(2, len(multi)), case  # P >= 2 products
+                assert all(n >= k for n in per_group.values()), case  # K listings each: positives for mining
+                assert len(b) <= max(batch_size, 2 * k) + k + 1, (case, len(b), batch_size, k)
+
+
+def test_pk_sampler_refuses_data_without_products_of_two_listings():
+    with pytest.raises(BenchError, match="2\\+ listings"):
+        PKSampler([-1, -1, 0, 1, 2], batch_size=4, k=2, seed=0)
+
+
+def _index_records(groups):
+    return [{"item_id": f"i{i}", "title": "t", "image": None, "label": i % 3, "group": g} for i, g in enumerate(groups)]
+
+
+def _index_feeder(records):
+    return {"x": torch.tensor([int(r["item_id"][1:]) for r in records])}
+
+
+@pytest.mark.parametrize("sampler", ["pk", "random", "balanced"])
+def test_served_items_are_those_of_the_batches_used_even_when_workers_fetch_ahead(sampler):
+    records = _index_records(random_groups(np.random.default_rng(3)))
+    loader = make_loader(records, {"text": _index_feeder}, batch_size=8, train=True, sampler=sampler, seed=1,
+                         workers=1)
+    used = []
+    for step, batch in enumerate(loader):  # the trainer's loop: a batch is fetched, then the step count checked
+        if step == 3:
+            break
+        used.append(batch.item_ids)
+    assert len(loader.batch_sampler.yielded) > 4  # the worker was handed batches that were never used
+    assert served_item_ids(loader, 3) == {i for ids in used for i in ids}
+
+
+def _seen_share_row(registry, stage):
+    from bench.suite import TrialSpec, trial_key
+    from bench.trial import run_trial
+
+    config = TrialConfig.model_validate(tiny_trial(task="matching", stages=[stage])).model_dump(mode="json")
+    row = run_trial(TrialSpec(trial_key(config), {}, {}, config), TrialContext(registry=registry)).row
+    assert row["status"] == "ok", row["error"]
+    return row
+
+
+def test_the_row_records_the_share_of_train_items_training_served(registry):
+    base = {"objectives": ["triplet"], "batch_size": 16, "optimizer": {"lr": 1e-3}}
+    row = _seen_share_row(registry, {**base, "epochs": 1})
+    assert row["train_items_seen_share"] == 1.0  # P x K: every item once per epoch
+    half = _seen_share_row(registry, {**base, "epochs": 0.5, "sampler": "random"})
+    n, bs = half["n_train"], 16
+    steps = math.ceil(0.5 * (n // bs))  # shuffled batches without repeats within the epoch
+    assert half["train_items_seen_share"] == pytest.approx(round(steps * bs / n, 4))

@@ -92,6 +92,20 @@ BAD_SUITES = [
     ("bad list index in axis", _suite(matrix={"stages.5.epochs": [1]}), ["matrix.stages.5.epochs", "index"]),
     ("unknown search distribution", _suite(search={"space": {"seed": {"gaussian": [0, 1]}}}),
      ["search.space.seed", "gaussian"]),
+    ("supervised objective on train+ssl",
+     _suite(trial=tiny_trial(stages=[{"data": "train+ssl", "objectives": ["cross_entropy"]}]), matrix={"seed": [0]}),
+     ["trial.stages[0].data", "'cross_entropy', which needs labels", "data: train+ssl", "set data: train", "simcse"]),
+    ("default objective on the ssl split",
+     _suite(trial=tiny_trial(stages=[{"name": "adapt", "data": "ssl"}, {"name": "finetune"}]), matrix={"seed": [0]}),
+     ["trial.stages[0].data", "stage 'adapt' trains 'cross_entropy'", "data: ssl"]),
+    ("image-text matching on late fusion",
+     _suite(trial=tiny_trial(fusion="late", stages=[{"objectives": ["cross_entropy", "itm"]}]), matrix={"seed": [0]}),
+     ["trial.stages[0].objectives[1].name", "'itm'", "fusion 'late'", "cannot tell a matching pair",
+      "fusion: cross_modal_gated_attention", "fusion: single_stream_head"]),
+    ("image-text matching on a unimodal fusion, from a matrix axis",
+     _suite(trial=tiny_trial(stages=[{"objectives": ["itm"]}]), matrix={"fusion": ["cross_modal_gated_attention",
+                                                                                     "text_only"]}),
+     ["trial.stages[0].objectives[0].name", "fusion 'text_only' reads one modality only", "(in the trial fusion=text_only)"]),
 ]
 
 
@@ -122,3 +136,33 @@ def test_shipped_suites_validate(registry):
     for path in suites:
         loaded = load_suite(path, registry)
         assert loaded.trials, path
+
+
+@pytest.mark.parametrize("fusion", ["late", "late_avg_embedding", "shallow", "text_only", "image_only"])
+def test_image_text_matching_refusal_recommends_only_fusions_that_mix_title_and_image(fusion, write_suite, registry):
+    with pytest.raises(BenchError) as err:
+        load_suite(write_suite(_suite(trial=tiny_trial(fusion=fusion, stages=[{"objectives": ["itm"]}]),
+                                      matrix={"seed": [0]})), registry)
+    fix = err.value.fix
+    assert "cross_modal_gated_attention" in fix and "single_stream_head" in fix
+    assert not any(name in fix for name in ("late", "shallow", "text_only", "image_only")), fix
+
+
+def test_pair_scoring_and_self_supervised_ssl_stages_validate(write_suite, registry):
+    joint = {"name": "single_stream", "options": {"model": "random", "img_size": 32, "patch_size": 16}}
+    suite = _suite(trial=tiny_trial(stages=[{"name": "adapt", "data": "ssl", "objectives": ["simcse"]},
+                                            {"name": "mix", "data": "train+ssl", "objectives": ["itm", "triplet"]},
+                                            {"name": "finetune", "objectives": ["cross_entropy", "itm"]}]),
+                   matrix={"method": {"cmga": {"fusion": "cross_modal_gated_attention"},
+                                      "joint": {"fusion": "single_stream_head", "encoders": {"joint": joint}}}})
+    loaded = load_suite(write_suite(suite), registry)
+    assert [t.axes["method"] for t in loaded.trials] == ["cmga", "joint"]
+
+
+def test_objective_needs_are_known_without_building_the_objective(registry):
+    from bench.registry import PluginSpec
+    from bench.trial_checks import objective_needs
+
+    assert objective_needs(registry.get("objective", "cross_entropy")) == {"labels"}
+    assert "labels" not in objective_needs(registry.get("objective", "simcse"))
+    assert objective_needs(PluginSpec("objective", "x", "", lambda opts, ctx: None)) is None  # unknown: not refused

@@ -25,8 +25,14 @@ def head_tail_labels(train_labels: list[int] | np.ndarray, head_share: float = 0
 
 
 def classification_metrics(y_true: np.ndarray, scores: np.ndarray, train_labels: np.ndarray | None = None,
-                           top_k: int = 5) -> dict[str, float]:
-    """accuracy, macro_f1 (over labels present in y_true), top5_accuracy, head/tail macro-F1."""
+                           top_k: int = 5, head_labels: set[int] | frozenset[int] | None = None) -> dict[str, float]:
+    """accuracy, macro_f1 (over labels present in y_true), top5_accuracy, head/tail macro-F1.
+
+    Head/tail needs ``train_labels`` (the labels the model was trained on). Head labels are
+    ``head_labels`` when given (fixed on the whole train split, before a fine-tune fraction cut
+    it), else the head of ``train_labels``; a head label absent from ``train_labels`` counts as
+    tail. Tail is every other label in y_true, including labels never seen in training.
+    """
     known = y_true >= 0
     y_true, scores = y_true[known], scores[known]
     if len(y_true) == 0:
@@ -41,9 +47,10 @@ def classification_metrics(y_true: np.ndarray, scores: np.ndarray, train_labels:
     topk = np.argsort(-scores, axis=1)[:, :k]
     out[f"top{top_k}_accuracy"] = float((topk == y_true[:, None]).any(1).mean())
     if train_labels is not None:
-        head, tail = head_tail_labels(train_labels)
-        for name, group in (("head", head), ("tail", tail)):
-            present = sorted(l for l in group if l in set(labels))
+        seen = {int(l) for l in train_labels if l >= 0}
+        head = (set(head_labels) if head_labels is not None else head_tail_labels(train_labels)[0]) & seen
+        for name, group in (("head", set(labels) & head), ("tail", set(labels) - head)):
+            present = sorted(group)
             out[f"{name}_macro_f1"] = (float(f1_score(y_true, y_pred, labels=present, average="macro", zero_division=0))
                                        if present else float("nan"))
     return out

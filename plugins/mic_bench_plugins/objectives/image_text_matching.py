@@ -78,6 +78,7 @@ def build_itm(opts: ITMOptions, ctx, name: str = "itm") -> ImageTextMatching:
     else:
         raise BenchError(f"objective '{name}' pairs titles with images, but the fusion reads only "
                          f"{', '.join(sorted(requires))}", field="trial.fusion.name",
-                         fix="use a fusion that reads both (single_stream_head, late, shallow, cross_modal_gated_attention)")
+                         fix="use a fusion that mixes title and image: cross_modal_gated_attention, or "
+                             "single_stream_head with encoders.joint: single_stream")
     widths = kind_widths(ctx.encoders, ctx.fusion)
     return ImageTextMatching(name, opts, slot, widths.get("multimodal", widths["embedding"]))

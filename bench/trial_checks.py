@@ -1,0 +1,80 @@
+"""Trial settings that validate field by field but make no sense together, refused at suite load.
+
+- A stage that reads the ssl split (``data: ssl`` or ``train+ssl``) may not use an objective that
+  needs labels: the ssl split stands for unlabeled listings, and the trial hides its labels.
+- Image-text matching (itm, vtm) scores a (title, image) pair with a linear head on the fusion's
+  multimodal vector. A fusion that builds that vector from the title and the image separately
+  (late, late_avg_embedding, shallow) makes the score a title part plus an image part, blind to
+  whether the two belong together; a unimodal fusion sees one side only.
+"""
+from __future__ import annotations
+
+import typing
+
+from bench.errors import BenchError
+
+# Fusions whose multimodal vector mixes title and image, so a pair score can model their interaction.
+PAIR_FUSIONS = {
+    "cross_modal_gated_attention": "text tokens attend to image tokens",
+    "single_stream_head": "with encoders.joint: single_stream, one transformer attends across title and image",
+}
+# Built-in fusions whose multimodal vector holds each side apart (or one side only). Outside fusions
+# are not listed: nothing declares how they mix, so they are not refused here.
+SEPARATE_SIDES_FUSIONS = {"late", "late_avg_embedding", "shallow", "text_only", "image_only"}
+MATCHING_OBJECTIVES = {"itm", "vtm"}
+
+
+def objective_needs(spec) -> frozenset[str] | None:
+    """What an objective plugin's batches must carry, known without building it: the ``needs`` of
+    the Objective class its factory is, or is annotated to return. None when that is unknown."""
+    from bench.interfaces import Objective  # imports torch: only once plugins are loaded anyway
+
+    factory = spec.factory
+    cls = factory if isinstance(factory, type) else None
+    if cls is None:
+        try:
+            cls = typing.get_type_hints(factory).get("return")
+        except Exception:  # not a plain function, or an annotation that does not resolve
+            return None
+    if isinstance(cls, type) and issubclass(cls, Objective):
+        return frozenset(cls.needs)
+    return None
+
+
+def check_stage_needs(stage, index: int, objective: str, needs, file: str | None = None, suffix: str = "") -> None:
+    """Refuse an objective that needs labels in a stage that reads the (unlabeled) ssl split."""
+    if stage.data == "train" or "labels" not in needs:
+        return
+    raise BenchError(
+        f"stage '{stage.name}' trains '{objective}', which needs labels, on data: {stage.data}; the ssl split "
+        f"stands for unlabeled listings and no stage sees its labels{suffix}",
+        file=file, field=f"trial.stages[{index}].data",
+        fix=f"set data: train for the stage with '{objective}', and adapt on the ssl split in a stage before "
+            "it with a self-supervised objective (simcse, convirt, mlm)")
+
+
+def check_pair_scoring(fusion: str, stage, index: int, file: str | None = None, suffix: str = "") -> None:
+    """Refuse image-text matching on a fusion whose multimodal vector cannot mix title and image."""
+    for j, ref in enumerate(stage.objectives):
+        if ref.name not in MATCHING_OBJECTIVES or fusion not in SEPARATE_SIDES_FUSIONS:
+            continue
+        how = ("reads one modality only" if fusion in ("text_only", "image_only") else
+               "builds it from the title and the image separately, so the score is a title part plus an image "
+               "part and cannot tell a matching pair from a mismatched one")
+        options = "; ".join(f"fusion: {name} ({why})" for name, why in PAIR_FUSIONS.items())
+        raise BenchError(
+            f"objective '{ref.name}' scores whether a title and an image belong together from the fusion's "
+            f"multimodal vector, but fusion '{fusion}' {how}{suffix}",
+            file=file, field=f"trial.stages[{index}].objectives[{j}].name",
+            fix=f"use a fusion that mixes the two: {options}; or drop '{ref.name}' from this stage")
+
+
+def check_trial(trial, registry, file: str, where: str = "") -> None:
+    """Suite-load checks across fields of one expanded trial (a TrialConfig)."""
+    suffix = f" (in the trial {where})" if where else ""
+    for i, stage in enumerate(trial.stages):
+        if registry is not None:
+            for j, ref in enumerate(stage.objectives):
+                spec = registry.get("objective", ref.name, file=file, field=f"trial.stages[{i}].objectives[{j}].name")
+                check_stage_needs(stage, i, ref.name, objective_needs(spec) or (), file, suffix)
+        check_pair_scoring(trial.fusion.name, stage, i, file, suffix)

@@ -453,3 +453,50 @@ def test_titles_only_and_images_only_tables(registry, tmp_path):
     images = load(registry, path=str(path), images="images", columns={**MAPPED, "title": None})
     assert set(images.items["title"].to_list()) == {""} and images.has_images and not images.has_titles
     assert images.tasks == {"classification", "matching"}
+
+
+def test_titles_only_matching_suite_runs_and_fusions_needing_images_fail_clearly(registry, tmp_path, write_suite):
+    """End to end: Shopee's train.csv without its image folder (images: null), through suite
+    validation and a real tiny trial; a fusion or objective that reads pictures fails at trial start."""
+    from conftest import TINY_TEXT, tiny_trial
+
+    from bench.suite import load_suite
+    from bench.trial import TrialContext, run_trial
+
+    rows = []
+    for g in range(12):
+        for k in range(3):
+            rows.append([f"train_{g}_{k}", f"{g}_{k}.jpg", "94974f937d4c2433",
+                         f"{['paper bag', 'double tape', 'lunch meat', 'phone case'][g % 4]} {g} variant {k}", f"{g}"])
+    pf.write_csv(tmp_path / "shopee" / "train.csv", ["posting_id", "image", "image_phash", "title", "label_group"], rows)
+    dataset = {"name": "shopee_price_match", "options": {"path": str(tmp_path / "shopee"), "images": None}}
+    stage = {"objectives": ["triplet"], "epochs": 1, "batch_size": 12, "optimizer": {"lr": 1e-3}}
+    suite = write_suite({"name": "titles_only", "trial": tiny_trial(dataset=dataset, task="matching", stages=[stage]),
+                         "matrix": {"fusion": ["text_only", "late"]}})
+    trials = {t.axes["fusion"]: t for t in load_suite(suite, registry=registry).trials}
+    ctx = TrialContext(registry=registry)
+    row = run_trial(trials["text_only"], ctx).row
+    assert row["status"] == "ok", row["error"]
+    assert row["n_train"] + row["n_dev"] + row["n_test"] == 36 and 0 <= row["ndcg@10"] <= 1
+    row = run_trial(trials["late"], ctx).row
+    assert row["status"] == "failed"
+    assert "fusion 'late' needs images, but the catalogue shopee_price_match has none" in row["error"]
+    assert "trial.fusion.name" in row["error"] and "fusion text_only" in row["error"]
+    ssl = {**stage, "objectives": ["convirt"]}
+    from bench.suite import TrialConfig, TrialSpec, trial_key
+
+    config = TrialConfig.model_validate(tiny_trial(dataset=dataset, task="matching", stages=[ssl])).model_dump(mode="json")
+    row = run_trial(TrialSpec(trial_key(config), {}, {}, config), ctx).row
+    assert row["status"] == "failed" and "objective 'convirt' needs images" in row["error"]
+    assert "trial.stages[0].objectives[0].name" in row["error"]
+    images_only = {"name": "table", "options": {"path": str(tmp_path / "shopee" / "train.csv"),
+                                                "columns": {"id": "posting_id", "title": None, "image": "image",
+                                                            "group": "label_group"},
+                                                "images": str(tmp_path / "pics")}}
+    for name in {r[1] for r in rows}:
+        pf.tiny_image(tmp_path / "pics" / name)
+    config = TrialConfig.model_validate(tiny_trial(dataset=images_only, task="matching", stages=[stage],
+                                                   encoders={"text": TINY_TEXT})).model_dump(mode="json")
+    row = run_trial(TrialSpec(trial_key(config), {}, {}, config), ctx).row
+    assert row["status"] == "failed" and "fusion 'text_only' needs titles" in row["error"]
+    assert "fusion image_only" in row["error"]

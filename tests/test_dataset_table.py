@@ -279,6 +279,8 @@ FLIPKART = {"id": "uniq_id", "title": "product_name", "label": "product_category
     ("[u'Caf\\xe9']", ">", ["Café"]),
     ('"Home >> Decor"', ">>", ["Home", "Decor"]),
     ("Home >> Decor", ">>", ["Home", "Decor"]),
+    ('"Home" > "Decor"', ">", ["Home", "Decor"]),
+    ("[Refurbished] Phones > Apple", ">", ["[Refurbished] Phones", "Apple"]),  # a bracket, not a list
     ("[]", ">", []), ("[[]]", ">", []), ("  ", ">", []),
 ])
 def test_category_cells_parse_to_clean_parts(cell, separator, parts):
@@ -297,6 +299,8 @@ def test_category_cells_parse_to_clean_parts(cell, separator, parts):
     ("['" + "x" * 70_000 + "']", "characters long"),
     ("['unclosed", "neither a JSON list nor a Python list"),
     ('[1, 2]', "other than lists of strings"),
+    ("[{'a': 'b'}]", "other than lists"),
+    ("[" + "9" * 5000 + "]", "neither a JSON list"),  # past the int digit limit: refused, not a crash
 ])
 def test_category_cells_that_are_not_lists_of_strings_are_refused(cell, words, tmp_path, monkeypatch):
     from mic_bench_plugins.datasets.category_paths import CellError, parse_path

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ast
 import json
+import re
 from typing import Literal
 
 MAX_CELL_CHARS = 65_536  # a category cell longer than this is not a category path
@@ -26,6 +27,13 @@ LABEL_JOIN = " > "
 PATH_JOIN = "\x1f"  # joins parts for a path carried as one string (never in real category names)
 
 LabelForm = Literal["path", "name"]
+_LIST_START = re.compile(r"\[\s*(?:[\[\]\"'\d-]|[uU]['\"])")  # [[ [" [' [] [1 [u'
+
+
+def looks_like_list(text: str) -> bool:
+    """A list literal, whole or broken: "[...]" or "[" then a quote / bracket / number.
+    A plain label that merely starts with a bracket ("[Refurbished] Phones") is not one."""
+    return text.startswith("[") and (text.endswith("]") or _LIST_START.match(text) is not None)
 
 
 class CellError(ValueError):
@@ -47,10 +55,10 @@ def _nesting(cell: str) -> int:
                 quote = None
         elif ch in "\"'":
             quote = ch
-        elif ch in "[(":
+        elif ch == "[" or ch == "(":
             depth += 1
             deepest = max(deepest, depth)
-        elif ch in "])":
+        elif ch == "]" or ch == ")":
             depth -= 1
     return deepest
 
@@ -104,7 +112,12 @@ def parse_path(cell: str | None, separator: str) -> list[str]:
     text = cell.strip()
     if not text:
         return []
-    if text[0] in "[(" or (len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'"):
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'":  # one quoted path
+        try:
+            value = parse_literal(text)
+        except CellError:
+            return [p.strip("\"'").strip() for p in _split(text, separator) if p.strip("\"'").strip()]
+    elif looks_like_list(text):
         value = parse_literal(text)
     else:
         return _split(text, separator)
@@ -151,7 +164,7 @@ def category_columns(cells: list[str | None], separator: str, level: int | None,
             parsed[cell] = (None, None)
             continue
         text = cell.strip()
-        literal = text[:1] in ("[", "(", '"', "'")
+        literal = looks_like_list(text) or text[:1] in ('"', "'")
         label = text if as_written and level is None and form == "path" and not literal and text else \
             label_of(parts, level, form)
         parsed[cell] = (label, PATH_JOIN.join(parts) or None)

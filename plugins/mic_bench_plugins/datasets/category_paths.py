@@ -27,6 +27,7 @@ LABEL_JOIN = " > "
 PATH_JOIN = "\x1f"  # joins parts for a path carried as one string (never in real category names)
 
 LabelForm = Literal["path", "name"]
+_ONE_JSON_STRING = re.compile(r'\[\s*"([^"\\]*)"\s*\]')
 _LIST_START = re.compile(r"\[\s*(?:[\[\]\"'\d-]|[uU]['\"])")  # [[ [" [' [] [1 [u'
 
 
@@ -76,11 +77,14 @@ def parse_literal(cell: str):
     """A list literal (JSON first, then Python syntax) as nested lists of strings."""
     if len(cell) > MAX_CELL_CHARS:
         raise CellError(f"it is {len(cell)} characters long (at most {MAX_CELL_CHARS} for a category cell)")
-    if _nesting(cell) > MAX_DEPTH:
-        raise CellError(f"it nests lists deeper than {MAX_DEPTH} levels (a list of paths of names)")
+    simple = _ONE_JSON_STRING.fullmatch(cell)
+    if simple:  # ["Home >> Decor"]: the common shape, no parser needed
+        return [simple.group(1)]
     try:
         value = json.loads(cell)
-    except ValueError:
+    except (ValueError, RecursionError):
+        if _nesting(cell) > MAX_DEPTH:
+            raise CellError(f"it nests lists deeper than {MAX_DEPTH} levels (a list of paths of names)") from None
         try:
             tree = ast.parse(cell.strip(), mode="eval")
         except (SyntaxError, ValueError, MemoryError, RecursionError):
@@ -97,6 +101,8 @@ def _check_strings(value, depth: int = 0) -> None:
         for element in value:
             _check_strings(element, depth + 1)
         return
+    if isinstance(value, list):
+        raise CellError(f"it nests lists deeper than {MAX_DEPTH} levels (a list of paths of names)")
     raise CellError("it holds something other than lists of strings")
 
 

@@ -504,3 +504,19 @@ def test_titles_only_matching_suite_runs_and_fusions_needing_images_fail_clearly
     row = run_trial(TrialSpec(trial_key(config), {}, {}, config), ctx).row
     assert row["status"] == "failed" and "fusion 'text_only' needs titles" in row["error"]
     assert "fusion image_only" in row["error"]
+
+
+def test_vectorised_category_cut_agrees_with_the_cell_parser():
+    """Plain paths and ["A >> B"] cells are cut by polars; every other shape by parse_path: both agree."""
+    from mic_bench_plugins.datasets.category_paths import category_columns, label_of, parse_path
+
+    sample = ['["A >> B >> C"]', "[['Beauty', 'Makeup']]", "x >> y", "[Refurbished] Phones >> z", '" Q >> R "', None,
+              '["  >> A"]', "[u'Caf\\xe9 >> b']", '["A >> B", "C >> D"]', "A>>B>>C>>D", '["a \\"quoted\\" >> b"]']
+    cells = pl.Series(sample, dtype=pl.Utf8)
+    for level in (None, 1, 2, 3):
+        for form in ("path", "name"):
+            labels, paths, bad = category_columns(cells, ">>", level, form)
+            assert not bad
+            for cell, label, path in zip(sample, labels.to_list(), paths.to_list()):
+                parts = parse_path(cell, ">>")
+                assert label == label_of(parts, level, form) and path == ("\x1f".join(parts) or None)

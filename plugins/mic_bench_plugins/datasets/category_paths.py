@@ -21,6 +21,8 @@ import json
 import re
 from typing import Literal
 
+import polars as pl
+
 MAX_CELL_CHARS = 65_536  # a category cell longer than this is not a category path
 MAX_DEPTH = 2  # a list of paths, each a list of parts
 LABEL_JOIN = " > "
@@ -151,29 +153,42 @@ def label_of(parts: list[str], level: int | None, form: LabelForm = "path") -> s
     return cut[-1] if form == "name" else LABEL_JOIN.join(cut)
 
 
-def category_columns(cells: list[str | None], separator: str, level: int | None, form: LabelForm = "path",
-                     as_written: bool = False) -> tuple[list[str | None], list[str | None], dict[str, str]]:
-    """(label, path, bad) for every cell: the label, the whole parsed path joined by PATH_JOIN
-    (for `bench data inspect`), and {bad cell: what is wrong}. Each distinct cell is parsed once.
+def category_columns(cells: pl.Series, separator: str, level: int | None, form: LabelForm = "path",
+                     as_written: bool = False) -> tuple[pl.Series, pl.Series, dict[str, str]]:
+    """(label, path, bad) for a column of cells: the label, the whole parsed path joined by
+    PATH_JOIN (for `bench data inspect`), and {bad cell: what is wrong}.
 
-    ``as_written``: a plain cell (no list literal) with no level keeps its text as the label.
+    Each distinct cell is parsed once; plain paths and the common ``["A >> B"]`` shape are cut
+    by polars, the rest by ``parse_path``. ``as_written``: a plain cell with no level keeps its
+    text as the label.
     """
-    parsed: dict[str, tuple[str | None, str | None]] = {}
-    bad: dict[str, str] = {}
-    for cell in set(cells):
-        if cell is None or cell in parsed:
-            continue
+    uniques = cells.drop_nulls().unique()
+    text = uniques.str.strip_chars()
+    plain = ~(text.str.starts_with("[") | text.str.starts_with('"') | text.str.starts_with("'"))
+    fast = text.zip_with(plain, text.str.extract(r'^\[\s*"([^"\\]*)"\s*\]$', 1))
+    table = pl.DataFrame({"cell": uniques, "text": fast, "plain": plain})
+    quick = table.filter(pl.col("text").is_not_null())
+    parts = pl.col("text").str.split(separator).list.eval(pl.element().str.strip_chars()).list.eval(
+        pl.element().filter(pl.element() != ""))
+    cut = parts.list.head(level) if level is not None else parts
+    label = cut.list.last() if form == "name" else cut.list.join(LABEL_JOIN)
+    if as_written and level is None and form == "path":
+        label = pl.when(pl.col("plain")).then(pl.col("text")).otherwise(label)
+    quick = quick.select("cell", pl.when(label == "").then(None).otherwise(label).alias("label"),
+                         parts.list.join(PATH_JOIN).alias("path")).with_columns(
+        pl.when(pl.col("path") == "").then(None).otherwise(pl.col("path")).alias("path"))
+    rows, bad = [], {}
+    for cell in table.filter(pl.col("text").is_null())["cell"].to_list():
         try:
-            parts = parse_path(cell, separator)
+            found = parse_path(cell, separator)
         except CellError as exc:
             bad[cell] = str(exc)
-            parsed[cell] = (None, None)
             continue
-        text = cell.strip()
-        literal = looks_like_list(text) or text[:1] in ('"', "'")
-        label = text if as_written and level is None and form == "path" and not literal and text else \
-            label_of(parts, level, form)
-        parsed[cell] = (label, PATH_JOIN.join(parts) or None)
-    labels = [None if c is None else parsed[c][0] for c in cells]
-    paths = [None if c is None else parsed[c][1] for c in cells]
-    return labels, paths, bad
+        written = cell.strip()
+        keep = as_written and level is None and form == "path" and not looks_like_list(written) \
+            and written[:1] not in ('"', "'")
+        rows.append((cell, written if keep else label_of(found, level, form), PATH_JOIN.join(found) or None))
+    mapping = pl.concat([quick, pl.DataFrame(rows, schema=quick.schema, orient="row")])
+    labels = cells.replace_strict(mapping["cell"], mapping["label"], default=None, return_dtype=pl.Utf8)
+    paths = cells.replace_strict(mapping["cell"], mapping["path"], default=None, return_dtype=pl.Utf8)
+    return labels.alias("label"), paths.alias("_label_path"), bad

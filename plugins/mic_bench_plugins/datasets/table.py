@@ -103,23 +103,22 @@ def load(opts: TableOptions, ctx=None):
 def _labels(items: pl.DataFrame, opts: TableOptions, *, source: str, line_of) -> tuple[pl.DataFrame, dict]:
     """Parse the label cells as category paths; a cell that is no path stops loading with its
     line, or (bad_rows: skip) its row is dropped and counted."""
-    cells = items["label"].to_list()
+    cells = items["label"]
     labels, paths, bad = category_columns(cells, opts.label_separator, opts.label_level, opts.label_form,
                                           as_written=True)
-    items = items.with_columns(pl.Series("label", labels, dtype=pl.Utf8), pl.Series("_label_path", paths, dtype=pl.Utf8))
+    items = items.with_columns(labels, paths)
     if not bad:
         return items, {}
-    bad_rows = [i for i, c in enumerate(cells) if c in bad]
+    is_bad = cells.is_in(list(bad))
     if opts.bad_rows != "skip":
-        row = bad_rows[0]
+        row = int(is_bad.arg_true()[0])
         cell = cells[row]
         shown = cell if len(cell) <= 80 else cell[:77] + "..."
         raise BenchError(f"the category cell {shown!r} in column '{opts.columns.label}' is not a category path: "
-                         f"{bad[cell]} ({len(bad_rows)} rows have such cells)", file=source, field=line_of(row),
+                         f"{bad[cell]} ({int(is_bad.sum())} rows have such cells)", file=source, field=line_of(row),
                          fix="write the cell as a JSON list of strings (e.g. [\"Home >> Decor\"]) or a plain path "
                              "(Home >> Decor); or set bad_rows: skip to drop such rows")
-    keep = pl.Series([c not in bad for c in cells], dtype=pl.Boolean)
-    return items.filter(keep), {"skipped_bad_label_cells": len(bad_rows)}
+    return items.filter(~is_bad), {"skipped_bad_label_cells": int(is_bad.sum())}
 
 
 def _core_columns(frame: pl.DataFrame, opts: TableOptions) -> list[pl.Expr]:

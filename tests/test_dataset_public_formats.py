@@ -248,3 +248,10 @@ def test_amazon_label_form_rare_labels_and_bounded_lines(registry, tmp_path):
 
     with pytest.raises(ValueError, match="longer than"):
         amazon_metadata.parse_record("{'asin': '" + "x" * (amazon_metadata.MAX_RECORD_CHARS + 1) + "'}")
+
+
+def test_rakuten_rare_label_error_points_at_the_product_line(registry, tmp_path):
+    root = pf.rakuten_sigir20(tmp_path)
+    err = error_of(registry, "rakuten_sigir20", path=str(root), min_items_per_label=2, rare_labels="error")
+    assert "label '10' has 1 item (X_train.csv line 2)" in err.message and err.file.endswith("Y_train.csv")
+    assert "4 labels do" in err.message and err.field == "prdtypecode"

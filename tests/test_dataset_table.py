@@ -444,6 +444,7 @@ def test_given_split_with_min_items_refuses_labels_never_in_train(registry, tmp_
     err = error_of(registry, path=str(path), images="images", columns=MAPPED, min_items_per_label=1)
     assert "label 'Beauty > Skin > Face' keeps 1 item" in err.message and "none in train" in err.message
     assert "2 labels are like this" in err.message and "raise min_items_per_label" in err.fix
+    assert err.file.endswith("items.csv") and err.field == "category"
     cat = load(registry, path=str(path), images="images", columns=MAPPED, min_items_per_label=2)
     assert cat.label_names == ["Beauty > Makeup > Eyes", "Beauty > Makeup > Lips"]
 

@@ -89,7 +89,8 @@ def finish_catalog(name: str, frame: pl.DataFrame, *, source: str, sources: Colu
         if sources.split is not None:
             raise BenchError(f"both a split column ({sources.split}) and split_file are given", file=source,
                              field="split_file", fix="keep one of them")
-        given = read_split_file(split_file, relative_to=Path(source).parent, source=source)
+        given = read_split_file(split_file, relative_to=Path(source).parent, source=source,
+                                encoding=getattr(options, "encoding", "utf-8"))
         items, split_notes = apply_split_file(items, given, source=source, policy=options.unlisted_items,
                                               known_ids=known_ids)
         notes.update(split_notes)
@@ -108,7 +109,8 @@ def finish_catalog(name: str, frame: pl.DataFrame, *, source: str, sources: Colu
         notes.update(label_notes)
         _check_classes(items, file=label_source or source, sources=sources, min_items=min_items)
         if min_items is not None and split_where is not None and items["split"].null_count() == 0:
-            check_labels_in_train(items, file=split_where, column=sources.label, min_items=min_items)
+            check_labels_in_train(items, file=split_where if split_file is not None else source,
+                                  column=sources.label, min_items=min_items)
     paths = items["_label_path"] if "_label_path" in items.columns else None
     return Catalog(name=name, items=items.select(COLUMNS), source=source, notes=notes, label_paths=paths)
 

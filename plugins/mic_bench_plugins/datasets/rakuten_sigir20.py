@@ -116,7 +116,7 @@ def load(opts: RakutenOptions, ctx=None):
     return finish_catalog("rakuten_sigir20", items, source=source, sources=sources, notes=notes,
                           missing_images=opts.missing_images, has_images=folder is not None,
                           label_source=label_source, options=opts,
-                          line_of=lambda row: row_line(x_path, row, encoding=opts.encoding))
+                          line_of=lambda row: f"{x_path.name} {row_line(x_path, row, encoding=opts.encoding)}")
 
 
 def _labels(items: pl.DataFrame, labels: pl.DataFrame, y_path: Path, index: str | None) -> pl.Series:

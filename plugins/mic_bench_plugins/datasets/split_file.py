@@ -33,9 +33,9 @@ class SplitFile:
     lines: dict[str, int]  # item id -> line in the file
 
 
-def read_split_file(raw: str, *, relative_to: Path, source: str) -> SplitFile:
+def read_split_file(raw: str, *, relative_to: Path, source: str, encoding: str = "utf-8") -> SplitFile:
     path = resolve_user_path(raw, option="split_file", relative_to=relative_to, file=source)
-    text = decode_text(path)
+    text = decode_text(path, encoding)
     where = str(path)
     delimiter = "\t" if path.suffix.lower() in (".tsv", ".tab") else ","
     previous = csv.field_size_limit(FIELD_LIMIT)

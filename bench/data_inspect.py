@@ -25,6 +25,7 @@ TOP_LABELS = 10
 GROUP_SIZE_BINS = ("1", "2", "3", "4", "5-9", "10+")
 MIN_ITEMS_STEPS = (1, 2, 5, 10, 20)
 LEVEL_EXAMPLES = 3
+MAX_LEVELS = 10  # a hostile or odd file may hold paths thousands of parts deep
 PATH_JOIN, LABEL_JOIN = "\x1f", " > "  # as the dataset readers write Catalog.label_paths
 
 
@@ -120,7 +121,7 @@ def path_level_report(paths: pl.Series | None) -> list[dict[str, Any]] | None:
     parts = paths.drop_nulls().str.split(PATH_JOIN)
     depth = parts.list.len()
     out = []
-    for level in range(1, int(depth.max()) + 1):
+    for level in range(1, min(int(depth.max()), MAX_LEVELS) + 1):
         labels = parts.list.head(level).list.join(LABEL_JOIN)
         counts = labels.value_counts().sort(["count", labels.name], descending=[True, False])
         out.append({"level": level, "labels": counts.height, "items_this_deep": int((depth >= level).sum()),
@@ -200,7 +201,9 @@ def render_report(report: dict[str, Any]) -> str:
     else:
         lines.append("labels: none")
     if report.get("label_levels"):
-        lines.append("category path levels (label_level: k keeps the path down to level k):")
+        deepest = report["label_levels"][-1]
+        more = f"; only the first {MAX_LEVELS} shown" if deepest["level"] == MAX_LEVELS else ""
+        lines.append(f"category path levels (label_level: k keeps the path down to level k{more}):")
         lines.append(tabulate([[lv["level"], lv["labels"], lv["items_this_deep"],
                                 "; ".join(f"{n} ({c})" for n, c in lv["examples"])] for lv in report["label_levels"]],
                               headers=["level", "labels", "items this deep", "examples"], tablefmt="simple"))

@@ -120,3 +120,13 @@ def test_category_path_levels_and_min_items_table(tmp_path):
     assert filtered["notes"] == {"dropped_rare_labels": 2, "dropped_rare_label_items": 2}
     assert "load notes: dropped_rare_labels 2, dropped_rare_label_items 2" in run(
         *args, "--option", "min_items_per_label=2", "--check-images", "0").output
+
+
+def test_path_levels_stop_at_ten_for_absurdly_deep_paths(tmp_path):
+    deep = " > ".join(f"p{i}" for i in range(500))
+    pf.write_csv(tmp_path / "t.csv", ["title", "cat"], [["a", deep], ["b", "x > y"]])
+    report = json.loads(run("table", "--option", f"path={tmp_path / 't.csv'}", "--option", "columns.label=cat",
+                            "--check-images", "0", "--json").output)
+    assert [e["level"] for e in report["label_levels"]] == list(range(1, 11))
+    assert report["label_levels"][2] == {"level": 3, "labels": 2, "items_this_deep": 1,
+                                         "examples": [["p0 > p1 > p2", 1], ["x > y", 1]]}

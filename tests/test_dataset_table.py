@@ -243,13 +243,16 @@ def test_trial_row_reports_skipped_images(registry, tmp_path):
         rows.append([f"i{i}", f"{['red', 'blue', 'green'][i % 3]} item {i}", f"{i}.jpg", ["r", "b", "g"][i % 3]])
         if i % 10:
             pf.tiny_image(tmp_path / "imgs" / f"{i}.jpg", i)
+    rows += [["x1", "odd item", "1.jpg", "x"], ["x2", "odd thing", "2.jpg", "x"]]  # a label too rare to keep
     pf.write_csv(tmp_path / "t.csv", ["id", "title", "img", "label"], rows)
     dataset = {"name": "table", "options": {"path": str(tmp_path / "t.csv"), "images": "imgs", "missing_images": "skip",
-                                            "columns": {"id": "id", "image": "img", "label": "label"}}}
+                                            "columns": {"id": "id", "image": "img", "label": "label"},
+                                            "min_items_per_label": 5}}
     config = TrialConfig.model_validate(tiny_trial(dataset=dataset, encoders={"text": TINY_TEXT})).model_dump(mode="json")
     row = run_trial(TrialSpec(trial_key(config), {}, {}, config), TrialContext(registry=registry)).row
     assert row["status"] == "ok", row["error"]
     assert row["data_skipped_missing_images"] == 3
+    assert row["data_dropped_rare_labels"] == 1 and row["data_dropped_rare_label_items"] == 2
     assert row["n_train"] + row["n_dev"] + row["n_test"] == 27
 
 
@@ -375,8 +378,7 @@ def test_min_items_per_label_drops_or_merges_and_counts_in_notes(registry, tmp_p
         cat = load(registry, **opts, min_items_per_label=n)
         assert cat.items.height == 12 - sum(rare.values())
         assert set(cat.label_names) == set(counts) - set(rare)
-        assert cat.notes == ({"dropped_rare_labels": len(rare), "dropped_rare_label_items": sum(rare.values())}
-                             if rare else {})
+        assert cat.notes == {"dropped_rare_labels": len(rare), "dropped_rare_label_items": sum(rare.values())}
     merged = load(registry, **opts, min_items_per_label=3, rare_labels="other")
     assert merged.items.height == 12 and merged.items["label"].to_list().count("other") == 4
     assert merged.notes == {"merged_rare_labels": 3, "merged_rare_label_items": 4}

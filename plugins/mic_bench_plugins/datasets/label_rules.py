@@ -2,7 +2,7 @@
 
 Counted on the catalogue as loaded (after missing images and duplicate ids are dealt with),
 and reported in the catalogue notes, so every trial row says how many labels and items the
-rule removed (``data_dropped_rare_labels`` ...).
+rule removed (``data_dropped_rare_labels`` ..., 0 when none was rare).
 """
 from __future__ import annotations
 
@@ -29,8 +29,9 @@ def apply_min_items(items: pl.DataFrame, min_items: int | None, policy: str, oth
         return items, {}
     counts = items["label"].drop_nulls().value_counts().sort(["count", "label"])
     rare = counts.filter(pl.col("count") < min_items)
-    if rare.height == 0:
-        return items, {}
+    if rare.height == 0:  # still said in the row: the rule ran and removed nothing
+        kind = "merged" if policy == "other" else "dropped"
+        return items, {f"{kind}_rare_labels": 0, f"{kind}_rare_label_items": 0}
     examples = ", ".join(f"'{n}' ({c})" for n, c in rare.head(EXAMPLES).iter_rows())
     if policy == "error":
         name, count = rare.row(0)

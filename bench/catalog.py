@@ -21,6 +21,8 @@ class Catalog:
     label, group and split (each may be null), plus what the data supports.
 
     ``notes`` carries counts a trial row should report (e.g. images skipped).
+    ``label_paths`` (optional): each item's whole parsed category path, parts joined by "\x1f",
+    so `bench data inspect` can show every level; never used for training.
     """
 
     name: str
@@ -28,6 +30,7 @@ class Catalog:
     source: str = ""
     notes: dict[str, Any] = field(default_factory=dict)
     fingerprint: str = ""
+    label_paths: pl.Series | None = None
 
     def __post_init__(self) -> None:
         self.items = normalise_items(self.items, self.source or self.name)
@@ -52,6 +55,10 @@ class Catalog:
     @property
     def has_images(self) -> bool:
         return self.items["image"].drop_nulls().len() > 0
+
+    @property
+    def has_titles(self) -> bool:
+        return (self.items["title"].str.strip_chars() != "").any()
 
 
 def normalise_items(items: pl.DataFrame, where: str) -> pl.DataFrame:

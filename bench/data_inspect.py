@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 import yaml
+from tabulate import tabulate
 
 from bench.errors import BenchError
 
@@ -22,6 +23,10 @@ if TYPE_CHECKING:  # the catalogue pulls in torch; the CLI imports this module a
 
 TOP_LABELS = 10
 GROUP_SIZE_BINS = ("1", "2", "3", "4", "5-9", "10+")
+MIN_ITEMS_STEPS = (1, 2, 5, 10, 20)
+LEVEL_EXAMPLES = 3
+MAX_LEVELS = 10  # a hostile or odd file may hold paths thousands of parts deep
+PATH_JOIN, LABEL_JOIN = "\x1f", " > "  # as the dataset readers write Catalog.label_paths
 
 
 def parse_option_pairs(pairs: tuple[str, ...] | list[str], options_json: str | None = None) -> dict[str, Any]:
@@ -95,6 +100,35 @@ def label_report(items: pl.DataFrame) -> dict[str, Any] | None:
             "singletons": int((counts["count"] == 1).sum())}
 
 
+def min_items_report(items: pl.DataFrame, steps=MIN_ITEMS_STEPS) -> list[dict[str, int]] | None:
+    """For each N: the labels and labelled items that ``min_items_per_label: N`` would keep
+    (``rare_labels: drop``), counted on the catalogue as loaded."""
+    labels = items["label"].drop_nulls()
+    if labels.len() == 0:
+        return None
+    counts = labels.value_counts()["count"]
+    return [{"min_items": n, "labels": int((counts >= n).sum()), "items": int(counts.filter(counts >= n).sum())}
+            for n in steps]
+
+
+def path_level_report(paths: pl.Series | None) -> list[dict[str, Any]] | None:
+    """Per depth k of the parsed category paths: how many labels ``label_level: k`` gives, how
+    many items have a path at least k deep (shorter ones keep their whole path), and examples."""
+    import polars as pl
+
+    if paths is None or paths.drop_nulls().len() == 0:
+        return None
+    parts = paths.drop_nulls().str.split(PATH_JOIN)
+    depth = parts.list.len()
+    out = []
+    for level in range(1, min(int(depth.max()), MAX_LEVELS) + 1):
+        labels = parts.list.head(level).list.join(LABEL_JOIN)
+        counts = labels.value_counts().sort(["count", labels.name], descending=[True, False])
+        out.append({"level": level, "labels": counts.height, "items_this_deep": int((depth >= level).sum()),
+                    "examples": [[n, c] for n, c in counts.head(LEVEL_EXAMPLES).iter_rows()]})
+    return out
+
+
 def group_report(items: pl.DataFrame) -> dict[str, Any] | None:
     groups = items["group"].drop_nulls()
     if groups.len() == 0:
@@ -144,7 +178,9 @@ def inspect_catalog(catalog: Catalog, check_images: int = 200, seed: int = 0) ->
     return {
         "dataset": catalog.name, "source": catalog.source, "items": items.height,
         "tasks": sorted(catalog.tasks),
-        "labels": label_report(items), "groups": group_report(items), "titles": title_report(items),
+        "labels": label_report(items), "label_levels": path_level_report(getattr(catalog, "label_paths", None)),
+        "min_items_per_label": min_items_report(items),
+        "groups": group_report(items), "titles": title_report(items),
         "images": image_report(items, check_images, seed),
         "duplicate_ids": int(catalog.notes.get("dropped_duplicate_ids", 0)),
         "splits": _split_counts(items),
@@ -164,6 +200,17 @@ def render_report(report: dict[str, Any]) -> str:
         lines.append("  top: " + ", ".join(f"{n} ({c})" for n, c in labels["top"]))
     else:
         lines.append("labels: none")
+    if report.get("label_levels"):
+        deepest = report["label_levels"][-1]
+        more = f"; only the first {MAX_LEVELS} shown" if deepest["level"] == MAX_LEVELS else ""
+        lines.append(f"category path levels (label_level: k keeps the path down to level k{more}):")
+        lines.append(tabulate([[lv["level"], lv["labels"], lv["items_this_deep"],
+                                "; ".join(f"{n} ({c})" for n, c in lv["examples"])] for lv in report["label_levels"]],
+                              headers=["level", "labels", "items this deep", "examples"], tablefmt="simple"))
+    if report.get("min_items_per_label"):
+        lines.append("min_items_per_label: N keeps (rare_labels: drop):")
+        lines.append(tabulate([[r["min_items"], r["labels"], r["items"]] for r in report["min_items_per_label"]],
+                              headers=["N", "labels", "items"], tablefmt="simple"))
     groups = report["groups"]
     if groups:
         sizes = ", ".join(f"{k}: {v}" for k, v in groups["sizes"].items() if v)

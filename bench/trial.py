@@ -123,7 +123,7 @@ def prepare_items(catalog: Catalog, cfg: TrialConfig, uses_ssl: bool) -> tuple[p
     return take_fraction(items, "train", cfg.finetune_fraction, cfg.splits.seed + 1), full_train_labels
 
 
-def build_model(cfg: TrialConfig, ctx: TrialContext, task: TaskInfo) -> BenchModel:
+def build_model(cfg: TrialConfig, ctx: TrialContext, task: TaskInfo, catalog: Catalog | None = None) -> BenchModel:
     bctx = BuildContext(task=task, seed=cfg.seed, cache_dir=ctx.cache_dir)
     for slot, ref in cfg.encoders.items():
         spec = ctx.registry.get("encoder", ref.name, field=f"trial.encoders.{slot}.name")
@@ -136,7 +136,32 @@ def build_model(cfg: TrialConfig, ctx: TrialContext, task: TaskInfo) -> BenchMod
         raise BenchError(f"fusion '{cfg.fusion.name}' needs a {', '.join(sorted(missing))} encoder; "
                          f"the trial has {', '.join(sorted(bctx.encoders))}", field="trial.encoders",
                          fix=f"add encoders.{sorted(missing)[0]} to the trial")
-    return BenchModel(dict(bctx.encoders), fusion)
+    model = BenchModel(dict(bctx.encoders), fusion)
+    if catalog is not None:
+        model.data_gaps = (catalog.name, absent_modalities(catalog))  # build_objectives checks objectives too
+        check_data_modalities(model.data_gaps, fusion.requires, f"fusion '{cfg.fusion.name}'", "trial.fusion.name")
+    return model
+
+
+def absent_modalities(catalog: Catalog) -> dict[str, str]:
+    absent = {IMAGE: "images"} if not catalog.has_images else {}
+    if not catalog.has_titles:
+        absent[TEXT] = "titles"
+    return absent
+
+
+def check_data_modalities(gaps: tuple[str, dict[str, str]], needs, what: str, field_name: str) -> None:
+    """A catalogue without pictures (or titles) cannot feed a part that reads them: grey
+    placeholders or empty strings would be trained as if they were the data."""
+    name, absent = gaps
+    wanted = set(needs) | ({TEXT, IMAGE} if JOINT in needs else set())
+    lacking = [absent[m] for m in (TEXT, IMAGE) if m in wanted and m in absent]
+    if lacking:
+        other = "image_only" if IMAGE not in absent else "text_only"
+        raise BenchError(f"{what} needs {' and '.join(lacking)}, but the catalogue {name} has none "
+                         f"(a {'titles' if 'images' in lacking else 'images'}-only catalogue)", field=field_name,
+                         fix=f"use a part that reads only what the data has (e.g. fusion {other}), or give the "
+                             f"dataset its {' and '.join(lacking)} (dataset options images / columns.title)")
 
 
 def build_objectives(stage, cfg: TrialConfig, ctx: TrialContext, model: BenchModel, task: TaskInfo, index: int):
@@ -148,6 +173,8 @@ def build_objectives(stage, cfg: TrialConfig, ctx: TrialContext, model: BenchMod
         spec = ctx.registry.get("objective", ref.name, field=f"{field_name}.name")
         objective = spec.factory(spec.parse_options(ref.options, field=f"{field_name}.options"), bctx)
         check_stage_needs(stage, index, ref.name, objective.needs)
+        if getattr(model, "data_gaps", None) is not None:
+            check_data_modalities(model.data_gaps, objective.needs, f"objective '{ref.name}'", f"{field_name}.name")
         if "labels" in objective.needs and task.num_labels < 2:
             raise BenchError(f"objective '{ref.name}' needs labels; this data has none", field=f"{field_name}.name",
                              fix="use an embedding objective (triplet, contrastive, ...) or data with labels")
@@ -212,7 +239,7 @@ class TrialRun:
             torch.cuda.reset_peak_memory_stats(self.device)
         self.deadline = time.monotonic() + cfg.max_trial_minutes * 60 if cfg.max_trial_minutes else None
         _seed_everything(cfg.seed)
-        self.model = build_model(cfg, ctx, data.task).to(self.device)
+        self.model = build_model(cfg, ctx, data.task, data.catalog).to(self.device)
         self.loader_kw = loader_settings(self.device, ctx.cpus, cfg.dataloader_workers)
         store = (CacheStore(Path(ctx.cache_dir) / "tensors" if ctx.cache_dir else None) if cfg.cache else None)
         self.inputs = TrialInputs(store, data.catalog.fingerprint, self.device, cfg.amp, cfg.eval.batch_size)

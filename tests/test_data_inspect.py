@@ -82,3 +82,51 @@ def test_errors_are_bench_errors_naming_the_problem(tmp_path):
     assert isinstance(result.exception, BenchError) and "colums" in result.exception.message
     result = run("table", "--option", f"path={tmp_path / 'missing.csv'}")
     assert isinstance(result.exception, BenchError) and result.exception.field == "path"
+
+
+def test_category_path_levels_and_min_items_table(tmp_path):
+    path = pf.flipkart_products(tmp_path)
+    args = ["table", "--option", f"path={path}", "--option", "columns.id=uniq_id", "--option", "columns.title=product_name",
+            "--option", "columns.label=product_category_tree", "--option", "label_separator='>>'",
+            "--option", "label_level=2"]
+    result = run(*args, "--check-images", "0", "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    # brute force from the fixture's own trees: distinct prefixes and items per depth
+    trees = [(t.strip('[]"').split(" >> "), n) for t, n in pf.FLIPKART_TREES]
+    for entry in report["label_levels"]:
+        k = entry["level"]
+        prefixes: dict[str, int] = {}
+        for parts, n in trees:
+            key = " > ".join(parts[:k])
+            prefixes[key] = prefixes.get(key, 0) + n
+        assert entry["labels"] == len(prefixes)
+        assert entry["items_this_deep"] == sum(n for parts, n in trees if len(parts) >= k)
+        assert entry["examples"][0] == [max(prefixes, key=lambda p: (prefixes[p], [-ord(c) for c in p])),
+                                        max(prefixes.values())]
+    assert [e["level"] for e in report["label_levels"]] == [1, 2, 3, 4, 5]
+    assert report["labels"]["count"] == 5  # the catalogue itself is cut at label_level 2
+    per_label: dict[str, int] = {}
+    for parts, n in trees:
+        per_label[" > ".join(parts[:2])] = per_label.get(" > ".join(parts[:2]), 0) + n
+    for row in report["min_items_per_label"]:
+        kept = [c for c in per_label.values() if c >= row["min_items"]]
+        assert row == {"min_items": row["min_items"], "labels": len(kept), "items": sum(kept)}
+    assert [r["min_items"] for r in report["min_items_per_label"]] == [1, 2, 5, 10, 20]
+    text = run(*args, "--check-images", "0").output
+    assert "category path levels" in text and "Clothing > Women's Clothing (5)" in text
+    assert "min_items_per_label: N keeps" in text
+    filtered = json.loads(run(*args, "--option", "min_items_per_label=2", "--check-images", "0", "--json").output)
+    assert filtered["notes"] == {"dropped_rare_labels": 2, "dropped_rare_label_items": 2}
+    assert "load notes: dropped_rare_labels 2, dropped_rare_label_items 2" in run(
+        *args, "--option", "min_items_per_label=2", "--check-images", "0").output
+
+
+def test_path_levels_stop_at_ten_for_absurdly_deep_paths(tmp_path):
+    deep = " > ".join(f"p{i}" for i in range(500))
+    pf.write_csv(tmp_path / "t.csv", ["title", "cat"], [["a", deep], ["b", "x > y"]])
+    report = json.loads(run("table", "--option", f"path={tmp_path / 't.csv'}", "--option", "columns.label=cat",
+                            "--check-images", "0", "--json").output)
+    assert [e["level"] for e in report["label_levels"]] == list(range(1, 11))
+    assert report["label_levels"][2] == {"level": 3, "labels": 2, "items_this_deep": 1,
+                                         "examples": [["p0 > p1 > p2", 1], ["x > y", 1]]}

@@ -243,13 +243,16 @@ def test_trial_row_reports_skipped_images(registry, tmp_path):
         rows.append([f"i{i}", f"{['red', 'blue', 'green'][i % 3]} item {i}", f"{i}.jpg", ["r", "b", "g"][i % 3]])
         if i % 10:
             pf.tiny_image(tmp_path / "imgs" / f"{i}.jpg", i)
+    rows += [["x1", "odd item", "1.jpg", "x"], ["x2", "odd thing", "2.jpg", "x"]]  # a label too rare to keep
     pf.write_csv(tmp_path / "t.csv", ["id", "title", "img", "label"], rows)
     dataset = {"name": "table", "options": {"path": str(tmp_path / "t.csv"), "images": "imgs", "missing_images": "skip",
-                                            "columns": {"id": "id", "image": "img", "label": "label"}}}
+                                            "columns": {"id": "id", "image": "img", "label": "label"},
+                                            "min_items_per_label": 5}}
     config = TrialConfig.model_validate(tiny_trial(dataset=dataset, encoders={"text": TINY_TEXT})).model_dump(mode="json")
     row = run_trial(TrialSpec(trial_key(config), {}, {}, config), TrialContext(registry=registry)).row
     assert row["status"] == "ok", row["error"]
     assert row["data_skipped_missing_images"] == 3
+    assert row["data_dropped_rare_labels"] == 1 and row["data_dropped_rare_label_items"] == 2
     assert row["n_train"] + row["n_dev"] + row["n_test"] == 27
 
 
@@ -262,3 +265,261 @@ def test_jsonl_bad_line_is_named_or_skipped_and_mixed_types_survive(registry, tm
     cat = load(registry, path=str(tmp_path / "t.jsonl"), columns={"id": "id"}, text_columns=["tags"], bad_rows="skip")
     assert cat.items["item_id"].to_list() == ["1", "2", "4"] and cat.notes == {"skipped_bad_rows": 1}
     assert cat.items["title"].to_list() == ["a x", "b y z", "d"]
+
+
+# category paths as list literals ---------------------------------------------------------
+
+FLIPKART = {"id": "uniq_id", "title": "product_name", "label": "product_category_tree"}
+
+
+@pytest.mark.parametrize("cell, separator, parts", [
+    ('["Home >> Decor >> Clocks"]', ">>", ["Home", "Decor", "Clocks"]),
+    ("[['Beauty', 'Makeup']]", ">", ["Beauty", "Makeup"]),
+    ("[['Beauty', 'Makeup', 'Lips'], ['Beauty', 'Gifts']]", ">", ["Beauty", "Makeup", "Lips"]),  # first path
+    ('["Beauty", "Skin Care", "Face"]', ">", ["Beauty", "Skin Care", "Face"]),  # Amazon 2018: parts of one path
+    ('["A >> B", "C >> D"]', ">>", ["A", "B"]),  # several paths as strings: the first
+    ("[\"Men's\", 'Shaving \\'Gel\\'']", ">", ["Men's", "Shaving 'Gel'"]),
+    ("[u'Caf\\xe9']", ">", ["Café"]),
+    ('"Home >> Decor"', ">>", ["Home", "Decor"]),
+    ("Home >> Decor", ">>", ["Home", "Decor"]),
+    ('"Home" > "Decor"', ">", ["Home", "Decor"]),
+    ("[Refurbished] Phones > Apple", ">", ["[Refurbished] Phones", "Apple"]),  # a bracket, not a list
+    ("[]", ">", []), ("[[]]", ">", []), ("  ", ">", []),
+])
+def test_category_cells_parse_to_clean_parts(cell, separator, parts):
+    from mic_bench_plugins.datasets.category_paths import parse_path
+
+    assert parse_path(cell, separator) == parts
+
+
+@pytest.mark.parametrize("cell, words", [
+    ("[__import__('os').system('touch pwned')]", "other than lists of quoted strings"),
+    ('["a"] + ["b"]', "other than lists"),
+    ("[f'{1}']", "other than lists"),
+    ("[b'bytes']", "other than lists"),
+    ("[[['a']]]", "deeper than 2"),
+    ("[" * 10_000 + "]" * 10_000, "deeper than 2"),
+    ("['" + "x" * 70_000 + "']", "characters long"),
+    ("['unclosed", "neither a JSON list nor a Python list"),
+    ('[1, 2]', "other than lists of strings"),
+    ("[{'a': 'b'}]", "other than lists"),
+    ("[" + "9" * 5000 + "]", "neither a JSON list"),  # past the int digit limit: refused, not a crash
+])
+def test_category_cells_that_are_not_lists_of_strings_are_refused(cell, words, tmp_path, monkeypatch):
+    from mic_bench_plugins.datasets.category_paths import CellError, parse_path
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(CellError) as info:
+        parse_path(cell, ">")
+    assert words in str(info.value) and not (tmp_path / "pwned").exists()
+
+
+def test_flipkart_category_trees_with_double_arrow_and_levels(registry, tmp_path):
+    path = pf.flipkart_products(tmp_path)
+    cat = load(registry, path=str(path), columns=FLIPKART, label_separator=">>", label_level=2)
+    assert cat.items.height == 12 and cat.items["title"][0] == "Product 0, pack of 1"
+    assert cat.label_names == ["Clothing > Women's Clothing", "Home Decor & Festive Needs > Clocks",
+                               "Home Decor & Festive Needs > Showpieces", "Pet Supplies > Grooming",
+                               "Watches > Wrist Watches"]
+    names = load(registry, path=str(path), columns=FLIPKART, label_separator=">>", label_level=2, label_form="name")
+    assert sorted(names.label_names) == ["Clocks", "Grooming", "Showpieces", "Women's Clothing", "Wrist Watches"]
+    whole = load(registry, path=str(path), columns=FLIPKART, label_separator=">>")
+    assert whole.items["label"][0] == "Clothing > Women's Clothing > Lingerie, Sleep & Swimwear > Shorts > Alisha Shorts"
+    for labels in (cat.label_names, names.label_names, whole.label_names):
+        assert not any(ch in label for label in labels for ch in "[]\"")
+    assert whole.label_paths[0].split("\x1f") == ["Clothing", "Women's Clothing", "Lingerie, Sleep & Swimwear",
+                                                  "Shorts", "Alisha Shorts"]
+
+
+def test_amazon_csv_python_literal_categories(registry, tmp_path):
+    path = pf.amazon_csv(tmp_path)
+    cols = {"id": "asin", "label": "categories"}
+    cat = load(registry, path=str(path), columns=cols, label_level=2)
+    assert cat.items["label"].to_list() == ["Beauty > Makeup", "Beauty > Makeup", "Beauty > Skin Care",
+                                            "Beauty > Makeup", "Beauty > Men's", "Beauty > Bath & Body"]
+    leaf = load(registry, path=str(path), columns=cols, label_level=3, label_form="name")
+    assert leaf.items["label"].to_list() == ["Lips", "Eyes", "Face", "Lips", "Shaving", "Soaps"]
+    # JSON lines and Parquet list columns are paths too, not space-joined text
+    frame = pl.DataFrame({"asin": ["a", "b", "c"], "title": ["x", "y", "z"],
+                          "cats": [["Beauty", "Makeup"], ["Beauty", "Skin"], ["Home", "Mugs"]]})
+    frame.write_parquet(tmp_path / "t.parquet")
+    pq = load(registry, path=str(tmp_path / "t.parquet"), columns={"id": "asin", "label": "cats"}, label_level=1)
+    assert pq.items["label"].to_list() == ["Beauty", "Beauty", "Home"]
+
+
+def test_bad_category_cell_names_its_line_and_can_be_skipped(registry, tmp_path):
+    path = pf.flipkart_products(tmp_path)
+    text = path.read_text(encoding="utf-8").replace('"[""Watches >> Wrist Watches >> Maxima Wrist Watches""]"',
+                                                    "['Watches >> Wrist Watches", 1)
+    path.write_text(text, encoding="utf-8")
+    lines = text.splitlines()
+    bad_line = next(i for i, line in enumerate(lines, start=1) if "['Watches >> Wrist Watches" in line)
+    assert bad_line == 12  # data row 10, but a description spanning two lines comes before it
+    err = error_of(registry, path=str(path), columns=FLIPKART, label_separator=">>")
+    assert err.field == f"line {bad_line}" and err.file.endswith("flipkart_com-ecommerce_sample.csv")
+    assert "product_category_tree" in err.message and "neither a JSON list nor a Python list" in err.message
+    assert "bad_rows: skip" in err.fix
+    cat = load(registry, path=str(path), columns=FLIPKART, label_separator=">>", label_level=1, bad_rows="skip")
+    assert cat.items.height == 11 and cat.notes == {"skipped_bad_label_cells": 1}
+
+
+# min_items_per_label ----------------------------------------------------------------------
+
+def test_min_items_per_label_drops_or_merges_and_counts_in_notes(registry, tmp_path):
+    path = pf.flipkart_products(tmp_path)
+    opts = {"path": str(path), "columns": FLIPKART, "label_separator": ">>", "label_level": 2}
+    counts = {}
+    for label in load(registry, **opts).items["label"].to_list():
+        counts[label] = counts.get(label, 0) + 1
+    for n in (1, 2, 3, 4, 6):
+        rare = {k: v for k, v in counts.items() if v < n}
+        if len(counts) - len(rare) < 2:
+            continue
+        cat = load(registry, **opts, min_items_per_label=n)
+        assert cat.items.height == 12 - sum(rare.values())
+        assert set(cat.label_names) == set(counts) - set(rare)
+        assert cat.notes == {"dropped_rare_labels": len(rare), "dropped_rare_label_items": sum(rare.values())}
+    merged = load(registry, **opts, min_items_per_label=3, rare_labels="other")
+    assert merged.items.height == 12 and merged.items["label"].to_list().count("other") == 4
+    assert merged.notes == {"merged_rare_labels": 3, "merged_rare_label_items": 4}
+    err = error_of(registry, **opts, min_items_per_label=3, rare_labels="other", other_label="Clothing > Women's Clothing")
+    assert err.field == "other_label"
+
+
+def test_rare_label_error_names_label_count_and_line(registry, tmp_path):
+    path = pf.flipkart_products(tmp_path)
+    opts = {"path": str(path), "columns": FLIPKART, "label_separator": ">>", "label_level": 2}
+    err = error_of(registry, **opts, min_items_per_label=2, rare_labels="error")
+    assert "label 'Home Decor & Festive Needs > Clocks' has 1 item (line 11)" in err.message
+    assert "min_items_per_label: 2" in err.message and "2 labels do" in err.message
+    assert err.field == "product_category_tree" and "rare_labels: drop" in err.fix
+    err = error_of(registry, **opts, min_items_per_label=5)
+    assert "one class only" in err.message and "min_items_per_label: 5" in err.message
+    assert "lower min_items_per_label" in err.fix
+
+
+# given splits ------------------------------------------------------------------------------
+
+def test_split_file_reproduces_a_given_split(registry, tmp_path):
+    path = pf.user_table(tmp_path)
+    wanted = {"sku0": "test", "sku1": "test", "sku2": "train", "sku3": "train", "sku4": "val", "sku5": "dev"}
+    pf.split_file(tmp_path / "paper_split.csv", list(wanted.items()))
+    cols = {**MAPPED, "split": None}
+    cat = load(registry, path=str(path), images="images", columns=cols, split_file="paper_split.csv")
+    got = dict(zip(cat.items["item_id"].to_list(), cat.items["split"].to_list()))
+    assert got == {k: ("dev" if v == "val" else v) for k, v in wanted.items()}
+    err = error_of(registry, path=str(path), images="images", columns=MAPPED, split_file="paper_split.csv")
+    assert "both a split column" in err.message and err.field == "split_file"
+
+
+def test_split_file_errors_name_the_line(registry, tmp_path):
+    path = pf.user_table(tmp_path)
+    cols = {**MAPPED, "split": None}
+    base = [("sku0", "train"), ("sku1", "train"), ("sku2", "test"), ("sku3", "test"), ("sku4", "dev"), ("sku5", "dev")]
+
+    def error_with(pairs, **extra):
+        split = pf.split_file(tmp_path / "s.csv", pairs)
+        return error_of(registry, path=str(path), images="images", columns=cols, split_file=str(split), **extra)
+
+    err = error_with(base + [("sku9", "test"), ("sku8", "train")])
+    assert "2 item ids in the split file are not in the catalogue" in err.message and "'sku9' (line 8)" in err.message
+    assert err.file.endswith("s.csv") and err.field == "line 8"
+    err = error_with(base[:4])
+    assert "2 of 6 catalogue items are not in the split file, e.g. sku4, sku5" in err.message
+    assert "unlisted_items: drop" in err.fix
+    cat = load(registry, path=str(path), images="images", columns=cols, split_file=str(tmp_path / "s.csv"),
+               unlisted_items="drop")
+    assert cat.items.height == 4 and cat.notes == {"dropped_unlisted_items": 2}
+    err = error_with(base[:5] + [("sku5", "holdout")])
+    assert "unknown split value 'holdout' on line 7" in err.message and "train, dev, test, ssl" in err.fix
+    err = error_with(base + [("sku0", "test")])
+    assert "listed twice (lines 2 and 8)" in err.message
+    err = error_with([("sku0", "train"), ("sku1", "test")] + base[2:])  # sku0 and sku1 are one product (g0)
+    assert "group 'g0' appears in more than one split" in err.message and err.file.endswith("s.csv")
+    (tmp_path / "h.csv").write_text("id;part\nsku0;train\n", encoding="utf-8")
+    err = error_of(registry, path=str(path), images="images", columns=cols, split_file=str(tmp_path / "h.csv"))
+    assert "needs a header with columns item_id and split" in err.message and "item_id,split" in err.fix
+
+
+def test_given_split_with_min_items_refuses_labels_never_in_train(registry, tmp_path):
+    path = pf.user_table(tmp_path)  # labels 2 and 3 (sku2, sku3) are only in test
+    err = error_of(registry, path=str(path), images="images", columns=MAPPED, min_items_per_label=1)
+    assert "label 'Beauty > Skin > Face' keeps 1 item" in err.message and "none in train" in err.message
+    assert "2 labels are like this" in err.message and "raise min_items_per_label" in err.fix
+    assert err.file.endswith("items.csv") and err.field == "category"
+    cat = load(registry, path=str(path), images="images", columns=MAPPED, min_items_per_label=2)
+    assert cat.label_names == ["Beauty > Makeup > Eyes", "Beauty > Makeup > Lips"]
+
+
+# one modality ------------------------------------------------------------------------------
+
+def test_titles_only_and_images_only_tables(registry, tmp_path):
+    path = pf.user_table(tmp_path)
+    titles = load(registry, path=str(path), columns={**MAPPED, "image": None})
+    assert titles.items["image"].null_count() == 6 and not titles.has_images and titles.has_titles
+    images = load(registry, path=str(path), images="images", columns={**MAPPED, "title": None})
+    assert set(images.items["title"].to_list()) == {""} and images.has_images and not images.has_titles
+    assert images.tasks == {"classification", "matching"}
+
+
+def test_titles_only_matching_suite_runs_and_fusions_needing_images_fail_clearly(registry, tmp_path, write_suite):
+    """End to end: Shopee's train.csv without its image folder (images: null), through suite
+    validation and a real tiny trial; a fusion or objective that reads pictures fails at trial start."""
+    from conftest import TINY_TEXT, tiny_trial
+
+    from bench.suite import load_suite
+    from bench.trial import TrialContext, run_trial
+
+    rows = []
+    for g in range(12):
+        for k in range(3):
+            rows.append([f"train_{g}_{k}", f"{g}_{k}.jpg", "94974f937d4c2433",
+                         f"{['paper bag', 'double tape', 'lunch meat', 'phone case'][g % 4]} {g} variant {k}", f"{g}"])
+    pf.write_csv(tmp_path / "shopee" / "train.csv", ["posting_id", "image", "image_phash", "title", "label_group"], rows)
+    dataset = {"name": "shopee_price_match", "options": {"path": str(tmp_path / "shopee"), "images": None}}
+    stage = {"objectives": ["triplet"], "epochs": 1, "batch_size": 12, "optimizer": {"lr": 1e-3}}
+    suite = write_suite({"name": "titles_only", "trial": tiny_trial(dataset=dataset, task="matching", stages=[stage]),
+                         "matrix": {"fusion": ["text_only", "late"]}})
+    trials = {t.axes["fusion"]: t for t in load_suite(suite, registry=registry).trials}
+    ctx = TrialContext(registry=registry)
+    row = run_trial(trials["text_only"], ctx).row
+    assert row["status"] == "ok", row["error"]
+    assert row["n_train"] + row["n_dev"] + row["n_test"] == 36 and 0 <= row["ndcg@10"] <= 1
+    row = run_trial(trials["late"], ctx).row
+    assert row["status"] == "failed"
+    assert "fusion 'late' needs images, but the catalogue shopee_price_match has none" in row["error"]
+    assert "trial.fusion.name" in row["error"] and "fusion text_only" in row["error"]
+    ssl = {**stage, "objectives": ["convirt"]}
+    from bench.suite import TrialConfig, TrialSpec, trial_key
+
+    config = TrialConfig.model_validate(tiny_trial(dataset=dataset, task="matching", stages=[ssl])).model_dump(mode="json")
+    row = run_trial(TrialSpec(trial_key(config), {}, {}, config), ctx).row
+    assert row["status"] == "failed" and "objective 'convirt' needs images" in row["error"]
+    assert "trial.stages[0].objectives[0].name" in row["error"]
+    images_only = {"name": "table", "options": {"path": str(tmp_path / "shopee" / "train.csv"),
+                                                "columns": {"id": "posting_id", "title": None, "image": "image",
+                                                            "group": "label_group"},
+                                                "images": str(tmp_path / "pics")}}
+    for name in {r[1] for r in rows}:
+        pf.tiny_image(tmp_path / "pics" / name)
+    config = TrialConfig.model_validate(tiny_trial(dataset=images_only, task="matching", stages=[stage],
+                                                   encoders={"text": TINY_TEXT})).model_dump(mode="json")
+    row = run_trial(TrialSpec(trial_key(config), {}, {}, config), ctx).row
+    assert row["status"] == "failed" and "fusion 'text_only' needs titles" in row["error"]
+    assert "fusion image_only" in row["error"]
+
+
+def test_vectorised_category_cut_agrees_with_the_cell_parser():
+    """Plain paths and ["A >> B"] cells are cut by polars; every other shape by parse_path: both agree."""
+    from mic_bench_plugins.datasets.category_paths import category_columns, label_of, parse_path
+
+    sample = ['["A >> B >> C"]', "[['Beauty', 'Makeup']]", "x >> y", "[Refurbished] Phones >> z", '" Q >> R "', None,
+              '["  >> A"]', "[u'Caf\\xe9 >> b']", '["A >> B", "C >> D"]', "A>>B>>C>>D", '["a \\"quoted\\" >> b"]']
+    cells = pl.Series(sample, dtype=pl.Utf8)
+    for level in (None, 1, 2, 3):
+        for form in ("path", "name"):
+            labels, paths, bad = category_columns(cells, ">>", level, form)
+            assert not bad
+            for cell, label, path in zip(sample, labels.to_list(), paths.to_list()):
+                parts = parse_path(cell, ">>")
+                assert label == label_of(parts, level, form) and path == ("\x1f".join(parts) or None)

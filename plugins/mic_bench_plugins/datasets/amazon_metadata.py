@@ -15,24 +15,29 @@ from pathlib import Path
 from typing import Iterator, Literal
 
 import polars as pl
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from bench.data_checks import resolve_user_path
 from bench.errors import BenchError
 from bench.registry import PluginSpec
 
 from .assemble import ColumnSources, MissingImages, check_pattern, finish_catalog, image_paths
-from .text_fields import html_to_text, label_from_parts
+from .catalog_options import GivenSplitOptions, PathLabelOptions
+from .category_paths import PATH_JOIN, label_of
+from .text_fields import html_to_text
 
 
-class AmazonMetadataOptions(BaseModel):
+MAX_RECORD_CHARS = 16 * 2**20  # far above any real record; bounds the literal parser's memory
+
+
+class AmazonMetadataOptions(PathLabelOptions, GivenSplitOptions):
     model_config = ConfigDict(extra="forbid")
     path: str = Field(description="the metadata file, e.g. meta_Beauty.json.gz (gzip or plain)")
     images: str | None = Field("images", description="folder of downloaded images; null = text only")
     image_pattern: str = Field("{}.jpg", description="file name from the asin")
     image_key: Literal["asin", "url"] = Field("asin", description="name files by asin, or by the image URL's file name")
-    label_level: int | None = Field(None, ge=1, description="depth of the first category path "
-                                                                 "(1 = top); null = full path")
+    split_column: str | None = Field(None, description="a record field holding train/dev/test (rarely present; "
+                                                       "see split_file)")
     append_description: bool = Field(False, description="append the description (HTML stripped) to the title")
     missing_title: Literal["skip", "keep"] = Field("skip", description="records without a title: skip or keep")
     missing_images: MissingImages = "error"
@@ -41,7 +46,9 @@ class AmazonMetadataOptions(BaseModel):
 
 
 def parse_record(line: str) -> dict:
-    """A strict JSON object, or the 2014 release's Python-literal dict."""
+    """A strict JSON object, or the 2014 release's Python-literal dict (bounded; never evaluated)."""
+    if len(line) > MAX_RECORD_CHARS:
+        raise ValueError(f"longer than {MAX_RECORD_CHARS} characters")
     try:
         record = json.loads(line)
     except ValueError:
@@ -92,7 +99,9 @@ def _description(record: dict) -> str | None:
 
 
 def read_records(path: Path, opts: AmazonMetadataOptions) -> tuple[pl.DataFrame, dict]:
-    rows, bad, untitled = [], 0, 0
+    """Records as core columns plus ``_line`` (each record's line) and ``_label_path``; the
+    notes count skipped lines, and ``untitled_ids`` lists the asins left out for no title."""
+    rows, bad, untitled, untitled_ids = [], 0, 0, set()
     for number, line in _lines(path, opts.encoding):
         try:
             record = parse_record(line)
@@ -106,18 +115,30 @@ def read_records(path: Path, opts: AmazonMetadataOptions) -> tuple[pl.DataFrame,
         title = html_to_text(str(record["title"])) if record.get("title") else None
         if not title and opts.missing_title == "skip":
             untitled += 1
+            if record.get("asin") is not None:
+                untitled_ids.add(str(record["asin"]))
             continue
         text = title or ""
         if opts.append_description:
             description = _description(record)
             text = f"{text} {description}".strip() if description else text
         asin = record.get("asin")
+        parts = _path_parts(_category_path(record))
+        split = record.get(opts.split_column) if opts.split_column else None
         rows.append({"item_id": None if asin is None else str(asin), "title": text,
                      "image": (_image_name(record) if opts.image_key == "url" else asin),
-                     "label": label_from_parts(_category_path(record), opts.label_level)})
+                     "label": label_of(parts, opts.label_level, opts.label_form),
+                     "_label_path": PATH_JOIN.join(parts) or None,
+                     "split": None if split is None else str(split), "_line": number})
     notes = {k: v for k, v in (("skipped_bad_rows", bad), ("skipped_no_title", untitled)) if v}
-    frame = pl.DataFrame(rows, schema={c: pl.Utf8 for c in ("item_id", "title", "image", "label")})
-    return frame, notes
+    schema = {c: pl.Utf8 for c in ("item_id", "title", "image", "label", "_label_path", "split")}
+    frame = pl.DataFrame(rows, schema={**schema, "_line": pl.Int64})
+    return frame, {**notes, "untitled_ids": untitled_ids}
+
+
+def _path_parts(parts: list | None) -> list[str]:
+    """Category names, trimmed, HTML entities decoded (2018 names carry &amp;)."""
+    return [html_to_text(str(p)) for p in parts or [] if p is not None and str(p).strip()]
 
 
 def load(opts: AmazonMetadataOptions, ctx=None):
@@ -127,6 +148,8 @@ def load(opts: AmazonMetadataOptions, ctx=None):
     folder = resolve_user_path(opts.images, option="images", kind="folder", relative_to=path.parent,
                                file=source) if opts.images else None
     frame, notes = read_records(path, opts)
+    untitled_ids = notes.pop("untitled_ids")
+    lines = frame["_line"].to_list()
     if frame.height == 0 and notes.get("skipped_no_title"):
         raise BenchError(f"none of the {notes['skipped_no_title']} records has a title", file=source, field="title",
                          fix="set missing_title: keep (and append_description: true) to use them anyway")
@@ -138,9 +161,11 @@ def load(opts: AmazonMetadataOptions, ctx=None):
         frame = frame.with_columns(pl.lit(None, dtype=pl.Utf8).alias("image"))
     has_labels = frame["label"].drop_nulls().len() > 0
     sources = ColumnSources(id="asin", image="images" if opts.image_key == "asin" else "imUrl",
-                            label="categories" if has_labels else None, label_levels=opts.label_level is not None)
-    return finish_catalog(path.name.split(".")[0], frame, source=source, sources=sources, notes=notes,
-                          missing_images=opts.missing_images, has_images=folder is not None)
+                            label="categories" if has_labels else None, split=opts.split_column,
+                            label_levels=opts.label_level is not None)
+    return finish_catalog(path.name.split(".")[0], frame.drop("_line"), source=source, sources=sources, notes=notes,
+                          missing_images=opts.missing_images, has_images=folder is not None, options=opts,
+                          line_of=lambda row: f"line {lines[row]}", known_ids=untitled_ids)
 
 
 SPECS = [PluginSpec("dataset", "amazon_metadata",

@@ -12,11 +12,15 @@ from pathlib import Path
 from typing import Literal
 
 import polars as pl
+from pydantic import BaseModel
 
 from bench.catalog import COLUMNS, Catalog
 from bench.data_checks import (resolve_user_path, apply_missing_images, check_fixed_split_groups, check_ids, check_label_classes,
                                check_not_empty, normalise_splits)
 from bench.errors import BenchError
+
+from .label_rules import LineOf, apply_min_items, check_labels_in_train
+from .split_file import apply_split_file, read_split_file
 
 MissingImages = Literal["error", "skip", "blank"]
 DuplicateIds = Literal["error", "keep_first"]
@@ -59,31 +63,74 @@ class ColumnSources:
 
 def finish_catalog(name: str, frame: pl.DataFrame, *, source: str, sources: ColumnSources, notes: dict | None = None,
                    missing_images: MissingImages = "error", has_images: bool = True,
-                   duplicate_ids: DuplicateIds = "error", label_source: str | None = None) -> Catalog:
-    """Check a frame of core columns and wrap it as a Catalog (notes carry skip counts)."""
+                   duplicate_ids: DuplicateIds = "error", label_source: str | None = None,
+                   options: BaseModel | None = None, line_of: LineOf | None = None,
+                   known_ids: set[str] = frozenset()) -> Catalog:
+    """Check a frame of core columns and wrap it as a Catalog (notes carry skip counts).
+
+    ``options``: the reader's options; the shared ones (split_file, min_items_per_label ...) are
+    applied here. ``line_of``: the file line of a frame row, for errors about one item. A
+    ``_label_path`` column (whole category paths) becomes ``Catalog.label_paths``.
+    """
     notes = dict(notes or {})
-    items = frame.select([pl.col(c).cast(pl.Utf8) if c in frame.columns else pl.lit(None, dtype=pl.Utf8).alias(c)
-                          for c in COLUMNS])
+    extra = [c for c in ("_label_path",) if c in frame.columns]
+    if "_source_row" not in frame.columns:
+        frame = frame.with_row_index("_source_row")
+    items = frame.select(
+        [pl.col(c).cast(pl.Utf8) if c in frame.columns else pl.lit(None, dtype=pl.Utf8).alias(c) for c in COLUMNS]
+        + [pl.col("_source_row"), *map(pl.col, extra)])
     check_not_empty(items, file=source)
     items, dropped = check_ids(items, file=source, column=sources.id, duplicates=duplicate_ids)
     if dropped:
         notes["dropped_duplicate_ids"] = dropped
+    split_file = getattr(options, "split_file", None)
+    split_where = sources.split
+    if split_file is not None:
+        if sources.split is not None:
+            raise BenchError(f"both a split column ({sources.split}) and split_file are given", file=source,
+                             field="split_file", fix="keep one of them")
+        given = read_split_file(split_file, relative_to=Path(source).parent, source=source,
+                                encoding=getattr(options, "encoding", "utf-8"))
+        items, split_notes = apply_split_file(items, given, source=source, policy=options.unlisted_items,
+                                              known_ids=known_ids)
+        notes.update(split_notes)
+        split_where = str(given.path)
     if has_images:
         items, image_notes = apply_missing_images(items, missing_images, file=source, field=sources.image)
         notes.update(image_notes)
+    if split_where is not None:
+        items = normalise_splits(items, file=source, column=split_where)
+        check_fixed_split_groups(items, file=split_where if split_file is not None else source)
+    min_items = getattr(options, "min_items_per_label", None)
     if sources.label is not None:
-        check_label_classes(items, file=label_source or source, column=sources.label, level_hint=sources.label_levels)
-    if sources.split is not None:
-        items = normalise_splits(items, file=source, column=sources.split)
-        check_fixed_split_groups(items, file=source)
-    return Catalog(name=name, items=items, source=source, notes=notes)
+        items, label_notes = apply_min_items(items, min_items, options.rare_labels if min_items else "drop",
+                                             getattr(options, "other_label", "other"), file=label_source or source,
+                                             column=sources.label, line_of=line_of)
+        notes.update(label_notes)
+        _check_classes(items, file=label_source or source, sources=sources, min_items=min_items)
+        if min_items is not None and split_where is not None and items["split"].null_count() == 0:
+            check_labels_in_train(items, file=split_where if split_file is not None else source,
+                                  column=sources.label, min_items=min_items)
+    paths = items["_label_path"] if "_label_path" in items.columns else None
+    return Catalog(name=name, items=items.select(COLUMNS), source=source, notes=notes, label_paths=paths)
 
 
-def locate_files(path: str, table_option: str, table_name: str, images: str) -> tuple[Path, Path, Path]:
+def _check_classes(items: pl.DataFrame, *, file: str, sources: ColumnSources, min_items: int | None) -> None:
+    try:
+        check_label_classes(items, file=file, column=sources.label, level_hint=sources.label_levels)
+    except BenchError as exc:
+        if min_items is None:
+            raise
+        raise BenchError(f"{exc.message} (after min_items_per_label: {min_items})", file=exc.file, field=exc.field,
+                         fix=f"lower min_items_per_label or set rare_labels: other; or {exc.fix}") from None
+
+
+def locate_files(path: str, table_option: str, table_name: str, images: str | None) -> tuple[Path, Path, Path | None]:
     """(dataset folder, table file, image folder) from a dataset folder or the table file itself.
 
     ``path`` may name the folder the dataset was unpacked into (the table is then
-    ``table_name`` inside it) or the table file; ``images`` is relative to that folder.
+    ``table_name`` inside it) or the table file; ``images`` is relative to that folder
+    (null: a catalogue without pictures, the folder is None).
     """
     if Path(path).expanduser().is_dir():
         root = resolve_user_path(path, option="path", kind="folder")
@@ -91,6 +138,8 @@ def locate_files(path: str, table_option: str, table_name: str, images: str) -> 
     else:
         table = resolve_user_path(path, option="path")
         root = table.parent
+    if images is None:
+        return root, table, None
     folder = resolve_user_path(images, option="images", kind="folder", relative_to=root, file=str(table))
     return root, table, folder
 

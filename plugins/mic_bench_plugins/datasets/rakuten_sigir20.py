@@ -11,29 +11,33 @@ import re
 from pathlib import Path
 
 import polars as pl
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
-from bench.data_checks import resolve_user_path
+from bench.data_checks import require_columns, resolve_user_path
 from bench.errors import BenchError
 from bench.registry import PluginSpec
 
 from .assemble import ColumnSources, MissingImages, finish_catalog, image_paths
-from .table_files import read_table
+from .catalog_options import GivenSplitOptions, LabelOptions
+from .table_files import read_table, row_line
 from .text_fields import html_to_text, join_text
 
 ALIASES = {"designation": ("designation", "title"), "description": ("description",), "productid": ("productid",),
            "imageid": ("imageid",), "prdtypecode": ("prdtypecode",)}
 
 
-class RakutenOptions(BaseModel):
+class RakutenOptions(LabelOptions, GivenSplitOptions):
     model_config = ConfigDict(extra="forbid")
     path: str = Field(description="the dataset folder holding the X and Y files and the image folder")
     features_file: str = Field("X_train.csv", description="the product table (X_train*.csv is found too)")
     labels_file: str | None = Field("Y_train.csv", description="the label table (Y_train*.csv is found too); "
                                                                "null = no labels")
-    images: str = Field("images/image_train", description="image folder (relative to the dataset folder)")
+    images: str | None = Field("images/image_train", description="image folder (relative to the dataset folder); "
+                                                                 "null = titles only")
     image_pattern: str = Field("image_{imageid}_product_{productid}.jpg", description="image file name")
     append_description: bool = Field(False, description="append the description (HTML stripped) to the title")
+    split_column: str | None = Field(None, description="a column of the X file holding train/dev/test (the release "
+                                                       "has none; see split_file)")
     missing_images: MissingImages = "error"
     encoding: str = "utf-8"
 
@@ -81,9 +85,11 @@ def load(opts: RakutenOptions, ctx=None):
     root = resolve_user_path(opts.path, option="path", kind="folder")
     x_path = _find_file(root, opts.features_file, "features_file")
     source = str(x_path)
-    folder = resolve_user_path(opts.images, option="images", kind="folder", relative_to=root, file=source)
+    folder = resolve_user_path(opts.images, option="images", kind="folder", relative_to=root,
+                               file=source) if opts.images is not None else None
     frame, notes = read_table(x_path, encoding=opts.encoding)
     cols = _find_columns(frame, ("designation", "description", "productid", "imageid"), source)
+    require_columns(frame.columns, {"split_column": opts.split_column}, file=source)
     index = _index_column(frame)
     ids = pl.col(index).str.strip_chars() if index is not None else pl.int_range(pl.len()).cast(pl.Utf8)
     text = [pl.col(cols["designation"]).map_elements(html_to_text, return_dtype=pl.Utf8, skip_nulls=True)]
@@ -91,21 +97,26 @@ def load(opts: RakutenOptions, ctx=None):
         text.append(pl.col(cols["description"]).map_elements(html_to_text, return_dtype=pl.Utf8, skip_nulls=True))
     items = frame.select(ids.alias("item_id"), join_text(text).fill_null("").alias("title"),
                          pl.col(cols["imageid"]).str.strip_chars().alias("_imageid"),
-                         pl.col(cols["productid"]).str.strip_chars().alias("_productid"))
+                         pl.col(cols["productid"]).str.strip_chars().alias("_productid"),
+                         *([pl.col(opts.split_column).alias("split")] if opts.split_column else []))
     label_source = None
     if opts.labels_file is not None:
         y_path = _find_file(root, opts.labels_file, "labels_file")
         label_source = str(y_path)
         items = items.with_columns(_labels(items, read_table(y_path, encoding=opts.encoding)[0], y_path, index))
-    names = [opts.image_pattern.format(imageid=i, productid=p) if i and p else None
-             for i, p in zip(items["_imageid"].to_list(), items["_productid"].to_list())]
-    items = items.with_columns(pl.Series("image", image_paths(names, folder=folder, pattern=None, base=root),
-                                         dtype=pl.Utf8)).drop("_imageid", "_productid")
+    if folder is not None:
+        names = [opts.image_pattern.format(imageid=i, productid=p) if i and p else None
+                 for i, p in zip(items["_imageid"].to_list(), items["_productid"].to_list())]
+        items = items.with_columns(pl.Series("image", image_paths(names, folder=folder, pattern=None, base=root),
+                                             dtype=pl.Utf8))
+    items = items.drop("_imageid", "_productid")
     id_source = "row number" if index is None else (index or "(index column)")
     sources = ColumnSources(id=id_source, image="imageid/productid",
-                            label="prdtypecode" if opts.labels_file is not None else None)
+                            label="prdtypecode" if opts.labels_file is not None else None, split=opts.split_column)
     return finish_catalog("rakuten_sigir20", items, source=source, sources=sources, notes=notes,
-                          missing_images=opts.missing_images, label_source=label_source)
+                          missing_images=opts.missing_images, has_images=folder is not None,
+                          label_source=label_source, options=opts,
+                          line_of=lambda row: f"{x_path.name} {row_line(x_path, row, encoding=opts.encoding)}")
 
 
 def _labels(items: pl.DataFrame, labels: pl.DataFrame, y_path: Path, index: str | None) -> pl.Series:

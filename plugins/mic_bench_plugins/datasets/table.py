@@ -12,6 +12,7 @@ Example options::
 """
 from __future__ import annotations
 
+import json
 
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field
@@ -19,9 +20,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from bench.data_checks import require_columns, resolve_user_path
 from bench.registry import PluginSpec
 
+from bench.errors import BenchError
+
 from .assemble import ColumnSources, DuplicateIds, MissingImages, check_pattern, finish_catalog, image_paths
-from .table_files import BadRows, Format, read_table
-from .text_fields import as_text, join_text, label_at_level, strip_html
+from .catalog_options import GivenSplitOptions, PathLabelOptions
+from .category_paths import category_columns
+from .table_files import BadRows, Format, read_table, row_line
+from .text_fields import as_text, join_text, strip_html
 
 
 class ColumnMap(BaseModel):
@@ -29,15 +34,16 @@ class ColumnMap(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     id: str | None = Field(None, description="unique item id; null = number the rows")
-    title: str = Field("title", description="product title")
+    title: str | None = Field("title", description="product title; null for a catalogue of images only")
     image: str | None = Field(None, description="image file: absolute, relative to `images`, "
                                                   "or an id for image_pattern")
-    label: str | None = Field(None, description="category label or category path")
+    label: str | None = Field(None, description="category label or category path (plain, or a JSON / Python "
+                                                  "list literal)")
     group: str | None = Field(None, description="product group id for matching")
     split: str | None = Field(None, description="train / dev / test / ssl (val, valid -> dev); null = split later")
 
 
-class TableOptions(BaseModel):
+class TableOptions(PathLabelOptions, GivenSplitOptions):
     model_config = ConfigDict(extra="forbid")
     path: str = Field(description="the table file")
     format: Format = Field("auto", description="auto (from the extension), csv, tsv, parquet or jsonl")
@@ -52,8 +58,8 @@ class TableOptions(BaseModel):
     images: str | None = Field(None, description="image folder (relative: to the table's folder, else the working dir)")
     image_pattern: str | None = Field(None, description='file name from the image column or the id, e.g. "{}.jpg"')
     missing_images: MissingImages = Field("error", description="error, skip (drop rows) or blank (grey image)")
-    label_separator: str = Field(">", description="separator of hierarchical labels")
-    label_level: int | None = Field(None, ge=1, description="depth of the label path to keep (1 = top); null = all")
+    label_separator: str = Field(">", min_length=1, description="separator of hierarchical labels, e.g. > or >> "
+                                                                "(several characters are one separator)")
     duplicate_ids: DuplicateIds = Field("error", description="error, or keep_first (drop later repeats)")
     name: str | None = Field(None, description="catalogue name (default: the file name)")
 
@@ -71,7 +77,15 @@ def load(opts: TableOptions, ctx=None):
     require_columns(frame.columns, wanted, file=source)
     folder = resolve_user_path(opts.images, option="images", kind="folder", relative_to=path.parent,
                                file=source) if opts.images else None
-    items = frame.select(_core_columns(frame, opts))
+    items = frame.select(_core_columns(frame, opts)).with_row_index("_source_row")  # rows of the file, for errors
+
+    def line_of(row: int) -> str:
+        return row_line(path, row, fmt=opts.format, encoding=opts.encoding, separator=opts.separator,
+                        bad_rows=opts.bad_rows)
+
+    if cols.label:
+        items, label_notes = _labels(items, opts, source=source, line_of=line_of)
+        notes.update(label_notes)
     has_images = cols.image is not None or (folder is not None and opts.image_pattern is not None)
     if has_images:
         raw = items["image"] if cols.image is not None else items["item_id"]
@@ -82,24 +96,44 @@ def load(opts: TableOptions, ctx=None):
                             image=f"columns.image ({cols.image})" if cols.image else "image_pattern",
                             label=cols.label, split=cols.split, label_levels=opts.label_level is not None)
     return finish_catalog(opts.name or path.name, items, source=source, sources=sources, notes=notes,
-                          missing_images=opts.missing_images, has_images=has_images, duplicate_ids=opts.duplicate_ids)
+                          missing_images=opts.missing_images, has_images=has_images, duplicate_ids=opts.duplicate_ids,
+                          options=opts, line_of=line_of)
+
+
+def _labels(items: pl.DataFrame, opts: TableOptions, *, source: str, line_of) -> tuple[pl.DataFrame, dict]:
+    """Parse the label cells as category paths; a cell that is no path stops loading with its
+    line, or (bad_rows: skip) its row is dropped and counted."""
+    cells = items["label"]
+    labels, paths, bad = category_columns(cells, opts.label_separator, opts.label_level, opts.label_form,
+                                          as_written=True)
+    items = items.with_columns(labels, paths)
+    if not bad:
+        return items, {}
+    is_bad = cells.is_in(list(bad))
+    if opts.bad_rows != "skip":
+        row = int(is_bad.arg_true()[0])
+        cell = cells[row]
+        shown = cell if len(cell) <= 80 else cell[:77] + "..."
+        raise BenchError(f"the category cell {shown!r} in column '{opts.columns.label}' is not a category path: "
+                         f"{bad[cell]} ({int(is_bad.sum())} rows have such cells)", file=source, field=line_of(row),
+                         fix="write the cell as a JSON list of strings (e.g. [\"Home >> Decor\"]) or a plain path "
+                             "(Home >> Decor); or set bad_rows: skip to drop such rows")
+    return items.filter(~is_bad), {"skipped_bad_label_cells": int(is_bad.sum())}
 
 
 def _core_columns(frame: pl.DataFrame, opts: TableOptions) -> list[pl.Expr]:
     cols = opts.columns
     clean = strip_html if opts.strip_html else (lambda e: e)
-    title_parts = [clean(as_text(frame, c)) for c in [cols.title, *opts.text_columns]]
+    title_parts = [clean(as_text(frame, c)) for c in [cols.title, *opts.text_columns] if c is not None]
     exprs = [
         (as_text(frame, cols.id).str.strip_chars() if cols.id else
          pl.int_range(pl.len()).cast(pl.Utf8)).alias("item_id"),
-        join_text(title_parts, opts.text_separator).fill_null("").alias("title"),
+        (join_text(title_parts, opts.text_separator).fill_null("") if title_parts else pl.lit("")).alias("title"),
     ]
     if cols.image:
         exprs.append(as_text(frame, cols.image).alias("image"))
     if cols.label:
-        label = as_text(frame, cols.label).str.strip_chars()
-        if opts.label_level is not None:
-            label = label_at_level(label, opts.label_separator, opts.label_level)
+        label = _label_text(frame, cols.label).str.strip_chars()
         exprs.append(pl.when(label == "").then(None).otherwise(label).alias("label"))
     if cols.group:
         group = as_text(frame, cols.group).str.strip_chars()
@@ -108,6 +142,15 @@ def _core_columns(frame: pl.DataFrame, opts: TableOptions) -> list[pl.Expr]:
         split = as_text(frame, cols.split).str.strip_chars()
         exprs.append(pl.when(split == "").then(None).otherwise(split).alias("split"))
     return exprs
+
+
+def _label_text(frame: pl.DataFrame, column: str) -> pl.Expr:
+    """A label column as text; a list column (JSON lines, Parquet) becomes its JSON list form so the
+    path parser reads its parts, not a space-joined string."""
+    if isinstance(frame.schema[column], (pl.List, pl.Array)):
+        return pl.col(column).map_elements(lambda v: json.dumps(v.to_list(), ensure_ascii=False), return_dtype=pl.Utf8,
+                                           skip_nulls=True)
+    return as_text(frame, column)
 
 
 SPECS = [PluginSpec("dataset", "table",

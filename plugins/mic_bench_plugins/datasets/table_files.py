@@ -130,7 +130,7 @@ def _rebuild(text: str, separator: str, header: list[str], bad_rows: str, join_w
     next(reader)
     rows = []
     for row in reader:
-        if not row:
+        if not row or all(field == "" for field in row):  # blank lines, as polars drops them
             continue
         if len(row) != width:
             if bad_rows == "skip":
@@ -139,6 +139,55 @@ def _rebuild(text: str, separator: str, header: list[str], bad_rows: str, join_w
         rows.append(row)
     names = _unique_names(header)
     return pl.DataFrame(rows, schema={n: pl.Utf8 for n in names}, orient="row")
+
+
+def row_line(path: Path, row: int, *, fmt: Format = "auto", encoding: str = "utf-8", separator: str | None = None,
+             bad_rows: BadRows = "error") -> str:
+    """Where the ``row``-th data row (0-based, as ``read_table`` returned it) starts in the file:
+    "line N" (a quoted cell may span lines, so this is not row + 2), or "row N" for Parquet.
+    Only used to point an error at a cell, so it re-reads the file."""
+    kind = detect_format(path, fmt)
+    if kind == "parquet":
+        return f"row {row + 1}"
+    text = decode_text(path, encoding)
+    if kind == "jsonl":
+        return _jsonl_row_line(text, row, bad_rows)
+    return csv_row_line(text, separator or ("\t" if kind == "tsv" else ","), row, bad_rows)
+
+
+def csv_row_line(text: str, separator: str, row: int, bad_rows: BadRows = "error") -> str:
+    previous = csv.field_size_limit(FIELD_LIMIT)
+    try:
+        reader = csv.reader(io.StringIO(text, newline=""), delimiter=separator)
+        width = len(next(reader))
+        count, start = -1, reader.line_num + 1
+        for fields in reader:
+            begin, start = start, reader.line_num + 1
+            if not fields or all(f == "" for f in fields) or (bad_rows == "skip" and len(fields) != width):
+                continue
+            count += 1
+            if count == row:
+                return f"line {begin}"
+    finally:
+        csv.field_size_limit(previous)
+    return f"data row {row + 1}"
+
+
+def _jsonl_row_line(text: str, row: int, bad_rows: BadRows) -> str:
+    count = -1
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        if bad_rows == "skip":
+            try:
+                if not isinstance(json.loads(line), dict):
+                    continue
+            except ValueError:
+                continue
+        count += 1
+        if count == row:
+            return f"line {number}"
+    return f"data row {row + 1}"
 
 
 def _unique_names(header: list[str]) -> list[str]:

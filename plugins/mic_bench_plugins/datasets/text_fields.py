@@ -1,8 +1,7 @@
 """Turning raw catalogue fields into title text and labels.
 
-Merchant descriptions carry HTML; category labels come as paths ("Beauty > Makeup > Lips")
-of which a benchmark wants one depth. Kept apart from the readers so every format cleans the
-same way.
+Merchant descriptions carry HTML; titles come as lists or numbers. Kept apart from the
+readers so every format cleans the same way (category paths: category_paths.py).
 """
 from __future__ import annotations
 
@@ -12,7 +11,6 @@ from html.parser import HTMLParser
 
 import polars as pl
 
-LABEL_JOIN = " > "
 _BLOCK_TAGS = {"p", "br", "div", "li", "ul", "ol", "tr", "td", "th", "h1", "h2", "h3", "h4", "h5", "h6", "table"}
 _SPACES = re.compile(r"\s+")
 
@@ -74,28 +72,3 @@ def join_text(parts: list[pl.Expr], separator: str = " ") -> pl.Expr:
     """Concatenate the non-empty parts (title first, then descriptions)."""
     cleaned = [pl.when(p.str.strip_chars() == "").then(None).otherwise(p.str.strip_chars()) for p in parts]
     return pl.concat_str(cleaned, separator=separator, ignore_nulls=True)
-
-
-def label_at_level(expr: pl.Expr, separator: str, level: int | None) -> pl.Expr:
-    """Cut a category path to its first ``level`` parts ("Beauty > Makeup" at level 2).
-
-    The label keeps the path prefix, not just the last part, so equal names under different
-    parents stay distinct; a path shorter than ``level`` keeps all its parts. Parts are trimmed
-    and rejoined with " > ".
-    """
-    parts = expr.str.split(separator).list.eval(pl.element().str.strip_chars()).list.eval(
-        pl.element().filter(pl.element() != ""))
-    if level is not None:
-        parts = parts.list.head(level)
-    joined = parts.list.join(LABEL_JOIN)
-    return pl.when(joined == "").then(None).otherwise(joined)
-
-
-def label_from_parts(parts: list[str] | None, level: int | None) -> str | None:
-    """The same cut for a path that is already a list (Amazon's nested categories)."""
-    if not parts:
-        return None
-    cleaned = [str(p).strip() for p in parts if p is not None and str(p).strip()]
-    if level is not None:
-        cleaned = cleaned[:level]
-    return LABEL_JOIN.join(cleaned) or None

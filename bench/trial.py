@@ -295,7 +295,7 @@ class TrialRun:
             self.train_samples += stats.samples
             self.train_seconds += stats.seconds
             losses[f"loss_{stage.name}"] = round(stats.loss, 5)
-            losses.update({f"loss_{stage.name}_{k}": round(v, 5) for k, v in stats.parts.items()})
+            losses.update({f"train_{stage.name}_{k}": round(v, 5) for k, v in stats.parts.items()})
             if last:
                 self.finish_selection(selector, stats)
         losses["train_items_seen_share"] = seen_share(served, self.data.splits["train"])

@@ -115,7 +115,7 @@ def test_epoch_mean_loss_and_logged_parts_are_recorded(turning_registry):
     outcome = _run(turning_registry, stages=[stage])
     row, curve = outcome.row, outcome.curve
     assert math.isclose(row["loss_train"], curve["train_loss"][-1], rel_tol=1e-4)
-    assert math.isclose(row["loss_train_ce"], curve["train_ce"][-1], rel_tol=1e-4)
+    assert math.isclose(row["train_train_ce"], curve["train_ce"][-1], rel_tol=1e-4)
 
 
 def test_no_dev_split_keeps_the_last_epoch_with_a_note(turning_registry):

@@ -14,17 +14,27 @@ from bench.results import PREDICTIONS, load_run
 HTML_PAGE = "leaderboard.html"
 
 
-def run_leaderboard_spec(run_dir: Path, rows) -> LeaderboardSpec:
-    """The leaderboard settings of the suite as it was run (its copy in the run folder)."""
+def run_leaderboard_spec(run_dir: Path, rows, group_by: list[str] | None = None) -> LeaderboardSpec:
+    """The leaderboard settings of the suite as it was run (its copy in the run folder); a copy that
+    no longer validates is an error unless the caller names the grouping."""
     suite_copy = Path(run_dir) / "suite.yaml"
     if suite_copy.exists():
         from bench.suite import Suite, read_with_includes
 
+        from pydantic import ValidationError
+
+        from bench.errors import BenchError
+        from bench.validation import describe_validation_error
+
         raw = read_with_includes(suite_copy)
         try:
             return spec_from_suite(Suite.model_validate(raw))
-        except Exception:
-            pass
+        except ValidationError as exc:  # never guess the grouping of a table silently
+            if group_by:
+                return LeaderboardSpec(group_by=group_by)
+            raise BenchError("the run's copy of its suite does not validate with this version of mic-bench: "
+                             + describe_validation_error(exc, Suite), file=suite_copy,
+                             fix="name the grouping yourself: bench leaderboard RUN --group-by AXIS") from None
     axes = [c for c in rows.columns if c not in ("trial_key",)][:1]
     return LeaderboardSpec(group_by=axes)
 
@@ -65,7 +75,7 @@ def write_run_reports(run_dir: str | Path, rows: pl.DataFrame, spec: Leaderboard
 def leaderboard_for_run(run_dir: str | Path, fmt: str = "md", group_by: list[str] | None = None,
                         sort: str | None = None) -> str:
     run, rows = load_run(run_dir)
-    spec = run_leaderboard_spec(run.path, rows)
+    spec = run_leaderboard_spec(run.path, rows, group_by)
     check_columns(rows, run.path, group_by or [], sort)
     if group_by:
         spec = replace(spec, group_by=group_by)

@@ -92,6 +92,7 @@ class LinearProbeFusion(Fusion):
         from sklearn.exceptions import ConvergenceWarning
         from sklearn.linear_model import LogisticRegression
         from sklearn.preprocessing import StandardScaler
+        from threadpoolctl import threadpool_limits
 
         known = labels >= 0
         x = self._concat(features)[known].cpu().double().numpy()
@@ -112,7 +113,8 @@ class LinearProbeFusion(Fusion):
         cols = torch.as_tensor(active, dtype=torch.long, device=self.weight.device)
         self.converged = True
         for i, c in enumerate(self.c_values):
-            with warnings.catch_warnings(record=True) as caught:
+            # BLAS threads as many as the trial's torch threads: more only fight over shared cores
+            with warnings.catch_warnings(record=True) as caught, threadpool_limits(torch.get_num_threads()):
                 warnings.simplefilter("always", ConvergenceWarning)
                 clf = LogisticRegression(C=c, max_iter=self.opts.max_iter).fit(z[:, active], y)
             self.converged &= not any(issubclass(w.category, ConvergenceWarning) for w in caught)

@@ -316,3 +316,20 @@ def test_suites_with_baselines_validate(registry):
     assert any(t.config["encoders"]["text"]["name"] == "tfidf_text" for t in headline.trials)
     matching = load_suite(SUITES / "product_matching.yaml", registry)
     assert any(t.config["encoders"].get("text", {}).get("name") == "tfidf_text" for t in matching.trials)
+
+
+@pytest.mark.parametrize("fusion", ["text_only", "late", "late_avg_embedding", "shallow", "cross_modal_gated_attention"])
+def test_tfidf_feeds_every_fusion(registry, fusion):
+    """A pooled vector, and a one-token sequence for the fusions that read sequences."""
+    from bench.data import Collate
+    from mic_bench_plugins.objectives.model_probe import kind_widths
+
+    cfg = TrialConfig.model_validate(tiny_trial(encoders={"text": TFIDF, "image": TINY_IMAGE}, fusion=fusion))
+    model = build_model(cfg, TrialContext(registry=registry), TaskInfo("classification", ["a", "b", "c"], False))
+    fit_encoder(model.encoders["text"], _records(TRAIN_TITLES), None)
+    records = [{**r, "image": None} for r in _records(TEST_TITLES)]
+    out = model(Collate({m: model.encoders[m].preprocess for m in ("text", "image")})(records))
+    assert out.logits.shape == (len(records), 3) and torch.isfinite(out.logits).all()
+    sum(torch.nn.functional.cross_entropy(p, torch.tensor([0, 1, 2, 0])) for p in out.logits_parts).backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.fusion.parameters())
+    assert kind_widths(dict(model.encoders.items()), model.fusion)["embedding"] == out.embedding.shape[1]

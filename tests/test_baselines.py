@@ -216,6 +216,8 @@ def test_linear_probe_keeps_the_c_with_the_best_dev_accuracy(registry):
     probe = _probe(registry, 4, c_grid=grid).eval()
     probe.fit_on_train({k: v.pooled for k, v in _split(x_train).items()}, torch.from_numpy(y_train))
     probe.fit_on_dev(probe(_split(x_dev)), torch.from_numpy(y_dev))
+    out = probe(_split(x_dev))
+    assert torch.equal(out.logits, out.logits_parts[grid.index(probe.report()["linear_probe_C"])])
 
     scaler = StandardScaler().fit(x_train.astype(np.float64))
     accuracy = [(LogisticRegression(C=c, max_iter=5000).fit(scaler.transform(x_train), y_train)
@@ -256,6 +258,10 @@ def test_linear_probe_trial_equals_sklearn_on_the_same_frozen_features(registry,
         with torch.no_grad():
             parts = [model.encoders[m](model.encoders[m].preprocess(records)).pooled for m in ("image", "text")]
         return torch.cat(parts, 1).double().numpy(), np.array([r["label"] for r in records])
+
+    width, n_labels = sum(e.dim for e in model.encoders.values()), data.task.num_labels
+    encoder_params = sum(p.numel() for e in model.encoders.values() for p in e.parameters())
+    assert row["n_params"] == encoder_params + n_labels * width + n_labels  # the kept classifier, frozen
 
     x_train, y_train = features(data.splits["train"])
     x_test, y_test = features(data.splits["test"])

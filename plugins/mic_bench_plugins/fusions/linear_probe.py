@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
-from torch import Tensor
+from torch import Tensor, nn
 
 from bench.errors import BenchError
 from bench.interfaces import EncoderOutput, Fusion, FusionOutput
@@ -56,8 +56,11 @@ class LinearProbeFusion(Fusion):
         width = sum(dims)
         self.register_buffer("mean", torch.zeros(width))
         self.register_buffer("scale", torch.ones(width))
+        # one fitted classifier per C (buffers: read by fit_on_dev), and the kept one as frozen
+        # parameters, so the row's n_params counts the model that predicts (n_trainable_params: 0)
         self.register_buffer("weight", torch.zeros(len(self.c_values), n_labels, width))
         self.register_buffer("bias", torch.zeros(len(self.c_values), n_labels))
+        self.classifier = nn.Linear(width, n_labels).requires_grad_(False)
         self.register_buffer("present", torch.zeros(n_labels, dtype=torch.bool))
         default = min(range(len(self.c_values)), key=lambda i: abs(math.log10(self.c_values[i] / DEFAULT_C)))
         self.register_buffer("chosen", torch.tensor(default))
@@ -67,24 +70,27 @@ class LinearProbeFusion(Fusion):
     def _concat(self, pooled: dict[str, Tensor]) -> Tensor:
         return torch.cat([pooled[m].float() for m in self.modalities], dim=-1)
 
-    def _log_probs(self, x: Tensor) -> list[Tensor]:
-        z = (x - self.mean) / self.scale
-        out = []
-        for w, b in zip(self.weight, self.bias):
-            logits = (z @ w.T + b).masked_fill(~self.present, float("-inf"))
-            out.append(F.log_softmax(logits, dim=-1).clamp_min(LOG_FLOOR))
-        return out
+    def _log_probs(self, z: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+        logits = (z @ weight.T + bias).masked_fill(~self.present, float("-inf"))
+        return F.log_softmax(logits, dim=-1).clamp_min(LOG_FLOOR)
+
+    def _keep(self, index: int) -> None:
+        self.chosen.fill_(index)
+        self.classifier.weight.copy_(self.weight[index])
+        self.classifier.bias.copy_(self.bias[index])
 
     def forward(self, features: dict[str, EncoderOutput]) -> FusionOutput:
         if not self.fitted:
             raise RuntimeError("linear_probe was called before fit_on_train (the trial fits it before the stages)")
         pooled = {m: features[m].pooled for m in self.modalities}
-        parts = self._log_probs(self._concat(pooled))
+        z = (self._concat(pooled) - self.mean) / self.scale
+        parts = [self._log_probs(z, w, b) for w, b in zip(self.weight, self.bias)]
         kinds = {m: v for m, v in pooled.items()}
         embedding = torch.cat([F.normalize(pooled[m].float(), dim=-1) for m in self.modalities], dim=-1)
         if len(self.modalities) > 1:
             kinds["multimodal"] = embedding
-        return FusionOutput(embedding=embedding, logits=parts[int(self.chosen)], logits_parts=parts, kinds=kinds)
+        logits = self._log_probs(z, self.classifier.weight, self.classifier.bias)  # = parts[chosen]
+        return FusionOutput(embedding=embedding, logits=logits, logits_parts=parts, kinds=kinds)
 
     @torch.no_grad()
     def fit_on_train(self, features: dict[str, Tensor], labels: Tensor) -> None:
@@ -132,6 +138,7 @@ class LinearProbeFusion(Fusion):
         self.scale.copy_(torch.as_tensor(scale))
         self.present.zero_()
         self.present[torch.as_tensor(classes, dtype=torch.long)] = True
+        self._keep(int(self.chosen))
         self.fitted = True
 
     @torch.no_grad()
@@ -143,7 +150,7 @@ class LinearProbeFusion(Fusion):
         scores = [float((p[known].argmax(-1) == labels[known]).float().mean()) for p in outputs.logits_parts]
         best = max(scores)
         candidates = [i for i, s in enumerate(scores) if s >= best - 1e-9]
-        self.chosen.fill_(min(candidates, key=lambda i: abs(math.log10(self.c_values[i] / DEFAULT_C))))
+        self._keep(min(candidates, key=lambda i: abs(math.log10(self.c_values[i] / DEFAULT_C))))
 
     def report(self) -> dict:
         return {"linear_probe_C": float(self.c_values[int(self.chosen)]), "linear_probe_converged": self.converged}

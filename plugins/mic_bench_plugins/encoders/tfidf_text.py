@@ -122,7 +122,9 @@ class TfidfTextEncoder(Encoder):
             self._report["tfidf_svd_rank"] = int(self._components.shape[0])
 
     def fit_fingerprint(self) -> dict[str, Any]:
-        return self.opts.model_dump(mode="json")
+        import sklearn
+
+        return {**self.opts.model_dump(mode="json"), "sklearn": sklearn.__version__}  # its tokenisation may change
 
     def report(self) -> dict[str, Any]:
         return dict(self._report)

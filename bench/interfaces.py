@@ -91,6 +91,14 @@ class Encoder(nn.Module):
     ``preprocess`` turns raw records into tensors (it runs in DataLoader workers, so keep it
     free of module state that cannot be pickled); ``forward`` returns an EncoderOutput.
     ``preprocess_fingerprint`` names everything that decides preprocess's output (cache key).
+
+    Fitted encoders (a TF-IDF vocabulary, colour-histogram bins, BM25 statistics) learn from the
+    training split before any stage. They override ``fit`` (train records only: never dev, test
+    or ssl), ``load_fitted`` and ``fit_fingerprint``; the trial calls ``fit`` once, caches the
+    returned state as safetensors keyed by the train split's content and ``fit_fingerprint``,
+    and always applies it through ``load_fitted`` (a cache hit and a fresh fit take one path).
+    ``preprocess_fingerprint`` must then include a digest of the fitted state, so no
+    preprocessed-input or frozen-feature cache entry outlives the state it was built from.
     """
 
     modality: ClassVar[str] = TEXT
@@ -109,6 +117,23 @@ class Encoder(nn.Module):
     def forward(self, inputs: dict[str, Tensor]) -> EncoderOutput:  # pragma: no cover - interface
         raise NotImplementedError
 
+    def fit(self, train_records: list[dict[str, Any]]) -> dict[str, Tensor]:
+        """Learn from the training split; return the whole fitted state as named tensors
+        (strings as UTF-8 JSON bytes: bench.fitting.json_tensor). Must not change the encoder:
+        the trial applies the state with ``load_fitted``. Default: nothing to learn."""
+        return {}
+
+    def load_fitted(self, state: dict[str, Tensor]) -> None:
+        """Apply a state returned by ``fit`` (freshly computed or read from the cache)."""
+
+    def fit_fingerprint(self) -> dict[str, Any]:
+        """Everything besides the train records that decides ``fit``'s result (cache key)."""
+        return {}
+
+    def report(self) -> dict[str, Any]:
+        """Values to record in the trial row (e.g. a fitted vocabulary's size)."""
+        return {}
+
 
 class Fusion(nn.Module):
     """Combines EncoderOutputs into a FusionOutput. ``requires``: modalities it reads."""
@@ -118,6 +143,12 @@ class Fusion(nn.Module):
 
     def forward(self, features: dict[str, EncoderOutput]) -> FusionOutput:  # pragma: no cover
         raise NotImplementedError
+
+    def fit_on_train(self, features: dict[str, Tensor], labels: Tensor) -> None:
+        """Fit in closed form on the train split's pooled encoder vectors ({modality: [N, D]}) and
+        labels (-1 = unknown), once, before the stages (e.g. the linear probe's sklearn fit).
+        Only called when overridden; a fusion left with no trainable parameter makes every stage
+        a no-op."""
 
     def fit_on_dev(self, outputs: FusionOutput, labels: Tensor) -> None:
         """Choose post-training settings (e.g. late fusion's weight) on the dev split only."""

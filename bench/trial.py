@@ -248,6 +248,7 @@ class TrialRun:
         self.train_samples, self.train_seconds = 0, 0.0
         self.curve: list[dict[str, Any]] = []
         self.selection: dict[str, Any] = {}
+        self.fit_report: dict[str, Any] = {}
 
     def feeder(self, modality: str, records: list[dict], frozen_ok: bool = True):
         """Cached frozen features when allowed, else (cached) preprocessed inputs."""
@@ -260,8 +261,8 @@ class TrialRun:
         """Run the stages in order; the model's weights flow from one stage to the next."""
         from bench.data import make_loader, seen_share, served_item_ids
 
+        served: set[str] = self.fit_encoders_and_probe()  # item ids the training saw (probe, then batches)
         losses = {}
-        served: set[str] = set()  # item ids the stages' training batches held
         train_labels = self.data.train_labels
         for i, stage in enumerate(self.cfg.stages):
             objectives = build_objectives(stage, self.cfg, self.ctx, self.model, self.data.task, i)
@@ -294,7 +295,7 @@ class TrialRun:
             served |= served_item_ids(loader, stats.steps)
             self.train_samples += stats.samples
             self.train_seconds += stats.seconds
-            losses[f"loss_{stage.name}"] = round(stats.loss, 5)
+            losses[f"loss_{stage.name}"] = round(stats.loss, 5) if stats.steps else None  # nothing trained
             losses.update({f"train_{stage.name}_{k}": round(v, 5) for k, v in stats.parts.items()})
             if last:
                 self.finish_selection(selector, stats)
@@ -363,7 +364,9 @@ class TrialRun:
                               n_evaluations=selector.evaluations if selector else 0)
         if selector is None:
             return
-        if not selector.restore():
+        if stats.steps == 0:
+            self.selection["selection_note"] = "the last stage had nothing to train: no epoch to choose"
+        elif not selector.restore():
             self.selection["selection_note"] = (f"{selector.metric} was never a number on dev: "
                                                 "the last epoch's weights are kept")
 
@@ -374,6 +377,54 @@ class TrialRun:
             return dev
         fusion.fit_on_dev(dev.as_fusion_output(), dev.labels)
         return self.predict("dev")
+
+    def fit_encoders_and_probe(self) -> set[str]:
+        """What is learnt from the train split alone, once, before the stages (and before any
+        feature of a fitted encoder is cached): fitted encoders' state (Encoder.fit, e.g. TF-IDF's
+        vocabulary and idf from train titles; cached by train content) and a fusion fitted in closed
+        form on the train split's pooled features (Fusion.fit_on_train, e.g. the linear probe).
+        Dev, test and ssl records never reach it. Kept out of the stage loop so that loop can change
+        freely; a fusion left with nothing to train makes each stage a no-op in run_stage.
+
+        Row values: each fitted encoder's report, ``encoder_fit_s`` (fitting or reading the cached
+        fit); the probe's sklearn fit counts as training (``train_s``, one pass over train items).
+        """
+        from bench.fitting import fit_encoder, is_fitted_encoder
+
+        train = self.data.splits["train"]
+        fitted = [encoder for encoder in self.model.encoders.values() if is_fitted_encoder(encoder)]
+        if fitted:
+            start = time.perf_counter()
+            for encoder in fitted:
+                self.fit_report.update(fit_encoder(encoder, train, self.inputs.store))
+            self.fit_report["encoder_fit_s"] = round(time.perf_counter() - start, 3)
+        fusion = self.model.fusion
+        if type(fusion).fit_on_train is Fusion.fit_on_train:
+            return set()
+        features = self.pooled_features(train)
+        start = time.perf_counter()
+        fusion.fit_on_train(features, torch.tensor([r["label"] for r in train], dtype=torch.long))
+        self.train_seconds += time.perf_counter() - start
+        self.train_samples += len(train)
+        return {r["item_id"] for r in train}
+
+    @torch.no_grad()
+    def pooled_features(self, records: list[dict]) -> dict[str, torch.Tensor]:
+        """The fusion's encoders' pooled vectors for these records, in order (frozen ones from the cache)."""
+        from bench.data import make_loader
+        from bench.device import autocast
+
+        feeders = {m: self.feeder(m, records) for m in sorted(self.model.fusion.requires)}
+        loader = make_loader(records, feeders, batch_size=self.cfg.eval.batch_size, train=False, **self.loader_kw)
+        self.model.eval()
+        chunks: dict[str, list[torch.Tensor]] = {m: [] for m in feeders}
+        for batch in loader:
+            batch = batch.to(self.device, non_blocking=self.device.type == "cuda")
+            with autocast(self.device, self.cfg.amp):
+                encoded = self.model.encode(batch, sorted(feeders))
+            for m in feeders:
+                chunks[m].append(encoded[m].pooled.float())
+        return {m: torch.cat(parts) for m, parts in chunks.items()}
 
     def predict(self, split: str) -> Predictions | None:
         from bench.data import make_loader
@@ -410,9 +461,10 @@ class TrialRun:
         n_params, n_trainable = count_parameters(self.model.fusion, *used, *self.objective_modules)
         out.update(self.model.fusion.report())
         out.update({k: round(v, 3) if k == "selection_s" else v for k, v in self.selection.items()})
+        out.update(self.fit_report)
         out.update({
-            "train_samples_per_s": round(self.train_samples / self.train_seconds, 2) if self.train_seconds else 0.0,
-            "eval_samples_per_s": round(len(test.item_ids) / test.seconds, 2) if test.seconds else 0.0,
+            "train_samples_per_s": round(self.train_samples / self.train_seconds, 2) if self.train_seconds else None,
+            "eval_samples_per_s": round(len(test.item_ids) / test.seconds, 2) if test.seconds else None,
             "train_s": round(self.train_seconds, 3),
             "n_params": n_params, "n_trainable_params": n_trainable,
             **{f"n_{name}": len(records) for name, records in splits.items()},

@@ -287,6 +287,9 @@ def frozen_fusion_suite(size: dict) -> dict:
     trial["stages"][0]["epochs"] = size["epochs"]
     trial.pop("max_trial_minutes", None)
     trial["encoders"]["text"] = text_encoder(size["text"], "all")
+    # the suite's fusion axis sets the MiniLM per entry: keep the MiniLM fusions as plain names
+    suite["matrix"]["fusion"] = [name for name, entry in suite["matrix"]["fusion"].items()
+                                 if entry["encoders"]["text"]["name"] == "hf_text"]
     if size["text"] == "tiny":
         trial["encoders"]["image"] = TINY_IMAGE
     suite["matrix"]["seed"] = [0]

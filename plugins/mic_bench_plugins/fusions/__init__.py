@@ -2,7 +2,7 @@
 from bench import hookimpl
 from bench.registry import PluginSpec
 
-from . import cross_modal_gated_attention, late, shallow, unimodal
+from . import cross_modal_gated_attention, late, linear_probe, shallow, unimodal
 from . import single_stream_head
 from .heads import HeadOptions
 
@@ -24,4 +24,7 @@ def bench_fusions():
                    "text tokens attend to image tokens; gated by the global image vector",
                    cross_modal_gated_attention.build, cross_modal_gated_attention.CrossModalOptions),
         single_stream_head.SPEC,
+        PluginSpec("fusion", "linear_probe",
+                   "logistic regression (sklearn) on concatenated frozen pooled vectors, fitted on train; C on dev",
+                   linear_probe.build, linear_probe.LinearProbeOptions),
     ]

@@ -36,7 +36,7 @@ def probe_fusion(encoders: dict, fusion) -> FusionOutput:
             features: dict[str, EncoderOutput] = {}
             for slot in fusion.requires:
                 encoder = encoders[slot]
-                device = next(encoder.parameters()).device
+                device = next(iter(encoder.parameters()), torch.empty(0)).device  # fitted encoders: none
                 inputs = {k: v.to(device) for k, v in encoder.preprocess(records).items()}
                 features[slot] = encoder(inputs)
             return fusion(features)

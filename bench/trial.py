@@ -49,6 +49,8 @@ class TrialContext:
     # Called with every dev evaluation's metrics (Ray Tune's report inside a worker: trackers draw
     # learning curves from it, schedulers stop weak trials; a stop ends the trial from inside).
     report: Callable[[dict[str, Any]], None] | None = None
+    # What the driver loaded per dataset section: {"options": absolute paths, "fingerprint": ...}
+    datasets: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass
@@ -99,12 +101,19 @@ def curve_table(points: list[dict[str, Any]], key: str) -> pl.DataFrame | None:
 
 
 def load_catalog(cfg: TrialConfig, ctx: TrialContext) -> Catalog:
+    """The trial's catalogue, read with the driver's resolved options (absolute paths) when the
+    driver loaded it first, and checked against the driver's content fingerprint."""
+    from bench.cluster import check_fingerprint, dataset_key
+
+    known = ctx.datasets.get(dataset_key(cfg.dataset.model_dump(mode="json")), {})
+    options = known.get("options", cfg.dataset.options)
     spec = ctx.registry.get("dataset", cfg.dataset.name, field="trial.dataset.name")
-    opts = spec.parse_options(cfg.dataset.options, field="trial.dataset.options")
+    opts = spec.parse_options(options, field="trial.dataset.options")
     catalog = spec.factory(opts, BuildContext(cache_dir=ctx.cache_dir))
     if not isinstance(catalog, Catalog):
         raise BenchError(f"dataset plugin '{cfg.dataset.name}' returned {type(catalog).__name__}, not a Catalog",
                          field="trial.dataset.name", fix="the plugin's factory must return bench.catalog.Catalog")
+    check_fingerprint(known.get("fingerprint"), catalog, options)
     return catalog
 
 

@@ -11,6 +11,7 @@ Layout of a run folder (results/<suite>/<run-id>/):
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -83,21 +84,49 @@ def row_frame(row: dict[str, Any]) -> pl.DataFrame:
     return pl.DataFrame([clean], infer_schema_length=None)
 
 
+RUN_ID = re.compile(r"^(\d{8}-\d{6})(?:-(\d{6}))?(?:-(\d+))?$")
+
+
 def new_run_dir(out: Path, suite_name: str) -> RunDir:
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    """A new run folder named by its UTC start time to the microsecond, with -2, -3 ... on a tie.
+
+    Created with mkdir (never exists-then-create), so concurrent runs into one --out cannot
+    collide; the names sort in creation order (see ``run_order``).
+    """
     base = out / suite_name
-    path = base / stamp
-    n = 1
-    while path.exists():
-        n += 1
-        path = base / f"{stamp}-{n}"
-    path.mkdir(parents=True)
-    return RunDir(path)
+    try:
+        base.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BenchError(f"cannot create the results folder: {exc.strerror or exc}", file=base, field="--out",
+                         fix="pass a folder you can write to for --out") from None
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-%f")
+    for n in range(1, 10_000):
+        path = base / (stamp if n == 1 else f"{stamp}-{n}")
+        try:
+            path.mkdir()
+            return RunDir(path)
+        except FileExistsError:
+            continue
+    raise BenchError("could not find a free run folder name", file=base, field="--out",
+                     fix="remove old runs under this folder")
+
+
+def run_order(path: Path) -> tuple:
+    """Sort key of run folders, oldest first: the time and tie-breaker in the name, else run.json's start."""
+    match = RUN_ID.match(path.name)
+    if match:
+        return (match.group(1), match.group(2) or "000000", int(match.group(3) or 1), path.name)
+    try:
+        started = json.loads((path / "run.json").read_text()).get("started", "")
+        moment = datetime.fromisoformat(started).astimezone(timezone.utc)
+        return (moment.strftime("%Y%m%d-%H%M%S"), moment.strftime("%f"), 0, path.name)
+    except (OSError, ValueError, TypeError, AttributeError):
+        return ("", "", 0, path.name)
 
 
 def latest_run_dir(out: Path, suite_name: str) -> RunDir | None:
     base = out / suite_name
-    runs = sorted((p for p in base.iterdir() if (p / "run.json").exists()), key=lambda p: p.name) if base.exists() else []
+    runs = sorted((p for p in base.iterdir() if (p / "run.json").exists()), key=run_order) if base.is_dir() else []
     return RunDir(runs[-1]) if runs else None
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -90,7 +91,7 @@ def _make_callback(run: RunDir, specs: dict[str, TrialSpec], progress, board: Le
                                **prov})
             row = pl.read_parquet(row_file).row(0, named=True)
             rows = run.consolidate()
-            lifecycle_hooks().bench_trial_finished(result=row)
+            lifecycle_hooks(run.path).bench_trial_finished(result=row)
             rows = rows.filter(pl.col("trial_key").is_in(list(specs))) if not rows.is_empty() else rows
             progress.trial_finished(key, row, specs[key].label(), best_row_text(rows, board))
 
@@ -103,8 +104,15 @@ def _make_callback(run: RunDir, specs: dict[str, TrialSpec], progress, board: Le
     return RowCallback()
 
 
-def _init_ray(address: str | None, run: RunDir) -> None:
+RAY_CONNECT_TIMEOUT_S = float(os.environ.get("MIC_BENCH_RAY_CONNECT_TIMEOUT", "60"))
+
+
+def _init_ray(address: str | None, run: RunDir | None = None) -> None:
+    """Start or join Ray; an unreachable or locked cluster is a BenchError within seconds, never a wait."""
     import ray
+
+    from bench.preflight import check_ray_address
+    from bench.ray_sessions import reap_orphans, record_session
 
     if ray.is_initialized():
         return
@@ -115,10 +123,68 @@ def _init_ray(address: str | None, run: RunDir) -> None:
     os.environ["RAY_CHDIR_TO_TRIAL_DIR"] = "0"
     kwargs: dict[str, Any] = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR,
                                   configure_logging=True)
+    reap_orphans()  # Ray processes left by a `bench` driver that was killed (kill -9, OOM)
     if address:
-        ray.init(address=address, runtime_env={"env_vars": {"RAY_CHDIR_TO_TRIAL_DIR": "0"}}, **kwargs)
+        check_ray_address(address)
+        with _give_up_after(RAY_CONNECT_TIMEOUT_S, f"joining the Ray cluster at {address}"):
+            try:
+                ray.init(address=address, runtime_env={"env_vars": {"RAY_CHDIR_TO_TRIAL_DIR": "0"}}, **kwargs)
+            except Exception as exc:  # ConnectionError, AuthenticationError, RuntimeError: all mean "not joined"
+                from bench.preflight import AUTH_FIX
+
+                text = f"{exc} {exc.__cause__ or ''}"
+                auth = "Auth" in type(exc).__name__ or "auth" in text.lower()
+                raise BenchError(f"could not join the Ray cluster at {address}: {str(exc).splitlines()[0][:300]}",
+                                 field="--address", fix=AUTH_FIX if auth else
+                                 "check the address and that the cluster is up (`ray status` on its head)") from None
     else:
-        ray.init(num_cpus=os.cpu_count() or 1, **kwargs)
+        _local_auth_token()
+        with _give_up_after(RAY_CONNECT_TIMEOUT_S, "starting a local Ray instance"):
+            ray.init(num_cpus=os.cpu_count() or 1, **kwargs)
+        record_session()
+
+
+def _local_auth_token() -> None:
+    """A local Ray instance gets a fresh token for this run only, through the environment its processes
+    inherit: Ray would otherwise write ~/.ray/auth_token (changing the user's home) and print a warning."""
+    import secrets
+
+    if not any(os.environ.get(v) for v in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")):
+        os.environ["RAY_AUTH_MODE"] = "token"
+        os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
+
+
+@contextmanager
+def _give_up_after(seconds: float, what: str):
+    """Ray retries connections for minutes without a word: past ``seconds``, say so and exit 2."""
+    import threading
+
+    def give_up():
+        print(f"error: {what} took more than {seconds:g} s; giving up\n  fix: check the cluster "
+              "(`ray status`), or raise MIC_BENCH_RAY_CONNECT_TIMEOUT", file=sys.stderr, flush=True)
+        os._exit(BenchError.exit_code)
+
+    timer = threading.Timer(seconds, give_up)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
+
+
+def preflight_ray(loaded: LoadedSuite, address: str | None) -> None:
+    """Start or join Ray and check the cluster can hold one trial, before any folder or trial exists."""
+    import ray
+
+    from bench.preflight import check_cluster_resources
+
+    _init_ray(address)
+    try:
+        check_cluster_resources(loaded, ray.cluster_resources())
+    except BenchError:
+        ray.shutdown()
+        raise
 
 
 def run_suite(loaded: LoadedSuite, registry, *, out: str | Path = "results", resume: bool = False,
@@ -175,7 +241,7 @@ def run_suite(loaded: LoadedSuite, registry, *, out: str | Path = "results", res
     summary = RunSummary(run.path, suite.name, len(specs), len(finished), n_ok, rows.height - n_ok, rows)
     from bench.plugins import lifecycle_hooks
 
-    lifecycle_hooks().bench_suite_finished(run=summary)
+    lifecycle_hooks(run.path).bench_suite_finished(run=summary)
     return summary
 
 
@@ -186,7 +252,7 @@ def _tune(loaded, registry, run: RunDir, pending: list[TrialSpec], specs, kept: 
     from bench.progress import RunProgress
     from bench.trackers import TrackerContext
 
-    _init_ray(address, run)
+    preflight_ray(loaded, address)  # starts or joins Ray; refuses a trial the cluster cannot hold
     suite = loaded.suite
     resources = {"cpu": suite.resources.cpu, "gpu": suite.resources.gpu}
     spec_dicts = {t.key: {"key": t.key, "axes": t.axes, "hyper": t.hyper, "config": t.config} for t in pending}

@@ -103,7 +103,8 @@ def check_axes(matrix: dict, search, file: str) -> None:
 
     for section, names in (("matrix", list(matrix)), ("search.space", list(search.space) if search else [])):
         for name in names:
-            problem = axis_name_problem(name)
+            # `seed` is the trial's seed; a named axis called seed would hide its labels behind the seed column
+            problem = axis_name_problem(name, seed_axis=not (section == "matrix" and isinstance(matrix[name], dict)))
             if problem:
                 raise BenchError(f"the axis name {name!r} cannot be used: {problem}", file=file,
                                  field=f"{section}.{name}",

@@ -132,7 +132,14 @@ def _probe_gcs(target: str, timeout_s: float) -> None:
                          field="--address", fix="check that the cluster is up: `ray status` on its head node")
 
 
-def check_cluster_resources(loaded: LoadedSuite, cluster: dict) -> None:
+def check_local_cpus(loaded: LoadedSuite) -> None:
+    """Before a local Ray starts (it gets every CPU of this machine): can one trial fit at all?"""
+    import os
+
+    check_cluster_resources(loaded, {"CPU": float(os.cpu_count() or 1), "GPU": float("inf")}, where="this machine")
+
+
+def check_cluster_resources(loaded: LoadedSuite, cluster: dict, where: str = "the Ray cluster") -> None:
     """A trial that asks for more CPUs or GPUs than the whole cluster has would wait forever in Tune."""
     res = loaded.suite.resources
     for name, wanted in (("CPU", res.cpu), ("GPU", res.gpu)):
@@ -140,6 +147,6 @@ def check_cluster_resources(loaded: LoadedSuite, cluster: dict) -> None:
         if wanted > have + 1e-9:
             fix = (f"set resources.{name.lower()} to at most {have:g}" if have else
                    "set resources.gpu: 0 (this cluster has no GPU), or join a cluster with one via --address")
-            raise BenchError(f"each trial needs {wanted:g} {name}s but the Ray cluster has {have:g} in all; "
+            raise BenchError(f"each trial needs {wanted:g} {name}s but {where} has {have:g} in all; "
                              "Tune would wait forever", file=str(loaded.path), field=f"resources.{name.lower()}",
                              fix=fix)

@@ -149,9 +149,16 @@ def _local_auth_token() -> None:
     inherit: Ray would otherwise write ~/.ray/auth_token (changing the user's home) and print a warning."""
     import secrets
 
-    if not any(os.environ.get(v) for v in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")):
-        os.environ["RAY_AUTH_MODE"] = "token"
-        os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
+    if any(os.environ.get(v) for v in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")):
+        return  # the user chose
+    os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
+    os.environ["RAY_AUTH_MODE"] = "token"
+    try:  # Ray read its config when it was imported; make this process see token mode (as ray.init would)
+        from ray._raylet import Config
+
+        Config.initialize("")
+    except Exception:  # another Ray version: let ray.init switch the mode on itself (with its warning)
+        os.environ.pop("RAY_AUTH_MODE", None)
 
 
 @contextmanager
@@ -177,8 +184,10 @@ def preflight_ray(loaded: LoadedSuite, address: str | None) -> None:
     """Start or join Ray and check the cluster can hold one trial, before any folder or trial exists."""
     import ray
 
-    from bench.preflight import check_cluster_resources
+    from bench.preflight import check_cluster_resources, check_local_cpus
 
+    if address is None and not ray.is_initialized():
+        check_local_cpus(loaded)  # refused before a local Ray starts at all
     _init_ray(address)
     try:
         check_cluster_resources(loaded, ray.cluster_resources())

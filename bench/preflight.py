@@ -67,6 +67,7 @@ def check_writable_folder(path, option: str) -> None:
     if blocker is not None:
         raise BenchError(f"{blocker} is a file, so {path} cannot be a folder", file=path, field=option,
                          fix=f"pass a folder path for {option}")
+    created = [p for p in (path, *path.parents) if not p.exists()]
     try:
         path.mkdir(parents=True, exist_ok=True)
         fd, probe = tempfile.mkstemp(prefix=".write-test.", dir=path)
@@ -75,6 +76,12 @@ def check_writable_folder(path, option: str) -> None:
     except OSError as exc:
         raise BenchError(f"cannot write there: {exc.strerror or exc}", file=path, field=option,
                          fix=f"pass a folder you can write to for {option}") from None
+    finally:  # leave no trace: the run makes its folders once nothing else can fail first
+        for folder in created:
+            try:
+                folder.rmdir()
+            except OSError:
+                break
 
 
 AUTH_FIX = ("give this machine the cluster's token: RAY_AUTH_MODE=token and RAY_AUTH_TOKEN=... (or "

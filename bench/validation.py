@@ -48,6 +48,10 @@ def describe_validation_error(exc: ValidationError, model: type[BaseModel] | Non
             msg = "unknown field" + (f" (allowed: {', '.join(allowed)})" if allowed else "")
         elif err["type"] == "missing":
             msg = "required field is missing"
+        elif err["type"] == "value_error":
+            msg = msg.removeprefix("Value error, ")
+        elif err["type"] == "string_pattern_mismatch" and err.get("ctx", {}).get("pattern") == r"^[A-Za-z0-9_.-]+$":
+            msg += " (letters, digits, '_', '.' and '-' only)"
         lines.append(f"{where}: {msg}" if where else msg)
     return "; ".join(lines)
 

@@ -556,13 +556,13 @@ def invoke(case: Case, tmp: Path) -> Outcome:
 
 
 def user_message(stderr: str, tmp: Path) -> str:
-    """What the user reads: the error line(s) and the fix, with the temporary folder as <tmp>."""
+    """What the user reads: the error line(s) and the fix, with the temporary folder as $TMP."""
     lines = [line for line in stderr.splitlines() if line.strip()]
     start = next((i for i, line in enumerate(lines) if line.startswith(("error: ", "Error: "))), None)
     if start is None:
         return stderr.strip()
     message = "\n".join(lines[start:start + 2] if lines[start].startswith("error: ") else lines[start:start + 1])
-    message = message.replace(str(tmp.resolve()), "<tmp>").replace(str(tmp), "<tmp>")
+    message = message.replace(str(tmp.resolve()), "$TMP").replace(str(tmp), "$TMP")
     return message.replace(str(ROOT) + "/", "")
 
 
@@ -589,6 +589,55 @@ def test_bad_input_exits_2_with_a_clear_message(case, tmp_path):
         "a run folder was made for an input that should have failed up front"
 
 
+# ---- one case per class, end to end in a fresh folder ------------------------------------------
+
+def snapshot(root: Path) -> dict[str, tuple]:
+    """Every path under ``root``; files with their size and modification time."""
+    out = {}
+    for path in root.rglob("*"):
+        info = path.lstat()
+        out[str(path.relative_to(root))] = ("dir",) if path.is_dir() else (info.st_size, info.st_mtime_ns)
+    return out
+
+
+def bench_in(cwd: Path, *args, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    """The real `bench` in a new process started in ``cwd``."""
+    full_env = dict(os.environ, **(env or {}))
+    full_env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), str(ROOT / "plugins"), full_env.get("PYTHONPATH"))
+                                             if p)
+    return subprocess.run([sys.executable, "-m", "bench.cli", *map(str, args)], capture_output=True, text=True,
+                          env=full_env, timeout=timeout, cwd=cwd)
+
+
+END_TO_END = {
+    "names": (lambda t: ["run", named(t, ".."), "--out", t / "results"], "'..' cannot start with '.'"),
+    "values": (lambda t: ["run", yaml_suite(t, alias_bomb()), "--out", t / "results"],
+               "anchors and aliases expand to more than 100000 values"),
+    "resources": (lambda t: ["run", suite(t), "--out", t / "results", "--address", f"127.0.0.1:{closed_port()}"],
+                  "nobody answers at 127.0.0.1:"),
+    "folders": (lambda t: ["run", suite(t), "--out", text(t, "f.txt", "x") / "results"], "f.txt is a file"),
+    "gates": (lambda t: ["check", CI_SUITE, "--baseline", edited_baseline(t, lambda b: b.update(groups={}))],
+              "the baseline has no groups"),
+}
+
+
+@pytest.mark.parametrize("kind", list(END_TO_END))
+def test_each_class_end_to_end_exits_2_within_seconds_and_writes_nothing(kind, tmp_path):
+    work = tmp_path / "work"
+    work.mkdir()
+    build, message = END_TO_END[kind]
+    args = build(work)
+    before, around = snapshot(tmp_path), sorted(p.name for p in tmp_path.parent.iterdir())
+    start = time.monotonic()
+    proc = bench_in(work, *args, timeout=120)
+    elapsed = time.monotonic() - start
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert message in proc.stderr and "\n  fix: " in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    assert snapshot(tmp_path) == before, "files were written for an input that failed"
+    assert sorted(p.name for p in tmp_path.parent.iterdir()) == around, "something was written beside the test folder"
+    assert elapsed < 90, f"took {elapsed:.0f} s"
+
+
 # ---- the document ------------------------------------------------------------------------------
 
 def doc_rows(text: str) -> dict[str, str]:
@@ -602,6 +651,7 @@ def doc_rows(text: str) -> dict[str, str]:
 
 
 def escape(value: str) -> str:
+    value = "".join(c if c == "\n" or c.isprintable() else repr(c)[1:-1] for c in value)  # NUL, tab: as \x00, \t
     return value.replace("|", "\\|").replace("\n", "<br>")
 
 
@@ -615,7 +665,7 @@ def test_the_doc_lists_every_case_with_its_message():
                                              "`python tests/test_bad_inputs.py --write-doc`"
     for case in CASES:
         for word in case.words:
-            word = word.replace("{tmp}", "<tmp>")
+            word = word.replace("{tmp}", "$TMP")
             assert word in rows[case.id], f"{case.id}: {word!r} not in the documented message {rows[case.id]!r}"
 
 
@@ -641,7 +691,7 @@ def write_doc() -> None:
                 outcome = invoke(case, tmp)
                 args = [str(a) for a in case.args(tmp)]
                 command = "bench " + " ".join(
-                    a.replace(str(tmp), "<tmp>").replace(str(ROOT) + "/", "") if len(a) < 80 else "…" for a in args)
+                    a.replace(str(tmp), "$TMP").replace(str(ROOT) + "/", "") if len(a) < 80 else "…" for a in args)
                 message = user_message(outcome.stderr, tmp)
             mark = " (slow)" if case.heavy else ""
             out.append(f"| {n} | {escape(case.id)}{mark and ''} | `{escape(command)}`{mark} | {escape(message)} |")

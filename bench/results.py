@@ -11,6 +11,7 @@ Layout of a run folder (results/<suite>/<run-id>/):
 from __future__ import annotations
 
 import json
+import logging
 import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -23,6 +24,7 @@ from bench.errors import BenchError
 from bench.paths import atomic_path, atomic_write_text
 
 ROWS, PREDICTIONS, TRIALS = "rows", "predictions", "trials.parquet"
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -41,6 +43,17 @@ class RunDir:
                 predictions.write_parquet(tmp)
         with atomic_path(self.rows_dir / f"{key}.parquet") as tmp:
             row_frame(row).write_parquet(tmp)
+
+    def write_row_or_note(self, row: dict[str, Any]) -> dict[str, Any]:
+        """Write a failed trial's row; when even that fails (disk full, rows/ gone), log it and return the
+        row with the write error added, so the run reports the trial failed and goes on."""
+        try:
+            self.write_row(row)
+            return row
+        except OSError as exc:
+            note = f"its row could not be written to {self.rows_dir}: {exc.strerror or exc}"
+            log.error("trial %s: %s", row.get("trial_key"), note)
+            return {**row, "status": "failed", "error": "; ".join(e for e in (row.get("error"), note) if e)}
 
     def finished_keys(self, *, only_ok: bool = False) -> set[str]:
         rows = self.read_rows()
@@ -66,8 +79,12 @@ class RunDir:
     def consolidate(self) -> pl.DataFrame:
         rows = self.read_rows()
         if not rows.is_empty():
-            with atomic_path(self.path / TRIALS) as tmp:
-                rows.write_parquet(tmp)
+            try:
+                with atomic_path(self.path / TRIALS) as tmp:
+                    rows.write_parquet(tmp)
+            except OSError as exc:  # the rows stay the record; trials.parquet is rebuilt from them later
+                log.error("could not write %s (%s); `bench leaderboard` rebuilds it from rows/",
+                          self.path / TRIALS, exc.strerror or exc)
         return rows
 
     def write_meta(self, meta: dict[str, Any]) -> None:

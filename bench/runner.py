@@ -84,12 +84,13 @@ def _make_callback(run: RunDir, specs: dict[str, TrialSpec], progress, board: Le
         def _finish(self, trial, error: str | None):
             key = trial.config["trial_key"]
             row_file = run.rows_dir / f"{key}.parquet"
-            if not row_file.exists():
+            if row_file.exists():
+                row = pl.read_parquet(row_file).row(0, named=True)
+            else:  # a crashed worker, or a rows folder that failed: the trial fails, the suite goes on
                 from bench.trial import base_row
 
-                run.write_row({**base_row(specs[key], "failed", error or "the trial's worker ended without a result"),
-                               **prov})
-            row = pl.read_parquet(row_file).row(0, named=True)
+                row = run.write_row_or_note({**base_row(specs[key], "failed", error or
+                                                        "the trial's worker ended without a result"), **prov})
             rows = run.consolidate()
             lifecycle_hooks(run.path).bench_trial_finished(result=row)
             rows = rows.filter(pl.col("trial_key").is_in(list(specs))) if not rows.is_empty() else rows
@@ -247,7 +248,8 @@ def run_suite(loaded: LoadedSuite, registry, *, out: str | Path = "results", res
             log.warning("could not write plots / leaderboard.html into %s (rerun `bench plot %s`)",
                         run.path, run.path, exc_info=True)
     n_ok = int((rows["status"] == "ok").sum()) if not rows.is_empty() else 0
-    summary = RunSummary(run.path, suite.name, len(specs), len(finished), n_ok, rows.height - n_ok, rows)
+    # a trial without a row (its row could not be written) counts as failed, never as nothing
+    summary = RunSummary(run.path, suite.name, len(specs), len(finished), n_ok, len(specs) - n_ok, rows)
     from bench.plugins import lifecycle_hooks
 
     lifecycle_hooks(run.path).bench_suite_finished(run=summary)

@@ -669,6 +669,13 @@ def test_the_doc_lists_every_case_with_its_message():
             assert word in rows[case.id], f"{case.id}: {word!r} not in the documented message {rows[case.id]!r}"
 
 
+def test_every_documented_fault_names_a_test_that_exists():
+    faults = re.findall(r"^\| F\d+ \|.*`(test_\w+\.py)::(test_\w+)` \|$", DOC.read_text(encoding="utf-8"), flags=re.M)
+    assert len(faults) >= 7
+    for file, name in faults:
+        assert f"def {name}(" in (ROOT / "tests" / file).read_text(encoding="utf-8"), f"{file}::{name} is gone"
+
+
 def test_the_catalogue_has_at_least_80_entries():
     assert len(set(CASE_IDS)) == len(CASE_IDS), "case ids must be unique"
     faults = re.findall(r"^\| F\d+ ", DOC.read_text(encoding="utf-8"), flags=re.M)

@@ -106,6 +106,7 @@ def _make_callback(run: RunDir, specs: dict[str, TrialSpec], progress, board: Le
 
 
 RAY_CONNECT_TIMEOUT_S = float(os.environ.get("MIC_BENCH_RAY_CONNECT_TIMEOUT", "60"))
+RAY_START_TIMEOUT_S = max(RAY_CONNECT_TIMEOUT_S, 180.0)  # a local start on a busy machine is slow, not stuck
 
 
 def _init_ray(address: str | None, run: RunDir | None = None) -> None:
@@ -140,7 +141,7 @@ def _init_ray(address: str | None, run: RunDir | None = None) -> None:
                                  "check the address and that the cluster is up (`ray status` on its head)") from None
     else:
         _local_auth_token()
-        with _give_up_after(RAY_CONNECT_TIMEOUT_S, "starting a local Ray instance"):
+        with _give_up_after(RAY_START_TIMEOUT_S, "starting a local Ray instance"):
             ray.init(num_cpus=os.cpu_count() or 1, **kwargs)
         record_session()
 

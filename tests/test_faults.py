@@ -142,3 +142,70 @@ def test_a_trial_whose_results_cannot_be_written_fails_and_the_suite_goes_on(tmp
     rows = pl.read_parquet(run_dir / "trials.parquet")
     status = dict(zip(rows["trial_key"], rows["status"]))
     assert status[blocked] == "failed" and list(status.values()).count("ok") == 1
+
+
+@pytest.mark.heavy
+def test_a_cluster_that_wants_a_token_is_an_error_within_seconds(tmp_path):
+    """A Ray cluster started with token auth, joined without the token: exit 2 in seconds, not Ray's retries."""
+    import shutil
+    import socket
+    import tempfile
+    import time
+
+    import psutil
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    temp = Path(tempfile.mkdtemp(prefix="rt-", dir="/tmp"))  # short: Ray's socket paths must fit in 107 bytes
+    (tmp_path / "head-home").mkdir()
+    (tmp_path / "home").mkdir()
+    head_env = dict(os.environ, HOME=str(tmp_path / "head-home"), RAY_AUTH_MODE="token", RAY_AUTH_TOKEN="t" * 32)
+    ray_cli = str(Path(sys.executable).with_name("ray"))
+    try:
+        subprocess.run([ray_cli, "start", "--head", f"--port={port}", "--num-cpus=1", "--include-dashboard=false",
+                        f"--temp-dir={temp}", "--disable-usage-stats"], env=head_env, capture_output=True, timeout=180,
+                       check=True)
+        suite = tmp_path / "suite.yaml"
+        suite.write_text(json.dumps({"name": "locked", "trial": tiny_trial()}))
+        env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}
+        env["HOME"] = str(tmp_path / "home")
+        start = time.monotonic()
+        proc = subprocess.run([sys.executable, "-m", "bench.cli", "run", str(suite), "--out", str(tmp_path / "out"),
+                               "--address", f"127.0.0.1:{port}"], capture_output=True, text=True, env=env, timeout=300)
+        elapsed = time.monotonic() - start
+        assert proc.returncode == 2, proc.stderr[-3000:]
+        assert f"the Ray cluster at 127.0.0.1:{port} wants an auth token that this machine does not have" in proc.stderr
+        assert "fix: give this machine the cluster's token" in proc.stderr
+        assert elapsed < 60, f"took {elapsed:.0f} s"
+        assert not (tmp_path / "out").exists()
+    finally:  # end exactly the processes of this cluster (found by its temp folder)
+        mine = [p for p in psutil.process_iter(["cmdline"]) if any(str(temp) in a for a in p.info["cmdline"] or [])]
+        raylets = [p.pid for p in mine if "raylet" in " ".join(p.info["cmdline"] or [])]
+        mine += [c for p in mine for c in _children(p)]
+        mine += [p for p in psutil.process_iter() if _env(p).get("RAY_RAYLET_PID") in {str(r) for r in raylets}]
+        for p in mine:
+            try:
+                p.kill()
+            except psutil.Error:
+                pass
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def _children(proc):
+    import psutil
+
+    try:
+        return proc.children(recursive=True)
+    except psutil.Error:
+        return []
+
+
+def _env(proc) -> dict:
+    import psutil
+
+    try:
+        return proc.environ()
+    except psutil.Error:
+        return {}

@@ -13,6 +13,23 @@ FLOOR_HELP = "absolute floor of every metric's tolerance (default 0.02 in a new 
 K_HELP = "multiplier of the baseline's seed std in every tolerance"
 
 
+class FiniteFloat(click.FloatRange):
+    """A float >= 0 that is neither nan nor inf: either would make every comparison pass."""
+
+    name = "finite float"
+
+    def convert(self, value, param, ctx):
+        import math
+
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number
+
+
+FINITE = FiniteFloat(min=0)
+
+
 def _rows(loaded, registry, *, from_run: Path | None, run_dir: Path | None, max_concurrent: int | None,
           cache_dir: Path | None, quiet: bool):
     """The suite's rows: a fresh run (after the dataset preflight), or an earlier run folder's."""
@@ -36,12 +53,15 @@ def _rows(loaded, registry, *, from_run: Path | None, run_dir: Path | None, max_
     if run_dir is not None and any((run_dir / "rows").glob("*.parquet")):
         raise BenchError("the run folder already holds trial rows; a check needs a fresh run", file=run_dir,
                          field="--run-dir", fix="pass a new folder, or --from-run to use the rows it holds")
-    from bench.preflight import preflight
-    from bench.runner import run_suite
+    from bench.preflight import check_writable_folder, preflight
+    from bench.runner import preflight_ray, run_suite
 
     cache = str(cache_dir.resolve()) if cache_dir else None
-    preflight(loaded, registry, cache_dir=cache)
-    summary = run_suite(loaded, registry, run_dir=run_dir, max_concurrent=max_concurrent, cache_dir=cache, quiet=quiet)
+    check_writable_folder(run_dir if run_dir is not None else Path("results"), "--run-dir")
+    datasets = preflight(loaded, registry, cache_dir=cache)
+    preflight_ray(loaded, None)
+    summary = run_suite(loaded, registry, run_dir=run_dir, max_concurrent=max_concurrent, cache_dir=cache, quiet=quiet,
+                        datasets=datasets)
     return summary.rows, summary.run_dir
 
 
@@ -61,8 +81,8 @@ def _common(func):
         click.option("--from-run", type=click.Path(path_type=Path), default=None,
                      help="use the rows of an earlier run folder instead of running"),
         click.option("--tolerance", "tolerances", multiple=True, metavar="METRIC=ABS", help=TOLERANCE_HELP),
-        click.option("--abs-floor", type=click.FloatRange(min=0), default=None, help=FLOOR_HELP),
-        click.option("--k", type=click.FloatRange(min=0), default=None, help=K_HELP),
+        click.option("--abs-floor", type=FINITE, default=None, help=FLOOR_HELP),
+        click.option("--k", type=FINITE, default=None, help=K_HELP),
         click.option("--max-concurrent", type=click.IntRange(min=1), default=None, help="trials at once"),
         click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
                      help="cache folder (default $MIC_BENCH_CACHE)"),
@@ -81,6 +101,7 @@ def baseline(suite_file, out_file, subset, run_dir, from_run, tolerances, abs_fl
              quiet):
     """Run SUITE_FILE (or read --from-run) and write its per-group metric baseline as JSON."""
     from bench.check import build_baseline, dump_baseline, failed_trials, group_by_of, parse_tolerances
+    from bench.leaderboard import QUALITY
     from bench.paths import atomic_write_text
 
     abs_floors = parse_tolerances(tolerances)
@@ -98,6 +119,9 @@ def baseline(suite_file, out_file, subset, run_dir, from_run, tolerances, abs_fl
     result = build_baseline(rows, suite=loaded.suite.name, suite_hash=loaded.text_hash,
                             group_by=group_by_of(loaded.suite), subset=subset, abs_floors=abs_floors, k=k,
                             abs_floor=abs_floor)
+    if not result.groups or not result.tolerance:
+        raise BenchError(f"the run has no quality metric to record ({', '.join(QUALITY)}); a baseline without "
+                         "one would let every check pass", file=source, fix="run a suite that reports metrics")
     unknown = sorted(set(abs_floors) - set(result.tolerance))
     if unknown:
         raise BenchError(f"the run has no metric '{unknown[0]}'", field="--tolerance",
@@ -118,9 +142,12 @@ def check(suite_file, baseline_file, subset, run_dir, from_run, tolerances, abs_
 
     Exit 0: all within tolerance; 1: regressions (table printed); 2: bad input.
     """
-    from bench.check import compare, parse_tolerances, read_baseline, render_report, version_notes
+    from bench.check import (check_comparable, compare, parse_tolerances, read_baseline, render_report,
+                             version_notes)
 
     base = read_baseline(baseline_file)
+    if not base.groups or not any(g.metrics for g in base.groups.values()):
+        check_comparable(base, _empty_rows(), baseline_file)  # refuses before any training
     abs_floors = parse_tolerances(tolerances, known=sorted(base.tolerance))
     if subset is not None and subset != base.subset:
         raise BenchError(f"--subset {subset} differs from the baseline's subset ({base.subset or 'none'}); "
@@ -138,9 +165,19 @@ def check(suite_file, baseline_file, subset, run_dir, from_run, tolerances, abs_
                          cache_dir=cache_dir, quiet=quiet)
     for note in version_notes(base, rows):
         click.echo(f"note: {note}", err=True)
+    check_comparable(base, rows, baseline_file)
     report = compare(base, rows, abs_floors=abs_floors, k=k, abs_floor=abs_floor)
+    if report.checked == 0 and report.ok:
+        raise BenchError("the check compared no metric; it cannot pass", file=baseline_file, field="groups",
+                         fix="check the suite against the baseline made from it")
     for note in report.notes:
         click.echo(f"note: {note}", err=True)
     click.echo(f"{base.suite}: {rows.height} trials (run folder: {source}) against {baseline_file}")
     click.echo(render_report(report), nl=False)
     sys.exit(0 if report.ok else 1)
+
+
+def _empty_rows():
+    import polars as pl
+
+    return pl.DataFrame({"status": pl.Series([], dtype=pl.Utf8)})

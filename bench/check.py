@@ -29,7 +29,7 @@ DIGITS = 6
 ALL = "(all)"
 REGENERATE = "regenerate it with `bench baseline SUITE --out BASELINE.json` (or restore it from git)"
 
-Strict = ConfigDict(extra="forbid")
+Strict = ConfigDict(extra="forbid", allow_inf_nan=False)  # a NaN mean would pass every comparison
 
 
 class MetricTolerance(BaseModel):
@@ -220,8 +220,8 @@ def parse_tolerances(pairs: tuple[str, ...] | list[str], known: list[str] | None
             value = float(raw) if sep and metric.strip() else math.nan
         except ValueError:
             value = math.nan
-        if not value >= 0:  # also catches NaN
-            raise BenchError(f"'{pair}' is not METRIC=ABS with ABS a number >= 0", field="--tolerance",
+        if not (value >= 0 and math.isfinite(value)):  # NaN or inf would let every drop pass
+            raise BenchError(f"'{pair}' is not METRIC=ABS with ABS a finite number >= 0", field="--tolerance",
                              fix="write e.g. --tolerance accuracy=0.05")
         metric = metric.strip()
         if known is not None and metric not in known:
@@ -293,6 +293,20 @@ def compare(baseline: Baseline, rows: pl.DataFrame, *, abs_floors: dict[str, flo
     for key in sorted(set(current) - set(baseline.groups)):
         report.notes.append(f"group '{key}' is not in the baseline (not checked)")
     return report
+
+
+def check_comparable(baseline: Baseline, rows: pl.DataFrame, file: str | Path | None = None) -> None:
+    """Refuse a check that could only pass vacuously: no groups, no metrics, none in common with the run."""
+    metrics = sorted({m for g in baseline.groups.values() for m in g.metrics})
+    if not baseline.groups or not metrics:
+        raise BenchError("the baseline has no " + ("groups" if not baseline.groups else "metrics") +
+                         "; a check against it would compare nothing and pass", file=file, field="groups",
+                         fix=REGENERATE)
+    ok = _ok(rows)
+    common = [m for m in metrics if m in ok.columns and ok[m].cast(pl.Float64, strict=False).drop_nulls().len()]
+    if not common and not failed_trials(rows).height:
+        raise BenchError(f"the run has none of the baseline's metrics ({', '.join(metrics)}); nothing to compare",
+                         file=file, field="groups", fix="check the suite against the baseline made from it")
 
 
 def version_notes(baseline: Baseline, rows: pl.DataFrame) -> list[str]:

@@ -90,15 +90,21 @@ def run(suite_file, out, resume, run_dir, max_concurrent, address, subset, cache
     from bench.runner import run_suite
     from bench.suite import load_suite, select_trials
 
+    from bench.preflight import check_writable_folder
+    from bench.runner import preflight_ray
+
     registry = get_registry()
     loaded = select_trials(load_suite(suite_file, registry, subset=subset), list(only))
-    if address is None:  # with a cluster, the data may exist only on its machines
-        from bench.preflight import preflight
+    check_writable_folder(run_dir, "--run-dir") if run_dir is not None else check_writable_folder(out, "--out")
+    from bench.preflight import preflight
 
-        preflight(loaded, registry, cache_dir=str(cache_dir.resolve()) if cache_dir else None)
+    # the driver reads every dataset once: errors exit 2 now, and workers check their data against it
+    datasets = preflight(loaded, registry, cache_dir=str(cache_dir.resolve()) if cache_dir else None)
+    # an unreachable cluster, a trial it cannot hold, a node without the suite's plugins: exit 2 before any folder
+    nodes = preflight_ray(loaded, address, registry)
     summary = run_suite(loaded, registry, out=out, resume=resume, run_dir=run_dir, max_concurrent=max_concurrent,
                         address=address, cache_dir=str(cache_dir.resolve()) if cache_dir else None, quiet=quiet,
-                        trackers=trackers)
+                        trackers=trackers, datasets=datasets, nodes=nodes)
     board = summary.run_dir / "leaderboard.md"
     if board.exists():
         click.echo(board.read_text())
@@ -180,13 +186,25 @@ def cache_info(cache_dir):
 @click.option("--yes", is_flag=True, help="do not ask")
 def cache_clear(cache_dir, yes):
     """Delete every cache entry (they are recomputed when needed)."""
+    import os
     import shutil
 
-    root = _cache_root(cache_dir)
+    from bench.paths import CACHE_ENV, CACHE_MARKER, is_cache_root
+
+    root = Path(cache_dir or os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "mic-bench").expanduser()
+    if not root.is_dir():
+        click.echo(f"nothing to clear: {root} does not exist")
+        return
+    if not is_cache_root(root):
+        raise BenchError(f"not a mic-bench cache folder (it has no {CACHE_MARKER} marker); nothing was deleted",
+                         file=root, field="--cache-dir",
+                         fix=f"pass the cache folder itself; if it is one made before the marker existed, "
+                             f"create the marker: touch {root / CACHE_MARKER}")
     if not yes:
         click.confirm(f"delete everything under {root}?", abort=True)
     for child in root.iterdir():
-        shutil.rmtree(child) if child.is_dir() else child.unlink()
+        if child.name != CACHE_MARKER:
+            shutil.rmtree(child) if child.is_dir() else child.unlink()
     click.echo(f"cleared {root}")
 
 

@@ -30,30 +30,58 @@ def deep_merge(base: Any, override: Any) -> Any:
     return copy.deepcopy(override)
 
 
+REF_FIELDS = ("name", "options", "weight")  # a plugin given by name alone (`fusion: late`) opens into these
+
+
 def set_path(config: dict, path: str, value: Any, *, file: str, axis: str) -> None:
-    """Set a dotted path (list indices as numbers) inside the trial config."""
+    """Set a dotted path (list indices as numbers) inside the trial config.
+
+    A path may only pass through mappings and lists (and a plugin's bare name, which opens into
+    name/options): going into a number or a text would silently drop the value or the setting.
+    """
     parts = path.split(".")
+    field = f"matrix.{axis}"
+    if any(not p for p in parts):
+        raise BenchError(f"'{path}' has an empty part", file=file, field=field,
+                         fix="write dotted paths like stages.0.epochs")
     node: Any = config
     for i, part in enumerate(parts):
         last = i == len(parts) - 1
+        where = ".".join(parts[:i]) or "trial"
         if isinstance(node, list):
             try:
                 idx = int(part)
+                if idx < 0:
+                    raise IndexError(idx)
                 node[idx]
             except (ValueError, IndexError):
-                raise BenchError(f"'{part}' is not an index of the list at '{'.'.join(parts[:i])}'",
-                                 file=file, field=f"matrix.{axis}", fix="use a valid list index, e.g. stages.0.epochs") from None
+                raise BenchError(f"'{part}' is not an index of the list at '{where}'",
+                                 file=file, field=field, fix="use a valid list index, e.g. stages.0.epochs") from None
             if last:
                 node[idx] = copy.deepcopy(value)
             else:
                 node = node[idx]
-        else:
-            if last:
-                node[part] = copy.deepcopy(value)
-            else:
-                if not isinstance(node.get(part), (dict, list)):
-                    node[part] = {} if node.get(part) is None else ({"name": node[part]} if isinstance(node[part], str) else node[part])
-                node = node[part]
+            continue
+        if not isinstance(node, dict):
+            raise BenchError(f"'{where}' is {_kind(node)} ({node!r}), so '{path}' cannot go into it", file=file,
+                             field=field, fix=f"set '{where}' itself, or point the axis at a mapping or list")
+        if last:
+            node[part] = copy.deepcopy(value)
+            continue
+        child = node.get(part)
+        if child is None:
+            node[part] = {}
+        elif isinstance(child, str) and parts[i + 1] in REF_FIELDS:
+            node[part] = {"name": child}
+        elif not isinstance(child, (dict, list)):
+            raise BenchError(f"'{'.'.join(parts[:i + 1])}' is {_kind(child)} ({child!r}), so '{path}' cannot go "
+                             "into it", file=file, field=field,
+                             fix=f"set '{'.'.join(parts[:i + 1])}' itself, or point the axis at a mapping or list")
+        node = node[part]
+
+
+def _kind(value: Any) -> str:
+    return {bool: "a yes/no value", int: "a number", float: "a number", str: "a text"}.get(type(value), "a value")
 
 
 def axis_values(axis: str, values: list | dict, file: str) -> list[tuple[Any, Any]]:
@@ -64,6 +92,90 @@ def axis_values(axis: str, values: list | dict, file: str) -> list[tuple[Any, An
         raise BenchError("a matrix axis needs at least one value", file=file, field=f"matrix.{axis}",
                          fix="list the values, e.g. [0, 1]")
     return [(v if not isinstance(v, (dict, list)) else json.dumps(v, sort_keys=True), v) for v in values]
+
+
+MAX_TRIALS = 10_000  # a matrix beyond this is a typo, not a benchmark; refused before it expands
+
+
+def check_axes(matrix: dict, search, file: str) -> None:
+    """Axis and search-space names are row columns and paths: no path fragments, no column collisions."""
+    from bench.validation import axis_name_problem
+
+    for section, names in (("matrix", list(matrix)), ("search.space", list(search.space) if search else [])):
+        for name in names:
+            # `seed` is the trial's seed; a named axis called seed would hide its labels behind the seed column
+            problem = axis_name_problem(name, seed_axis=not (section == "matrix" and isinstance(matrix[name], dict)))
+            if problem:
+                raise BenchError(f"the axis name {name!r} cannot be used: {problem}", file=file,
+                                 field=f"{section}.{name}",
+                                 fix="rename the axis (a named axis can set any field: "
+                                     "`matrix: {method: {a: {device: cpu}, b: {...}}}`)")
+    both = set(matrix) & set(search.space if search else {})
+    if both:
+        raise BenchError(f"'{sorted(both)[0]}' is both a matrix axis and a search parameter", file=file,
+                         field=f"search.space.{sorted(both)[0]}", fix="keep it in one of the two")
+
+
+def check_search(search, file: str) -> None:
+    """Every search parameter has exactly one distribution whose arguments can be sampled."""
+    if search is None:
+        return
+    for name, spec in search.space.items():
+        field = f"search.space.{name}"
+        if len(spec) != 1:
+            raise BenchError(f"needs exactly one distribution, found {len(spec)} ({', '.join(spec) or 'none'})",
+                             file=file, field=field, fix="write e.g. `lr: {loguniform: [1.0e-5, 1.0e-2]}`")
+        (dist, args), = spec.items()
+        problem = _distribution_problem(dist, args)
+        if problem:
+            raise BenchError(problem, file=file, field=f"{field}.{dist}", fix=_DIST_FIX[dist])
+
+
+_DIST_FIX = {
+    "loguniform": "write [low, high] with 0 < low < high, e.g. [1.0e-5, 1.0e-2]",
+    "uniform": "write [low, high] with low < high, e.g. [0.0, 0.5]",
+    "randint": "write [low, high] with whole numbers, low < high (high excluded), e.g. [8, 65]",
+    "choice": "list the values to choose from, e.g. [8, 16, 32]",
+    "grid": "list the values to try, e.g. [8, 16, 32]",
+}
+
+
+def _distribution_problem(dist: str, args: list) -> str | None:
+    import math
+
+    if dist in ("choice", "grid"):
+        return None if args else f"{dist} needs at least one value"
+    if len(args) != 2:
+        return f"{dist} needs two bounds [low, high], got {len(args)} values"
+    low, high = args
+    numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in args)
+    if not numbers or not all(math.isfinite(v) for v in args):
+        return f"{dist} bounds must be finite numbers, got {args!r}"
+    if dist == "randint" and not all(float(v).is_integer() for v in args):
+        return f"randint bounds must be whole numbers, got {args!r}"
+    if dist == "loguniform" and low <= 0:
+        return f"loguniform needs low > 0 (the log of {low} is undefined), got {args!r}"
+    if not low < high:
+        return f"{dist} needs low < high, got {args!r}"
+    return None
+
+
+def count_trials(matrix: dict, search, file: str) -> int:
+    """How many trials the suite expands to, refused beyond MAX_TRIALS before anything expands."""
+    total = 1
+    for axis, values in matrix.items():
+        total *= max(len(values), 1)
+    if search is not None and search.space:
+        grid = 1
+        for spec in search.space.values():
+            if "grid" in spec:
+                grid *= max(len(spec["grid"]), 1)
+        total *= grid * search.samples
+    if total > MAX_TRIALS:
+        raise BenchError(f"the matrix expands to {total} trials (at most {MAX_TRIALS})", file=file,
+                         field="search.samples" if search is not None and search.samples > 1 else "matrix",
+                         fix="fewer axis values, grid values or search samples; split the suite in several")
+    return total
 
 
 def sample_search(search) -> list[dict[str, Any]]:

@@ -11,6 +11,7 @@ import logging
 import os
 from functools import lru_cache
 from importlib import metadata
+from pathlib import Path
 
 import pluggy
 
@@ -96,9 +97,50 @@ def get_registry() -> Registry:
     return build_registry()
 
 
-def lifecycle_hooks() -> pluggy.HookRelay:
-    """Hook relay for bench_trial_finished / bench_suite_finished."""
-    return _lifecycle_manager().hook
+def lifecycle_hooks(run_dir: str | os.PathLike | None = None) -> "GuardedHooks":
+    """Caller of bench_trial_finished / bench_suite_finished: a hook that raises is logged and, given
+    ``run_dir``, recorded under ``hook_errors`` in its run.json; it never ends the suite."""
+    return GuardedHooks(_lifecycle_manager(), run_dir)
+
+
+class GuardedHooks:
+    """Calls every implementation of a hook on its own, so one reporter's bug cannot stop the others."""
+
+    def __init__(self, pm: pluggy.PluginManager, run_dir: str | os.PathLike | None = None):
+        self._pm = pm
+        self._run_dir = run_dir
+
+    def __getattr__(self, hook_name: str):
+        caller = getattr(self._pm.hook, hook_name)
+
+        def call(**kwargs):
+            results = []
+            for impl in reversed(caller.get_hookimpls()):  # pluggy's order: last registered first
+                try:
+                    results.append(impl.function(*[kwargs[name] for name in impl.argnames]))
+                except Exception as exc:  # a plugin bug: logged, recorded, and the suite goes on
+                    self._record(hook_name, impl.plugin_name, exc)
+            return results
+
+        return call
+
+    def _record(self, hook_name: str, plugin: str, exc: Exception) -> None:
+        error = f"{type(exc).__name__}: {exc}"
+        log.error("plugin %s raised in %s (%s); the suite goes on", plugin, hook_name, error)
+        if self._run_dir is None:
+            return
+        from datetime import datetime, timezone
+
+        from bench.results import RunDir
+
+        try:
+            run = RunDir(Path(self._run_dir))
+            meta = run.read_meta()
+            meta.setdefault("hook_errors", []).append({"hook": hook_name, "plugin": plugin, "error": error[:2000],
+                                                       "at": datetime.now(timezone.utc).isoformat()})
+            run.write_meta(meta)
+        except (OSError, ValueError) as write_error:
+            log.error("could not record the hook error in %s: %s", self._run_dir, write_error)
 
 
 @lru_cache(maxsize=1)

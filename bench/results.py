@@ -12,6 +12,8 @@ Layout of a run folder (results/<suite>/<run-id>/):
 from __future__ import annotations
 
 import json
+import logging
+import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -26,6 +28,7 @@ ROWS, PREDICTIONS, CURVES, TRIALS = "rows", "predictions", "curves", "trials.par
 # Statuses of trials that are done: `ok`, and `stopped` (a Tune scheduler ended it early; its row
 # holds the best dev metrics it reached). `failed` trials run again on --resume.
 DONE_STATUSES = ("ok", "stopped")
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -46,6 +49,18 @@ class RunDir:
                     frame.write_parquet(tmp)
         with atomic_path(self.rows_dir / f"{key}.parquet") as tmp:
             row_frame(row).write_parquet(tmp)
+
+    def write_row_or_note(self, row: dict[str, Any], predictions: pl.DataFrame | None = None,
+                          curve: pl.DataFrame | None = None) -> dict[str, Any]:
+        """Write a trial's files; when that fails (disk full, rows/ gone), log it and return the row
+        marked failed with the write error, so the run reports the trial failed and goes on."""
+        try:
+            self.write_row(row, predictions, curve)
+            return row
+        except OSError as exc:
+            note = f"its row could not be written to {self.rows_dir}: {exc.strerror or exc}"
+            log.error("trial %s: %s", row.get("trial_key"), note)
+            return {**row, "status": "failed", "error": "; ".join(e for e in (row.get("error"), note) if e)}
 
     def finished_keys(self, *, only_done: bool = False) -> set[str]:
         rows = self.read_rows()
@@ -71,8 +86,12 @@ class RunDir:
     def consolidate(self) -> pl.DataFrame:
         rows = self.read_rows()
         if not rows.is_empty():
-            with atomic_path(self.path / TRIALS) as tmp:
-                rows.write_parquet(tmp)
+            try:
+                with atomic_path(self.path / TRIALS) as tmp:
+                    rows.write_parquet(tmp)
+            except OSError as exc:  # the rows stay the record; trials.parquet is rebuilt from them later
+                log.error("could not write %s (%s); `bench leaderboard` rebuilds it from rows/",
+                          self.path / TRIALS, exc.strerror or exc)
         return rows
 
     def write_meta(self, meta: dict[str, Any]) -> None:
@@ -89,21 +108,49 @@ def row_frame(row: dict[str, Any]) -> pl.DataFrame:
     return pl.DataFrame([clean], infer_schema_length=None)
 
 
+RUN_ID = re.compile(r"^(\d{8}-\d{6})(?:-(\d{6}))?(?:-(\d+))?$")
+
+
 def new_run_dir(out: Path, suite_name: str) -> RunDir:
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    """A new run folder named by its UTC start time to the microsecond, with -2, -3 ... on a tie.
+
+    Created with mkdir (never exists-then-create), so concurrent runs into one --out cannot
+    collide; the names sort in creation order (see ``run_order``).
+    """
     base = out / suite_name
-    path = base / stamp
-    n = 1
-    while path.exists():
-        n += 1
-        path = base / f"{stamp}-{n}"
-    path.mkdir(parents=True)
-    return RunDir(path)
+    try:
+        base.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BenchError(f"cannot create the results folder: {exc.strerror or exc}", file=base, field="--out",
+                         fix="pass a folder you can write to for --out") from None
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-%f")
+    for n in range(1, 10_000):
+        path = base / (stamp if n == 1 else f"{stamp}-{n}")
+        try:
+            path.mkdir()
+            return RunDir(path)
+        except FileExistsError:
+            continue
+    raise BenchError("could not find a free run folder name", file=base, field="--out",
+                     fix="remove old runs under this folder")
+
+
+def run_order(path: Path) -> tuple:
+    """Sort key of run folders, oldest first: the time and tie-breaker in the name, else run.json's start."""
+    match = RUN_ID.match(path.name)
+    if match:
+        return (match.group(1), match.group(2) or "000000", int(match.group(3) or 1), path.name)
+    try:
+        started = json.loads((path / "run.json").read_text()).get("started", "")
+        moment = datetime.fromisoformat(started).astimezone(timezone.utc)
+        return (moment.strftime("%Y%m%d-%H%M%S"), moment.strftime("%f"), 0, path.name)
+    except (OSError, ValueError, TypeError, AttributeError):
+        return ("", "", 0, path.name)
 
 
 def latest_run_dir(out: Path, suite_name: str) -> RunDir | None:
     base = out / suite_name
-    runs = sorted((p for p in base.iterdir() if (p / "run.json").exists()), key=lambda p: p.name) if base.exists() else []
+    runs = sorted((p for p in base.iterdir() if (p / "run.json").exists()), key=run_order) if base.is_dir() else []
     return RunDir(runs[-1]) if runs else None
 
 

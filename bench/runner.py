@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -23,11 +24,12 @@ from bench.paths import atomic_write_text
 from bench.provenance import provenance
 from bench.results import RunDir, latest_run_dir, new_run_dir
 from bench.suite import LoadedSuite, TrialSpec
+from bench.transport import PAYLOAD, unpack
 
 log = logging.getLogger(__name__)
 CURVE_POINT = "curve_point"  # marks a per-evaluation report (the final report is the trial's row)
 # Keys Ray Tune adds to every reported result; a curve read back from reports drops them.
-TUNE_KEYS = {CURVE_POINT, "timestamp", "done", "training_iteration", "trial_id", "date", "time_this_iter_s",
+TUNE_KEYS = {CURVE_POINT, PAYLOAD, "timestamp", "done", "training_iteration", "trial_id", "date", "time_this_iter_s",
              "time_total_s", "pid", "hostname", "node_ip", "config", "time_since_restore", "iterations_since_restore",
              "checkpoint_dir_name", "should_checkpoint", "experiment_tag"}
 
@@ -57,22 +59,29 @@ def _give_streams_isatty() -> None:
             stream.isatty = lambda: False
 
 
-def _trainable(config: dict, specs: dict[str, dict], run_path: str, cpus: float, gpus: float,
-               cache_dir: str | None, prov: dict[str, str]) -> None:
-    """Runs inside a Ray worker: one trial, its row written before reporting to Tune."""
+def _trainable(config: dict, specs: dict[str, dict], cpus: float, gpus: float, cache_dir: str | None,
+               prov: dict[str, str], datasets: dict[str, dict]) -> None:
+    """Runs inside a Ray worker, on any node: one trial. It never touches the run folder (which may
+    exist only on the driver's machine): its files travel in its final report (bench/transport.py)."""
     _give_streams_isatty()
+    import socket
+
+    import ray
     from ray import tune
 
     from bench.plugins import get_registry
+    from bench.transport import PAYLOAD, pack
     from bench.trial import TrialContext, run_trial
 
     spec = TrialSpec(**specs[config["trial_key"]])
     ctx = TrialContext(registry=get_registry(), cpus=cpus, gpus=gpus, cache_dir=cache_dir, provenance=prov,
-                       report=lambda metrics: tune.report({**metrics, CURVE_POINT: True}))
+                       report=lambda metrics: tune.report({**metrics, CURVE_POINT: True}), datasets=datasets)
     outcome = run_trial(spec, ctx)
-    RunDir(Path(run_path)).write_row(outcome.row, outcome.predictions, outcome.curve)
+    outcome.row.update(node_id=ray.get_runtime_context().get_node_id(), node_ip=ray.util.get_node_ip_address(),
+                       hostname=socket.gethostname())
     numeric = {k: v for k, v in outcome.row.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-    tune.report({**numeric, "ok": outcome.row["status"] == "ok"})
+    tune.report({**numeric, "ok": outcome.row["status"] == "ok",
+                 PAYLOAD: pack(outcome.row, outcome.predictions, outcome.curve)})
 
 
 def stopped_row(spec: TrialSpec, points: list[dict[str, Any]], scheduler: str) -> dict[str, Any]:
@@ -105,30 +114,36 @@ def _make_callback(run: RunDir, specs: dict[str, TrialSpec], progress, board: Le
     class RowCallback(Callback):
         """In the driver: records crashes the worker could not, reports progress, calls hooks."""
 
-        points: dict[str, list[dict[str, Any]]] = {}
+        points: dict[str, list[dict[str, Any]]] = {}  # per-evaluation reports of running trials
+        written: dict[str, dict[str, Any]] = {}  # rows the driver wrote from the trials' final reports
 
         def on_trial_start(self, iteration, trials, trial, **info):
             progress.trial_started(trial.config["trial_key"])
 
         def on_trial_result(self, iteration, trials, trial, result, **info):
+            key = trial.config["trial_key"]
             if result.get(CURVE_POINT):
-                self.points.setdefault(trial.config["trial_key"], []).append(result)
+                self.points.setdefault(key, []).append(result)
+            payload = result.pop(PAYLOAD, None)  # Tune lets callbacks edit the result: it never stores the files
+            if payload is not None:
+                row, predictions, curve = unpack(payload)
+                self.written[key] = run.write_row_or_note(row, predictions, curve)
 
         def _finish(self, trial, error: str | None):
             key = trial.config["trial_key"]
             row_file = run.rows_dir / f"{key}.parquet"
             points = self.points.pop(key, [])
-            if not row_file.exists():
+            row = self.written.pop(key, None)
+            if row is None:  # no files arrived: stopped by the scheduler, or the worker crashed
                 from bench.trial import base_row
 
                 if error is None and scheduler and points:
                     row = stopped_row(specs[key], points, scheduler)
                 else:
                     row = base_row(specs[key], "failed", error or "the trial's worker ended without a result")
-                run.write_row({**row, **prov}, curve=curve_from_reports(points, key))
-            row = pl.read_parquet(row_file).row(0, named=True)
+                row = run.write_row_or_note({**row, **prov}, curve=curve_from_reports(points, key))
             rows = run.consolidate()
-            lifecycle_hooks().bench_trial_finished(result=row)
+            lifecycle_hooks(run.path).bench_trial_finished(result=row)
             rows = rows.filter(pl.col("trial_key").is_in(list(specs))) if not rows.is_empty() else rows
             progress.trial_finished(key, row, specs[key].label(), best_row_text(rows, board))
 
@@ -141,8 +156,16 @@ def _make_callback(run: RunDir, specs: dict[str, TrialSpec], progress, board: Le
     return RowCallback()
 
 
-def _init_ray(address: str | None, run: RunDir) -> None:
+RAY_CONNECT_TIMEOUT_S = float(os.environ.get("MIC_BENCH_RAY_CONNECT_TIMEOUT", "60"))
+RAY_START_TIMEOUT_S = max(RAY_CONNECT_TIMEOUT_S, 180.0)  # a local start on a busy machine is slow, not stuck
+
+
+def _init_ray(address: str | None, run: RunDir | None = None) -> None:
+    """Start or join Ray; an unreachable or locked cluster is a BenchError within seconds, never a wait."""
     import ray
+
+    from bench.preflight import check_ray_address
+    from bench.ray_sessions import reap_orphans, record_session
 
     if ray.is_initialized():
         return
@@ -153,15 +176,91 @@ def _init_ray(address: str | None, run: RunDir) -> None:
     os.environ["RAY_CHDIR_TO_TRIAL_DIR"] = "0"
     kwargs: dict[str, Any] = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR,
                                   configure_logging=True)
+    reap_orphans()  # Ray processes left by a `bench` driver that was killed (kill -9, OOM)
     if address:
-        ray.init(address=address, runtime_env={"env_vars": {"RAY_CHDIR_TO_TRIAL_DIR": "0"}}, **kwargs)
+        check_ray_address(address)
+        with _give_up_after(RAY_CONNECT_TIMEOUT_S, f"joining the Ray cluster at {address}"):
+            try:
+                ray.init(address=address, runtime_env={"env_vars": {"RAY_CHDIR_TO_TRIAL_DIR": "0"}}, **kwargs)
+            except Exception as exc:  # ConnectionError, AuthenticationError, RuntimeError: all mean "not joined"
+                from bench.preflight import AUTH_FIX
+
+                text = f"{exc} {exc.__cause__ or ''}"
+                auth = "Auth" in type(exc).__name__ or "auth" in text.lower()
+                raise BenchError(f"could not join the Ray cluster at {address}: {str(exc).splitlines()[0][:300]}",
+                                 field="--address", fix=AUTH_FIX if auth else
+                                 "check the address and that the cluster is up (`ray status` on its head)") from None
     else:
-        ray.init(num_cpus=os.cpu_count() or 1, **kwargs)
+        _local_auth_token()
+        with _give_up_after(RAY_START_TIMEOUT_S, "starting a local Ray instance"):
+            ray.init(num_cpus=os.cpu_count() or 1, **kwargs)
+        record_session()
+
+
+def _local_auth_token() -> None:
+    """A local Ray instance gets a fresh token for this run only, through the environment its processes
+    inherit: Ray would otherwise write ~/.ray/auth_token (changing the user's home) and print a warning."""
+    import secrets
+
+    if any(os.environ.get(v) for v in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")):
+        return  # the user chose
+    os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
+    os.environ["RAY_AUTH_MODE"] = "token"
+    try:  # Ray read its config when it was imported; make this process see token mode (as ray.init would)
+        from ray._raylet import Config
+
+        Config.initialize("")
+    except Exception:  # another Ray version: let ray.init switch the mode on itself (with its warning)
+        os.environ.pop("RAY_AUTH_MODE", None)
+
+
+@contextmanager
+def _give_up_after(seconds: float, what: str):
+    """Ray retries connections for minutes without a word: past ``seconds``, say so and exit 2."""
+    import threading
+
+    def give_up():
+        print(f"error: {what} took more than {seconds:g} s; giving up\n  fix: check the cluster "
+              "(`ray status`), or raise MIC_BENCH_RAY_CONNECT_TIMEOUT", file=sys.stderr, flush=True)
+        os._exit(BenchError.exit_code)
+
+    timer = threading.Timer(seconds, give_up)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
+
+
+def preflight_ray(loaded: LoadedSuite, address: str | None, registry=None) -> list[dict[str, Any]]:
+    """Start or join Ray and check the cluster can hold one trial and, on a cluster, that every node
+    has the suite's plugins at the driver's versions, before any folder or trial exists.
+    Returns what each node reported (empty for a local run)."""
+    import ray
+
+    from bench.cluster import check_nodes, plugins_used
+    from bench.preflight import check_cluster_resources, check_local_cpus
+
+    if address is None and not ray.is_initialized():
+        check_local_cpus(loaded)  # refused before a local Ray starts at all
+    _init_ray(address)
+    try:
+        check_cluster_resources(loaded, ray.cluster_resources())
+        if address is not None and registry is not None:
+            return check_nodes(plugins_used(loaded.trials, registry))
+    except BenchError:
+        ray.shutdown()
+        raise
+    return []
 
 
 def run_suite(loaded: LoadedSuite, registry, *, out: str | Path = "results", resume: bool = False,
               run_dir: str | Path | None = None, max_concurrent: int | None = None, address: str | None = None,
-              cache_dir: str | None = None, quiet: bool = False, trackers: tuple[str, ...] = ()) -> RunSummary:
+              cache_dir: str | None = None, quiet: bool = False, trackers: tuple[str, ...] = (),
+              datasets: dict[str, dict] | None = None, nodes: list[dict] | None = None) -> RunSummary:
+    """``datasets``: the driver's preflight of each dataset section (absolute options, fingerprint);
+    ``nodes``: what each cluster node reported in the plugin check. Both are recorded in run.json."""
     from bench.trackers import resolve_trackers
 
     out = Path(out)
@@ -187,7 +286,8 @@ def run_suite(loaded: LoadedSuite, registry, *, out: str | Path = "results", res
     meta = run.read_meta()
     meta.update({"suite": suite.name, "suite_file": str(loaded.path), "suite_hash": loaded.text_hash,
                  "plugins": registry.distributions, "trial_keys": list(specs),
-                 "axes": loaded.axes, **{k: v for k, v in prov.items() if k != "plugins"}})
+                 "axes": loaded.axes, "datasets": list((datasets or {}).values()), "nodes": nodes or [],
+                 **{k: v for k, v in prov.items() if k != "plugins"}})
     meta.setdefault("started", datetime.now(timezone.utc).isoformat())
     meta.setdefault("resumed", [])
     if resume:
@@ -195,7 +295,7 @@ def run_suite(loaded: LoadedSuite, registry, *, out: str | Path = "results", res
     run.write_meta(meta)
     if pending:
         _tune(loaded, registry, run, pending, specs, len(finished), max_concurrent, address, cache_dir, quiet, prov,
-              chosen_trackers)
+              chosen_trackers, datasets or {})
     rows = run.consolidate()
     rows = rows.filter(pl.col("trial_key").is_in(list(specs))) if not rows.is_empty() else rows
     lb = spec_from_suite(suite)
@@ -211,11 +311,12 @@ def run_suite(loaded: LoadedSuite, registry, *, out: str | Path = "results", res
                         run.path, run.path, exc_info=True)
     counts = rows["status"].value_counts() if not rows.is_empty() else pl.DataFrame({"status": [], "count": []})
     n = dict(zip(counts["status"].to_list(), counts["count"].to_list()))
-    summary = RunSummary(run.path, suite.name, len(specs), len(finished), n.get("ok", 0), n.get("failed", 0), rows,
-                         n.get("stopped", 0))
+    ok, stopped = n.get("ok", 0), n.get("stopped", 0)
+    # a trial without a row (its row could not be written) counts as failed, never as nothing
+    summary = RunSummary(run.path, suite.name, len(specs), len(finished), ok, len(specs) - ok - stopped, rows, stopped)
     from bench.plugins import lifecycle_hooks
 
-    lifecycle_hooks().bench_suite_finished(run=summary)
+    lifecycle_hooks(run.path).bench_suite_finished(run=summary)
     return summary
 
 
@@ -234,19 +335,19 @@ def make_scheduler(cfg):
 
 
 def _tune(loaded, registry, run: RunDir, pending: list[TrialSpec], specs, kept: int, max_concurrent, address,
-          cache_dir, quiet, prov, trackers=()) -> None:
+          cache_dir, quiet, prov, trackers=(), datasets: dict[str, dict] | None = None) -> None:
     from ray import tune
 
     from bench.progress import RunProgress
     from bench.trackers import TrackerContext
 
-    _init_ray(address, run)
+    preflight_ray(loaded, address)  # starts or joins Ray; refuses a trial the cluster cannot hold
     suite = loaded.suite
     resources = {"cpu": suite.resources.cpu, "gpu": suite.resources.gpu}
     spec_dicts = {t.key: {"key": t.key, "axes": t.axes, "hyper": t.hyper, "config": t.config} for t in pending}
     trainable = tune.with_resources(
-        tune.with_parameters(_trainable, specs=spec_dicts, run_path=str(run.path.resolve()), cpus=suite.resources.cpu,
-                             gpus=suite.resources.gpu, cache_dir=cache_dir, prov=prov),
+        tune.with_parameters(_trainable, specs=spec_dicts, cpus=suite.resources.cpu, gpus=suite.resources.gpu,
+                             cache_dir=cache_dir, prov=prov, datasets=datasets or {}),
         resources)
     progress = RunProgress(suite.name, len(specs), kept, quiet=quiet)
     scheduler = suite.search.scheduler if suite.search else None

@@ -7,17 +7,20 @@ import itertools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from bench.errors import BenchError
-from bench.matrix import AXIS_PATHS, axis_values, deep_merge, sample_search, set_path, trial_key
+from bench.matrix import (AXIS_PATHS, axis_values, check_axes, check_search, count_trials, deep_merge, sample_search,
+                          set_path, trial_key)
 from bench.trackers import TrackerName
 from bench.validation import describe_validation_error
 
-Strict = ConfigDict(extra="forbid")
+# Unknown fields, inf and nan are refused everywhere: `epochs: .inf` would train forever, nan compares false.
+Strict = ConfigDict(extra="forbid", allow_inf_nan=False)
+SEED = Field(0, ge=0, le=2**32 - 1, description="numpy seeds must fit in 32 bits")
 
 
 class Ref(BaseModel):
@@ -56,11 +59,11 @@ class StageConfig(BaseModel):
     name: str = "train"
     objectives: list[ObjectiveRef] = Field(default_factory=lambda: [ObjectiveRef(name="cross_entropy")], min_length=1)
     data: Literal["train", "ssl", "train+ssl"] = "train"
-    epochs: float = Field(1.0, gt=0)
-    batch_size: int = Field(32, ge=2)
+    epochs: float = Field(1.0, gt=0, le=10_000)
+    batch_size: int = Field(32, ge=2, le=65_536)
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
     sampler: Literal["auto", "random", "pk", "balanced"] = "auto"
-    pk_items: int = Field(2, ge=2, description="items per group in a P x K batch")
+    pk_items: int = Field(2, ge=2, le=1024, description="items per group in a P x K batch")
     grad_clip: float | None = Field(1.0, gt=0)
 
 
@@ -68,13 +71,13 @@ class SplitConfig(BaseModel):
     model_config = Strict
     fractions: dict[Literal["train", "dev", "test", "ssl"], float] | None = None
     use_given: bool | None = None
-    seed: int = 0
+    seed: int = SEED
 
 
 class EvalConfig(BaseModel):
     model_config = Strict
-    k: int = Field(10, ge=1)
-    batch_size: int = Field(64, ge=1)
+    k: int = Field(10, ge=1, le=10_000)
+    batch_size: int = Field(64, ge=1, le=65_536)
     retrieval: Literal["auto", "off", "embedding", "max_of_kinds"] = "auto"
 
 
@@ -105,12 +108,12 @@ class TrialConfig(BaseModel):
     stages: list[StageConfig] = Field(default_factory=lambda: [StageConfig()], min_length=1)
     splits: SplitConfig = Field(default_factory=SplitConfig)
     finetune_fraction: float = Field(1.0, gt=0, le=1)
-    seed: int = 0
+    seed: int = SEED
     eval: EvalConfig = Field(default_factory=EvalConfig)
     max_trial_minutes: float | None = Field(None, gt=0)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     amp: Literal["off", "bf16", "fp16"] = "off"
-    dataloader_workers: int | Literal["auto"] = "auto"
+    dataloader_workers: Annotated[int, Field(ge=0, le=256)] | Literal["auto"] = "auto"
     cache: bool = Field(True, description="cache preprocessed inputs and frozen-encoder features (content-addressed)")
     subset: int | None = Field(None, ge=1, description="cap every split at this many items (smoke and CI runs)")
     selection: SelectionConfig | Literal["last"] = Field(
@@ -145,14 +148,14 @@ class SearchConfig(BaseModel):
     model_config = Strict
     scheduler: SchedulerConfig | None = None
     space: dict[str, dict[Literal["loguniform", "uniform", "randint", "choice", "grid"], list]] = Field(default_factory=dict)
-    samples: int = Field(1, ge=1)
-    seed: int = 0
+    samples: int = Field(1, ge=1, le=10_000)
+    seed: int = SEED
 
 
 class Resources(BaseModel):
     model_config = Strict
-    cpu: float = Field(1.0, gt=0)
-    gpu: float = Field(0.0, ge=0)
+    cpu: float = Field(1.0, gt=0, le=4096)
+    gpu: float = Field(0.0, ge=0, le=1024)
 
 
 class PivotConfig(BaseModel):
@@ -173,7 +176,7 @@ class LeaderboardConfig(BaseModel):
 
 class Suite(BaseModel):
     model_config = Strict
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", max_length=100)
     description: str = ""
     trial: dict[str, Any]
     matrix: dict[str, list | dict[str, Any]] = Field(default_factory=dict)
@@ -184,6 +187,14 @@ class Suite(BaseModel):
     reference: dict[str, dict[str, float]] = Field(default_factory=dict)
     reference_source: str = ""
     trackers: list[TrackerRef] = Field(default_factory=list, description="experiment trackers: tensorboard, mlflow, wandb")
+
+    @field_validator("name")
+    @classmethod
+    def _folder_name(cls, value: str) -> str:
+        """The name is a folder under --out: '..' or a hidden name would land the run elsewhere."""
+        if value.startswith("."):
+            raise ValueError(f"'{value}' cannot start with '.' (it becomes the folder --out/{value})")
+        return value
 
 
 @dataclass(frozen=True)
@@ -216,10 +227,15 @@ def read_yaml(path: Path) -> dict:
         raise BenchError("suite file not found", file=path, fix="check the path; suites live in suites/")
     if path.is_dir():
         raise BenchError("this is a folder, not a suite file", file=path, fix="pass a .yaml file, e.g. suites/smoke.yaml")
+    if path.stat().st_size > MAX_SUITE_BYTES:
+        raise BenchError(f"suite file is {path.stat().st_size} bytes (at most {MAX_SUITE_BYTES})", file=path,
+                         fix="a suite is a short YAML file; split it with include:")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = load_yaml_bounded(path.read_text(encoding="utf-8"), path)
     except UnicodeDecodeError:
         raise BenchError("suite file is not UTF-8 text", file=path, fix="save the file as UTF-8") from None
+    except RecursionError:
+        raise BenchError("the YAML is nested too deeply", file=path, fix="a suite needs a few levels of nesting") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else None
@@ -231,6 +247,48 @@ def read_yaml(path: Path) -> dict:
         raise BenchError("a suite must be a YAML mapping with at least name, trial", file=path,
                          fix="start from suites/smoke.yaml")
     return data
+
+
+MAX_SUITE_BYTES = 1 << 20
+MAX_YAML_NODES = 100_000  # a suite's expanded size; alias bombs (billion laughs) blow far past it
+
+
+def load_yaml_bounded(text: str, path: Path) -> Any:
+    """yaml.safe_load, but anchors/aliases may not expand past MAX_YAML_NODES nodes or refer to themselves.
+
+    safe_load shares an aliased node instead of copying it, so a billion-laughs file loads in
+    microseconds and explodes later (hashing, deep copies, validation). The composed node graph
+    is measured first, as the tree it stands for.
+    """
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is not None:
+            _expanded_size(node, path, {}, set())
+            return loader.construct_document(node)
+        return None
+    finally:
+        loader.dispose()
+
+
+def _expanded_size(node: yaml.Node, path: Path, sizes: dict[int, int], open_nodes: set[int]) -> int:
+    key = id(node)
+    if key in sizes:
+        return sizes[key]
+    if key in open_nodes:
+        raise BenchError("an alias refers to the node that contains it (a recursive structure)", file=path,
+                         field=f"line {node.start_mark.line + 1}", fix="remove the self-referring alias")
+    open_nodes.add(key)
+    children = [c for pair in node.value for c in pair] if isinstance(node, yaml.MappingNode) else \
+        node.value if isinstance(node, yaml.SequenceNode) else []
+    size = 1 + sum(_expanded_size(c, path, sizes, open_nodes) for c in children)
+    open_nodes.discard(key)
+    if size > MAX_YAML_NODES:
+        raise BenchError(f"anchors and aliases expand to more than {MAX_YAML_NODES} values", file=path,
+                         field=f"line {node.start_mark.line + 1}",
+                         fix="a suite needs far fewer; remove the nested aliases (this looks like an alias bomb)")
+    sizes[key] = size
+    return size
 
 
 def read_with_includes(path: Path, seen: tuple = ()) -> dict:
@@ -288,6 +346,9 @@ def load_suite(path: str | Path, registry=None, subset: int | None = None) -> Lo
     except ValidationError as exc:
         raise BenchError(describe_validation_error(exc, Suite), file=file,
                          fix="see docs/suites.md for every field and its allowed values") from None
+    check_axes(suite.matrix, suite.search, file)
+    check_search(suite.search, file)
+    count_trials(suite.matrix, suite.search, file)
     axes = list(suite.matrix.items())
     combos = itertools.product(*[axis_values(a, v, file) for a, v in axes]) if axes else [()]
     hyper_sets = sample_search(suite.search)

@@ -477,7 +477,7 @@ class TrialRun:
             "train_s": round(self.train_seconds, 3),
             "n_params": n_params, "n_trainable_params": n_trainable,
             **{f"n_{name}": len(records) for name, records in splits.items()},
-            "device": str(self.device),
+            "device": str(self.device), "data_fingerprint": self.data.catalog.fingerprint,
             "cache_s": round(self.inputs.seconds, 3),
         })
         if self.inputs.store is not None:

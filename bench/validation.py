@@ -1,6 +1,8 @@
 """Turn pydantic validation errors into one readable line per problem."""
 from __future__ import annotations
 
+import re
+
 from pydantic import BaseModel, ValidationError
 
 
@@ -46,5 +48,65 @@ def describe_validation_error(exc: ValidationError, model: type[BaseModel] | Non
             msg = "unknown field" + (f" (allowed: {', '.join(allowed)})" if allowed else "")
         elif err["type"] == "missing":
             msg = "required field is missing"
+        elif err["type"] == "value_error":
+            msg = msg.removeprefix("Value error, ")
+        elif err["type"] == "string_pattern_mismatch" and err.get("ctx", {}).get("pattern") == r"^[A-Za-z0-9_.-]+$":
+            msg += " (letters, digits, '_', '.' and '-' only)"
         lines.append(f"{where}: {msg}" if where else msg)
     return "; ".join(lines)
+
+
+# ---- names that become folders or row columns ----------------------------------------------------
+
+# Columns every row may carry (bench/trial.py, bench/provenance.py, metrics): an axis of the same
+# name would be overwritten by them, or overwrite them, and the row would lie.
+RESERVED_COLUMNS = frozenset({
+    "trial_key", "status", "error", "traceback", "config", "seed",
+    "accuracy", "macro_f1", "top5_accuracy", "head_macro_f1", "tail_macro_f1", "f1", "f1_threshold",
+    "train_samples_per_s", "eval_samples_per_s", "train_s", "wall_s", "peak_mem_mb", "gpu_peak_mem_mb",
+    "n_params", "n_trainable_params", "n_train", "n_dev", "n_test", "n_ssl", "device", "cache_s",
+    "cache_hits", "cache_misses", "late_alpha",
+    "plugins", "suite_hash", "git_commit", "host_cpu", "host_gpu", "python",
+    # Ray Tune's own result keys: the trainable reports every numeric column to Tune
+    "ok", "done", "training_iteration", "trial_id", "time_this_iter_s", "time_total_s", "timestamp",
+    "date", "pid", "hostname", "node_ip", "experiment_tag",
+})
+# Column families: dev_<metric>, loss_<stage>, data_<note>, v_<package>, top<k>_accuracy, ndcg@<k> ...
+RESERVED_PATTERN = re.compile(r"^(dev_|loss_|data_|v_).+|^top\d+_accuracy$|^(ndcg|mar|map)@\d+$|_macro_f1$")
+
+
+def path_problem(name: object) -> str | None:
+    """Why ``name`` cannot be one folder name (None when it can)."""
+    if not isinstance(name, str) or not name.strip():
+        return "it is empty"
+    if "\x00" in name:
+        return "it contains a NUL character"
+    if "/" in name or "\\" in name:
+        return "it contains a path separator ('/' or '\\')"
+    if name.startswith(".") and set(name) == {"."}:
+        return f"'{name}' names a parent or current folder"
+    if name != name.strip():
+        return "it starts or ends with white space"
+    return None
+
+
+def column_problem(name: str, *, seed_axis: bool = False) -> str | None:
+    """Why an axis name would collide with a row column (None when it does not)."""
+    if name == "seed" and seed_axis:
+        return None
+    if name in RESERVED_COLUMNS or RESERVED_PATTERN.search(name):
+        return f"'{name}' is also a column of every trial row (status, metrics, cost, provenance)"
+    return None
+
+
+def axis_name_problem(name: object, *, seed_axis: bool = True) -> str | None:
+    """Axis names are row columns and dotted paths into the trial: no path fragments, no collisions."""
+    problem = path_problem(name)
+    if problem:
+        return problem
+    assert isinstance(name, str)
+    if name.startswith(".") or name.endswith(".") or ".." in name:
+        return "a dotted path has an empty part"
+    if len(name) > 200:
+        return "it is longer than 200 characters"
+    return column_problem(name, seed_axis=seed_axis)

@@ -51,13 +51,14 @@ def write_suite(tmp_path):
 
 
 @pytest.fixture(scope="session")
-def outside_plugins():
-    """The example FiLM package and the test-only faulty package, pip-installed for the session."""
+def outside_plugins(tmp_path_factory):
+    """The example FiLM package and the test-only faulty package, pip-installed for the session into a
+    temporary folder on sys.path and PYTHONPATH (never into the environment the tests run in)."""
     from plugin_packages import install, uninstall
 
-    install("mic-bench-film", "mic-bench-faulty")
-    yield
-    uninstall("mic-bench-film", "mic-bench-faulty")
+    packages = install("mic-bench-film", "mic-bench-faulty", root=tmp_path_factory.mktemp("plugins"))
+    yield packages
+    uninstall(packages)
 
 
 def run_bench(*args, env=None, timeout=600):

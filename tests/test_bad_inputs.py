@@ -1,11 +1,21 @@
-"""The catalogue of bad inputs, through the real `bench` command line.
+"""The catalogue of bad inputs and faults, through the real `bench` command line.
 
-Every case runs the CLI in a fresh process and expects exit code 2, a message naming the
-file and/or the field, a fix, and no traceback. (Bad suite contents checked in-process live in
-test_suite_validation.py; bad table files at the plugin level in test_dataset_table.py.)
+Every case runs the CLI (click's own entry, in this process; `fresh` cases in a new process) and
+expects exit code 2, a message naming the file and/or the field, a fix, and no traceback.
+docs/bad-inputs.md is generated from these cases (`python tests/test_bad_inputs.py --write-doc`)
+and checked against them, so the two cannot drift. (Bad suite contents checked in-process live
+in test_suite_validation.py; bad table files at the plugin level in test_dataset_table.py.)
 """
 from __future__ import annotations
 
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -13,13 +23,16 @@ from typing import Callable
 import polars as pl
 import pytest
 import yaml
-from fixtures import product_files as pf
 
-from bench.check import build_baseline, dump_baseline
-from bench.results import RunDir
-from conftest import run_bench, tiny_trial
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from fixtures import product_files as pf  # noqa: E402
+
+from bench.check import build_baseline, dump_baseline  # noqa: E402
+from bench.results import RunDir  # noqa: E402
+from conftest import run_bench, tiny_trial  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
+DOC = ROOT / "docs" / "bad-inputs.md"
 CI_SUITE = ROOT / "suites" / "ci" / "fusion_small.yaml"
 CI_BASELINE = ROOT / "suites" / "ci" / "baselines" / "fusion_small.json"
 
@@ -30,6 +43,10 @@ class Case:
     args: Callable[[Path], list]  # builds the inputs under tmp_path, returns the CLI arguments
     words: list[str]  # each must appear in stderr (file / field, problem, fix)
     usage: bool = False  # click's own usage error ("Usage: ... Error: ...") rather than a BenchError
+    fresh: bool = False  # needs its own process (starts Ray, or a fresh entry-point scan)
+    heavy: bool = False  # slow (a Ray start or a long network wait): not in the fast set
+    env: dict | None = None  # extra environment (fresh cases only)
+    section: str = ""
 
 
 # ---- builders -----------------------------------------------------------------------------------
@@ -40,10 +57,44 @@ def suite(tmp: Path, trial: dict | None = None, name: str = "suite.yaml", **extr
     return path
 
 
+def named(tmp: Path, suite_name) -> Path:
+    """A valid suite but for its name (written as JSON, which YAML reads, so any string survives)."""
+    path = tmp / "suite.yaml"
+    path.write_text(json.dumps({"name": suite_name, "trial": tiny_trial()}), encoding="utf-8")
+    return path
+
+
+def axis(tmp: Path, name, values=(0, 1)) -> Path:
+    path = tmp / "suite.yaml"
+    path.write_text(json.dumps({"name": "bad", "trial": tiny_trial(), "matrix": {name: list(values)}}), encoding="utf-8")
+    return path
+
+
+def space(tmp: Path, name: str, spec: dict, **search) -> Path:
+    return suite(tmp, search={"space": {name: spec}, **search})
+
+
+def stage(tmp: Path, **fields) -> Path:
+    return suite(tmp, tiny_trial(stages=[{"objectives": ["cross_entropy"], "epochs": 1, "batch_size": 16, **fields}]))
+
+
 def text(tmp: Path, name: str, content: str | bytes) -> Path:
     path = tmp / name
     path.write_bytes(content if isinstance(content, bytes) else content.encode("utf-8"))
     return path
+
+
+def yaml_suite(tmp: Path, body: str) -> Path:
+    """A suite whose trial is the tiny one, plus raw YAML text (anchors, aliases, special floats)."""
+    base = yaml.safe_dump({"name": "bad", "trial": tiny_trial()})
+    return text(tmp, "suite.yaml", base + body)
+
+
+def alias_bomb(levels: int = 9) -> str:
+    """Billion laughs: nine levels of nine aliases stand for 9**9 strings in a 1 KB file."""
+    lines = ["bomb:", "  a0: &a0 [" + ", ".join(["lol"] * 9) + "]"]
+    lines += [f"  a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]" for i in range(1, levels)]
+    return "\n".join(lines) + "\n"
 
 
 def table_suite(tmp: Path, task: str = "classification", **options) -> Path:
@@ -71,11 +122,33 @@ def run_folder(tmp: Path) -> Path:
     return run.path
 
 
+def ci_run_without_metrics(tmp: Path) -> Path:
+    """A run folder of the CI suite (its real trial keys, at the baseline's subset) whose rows hold no metric."""
+    from bench.plugins import get_registry
+    from bench.suite import load_suite
+
+    subset = json.loads(CI_BASELINE.read_text())["subset"]
+    run = RunDir(tmp / "run")
+    for t in load_suite(CI_SUITE, get_registry(), subset=subset).trials:
+        run.write_row({"trial_key": t.key, **t.axes, "status": "ok", "error": "", "wall_s": 1.0})
+    run.write_meta({"suite": "fusion_small", "axes": ["fusion", "seed"]})
+    run.consolidate()
+    return run.path
+
+
 def baseline_file(tmp: Path, suite_name: str = "fusion_small") -> Path:
     rows = pl.DataFrame({"trial_key": ["a"], "fusion": ["text_only"], "seed": [0], "status": ["ok"], "accuracy": [0.5]})
     path = tmp / "baseline.json"
     path.write_text(dump_baseline(build_baseline(rows, suite=suite_name, suite_hash="0", group_by=["fusion"],
                                                  subset=None)))
+    return path
+
+
+def edited_baseline(tmp: Path, edit: Callable[[dict], None]) -> Path:
+    data = json.loads(CI_BASELINE.read_text())
+    edit(data)
+    path = tmp / "baseline.json"
+    path.write_text(json.dumps(data), encoding="utf-8")  # json writes NaN as NaN, which json.loads reads back
     return path
 
 
@@ -85,10 +158,28 @@ def corrupt(path: Path) -> Path:
     return path
 
 
+def silent_port() -> int:
+    """A TCP port that accepts connections and never says a word (not a Ray cluster)."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+    port = server.getsockname()[1]
+    held = []
+    threading.Thread(target=lambda: [held.append(server.accept()) for _ in range(16)], daemon=True).start()
+    return port
+
+
+def closed_port() -> int:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    return port
+
+
 # ---- the catalogue ------------------------------------------------------------------------------
 
-CASES = [
-    # suite files (bench validate)
+SUITE_FILES = [  # suite files (bench validate)
     Case("validate: nonexistent suite path", lambda t: ["validate", t / "nope.yaml"],
          ["nope.yaml", "suite file not found", "fix: check the path"]),
     Case("validate: a directory instead of a file", lambda t: ["validate", t],
@@ -109,8 +200,9 @@ CASES = [
          ["suite.yaml", "trial.encoders.text.options", "max_length", "valid integer", "fix: allowed options"]),
     Case("validate: --subset 0", lambda t: ["validate", CI_SUITE, "--subset", "0"],
          ["--subset", "0 is not in the range x>=1"], usage=True),
+]
 
-    # bench run: CLI arguments (click rejects them before anything loads)
+RUN_ARGUMENTS = [  # bench run: CLI arguments (click rejects them before anything loads)
     Case("run: --max-concurrent 0", lambda t: ["run", CI_SUITE, "--max-concurrent", "0"],
          ["--max-concurrent", "0 is not in the range x>=1"], usage=True),
     Case("run: --subset -1", lambda t: ["run", CI_SUITE, "--subset", "-1"],
@@ -121,8 +213,9 @@ CASES = [
     Case("run: --cache-dir is a file", lambda t: ["run", CI_SUITE, "--cache-dir", text(t, "f.txt", "x")],
          ["--cache-dir", "f.txt", "is a file"], usage=True),
     Case("unknown command", lambda t: ["rnu", CI_SUITE], ["No such command 'rnu'", "Did you mean 'run'"], usage=True),
+]
 
-    # bench run: dataset problems found by the preflight, before Ray starts
+DATASETS = [  # bench run: dataset problems found by the preflight, before Ray starts
     Case("run: table dataset file missing", lambda t: ["run", table_suite(t, path=str(t / "missing.csv"))],
          ["suite.yaml", "trial.dataset.options.path", "file not found", "missing.csv", "fix: check the spelling"]),
     Case("run: table dataset column missing",
@@ -136,8 +229,9 @@ CASES = [
          ["items.csv", "images", "not_a_folder.txt is a file, not a folder", "fix: set images to the folder itself"]),
     Case("run: matching task on data without groups", lambda t: ["run", table_suite(t, task="matching")],
          ["suite.yaml", "trial.task", "does not support task 'matching'", "fix: classification needs a label column"]),
+]
 
-    # bench leaderboard
+LEADERBOARD = [  # bench leaderboard
     Case("leaderboard: missing folder", lambda t: ["leaderboard", t / "nowhere"],
          ["nowhere", "run folder not found", "fix: pass a folder under results/"]),
     Case("leaderboard: folder without results", lambda t: ["leaderboard", t],
@@ -155,8 +249,9 @@ CASES = [
          ["board.md", "--output", "cannot write the leaderboard", "fix: pass a file path inside an existing"]),
     Case("leaderboard: unknown --format", lambda t: ["leaderboard", run_folder(t), "--format", "pdf"],
          ["--format", "'pdf' is not one of"], usage=True),
+]
 
-    # bench data inspect
+DATA_INSPECT = [  # bench data inspect
     Case("data inspect: unknown dataset", lambda t: ["data", "inspect", "tabel", "--option", "path=x.csv"],
          ["DATASET", "unknown dataset plugin 'tabel'", "did you mean 'table'"]),
     Case("data inspect: --options-json not JSON",
@@ -164,8 +259,9 @@ CASES = [
          ["--options-json", "not valid JSON", "fix: write an object"]),
     Case("data inspect: option without a value", lambda t: ["data", "inspect", "table", "--option", "path"],
          ["--option", "'path' is not key=value", "fix: write --option path=items.csv"]),
+]
 
-    # bench check / bench baseline
+CHECK_ARGUMENTS = [  # bench check / bench baseline
     Case("check: missing baseline", lambda t: ["check", CI_SUITE, "--baseline", t / "missing.json"],
          ["missing.json", "--baseline", "baseline file not found", "fix: pass the JSON file written by `bench baseline"]),
     Case("check: corrupt baseline JSON", lambda t: ["check", CI_SUITE, "--baseline", text(t, "b.json", '{"suite": ')],
@@ -199,21 +295,287 @@ CASES = [
     Case("baseline: --from-run of another suite",
          lambda t: ["baseline", CI_SUITE, "--out", t / "b.json", "--from-run", run_folder(t)],
          ["run", "--from-run", "no trials of suite 'fusion_small'", "fix: pass a run folder of this suite"]),
+]
 
-    # bench plugins
+PLUGINS = [  # bench plugins
     Case("plugins: misspelled flag", lambda t: ["plugins", "--jsn"], ["No such option '--jsn'", "Did you mean '--json'"],
          usage=True),
 ]
 
+NAMES = [  # names that would escape --out or collide with row columns
+    Case("suite name '..'", lambda t: ["validate", named(t, "..")],
+         ["suite.yaml", "name", "'..' cannot start with '.'", "it becomes the folder --out/.."]),
+    Case("suite name '.'", lambda t: ["validate", named(t, ".")], ["suite.yaml", "name", "'.' cannot start with '.'"]),
+    Case("suite name hidden ('.x')", lambda t: ["validate", named(t, ".x")], ["name", "'.x' cannot start with '.'"]),
+    Case("suite name with a slash", lambda t: ["validate", named(t, "a/b")], ["name", "should match pattern"]),
+    Case("suite name absolute", lambda t: ["validate", named(t, "/tmp/x")], ["name", "should match pattern"]),
+    Case("suite name empty", lambda t: ["validate", named(t, "")], ["name", "should match pattern"]),
+    Case("suite name with NUL", lambda t: ["validate", named(t, "a\x00b")], ["name", "should match pattern"]),
+    Case("suite name not text", lambda t: ["validate", named(t, 5)], ["name", "valid string"]),
+    Case("suite name 300 characters", lambda t: ["validate", named(t, "x" * 300)], ["name", "at most 100 characters"]),
+    Case("axis name with a slash", lambda t: ["validate", axis(t, "a/b")],
+         ["suite.yaml", "matrix.a/b", "the axis name 'a/b' cannot be used", "path separator", "fix: rename the axis"]),
+    Case("axis name '..'", lambda t: ["validate", axis(t, "..")], ["matrix...", "'..' names a parent or current folder"]),
+    Case("axis name absolute", lambda t: ["validate", axis(t, "/etc/x")], ["'/etc/x' cannot be used", "path separator"]),
+    Case("axis name empty", lambda t: ["validate", axis(t, "")], ["the axis name '' cannot be used", "it is empty"]),
+    Case("axis name with NUL", lambda t: ["validate", axis(t, "a\x00b")], ["cannot be used", "NUL character"]),
+    Case("axis name with a backslash", lambda t: ["validate", axis(t, "a\\b")], ["cannot be used", "path separator"]),
+    Case("axis name with an empty dotted part", lambda t: ["validate", axis(t, "stages..epochs")],
+         ["matrix.stages..epochs", "a dotted path has an empty part"]),
+    Case("axis name padded with spaces", lambda t: ["validate", axis(t, " fusion")], ["starts or ends with white space"]),
+    *[Case(f"axis name '{col}' collides with a row column", (lambda c: lambda t: ["validate", axis(t, c)])(col),
+           [f"matrix.{col}", f"'{col}' is also a column of every trial row", "fix: rename the axis"])
+      for col in ("trial_key", "status", "error", "config", "accuracy", "macro_f1", "ndcg@10", "dev_accuracy",
+                  "wall_s", "peak_mem_mb", "git_commit", "v_torch", "loss_train", "n_test", "top5_accuracy",
+                  "done", "training_iteration")],
+    Case("named axis called 'seed' hides the seed column",
+         lambda t: ["validate", suite(t, matrix={"seed": {"a": {"seed": 1}, "b": {"seed": 2}}})],
+         ["matrix.seed", "'seed' is also a column of every trial row"]),
+    Case("search parameter named 'status'",
+         lambda t: ["validate", space(t, "status", {"choice": [1, 2]})],
+         ["search.space.status", "'status' is also a column of every trial row"]),
+    Case("search parameter with '..'", lambda t: ["validate", space(t, "../x", {"choice": [1, 2]})],
+         ["search.space.../x", "path separator"]),
+    Case("the same name as axis and search parameter",
+         lambda t: ["validate", suite(t, matrix={"stages.0.batch_size": [8]},
+                                      search={"space": {"stages.0.batch_size": {"grid": [16]}}})],
+         ["search.space.stages.0.batch_size", "both a matrix axis and a search parameter", "fix: keep it in one"]),
+    Case("run: suite name '..' (nothing written)", lambda t: ["run", named(t, "..")],
+         ["name", "'..' cannot start with '.'"]),
+]
 
-@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+RESOURCES = [  # impossible or unreachable resources: an error within seconds, never a silent wait
+    Case("run: more CPUs per trial than the machine has",
+         lambda t: ["run", suite(t, resources={"cpu": 4000})],
+         ["suite.yaml", "resources.cpu", "each trial needs 4000 CPUs but this machine has", "Tune would wait forever",
+          "fix: set resources.cpu to at most"]),
+    Case("run: a GPU per trial on a cluster without one",
+         lambda t: ["run", suite(t, resources={"gpu": 1})],
+         ["suite.yaml", "resources.gpu", "each trial needs 1 GPUs but the Ray cluster has 0", "fix: set resources.gpu: 0"],
+         fresh=True, heavy=True),
+    Case("run: --address where nobody listens",
+         lambda t: ["run", suite(t), "--address", f"127.0.0.1:{closed_port()}"],
+         ["--address", "nobody answers at 127.0.0.1:", "fix: start the cluster"]),
+    Case("run: --address ray:// where nobody listens",
+         lambda t: ["run", suite(t), "--address", f"ray://127.0.0.1:{closed_port()}"],
+         ["--address", "nobody answers at 127.0.0.1:"]),
+    Case("run: --address without a port", lambda t: ["run", suite(t), "--address", "somehost"],
+         ["--address", "'somehost' is not HOST:PORT, ray://HOST:PORT or auto", "fix: write e.g. --address"]),
+    Case("run: --address with an unknown host", lambda t: ["run", suite(t), "--address", "no-such-host.invalid:6379"],
+         ["--address", "nobody answers at no-such-host.invalid:6379"]),
+    Case("run: --address that answers but is not Ray",
+         lambda t: ["run", suite(t), "--address", f"127.0.0.1:{silent_port()}"],
+         ["--address", "something answers at 127.0.0.1:", "but it is not a Ray cluster"], heavy=True),
+]
+
+FOLDERS = [  # results folders that cannot be written: refused before any training
+    Case("run: --out inside a file", lambda t: ["run", suite(t), "--out", text(t, "f.txt", "x") / "sub"],
+         ["--out", "f.txt is a file, so", "cannot be a folder", "fix: pass a folder path for --out"]),
+    Case("run: --out where nothing may be written", lambda t: ["run", suite(t), "--out", "/sys/mic-bench-results"],
+         ["/sys/mic-bench-results: --out", "cannot write there", "fix: pass a folder you can write to"]),
+    Case("run: --run-dir inside a file", lambda t: ["run", suite(t), "--run-dir", text(t, "f.txt", "x") / "run"],
+         ["--run-dir", "f.txt is a file", "fix: pass a folder path for --run-dir"]),
+    Case("run: --run-dir where nothing may be written", lambda t: ["run", suite(t), "--run-dir", "/sys/mic-bench-run"],
+         ["--run-dir", "cannot write there"]),
+    Case("baseline: --run-dir inside a file",
+         lambda t: ["baseline", CI_SUITE, "--out", t / "b.json", "--run-dir", text(t, "f.txt", "x") / "run"],
+         ["--run-dir", "f.txt is a file"]),
+    Case("cache clear: a folder that is not a cache",
+         lambda t: ["cache", "clear", "--yes", "--cache-dir", text(t, "keep.txt", "precious").parent],
+         ["--cache-dir", "not a mic-bench cache folder", "nothing was deleted", "fix: pass the cache folder itself"]),
+]
+
+VALUES = [  # input that would cost unbounded memory or time, or train on nonsense
+    Case("YAML alias bomb (billion laughs)", lambda t: ["validate", yaml_suite(t, alias_bomb())],
+         ["suite.yaml", "anchors and aliases expand to more than 100000 values", "alias bomb"]),
+    Case("YAML alias bomb in bench run", lambda t: ["run", yaml_suite(t, alias_bomb())],
+         ["anchors and aliases expand to more than 100000 values"]),
+    Case("YAML recursive alias", lambda t: ["validate", yaml_suite(t, "loop: &x [1, *x]\n")],
+         ["suite.yaml", "an alias refers to the node that contains it", "fix: remove the self-referring alias"]),
+    Case("YAML nested 5000 deep", lambda t: ["validate", text(t, "deep.yaml", "[" * 5000 + "]" * 5000)],
+         ["deep.yaml", "the YAML is nested too deeply"]),
+    Case("suite file over 1 MiB", lambda t: ["validate", text(t, "big.yaml", "# " + "x" * (1 << 20) + "\nname: x\n")],
+         ["big.yaml", "at most 1048576", "fix: a suite is a short YAML file"]),
+    Case("epochs: .inf", lambda t: ["validate", stage(t, epochs=float("inf"))],
+         ["trial.stages[0].epochs", "finite number"]),
+    Case("epochs: .nan", lambda t: ["validate", stage(t, epochs=float("nan"))], ["trial.stages[0].epochs", "finite number"]),
+    Case("epochs: 1e9", lambda t: ["validate", stage(t, epochs=1e9)],
+         ["trial.stages[0].epochs", "less than or equal to 10000"]),
+    Case("epochs: 0", lambda t: ["validate", stage(t, epochs=0)], ["trial.stages[0].epochs", "greater than 0"]),
+    Case("batch_size: 1e9", lambda t: ["validate", stage(t, batch_size=10**9)],
+         ["trial.stages[0].batch_size", "less than or equal to 65536"]),
+    Case("learning rate .nan", lambda t: ["validate", stage(t, optimizer={"lr": float("nan")})],
+         ["trial.stages[0].optimizer.lr", "finite number"]),
+    Case("objective weight .inf",
+         lambda t: ["validate", stage(t, objectives=[{"name": "cross_entropy", "weight": float("inf")}])],
+         ["trial.stages[0].objectives[0].weight", "finite number"]),
+    Case("seed: -1", lambda t: ["validate", suite(t, tiny_trial(seed=-1))], ["trial.seed", "greater than or equal to 0"]),
+    Case("seed beyond 32 bits", lambda t: ["validate", suite(t, matrix={"seed": [2**40]})],
+         ["trial.seed", "less than or equal to 4294967295", "(in the trial seed=1099511627776)"]),
+    Case("split seed -5", lambda t: ["validate", suite(t, tiny_trial(splits={"seed": -5}))],
+         ["trial.splits.seed", "greater than or equal to 0"]),
+    Case("dataloader_workers: -1", lambda t: ["validate", suite(t, tiny_trial(dataloader_workers=-1))],
+         ["trial.dataloader_workers", "greater than or equal to 0"]),
+    Case("finetune_fraction .nan", lambda t: ["validate", suite(t, tiny_trial(finetune_fraction=float("nan")))],
+         ["trial.finetune_fraction", "finite number"]),
+    Case("max_trial_minutes .inf", lambda t: ["validate", suite(t, tiny_trial(max_trial_minutes=float("inf")))],
+         ["trial.max_trial_minutes", "finite number"]),
+    Case("eval.k 0", lambda t: ["validate", suite(t, tiny_trial(eval={"k": 0}))], ["trial.eval.k", "greater than or equal to 1"]),
+    Case("resources.cpu .inf", lambda t: ["validate", suite(t, resources={"cpu": float("inf")})],
+         ["resources.cpu", "finite number"]),
+    Case("resources.gpu -1", lambda t: ["validate", suite(t, resources={"gpu": -1})],
+         ["resources.gpu", "greater than or equal to 0"]),
+    Case("reference value .nan", lambda t: ["validate", suite(t, reference={"late": {"accuracy": float("nan")}})],
+         ["reference.late.accuracy", "finite number"]),
+    Case("loguniform [0, 1]", lambda t: ["validate", space(t, "stages.0.optimizer.lr", {"loguniform": [0, 1]})],
+         ["search.space.stages.0.optimizer.lr.loguniform", "loguniform needs low > 0", "fix: write [low, high] with 0 < low < high"]),
+    Case("loguniform low >= high",
+         lambda t: ["validate", space(t, "stages.0.optimizer.lr", {"loguniform": [1e-2, 1e-5]})],
+         ["lr.loguniform", "loguniform needs low < high"]),
+    Case("uniform low == high", lambda t: ["validate", space(t, "finetune_fraction", {"uniform": [0.5, 0.5]})],
+         ["finetune_fraction.uniform", "uniform needs low < high"]),
+    Case("uniform with one bound", lambda t: ["validate", space(t, "finetune_fraction", {"uniform": [0.5]})],
+         ["uniform needs two bounds [low, high], got 1 values"]),
+    Case("uniform bound .inf", lambda t: ["validate", space(t, "finetune_fraction", {"uniform": [0, float("inf")]})],
+         ["uniform bounds must be finite numbers"]),
+    Case("uniform bound text", lambda t: ["validate", space(t, "finetune_fraction", {"uniform": ["a", 1]})],
+         ["uniform bounds must be finite numbers"]),
+    Case("randint with fractions", lambda t: ["validate", space(t, "stages.0.batch_size", {"randint": [2.5, 8]})],
+         ["randint bounds must be whole numbers", "fix: write [low, high] with whole numbers"]),
+    Case("choice of nothing", lambda t: ["validate", space(t, "stages.0.batch_size", {"choice": []})],
+         ["stages.0.batch_size.choice", "choice needs at least one value"]),
+    Case("two distributions for one parameter",
+         lambda t: ["validate", space(t, "stages.0.batch_size", {"choice": [8], "grid": [16]})],
+         ["search.space.stages.0.batch_size", "needs exactly one distribution, found 2"]),
+    Case("no distribution for a parameter", lambda t: ["validate", space(t, "stages.0.batch_size", {})],
+         ["needs exactly one distribution, found 0"]),
+    Case("search samples 1e9",
+         lambda t: ["validate", space(t, "stages.0.batch_size", {"choice": [8, 16]}, samples=10**9)],
+         ["search.samples", "less than or equal to 10000"]),
+    Case("matrix of 27000 trials",
+         lambda t: ["validate", suite(t, matrix={"seed": list(range(30)), "stages.0.batch_size": list(range(2, 32)),
+                                                 "finetune_fraction": [i / 30 for i in range(1, 31)]})],
+         ["matrix", "the matrix expands to 27000 trials (at most 10000)", "fix: fewer axis values"]),
+    Case("dotted axis into a number", lambda t: ["validate", axis(t, "stages.0.epochs.x")],
+         ["matrix.stages.0.epochs.x", "'stages.0.epochs' is a number (1), so 'stages.0.epochs.x' cannot go into it",
+          "fix: set 'stages.0.epochs' itself"]),
+    Case("dotted axis into a text", lambda t: ["validate", axis(t, "fusion.name.x")],
+         ["matrix.fusion.name.x", "'fusion.name' is a text ('text_only'), so 'fusion.name.x' cannot go into it"]),
+    Case("dotted axis with a negative index", lambda t: ["validate", axis(t, "stages.-1.epochs", (1,))],
+         ["matrix.stages.-1.epochs", "'-1' is not an index of the list at 'stages'"]),
+    Case("run: image_pattern with two fields", lambda t: ["run", table_suite(t, images=str(t), image_pattern="{}/{}.jpg")],
+         ["image_pattern", "has 2 fields", "it takes exactly one {} for the id"]),
+    Case("run: image_pattern with a named field", lambda t: ["run", table_suite(t, images=str(t), image_pattern="{id}.jpg")],
+         ["image_pattern", "'{id}.jpg' has 1 fields ({id})"]),
+    Case("run: image_pattern with an unclosed brace",
+         lambda t: ["run", table_suite(t, images=str(t), image_pattern="{.jpg")],
+         ["image_pattern", "is not a valid pattern"]),
+]
+
+GATES = [  # checks that could pass without comparing anything
+    Case("check: baseline with no groups", lambda t: ["check", CI_SUITE, "--baseline",
+                                                       edited_baseline(t, lambda b: b.update(groups={}))],
+         ["baseline.json: groups", "the baseline has no groups; a check against it would compare nothing and pass",
+          "fix: regenerate it"]),
+    Case("check: baseline groups without metrics",
+         lambda t: ["check", CI_SUITE, "--baseline",
+                    edited_baseline(t, lambda b: [g.update(metrics={}) for g in b["groups"].values()])],
+         ["the baseline has no metrics; a check against it would compare nothing"]),
+    Case("check: baseline with a NaN mean",
+         lambda t: ["check", CI_SUITE, "--baseline", edited_baseline(
+             t, lambda b: next(iter(b["groups"].values()))["metrics"]["accuracy"].update(mean=float("nan")))],
+         ["baseline.json", "not a mic-bench baseline", "mean: Input should be a finite number"]),
+    Case("check: baseline with an infinite tolerance",
+         lambda t: ["check", CI_SUITE, "--baseline", edited_baseline(
+             t, lambda b: b["tolerance"]["accuracy"].update(abs_floor=float("inf")))],
+         ["not a mic-bench baseline", "tolerance.accuracy.abs_floor: Input should be a finite number"]),
+    Case("check: run without any baseline metric",
+         lambda t: ["check", CI_SUITE, "--baseline", CI_BASELINE, "--from-run", ci_run_without_metrics(t)],
+         ["fusion_small.json: groups", "the run has none of the baseline's metrics", "nothing to compare"]),
+    Case("baseline: run without any quality metric",
+         lambda t: ["baseline", CI_SUITE, "--out", t / "b.json", "--from-run", ci_run_without_metrics(t)],
+         ["the run has no quality metric to record", "a baseline without one would let every check pass"]),
+    Case("check: --k nan", lambda t: ["check", CI_SUITE, "--baseline", CI_BASELINE, "--k", "nan"],
+         ["--k", "'nan' is not a finite number"], usage=True),
+    Case("check: --abs-floor inf", lambda t: ["check", CI_SUITE, "--baseline", CI_BASELINE, "--abs-floor", "inf"],
+         ["--abs-floor", "'inf' is not a finite number"], usage=True),
+    Case("check: --tolerance accuracy=inf",
+         lambda t: ["check", CI_SUITE, "--baseline", CI_BASELINE, "--tolerance", "accuracy=inf"],
+         ["--tolerance", "'accuracy=inf' is not METRIC=ABS with ABS a finite number >= 0"]),
+    Case("check: --tolerance accuracy=nan",
+         lambda t: ["check", CI_SUITE, "--baseline", CI_BASELINE, "--tolerance", "accuracy=nan"],
+         ["--tolerance", "is not METRIC=ABS with ABS a finite number >= 0"]),
+]
+
+
+SECTIONS = {
+    "Suite files": SUITE_FILES,
+    "Names that escape or collide": NAMES,
+    "Absurd values and unbounded input": VALUES,
+    "bench run arguments": RUN_ARGUMENTS,
+    "Datasets (found before Ray starts)": DATASETS,
+    "Impossible or unreachable resources": RESOURCES,
+    "Results folders": FOLDERS,
+    "Leaderboards": LEADERBOARD,
+    "bench data inspect": DATA_INSPECT,
+    "bench check and bench baseline": CHECK_ARGUMENTS,
+    "Gates that could pass vacuously": GATES,
+    "bench plugins": PLUGINS,
+}
+CASES = [c for title, cases in SECTIONS.items() for c in cases for c.section in [title]]
+CASE_IDS = [c.id for c in CASES]
+
+
+# ---- running a case -----------------------------------------------------------------------------
+
+@dataclass
+class Outcome:
+    code: int
+    stderr: str
+    traceback: str = ""
+
+
+def invoke(case: Case, tmp: Path) -> Outcome:
+    args = [str(a) for a in case.args(tmp)]
+    if args[0] == "run" and "--out" not in args and "--run-dir" not in args:
+        args += ["--out", str(tmp / "results")]  # if an input slipped through, nothing lands in the checkout
+    if case.fresh:
+        proc = run_bench(*args, env=case.env, timeout=300)
+        return Outcome(proc.returncode, proc.stderr, proc.stderr if "Traceback" in proc.stderr else "")
+    from click.testing import CliRunner
+
+    from bench.cli import cli
+
+    result = CliRunner().invoke(cli, args, obj={}, prog_name="bench")
+    trace = ""
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        import traceback
+
+        trace = "".join(traceback.format_exception(*result.exc_info))
+    return Outcome(result.exit_code, result.stderr, trace)
+
+
+def user_message(stderr: str, tmp: Path) -> str:
+    """What the user reads: the error line(s) and the fix, with the temporary folder as $TMP."""
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    start = next((i for i, line in enumerate(lines) if line.startswith(("error: ", "Error: "))), None)
+    if start is None:
+        return stderr.strip()
+    message = "\n".join(lines[start:start + 2] if lines[start].startswith("error: ") else lines[start:start + 1])
+    message = message.replace(str(tmp.resolve()), "$TMP").replace(str(tmp), "$TMP")
+    return message.replace(str(ROOT) + "/", "")
+
+
+def params():
+    return [pytest.param(c, id=c.id, marks=[pytest.mark.heavy] if c.heavy else []) for c in CASES]
+
+
+@pytest.mark.parametrize("case", params())
 def test_bad_input_exits_2_with_a_clear_message(case, tmp_path):
-    args = case.args(tmp_path)
-    if args[0] == "run" and "--out" not in args:
-        args += ["--out", tmp_path / "results"]  # if an input slipped through, nothing lands in the checkout
-    proc = run_bench(*args, timeout=120)
-    err = proc.stderr
-    assert proc.returncode == 2, f"exit {proc.returncode}\n{err[-3000:]}"
+    outcome = invoke(case, tmp_path)
+    err = outcome.stderr
+    assert not outcome.traceback, outcome.traceback[-3000:]
+    assert outcome.code == 2, f"exit {outcome.code}\n{err[-3000:]}"
     assert "Traceback" not in err, err[-3000:]
     if case.usage:
         assert "Usage:" in err and "Error:" in err, err
@@ -223,9 +585,128 @@ def test_bad_input_exits_2_with_a_clear_message(case, tmp_path):
         word = word.replace("{tmp}", str(tmp_path))
         assert word in err, f"{word!r} not in:\n{err}"
     assert not list(tmp_path.rglob("tune")), "Ray started for an input that should have failed up front"
+    assert not (tmp_path / "results").exists() or not any((tmp_path / "results").rglob("run.json")), \
+        "a run folder was made for an input that should have failed up front"
 
 
-def test_the_catalogue_with_the_in_process_suite_cases_has_at_least_40_entries():
-    from test_suite_validation import BAD_SUITES
+# ---- one case per class, end to end in a fresh folder ------------------------------------------
 
-    assert len(CASES) + len(BAD_SUITES) + 1 >= 40  # +1: test_missing_suite_file
+def snapshot(root: Path) -> dict[str, tuple]:
+    """Every path under ``root``; files with their size and modification time."""
+    out = {}
+    for path in root.rglob("*"):
+        info = path.lstat()
+        out[str(path.relative_to(root))] = ("dir",) if path.is_dir() else (info.st_size, info.st_mtime_ns)
+    return out
+
+
+def bench_in(cwd: Path, *args, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    """The real `bench` in a new process started in ``cwd``."""
+    full_env = dict(os.environ, **(env or {}))
+    full_env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), str(ROOT / "plugins"), full_env.get("PYTHONPATH"))
+                                             if p)
+    return subprocess.run([sys.executable, "-m", "bench.cli", *map(str, args)], capture_output=True, text=True,
+                          env=full_env, timeout=timeout, cwd=cwd)
+
+
+END_TO_END = {
+    "names": (lambda t: ["run", named(t, ".."), "--out", t / "results"], "'..' cannot start with '.'"),
+    "values": (lambda t: ["run", yaml_suite(t, alias_bomb()), "--out", t / "results"],
+               "anchors and aliases expand to more than 100000 values"),
+    "resources": (lambda t: ["run", suite(t), "--out", t / "results", "--address", f"127.0.0.1:{closed_port()}"],
+                  "nobody answers at 127.0.0.1:"),
+    "folders": (lambda t: ["run", suite(t), "--out", text(t, "f.txt", "x") / "results"], "f.txt is a file"),
+    "gates": (lambda t: ["check", CI_SUITE, "--baseline", edited_baseline(t, lambda b: b.update(groups={}))],
+              "the baseline has no groups"),
+}
+
+
+@pytest.mark.parametrize("kind", list(END_TO_END))
+def test_each_class_end_to_end_exits_2_within_seconds_and_writes_nothing(kind, tmp_path):
+    work = tmp_path / "work"
+    work.mkdir()
+    build, message = END_TO_END[kind]
+    args = build(work)
+    before, around = snapshot(tmp_path), sorted(p.name for p in tmp_path.parent.iterdir())
+    start = time.monotonic()
+    proc = bench_in(work, *args, timeout=120)
+    elapsed = time.monotonic() - start
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert message in proc.stderr and "\n  fix: " in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    assert snapshot(tmp_path) == before, "files were written for an input that failed"
+    assert sorted(p.name for p in tmp_path.parent.iterdir()) == around, "something was written beside the test folder"
+    assert elapsed < 90, f"took {elapsed:.0f} s"
+
+
+# ---- the document ------------------------------------------------------------------------------
+
+def doc_rows(text: str) -> dict[str, str]:
+    """Case id -> message, from the catalogue tables of docs/bad-inputs.md."""
+    rows = {}
+    for line in text.splitlines():
+        cells = [c.strip() for c in re.split(r"(?<!\\)\|", line)[1:-1]]
+        if len(cells) == 4 and cells[0].isdigit():
+            rows[unescape(cells[1])] = unescape(cells[3])
+    return rows
+
+
+def escape(value: str) -> str:
+    value = "".join(c if c == "\n" or c.isprintable() else repr(c)[1:-1] for c in value)  # NUL, tab: as \x00, \t
+    return value.replace("|", "\\|").replace("\n", "<br>")
+
+
+def unescape(value: str) -> str:
+    return value.replace("<br>", "\n").replace("\\|", "|").strip("`")
+
+
+def test_the_doc_lists_every_case_with_its_message():
+    rows = doc_rows(DOC.read_text(encoding="utf-8"))
+    assert sorted(rows) == sorted(CASE_IDS), "docs/bad-inputs.md and CASES differ: run " \
+                                             "`python tests/test_bad_inputs.py --write-doc`"
+    for case in CASES:
+        for word in case.words:
+            word = word.replace("{tmp}", "$TMP")
+            assert word in rows[case.id], f"{case.id}: {word!r} not in the documented message {rows[case.id]!r}"
+
+
+def test_every_documented_fault_names_a_test_that_exists():
+    faults = re.findall(r"^\| F\d+ \|.*`(test_\w+\.py)::(test_\w+)` \|$", DOC.read_text(encoding="utf-8"), flags=re.M)
+    assert len(faults) >= 7
+    for file, name in faults:
+        assert f"def {name}(" in (ROOT / "tests" / file).read_text(encoding="utf-8"), f"{file}::{name} is gone"
+
+
+def test_the_catalogue_has_at_least_80_entries():
+    assert len(set(CASE_IDS)) == len(CASE_IDS), "case ids must be unique"
+    faults = re.findall(r"^\| F\d+ ", DOC.read_text(encoding="utf-8"), flags=re.M)
+    assert len(CASES) + len(faults) >= 80
+
+
+def write_doc() -> None:
+    import tempfile
+
+    intro = DOC.read_text(encoding="utf-8").split("<!-- cases -->")[0] if DOC.exists() else "# Bad inputs\n\n"
+    tail = DOC.read_text(encoding="utf-8").split("<!-- end of cases -->")[1] if DOC.exists() else "\n"
+    out = [intro.rstrip() + "\n", "<!-- cases -->"]
+    n = 0
+    for title, cases in SECTIONS.items():
+        out += ["", f"### {title}", "", "| # | input | command | message |", "|---|---|---|---|"]
+        for case in cases:
+            n += 1
+            with tempfile.TemporaryDirectory() as tmp_name:
+                tmp = Path(tmp_name)
+                outcome = invoke(case, tmp)
+                args = [str(a) for a in case.args(tmp)]
+                command = "bench " + " ".join(
+                    a.replace(str(tmp), "$TMP").replace(str(ROOT) + "/", "") if len(a) < 80 else "…" for a in args)
+                message = user_message(outcome.stderr, tmp)
+            mark = " (slow)" if case.heavy else ""
+            out.append(f"| {n} | {escape(case.id)}{mark and ''} | `{escape(command)}`{mark} | {escape(message)} |")
+            print(n, case.id, outcome.code, file=sys.stderr)
+    out += ["", "<!-- end of cases -->"]
+    DOC.write_text("\n".join(out) + tail, encoding="utf-8")
+
+
+if __name__ == "__main__":
+    if "--write-doc" in sys.argv:
+        write_doc()

@@ -1,6 +1,7 @@
 """Real Ray Tune runs: smoke suite, failed trials recorded, resume after kill -9, leaderboard regeneration."""
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import polars as pl
 
+from bench.ray_sessions import RECORD, orphans, ray_temp_root
 from bench.reporting import leaderboard_for_run
 from conftest import run_bench, tiny_trial
 
@@ -76,6 +78,18 @@ def test_timeout_marks_the_trial_failed(outside_plugins, write_suite, tmp_path):
     assert rows["status"][0] == "failed" and "max_trial_minutes" in rows["error"][0]
 
 
+def _session_record(driver_pid: int) -> dict:
+    """The session record the running driver wrote into its Ray session folder (bench/ray_sessions.py)."""
+    for path in ray_temp_root().glob(f"session_*/{RECORD}"):
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if record["driver_pid"] == driver_pid:
+            return record
+    raise AssertionError(f"no Ray session record of driver {driver_pid}")
+
+
 def test_kill_then_resume_runs_each_trial_exactly_once(outside_plugins, write_suite, tmp_path):
     trial = tiny_trial(fusion={"name": "sleeps", "options": {"seconds": 0.15}})
     suite = write_suite({"name": "killme", "trial": trial, "matrix": {"seed": [0, 1, 2, 3]}, "max_concurrent": 1})
@@ -91,6 +105,7 @@ def test_kill_then_resume_runs_each_trial_exactly_once(outside_plugins, write_su
             break
         time.sleep(0.2)
     assert rows_dir is not None, "no trial finished before the deadline"
+    record = _session_record(proc.pid)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     finished_before = {p.stem for p in rows_dir.glob("*.parquet")}
@@ -98,6 +113,8 @@ def test_kill_then_resume_runs_each_trial_exactly_once(outside_plugins, write_su
     assert 1 <= len(finished_before) < 4
     resumed = run_bench("run", suite, "--out", tmp_path, "--resume")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
+    # the killed driver's Ray processes (agents, trial workers in their own process groups) were ended
+    assert orphans(record) == [], "Ray processes of the killed run are still running"
     # a worker of the killed run may still land one more row before it notices; it is kept too
     kept = int(re.search(r"kept (\d+) finished trials", resumed.stderr).group(1))
     assert len(finished_before) <= kept < 4

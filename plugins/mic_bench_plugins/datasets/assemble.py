@@ -7,6 +7,7 @@ checked, and reported, the same way for every format.
 from __future__ import annotations
 
 import os
+import string
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -41,9 +42,19 @@ def image_paths(values: list, *, folder: Path | None, pattern: str | None, base:
 
 
 def check_pattern(pattern: str | None, *, file: str | None = None) -> None:
-    if pattern is not None and "{}" not in pattern:
-        raise BenchError(f"image_pattern '{pattern}' has no {{}} for the id", file=file, field="image_pattern",
-                         fix='write it like "{}.jpg" or "images/{}.png"')
+    if pattern is None:
+        return
+    fix = 'write it like "{}.jpg" or "images/{}.png" (one {} for the id; double other braces: {{ }})'
+    try:
+        fields = [name for _, name, _, _ in string.Formatter().parse(pattern) if name is not None]
+    except ValueError as exc:
+        raise BenchError(f"image_pattern '{pattern}' is not a valid pattern ({exc})", file=file, field="image_pattern",
+                         fix=fix) from None
+    if not fields:
+        raise BenchError(f"image_pattern '{pattern}' has no {{}} for the id", file=file, field="image_pattern", fix=fix)
+    if fields != [""]:
+        raise BenchError(f"image_pattern '{pattern}' has {len(fields)} fields ({', '.join('{' + f + '}' for f in fields)}); "
+                         "it takes exactly one {} for the id", file=file, field="image_pattern", fix=fix)
 
 
 @dataclass

@@ -14,10 +14,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from bench.errors import BenchError
 from bench.matrix import AXIS_PATHS, axis_values, deep_merge, sample_search, set_path, trial_key
+from bench.schedules import ScheduleName
 from bench.trackers import TrackerName
 from bench.validation import describe_validation_error
 
 Strict = ConfigDict(extra="forbid")
+MIN_DEFAULT_HEAD_LR = 1e-3  # heads start from random weights: see OptimizerConfig.head_lr
 
 
 class Ref(BaseModel):
@@ -47,8 +49,16 @@ class OptimizerConfig(BaseModel):
     model_config = Strict
     name: Literal["adamw", "adam", "sgd"] = "adamw"
     lr: float = Field(1e-4, gt=0)
-    head_lr: float | None = Field(None, gt=0, description="learning rate of everything but the encoders (default: lr)")
+    head_lr: float | None = Field(None, gt=0, description=(
+        "learning rate of everything but the encoders (default: max(lr, 1e-3), since a randomly "
+        "initialised head at a fine-tuning rate such as 1e-4 does not converge in a few epochs)"))
     weight_decay: float = Field(0.01, ge=0)
+
+    @model_validator(mode="after")
+    def _default_head_lr(self):
+        if self.head_lr is None:
+            self.head_lr = max(self.lr, MIN_DEFAULT_HEAD_LR)
+        return self
 
 
 class StageConfig(BaseModel):
@@ -62,6 +72,9 @@ class StageConfig(BaseModel):
     sampler: Literal["auto", "random", "pk", "balanced"] = "auto"
     pk_items: int = Field(2, ge=2, description="items per group in a P x K batch")
     grad_clip: float | None = Field(1.0, gt=0)
+    schedule: ScheduleName = Field("linear", description=(
+        "learning-rate schedule after a 10% linear warm-up: linear (decay to 0), cosine (decay to 0) "
+        "or constant (see bench/schedules.py)"))
 
 
 class SplitConfig(BaseModel):

@@ -60,7 +60,8 @@ def run_stage(model: BenchModel, objectives: list[tuple[Objective, float]], load
         return stats
     steps_per_epoch = len(loader)
     total_steps = max(1, math.ceil(cfg.epochs * steps_per_epoch))
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_then_linear_decay(total_steps))
+    from bench.schedules import lr_factor
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(cfg.schedule, total_steps))
     scaler = grad_scaler(device, amp)
     model.train()
     for o in modules:

@@ -15,12 +15,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from bench.errors import BenchError
 from bench.matrix import (AXIS_PATHS, axis_values, check_axes, check_search, count_trials, deep_merge, sample_search,
                           set_path, trial_key)
+from bench.schedules import ScheduleName
 from bench.trackers import TrackerName
 from bench.validation import describe_validation_error
 
 # Unknown fields, inf and nan are refused everywhere: `epochs: .inf` would train forever, nan compares false.
 Strict = ConfigDict(extra="forbid", allow_inf_nan=False)
 SEED = Field(0, ge=0, le=2**32 - 1, description="numpy seeds must fit in 32 bits")
+MIN_DEFAULT_HEAD_LR = 1e-3  # heads start from random weights: see OptimizerConfig.head_lr
 
 
 class Ref(BaseModel):
@@ -50,8 +52,16 @@ class OptimizerConfig(BaseModel):
     model_config = Strict
     name: Literal["adamw", "adam", "sgd"] = "adamw"
     lr: float = Field(1e-4, gt=0)
-    head_lr: float | None = Field(None, gt=0, description="learning rate of everything but the encoders (default: lr)")
+    head_lr: float | None = Field(None, gt=0, description=(
+        "learning rate of everything but the encoders (default: max(lr, 1e-3), since a randomly "
+        "initialised head at a fine-tuning rate such as 1e-4 does not converge in a few epochs)"))
     weight_decay: float = Field(0.01, ge=0)
+
+    @model_validator(mode="after")
+    def _default_head_lr(self):
+        if self.head_lr is None:
+            self.head_lr = max(self.lr, MIN_DEFAULT_HEAD_LR)
+        return self
 
 
 class StageConfig(BaseModel):
@@ -65,6 +75,9 @@ class StageConfig(BaseModel):
     sampler: Literal["auto", "random", "pk", "balanced"] = "auto"
     pk_items: int = Field(2, ge=2, le=1024, description="items per group in a P x K batch")
     grad_clip: float | None = Field(1.0, gt=0)
+    schedule: ScheduleName = Field("linear", description=(
+        "learning-rate schedule after a 10% linear warm-up: linear (decay to 0), cosine (decay to 0) "
+        "or constant (see bench/schedules.py)"))
 
 
 class SplitConfig(BaseModel):

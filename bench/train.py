@@ -13,6 +13,7 @@ from bench.device import autocast, grad_scaler
 from bench.errors import TrialFailure, TrialTimeout
 from bench.interfaces import Objective
 from bench.model import BenchModel
+from bench.schedules import lr_factor
 from bench.suite import StageConfig
 
 OPTIMIZERS = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam, "sgd": torch.optim.SGD}
@@ -71,11 +72,7 @@ def make_optimizer(model: BenchModel, objectives: list[nn.Module], cfg: StageCon
     return OPTIMIZERS[cfg.optimizer.name](groups, **kwargs)
 
 
-def warmup_then_linear_decay(total_steps: int):
-    """Learning-rate factor: linear warm-up over the first 10% of steps, then linear decay to 0."""
-    warmup = max(1, total_steps // 10)
-
-    def factor(step: int) -> float:
+def factor(step: int) -> float:
         if step < warmup:
             return (step + 1) / warmup
         return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
@@ -96,7 +93,7 @@ def run_stage(model: BenchModel, objectives: list[tuple[Objective, float]], load
         return stats
     steps_per_epoch = len(loader)
     total_steps = max(1, math.ceil(cfg.epochs * steps_per_epoch))
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_then_linear_decay(total_steps))
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(cfg.schedule, total_steps))
     scaler = grad_scaler(device, amp)
     model.train()
     for o in modules:

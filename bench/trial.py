@@ -384,7 +384,8 @@ class TrialRun:
         fusion = self.model.fusion
         if dev.logits is None or type(fusion).fit_on_dev is Fusion.fit_on_dev:
             return dev
-        fusion.fit_on_dev(dev.as_fusion_output(), dev.labels)
+        metric = "accuracy" if self.cfg.selection_metric() == "dev_accuracy" else "macro_f1"
+        fusion.fit_on_dev(dev.as_fusion_output(), dev.labels, metric=metric)
         return self.predict("dev")
 
     def fit_encoders_and_probe(self) -> set[str]:

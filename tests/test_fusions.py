@@ -108,9 +108,9 @@ def test_late_fusion_trial_reports_alpha_and_never_sees_test(registry, monkeypat
     seen = []
     original = late_mod.LateFusion.fit_on_dev
 
-    def spy(self, outputs, labels):
+    def spy(self, outputs, labels, *args, **kwargs):
         seen.append(len(labels))
-        return original(self, outputs, labels)
+        return original(self, outputs, labels, *args, **kwargs)
 
     monkeypatch.setattr(late_mod.LateFusion, "fit_on_dev", spy)
     import yaml, tempfile, pathlib
@@ -121,3 +121,97 @@ def test_late_fusion_trial_reports_alpha_and_never_sees_test(registry, monkeypat
     row = run_trial(spec, TrialContext(registry=registry)).row
     assert row["status"] == "ok", row["error"]
     assert seen == [row["n_dev"]] * (row["n_evaluations"] + 1) and 0.0 <= row["late_alpha"] <= 1.0
+
+
+def _late(registry, task, **options):
+    spec = registry.get("fusion", "late")
+    enc = {"text": type("E", (), {"dim": 8})(), "image": type("E", (), {"dim": 8})()}
+    return spec.factory(spec.parse_options(options), BuildContext(task=task, encoders=enc))
+
+
+def _brute_force(text_logits, image_logits, labels, grid):
+    """Accuracy and macro-F1 (sklearn, labels present on dev) of every a, by a direct loop."""
+    from sklearn.metrics import f1_score
+
+    y = labels.numpy()
+    acc, f1 = [], []
+    for a in grid:
+        p = a * torch.softmax(text_logits, -1) + (1 - a) * torch.softmax(image_logits, -1)
+        pred = p.argmax(-1).numpy()
+        acc.append(float((pred == y).mean()))
+        f1.append(f1_score(y, pred, labels=sorted(set(y.tolist())), average="macro", zero_division=0))
+    return acc, f1
+
+
+def test_late_fusion_accuracy_and_macro_f1_choose_different_alphas(registry, task):
+    """Dev: ten items of a head label, one each of two tail labels. Text is right on the head
+    and calls the tail items head; image is right on the tail but calls three head items tail.
+    Accuracy prefers the text model, macro-F1 the image model."""
+    from bench.interfaces import FusionOutput
+
+    labels = torch.tensor([0] * 10 + [1, 2])
+    text_pred = torch.tensor([0] * 10 + [0, 0])
+    image_pred = torch.tensor([1, 1, 1] + [0] * 7 + [1, 2])
+    lt = torch.nn.functional.one_hot(text_pred, 5).float() * 5
+    li = torch.nn.functional.one_hot(image_pred, 5).float() * 5
+    out = FusionOutput(torch.zeros(12, 2), logits_parts=[lt, li])
+    chosen = {}
+    for metric in ("accuracy", "macro_f1"):
+        late = _late(registry, task, alpha_grid_step=0.1)
+        late.fit_on_dev(out, labels, metric=metric)
+        chosen[metric] = late.report()["late_alpha"]
+        assert late.report()["late_alpha_metric"] == metric and late.report()["late_alpha_note"] is None
+    grid = [round(0.1 * k, 1) for k in range(11)]
+    acc, f1 = _brute_force(lt, li, labels, grid)
+    assert acc[grid.index(chosen["accuracy"])] == max(acc)
+    assert f1[grid.index(chosen["macro_f1"])] == pytest.approx(max(f1))
+    assert chosen["accuracy"] > 0.5 > chosen["macro_f1"]
+    # every a ties within each side: the tie goes to the better end (text by accuracy, image by macro-F1)
+    assert chosen == {"accuracy": 1.0, "macro_f1": 0.0}
+    late = _late(registry, task)
+    late.fit_on_dev(out, labels)  # the default metric is macro-F1
+    assert late.report()["late_alpha"] == 0.0
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_late_fusion_alpha_is_never_worse_than_either_model_on_dev(registry, task, seed):
+    from bench.interfaces import FusionOutput
+
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.randint(0, 5, (40,), generator=g)
+    lt = torch.randn(40, 5, generator=g) * 2 + torch.nn.functional.one_hot(labels, 5) * 1.5
+    li = torch.randn(40, 5, generator=g) * 2 + torch.nn.functional.one_hot(labels, 5) * 1.0
+    late = _late(registry, task)
+    late.fit_on_dev(FusionOutput(torch.zeros(40, 2), logits_parts=[lt, li]), labels)
+    alpha = late.report()["late_alpha"]
+    grid = [0.0, alpha, 1.0]
+    _, f1 = _brute_force(lt, li, labels, grid)
+    assert f1[1] >= max(f1[0], f1[2]) - 1e-12
+    _, every = _brute_force(lt, li, labels, [round(0.05 * k, 2) for k in range(21)])
+    assert f1[1] == pytest.approx(max(every))
+
+
+def test_late_fusion_without_dev_reports_no_alpha(registry, task):
+    from bench.errors import BenchError
+    from bench.interfaces import FusionOutput
+
+    late = _late(registry, task)
+    row = late.report()
+    assert row["late_alpha"] is None and row["late_alpha_metric"] is None
+    assert "not fitted" in row["late_alpha_note"] and "0.5" in row["late_alpha_note"]
+    with pytest.raises(BenchError, match="top5"):
+        late.fit_on_dev(FusionOutput(torch.zeros(1, 2), logits_parts=[torch.zeros(1, 5)] * 2), torch.tensor([0]),
+                        metric="top5_accuracy")
+
+
+def test_late_fusion_trial_without_dev_split_writes_null_alpha(registry, tmp_path):
+    from bench.suite import load_suite
+    from bench.trial import run_trial
+    import yaml
+
+    trial = tiny_trial(fusion="late", splits={"fractions": {"train": 0.8, "test": 0.2}})
+    path = tmp_path / "late.yaml"
+    path.write_text(yaml.safe_dump({"name": "late", "trial": trial}))
+    row = run_trial(load_suite(path, registry).trials[0], TrialContext(registry=registry)).row
+    assert row["status"] == "ok", row["error"]
+    assert row["n_dev"] == 0 and row["late_alpha"] is None and "no dev split" in row["late_alpha_note"]

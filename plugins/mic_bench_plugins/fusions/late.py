@@ -2,19 +2,26 @@
 
 ``late``: a text classifier and an image classifier, trained side by side with separate losses
 (their parameters are disjoint, so this equals training them separately); prediction is
-p = a * p_text + (1 - a) * p_image with a chosen on the dev split over a grid.
+p = a * p_text + (1 - a) * p_image with a chosen on the dev split over a grid, by the suite's
+selection metric (macro-F1 unless told otherwise); without a dev split a is not fitted and the
+row says so (late_alpha null, late_alpha_note).
 ``late_avg_embedding``: the thesis variant, average the two (projected) embeddings, one softmax head.
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from pydantic import Field
+from sklearn.metrics import f1_score
 from torch import Tensor, nn
 
+from bench.errors import BenchError
 from bench.interfaces import IMAGE, TEXT, EncoderOutput, Fusion, FusionOutput
 
 from .heads import HeadOptions, make_head, num_labels
+
+SELECTION_METRICS = ("accuracy", "macro_f1")
 
 
 class LateOptions(HeadOptions):
@@ -31,6 +38,7 @@ class LateFusion(Fusion):
         self.text_head = make_head(text_dim, n_labels, opts)
         self.image_head = make_head(image_dim, n_labels, opts)
         self.register_buffer("alpha", torch.tensor(0.5))
+        self.fitted_by: str | None = None  # the metric a was chosen by; None = not fitted
 
     @staticmethod
     def combine(text_logits: Tensor, image_logits: Tensor, alpha: Tensor | float) -> Tensor:
@@ -48,19 +56,56 @@ class LateFusion(Fusion):
         return FusionOutput(embedding=emb, logits=self.combine(lt, li, self.alpha), logits_parts=[lt, li], kinds=kinds)
 
     @torch.no_grad()
-    def fit_on_dev(self, outputs: FusionOutput, labels: Tensor) -> None:
-        """Pick a on dev (accuracy; ties go to the a nearest 0.5)."""
-        if not outputs.logits_parts or labels.numel() == 0:
+    def fit_on_dev(self, outputs: FusionOutput, labels: Tensor, metric: str = "macro_f1") -> None:
+        """Pick a on dev by ``metric`` (the suite's selection metric, "accuracy" or "macro_f1").
+
+        Several a can score the same (a coarse metric on a small dev split); the tie goes to the
+        a nearest the better single modality (a = 1 text, a = 0 image), so a tie never moves the
+        prediction toward the weaker model.
+        """
+        if metric not in SELECTION_METRICS:
+            raise BenchError(f"late fusion cannot choose its weight by '{metric}'", field="metric",
+                             fix=f"use one of: {', '.join(SELECTION_METRICS)}")
+        known = labels >= 0
+        if not outputs.logits_parts or int(known.sum()) == 0:
             return
-        lt, li = outputs.logits_parts
-        grid = torch.arange(0.0, 1.0 + 1e-9, self.opts.alpha_grid_step)
-        scores = torch.stack([(self.combine(lt, li, a).argmax(-1) == labels).float().mean() for a in grid])
-        best = scores.max()
-        candidates = grid[scores >= best - 1e-9]
-        self.alpha.fill_(float(candidates[(candidates - 0.5).abs().argmin()]))
+        lt, li = (part[known].float() for part in outputs.logits_parts)
+        y = labels[known].cpu().numpy()
+        grid = alpha_grid(self.opts.alpha_grid_step)
+        scores = np.array([selection_score(y, self.combine(lt, li, a).argmax(-1).cpu().numpy(), metric)
+                           for a in grid])
+        candidates = grid[scores >= scores.max() - 1e-12]
+        text_end = better_single_modality(scores, lt, li, labels[known])
+        self.alpha.fill_(float(candidates.max() if text_end else candidates.min()))
+        self.fitted_by = metric
 
     def report(self) -> dict:
-        return {"late_alpha": round(float(self.alpha), 4)}
+        """late_alpha: the weight of the text classifier chosen on dev (null when there was no dev split)."""
+        if self.fitted_by is None:
+            return {"late_alpha": None, "late_alpha_metric": None,
+                    "late_alpha_note": f"not fitted (no dev split): predictions used a = {float(self.alpha):g}"}
+        return {"late_alpha": round(float(self.alpha), 4), "late_alpha_metric": self.fitted_by,
+                "late_alpha_note": None}
+
+
+def alpha_grid(step: float) -> np.ndarray:
+    """0, step, 2 step, ... and always both ends 0 and 1."""
+    return np.unique(np.append(np.round(np.arange(0.0, 1.0, step), 10), 1.0))
+
+
+def selection_score(y_true: np.ndarray, y_pred: np.ndarray, metric: str) -> float:
+    """accuracy, or macro-F1 over the labels present in y_true (as the trial row reports it)."""
+    if metric == "accuracy":
+        return float((y_true == y_pred).mean())
+    return float(f1_score(y_true, y_pred, labels=sorted(set(y_true.tolist())), average="macro", zero_division=0))
+
+
+def better_single_modality(scores: np.ndarray, text_logits: Tensor, image_logits: Tensor, labels: Tensor) -> bool:
+    """True if text alone (a = 1, the last grid point) is at least as good as image alone (a = 0);
+    an exact tie goes to the lower dev cross-entropy."""
+    if scores[-1] != scores[0]:
+        return bool(scores[-1] > scores[0])
+    return float(F.cross_entropy(text_logits, labels)) <= float(F.cross_entropy(image_logits, labels))
 
 
 class LateAvgEmbeddingFusion(Fusion):

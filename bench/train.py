@@ -72,12 +72,6 @@ def make_optimizer(model: BenchModel, objectives: list[nn.Module], cfg: StageCon
     return OPTIMIZERS[cfg.optimizer.name](groups, **kwargs)
 
 
-def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
-
-    return factor
 
 
 def run_stage(model: BenchModel, objectives: list[tuple[Objective, float]], loader, cfg: StageConfig,

@@ -72,8 +72,6 @@ def make_optimizer(model: BenchModel, objectives: list[nn.Module], cfg: StageCon
     return OPTIMIZERS[cfg.optimizer.name](groups, **kwargs)
 
 
-
-
 def run_stage(model: BenchModel, objectives: list[tuple[Objective, float]], loader, cfg: StageConfig,
               device: torch.device, amp: str = "off", deadline: float | None = None,
               on_evaluation: EvaluationHook | None = None, every_steps: int | None = None) -> StageStats:

@@ -15,7 +15,7 @@ import torch
 from sklearn.metrics import average_precision_score, ndcg_score
 
 from bench.evaluate import Predictions
-from bench.metrics.retrieval import (THRESHOLD_GRID, choose_threshold, per_query_metrics, ranking_names,
+from bench.metrics.retrieval import (THRESHOLD_GRID, _ranked, choose_threshold, per_query_metrics, ranking_names,
                                      retrieval_metrics)
 from bench.suite import TrialConfig
 from bench.trial import _retrieval, _retrieval_per_query, prediction_table
@@ -89,13 +89,30 @@ def test_every_metric_matches_a_per_query_loop_on_random_cases(seed, k):
     _assert_matches(got, _reference(_cosine(emb), groups, k, threshold=0.3))
 
 
-@pytest.mark.parametrize("seed,k", [(10, 10), (11, 5), (12, 1), (13, 60)])
-def test_ties_in_similarity_rank_non_matches_first(seed, k):
-    emb, groups = _tied_case(seed)
+@pytest.mark.parametrize("seed,k,n", [(10, 10, 40), (11, 5, 40), (12, 1, 40), (13, 60, 40), (14, 10, 120)])
+def test_ties_in_similarity_rank_non_matches_first(seed, k, n):
+    emb, groups = _tied_case(seed, n=n)
     sims = _cosine(emb)
     assert len(np.unique(np.round(sims, 6))) <= 3  # the case really is ties everywhere
     got = retrieval_metrics(torch.from_numpy(emb), groups, k=k, threshold=0.5)
     _assert_matches(got, _reference(sims, groups, k, threshold=0.5))
+
+
+@pytest.mark.parametrize("depth", [1, 10, 40])
+def test_ranking_order_against_lexsort_with_ties_inside_and_across_the_candidates(depth):
+    # similarities on 0.01 steps (ties near every rank), some rows constant (ties run past any cut),
+    # -0.0 beside 0.0; the order must be: similarity, then non-matches, then item index
+    rng = np.random.default_rng(depth)
+    sims = np.round(rng.uniform(-1, 1, size=(60, 300)), 2).astype(np.float32)
+    sims[::7] = 0.25
+    sims[3, :150] = -0.0
+    sims[3, 150:] = 0.0
+    same = rng.random((60, 300)) < 0.2
+    got = _ranked(torch.from_numpy(sims), torch.from_numpy(same), depth).numpy()
+    idx = np.arange(300)
+    for q in range(60):
+        want = np.lexsort((idx, same[q], -sims[q].astype(np.float64)))[:depth]
+        assert got[q].tolist() == want.tolist(), q
 
 
 def test_a_collapsed_embedding_scores_nothing_whatever_the_item_order():

@@ -87,18 +87,52 @@ def query_blocks(embeddings, groups: torch.Tensor, block: int = BLOCK):
         yield start, sims, same
 
 
-def _ranked(sims: torch.Tensor, same: torch.Tensor, depth: int) -> torch.Tensor:
-    """Column indices of the top ``depth`` per row: by similarity, ties non-matches first, then by index."""
-    non_matches_first = torch.argsort(same.to(torch.uint8), dim=1, stable=True)
-    by_sim = torch.sort(sims.gather(1, non_matches_first), dim=1, descending=True, stable=True).indices
-    return non_matches_first.gather(1, by_sim[:, :depth])
+def _order_key(sims: torch.Tensor, non_match: torch.Tensor, columns: torch.Tensor) -> torch.Tensor:
+    """An exact int64 key whose descending order is the ranking: the float32 similarity mapped to an
+    order-preserving int32 (high bits), then "is a non-match", then the reversed item index."""
+    bits = (sims.float() + 0.0).view(torch.int32)  # + 0.0 turns -0.0 into 0.0: equal floats, equal keys
+    ordered = torch.where(bits < 0, bits ^ 0x7FFFFFFF, bits).to(torch.int64)
+    return ordered * 2**32 + non_match.to(torch.int64) * 2**31 + (2**31 - 1 - columns)
 
 
-def _f1(returned: torch.Tensor, same: torch.Tensor, with_self: bool) -> torch.Tensor:
-    """Per-query F1 of the returned set against the matches (the query itself added to both if ``with_self``)."""
+def _ranked(sims: torch.Tensor, same: torch.Tensor, depth: int, spare: int = 32) -> torch.Tensor:
+    """Column indices of the top ``depth`` per row: by similarity, ties non-matches first, then by index.
+
+    The key is built only for the ``depth + spare`` most similar items of a row, which hold the whole
+    top ``depth`` unless ties at the cut run past them; such rows are ranked on all items.
+    """
+    n = sims.shape[1]
+    m = min(n, depth + spare)
+    values, candidates = sims.topk(m, dim=1)
+    key = _order_key(values, ~same.gather(1, candidates), candidates)
+    out = candidates.gather(1, key.topk(depth, dim=1).indices)
+    unsure = values[:, -1] >= values[:, depth - 1] if m < n else torch.zeros(len(sims), dtype=torch.bool)
+    if unsure.any():
+        rows = unsure.nonzero().squeeze(1)
+        full = _order_key(sims[rows], ~same[rows], torch.arange(n, dtype=torch.int64))
+        out[rows] = full.topk(depth, dim=1).indices
+    return out
+
+
+def _f1(tp: torch.Tensor, n_returned: torch.Tensor, n_rel: torch.Tensor, with_self: bool) -> torch.Tensor:
+    """F1 from counts: returned matches, returned items, matches (the query added to each if ``with_self``)."""
     extra = 1.0 if with_self else 0.0
-    tp = (returned & same).sum(1).double() + extra
-    return 2 * tp / (returned.sum(1).double() + extra + same.sum(1).double() + extra)
+    return 2 * (tp.double() + extra) / (n_returned.double() + extra + n_rel.double() + extra)
+
+
+def _threshold_counts(sims: torch.Tensor, same: torch.Tensor, grid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(returned items, returned matches) per query and grid threshold, [b, len(grid)], in one pass.
+
+    Each similarity falls into the bin of the grid values it reaches; the counts at threshold j
+    are the counts of the bins above j (the same float32 comparison as ``sims >= grid[j]``).
+    """
+    b, g = sims.shape[0], len(grid)
+    reached = torch.bucketize(sims, grid, right=True)  # number of grid values <= each similarity
+    flat = (torch.arange(b)[:, None] * (g + 1) + reached).flatten()
+    per_bin = torch.bincount(flat, minlength=b * (g + 1)).view(b, g + 1)
+    match_bin = torch.bincount(flat[same.flatten()], minlength=b * (g + 1)).view(b, g + 1)
+    above = lambda counts: counts.flip(1).cumsum(1).flip(1)[:, 1:]  # noqa: E731  bins j+1.. reach grid[j]
+    return above(per_bin), above(match_bin)
 
 
 def per_query_metrics(embeddings, groups: np.ndarray | torch.Tensor, k: int = 10,
@@ -120,7 +154,7 @@ def per_query_metrics(embeddings, groups: np.ndarray | torch.Tensor, k: int = 10
     ranks = torch.arange(1, depth + 1, dtype=torch.float64)
     for start, sims, same in query_blocks(embeddings, groups):
         stop = start + sims.shape[0]
-        n_rel = same.sum(1)
+        n_rel = torch.count_nonzero(same, dim=1)
         has = (n_rel > 0).numpy()
         r = n_rel.double().clamp(min=1)
         hits = same.gather(1, _ranked(sims, same, depth)).double()
@@ -136,12 +170,13 @@ def per_query_metrics(embeddings, groups: np.ndarray | torch.Tensor, k: int = 10
         }
         if threshold is not None:
             returned = sims >= threshold
-            values["f1"] = _f1(returned, same, with_self=False)
+            tp, n_returned = torch.count_nonzero(returned & same, dim=1), torch.count_nonzero(returned, dim=1)
+            values["f1"] = _f1(tp, n_returned, n_rel, with_self=False)
         for name, v in values.items():
             out[name][start:stop] = np.where(has, v.numpy(), np.nan)
         if threshold is not None:
             known = (groups[start:stop] >= 0).numpy()
-            out["f1_all"][start:stop] = np.where(known, _f1(returned, same, with_self=True).numpy(), np.nan)
+            out["f1_all"][start:stop] = np.where(known, _f1(tp, n_returned, n_rel, with_self=True).numpy(), np.nan)
     return out
 
 
@@ -174,9 +209,8 @@ def choose_threshold(embeddings, groups: np.ndarray | torch.Tensor, grid=THRESHO
     for _, sims, same in query_blocks(embeddings, groups):
         has = same.any(1)
         scored += int(has.sum())
-        sims, same = sims[has], same[has]
-        for i, t in enumerate(grid_t):
-            f1_sum[i] += _f1(sims >= t, same, with_self=False).sum()
+        n_returned, tp = _threshold_counts(sims[has], same[has], grid_t)
+        f1_sum += _f1(tp, n_returned, same[has].sum(1, keepdim=True), with_self=False).sum(0)
     if not scored:
         return None
     return float(grid[int(torch.argmax(f1_sum))])

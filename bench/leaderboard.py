@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 import polars as pl
 from tabulate import tabulate
 
+from bench.metrics.retrieval_columns import upgrade_legacy_rows
+
 QUALITY = ["accuracy", "macro_f1", "top5_accuracy", "head_macro_f1", "tail_macro_f1",
            "ndcg@10", "mar@10", "p@10", "map@10", "mrr@10", "recall@1", "f1", "f1_all"]  # docs/metrics.md
 COST = ["train_samples_per_s", "wall_s", "peak_mem_mb", "n_params"]
@@ -44,6 +46,7 @@ def leaderboard_table(rows: pl.DataFrame, spec: LeaderboardSpec, predictions: pl
     With the stored test predictions it also carries bootstrap intervals and the ``near_best`` mark
     (see bench.significance).
     """
+    rows = upgrade_legacy_rows(rows)
     group_by = [g for g in spec.group_by if g in rows.columns] or ["trial_key"]
     status = rows["status"] if "status" in rows.columns else pl.Series(["ok"] * rows.height)
     rows = rows.with_columns(status.alias("status"))

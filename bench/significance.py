@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import polars as pl
 
-from bench.metrics.retrieval import PER_QUERY
+from bench.metrics.retrieval_columns import PER_QUERY
 
 CLASSIFICATION_METRICS = ("accuracy", "macro_f1", "top5_accuracy")
 METRICS = CLASSIFICATION_METRICS  # classification metrics with a bootstrap; retrieval ones: see is_per_query

@@ -443,3 +443,24 @@ def test_no_threshold_means_null_f1_and_a_note_never_a_default(dev, why):
     assert row["mar@3"] is not None  # the ranking metrics need no threshold
     table = prediction_table(test, [], "t", per_query=_retrieval_per_query(cfg, test, row))
     assert "f1" not in table.columns and "mar@3" in table.columns
+
+
+def test_rows_stored_under_the_old_names_are_read_with_todays_meanings():
+    from bench.leaderboard import LeaderboardSpec, leaderboard_table
+    from bench.metrics.retrieval_columns import LEGACY_F1_NOTE, upgrade_legacy_rows
+
+    old = {"trial_key": "old", "method": "a", "status": "ok", "ndcg@10": 0.7, "mar@10": 0.6, "map@10": 0.3,
+           "f1": 0.9, "f1_threshold": 0.96}
+    new = {"trial_key": "new", "method": "a", "status": "ok", "ndcg@10": 0.7, "mar@10": 0.6, "p@10": 0.2,
+           "map@10": 0.5, "mrr@10": 0.6, "recall@1": 0.5, "f1": 0.4, "f1_all": 0.8, "f1_threshold": 0.5}
+    unmeasured = {**new, "trial_key": "none", "f1": None, "f1_all": None, "f1_threshold": None, "f1_note": "no dev split"}
+    rows = pl.DataFrame([old, new, unmeasured], infer_schema_length=None)
+    up = {r["trial_key"]: r for r in upgrade_legacy_rows(rows).iter_rows(named=True)}
+    assert up["old"]["p@10"] == 0.3 and up["old"]["map@10"] is None  # old map@10 was precision@10
+    assert up["old"]["f1"] is None and up["old"]["f1_threshold"] is None and up["old"]["f1_note"] == LEGACY_F1_NOTE
+    assert up["new"] == {**new, "f1_note": None}
+    assert up["none"]["f1_note"] == "no dev split"
+    assert upgrade_legacy_rows(pl.DataFrame({"trial_key": ["c"], "accuracy": [0.5]})).columns == ["trial_key", "accuracy"]
+    table = leaderboard_table(rows, LeaderboardSpec(group_by=["method"]))
+    assert table["p@10"][0] == pytest.approx((0.3 + 0.2 + 0.2) / 3)
+    assert table["map@10"][0] == pytest.approx(0.5) and table["f1"][0] == pytest.approx(0.4)

@@ -38,23 +38,15 @@ Similarities are computed in blocks of queries, so memory stays O(block x n).
 """
 from __future__ import annotations
 
-import re
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from bench.metrics.retrieval_columns import PER_QUERY, ranking_names  # noqa: F401  (names live there, torch-free)
+
 THRESHOLD_GRID = np.round(np.arange(-0.2, 1.0001, 0.02), 4)
 BLOCK = 1024
 _BLOCK_ELEMENTS = 1 << 24  # a block's similarity matrix is sorted whole: cap its size for large n
-
-# Row metrics that are a mean over per-query values (stored per query beside the test predictions).
-PER_QUERY = re.compile(r"^(?:(?:ndcg|mar|p|map|mrr)@\d+|recall@1|f1|f1_all)$")
-
-
-def ranking_names(k: int) -> list[str]:
-    return [f"ndcg@{k}", f"mar@{k}", f"p@{k}", f"map@{k}", f"mrr@{k}", "recall@1"]
-
 
 def _normalised(embeddings: torch.Tensor | dict[str, torch.Tensor]) -> list[torch.Tensor]:
     kinds = embeddings.values() if isinstance(embeddings, dict) else [embeddings]
@@ -214,3 +206,4 @@ def choose_threshold(embeddings, groups: np.ndarray | torch.Tensor, grid=THRESHO
     if not scored:
         return None
     return float(grid[int(torch.argmax(f1_sum))])
+

@@ -86,7 +86,8 @@ def matching_run(path: Path, groups: dict[str, list[float]]) -> Path:
         for seed, ndcg in enumerate(ndcgs):
             key = f"{method}-{seed}"
             row = {"trial_key": key, "method": method, "seed": seed, "status": "ok", "error": "",
-                   "ndcg@10": ndcg, "mar@10": ndcg - 0.1, "p@10": ndcg - 0.2, "map@10": ndcg - 0.15, "f1": ndcg - 0.05,
+                   "ndcg@10": ndcg, "mar@10": ndcg - 0.1, "p@10": ndcg - 0.2, "map@10": ndcg - 0.15,
+                   "mrr@10": ndcg - 0.02, "recall@1": ndcg - 0.1, "f1": ndcg - 0.05, "f1_all": ndcg - 0.03,
                    "train_samples_per_s": 50.0 + seed, "wall_s": 2.0, "n_params": 500}
             run.write_row(row, pl.DataFrame({"trial_key": [key] * 3, "item_id": ["a", "b", "c"], "group": [0, 0, 1]}))
     (path / "suite.yaml").write_text(yaml.safe_dump(suite_copy(

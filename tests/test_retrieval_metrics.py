@@ -464,3 +464,20 @@ def test_rows_stored_under_the_old_names_are_read_with_todays_meanings():
     table = leaderboard_table(rows, LeaderboardSpec(group_by=["method"]))
     assert table["p@10"][0] == pytest.approx((0.3 + 0.2 + 0.2) / 3)
     assert table["map@10"][0] == pytest.approx(0.5) and table["f1"][0] == pytest.approx(0.4)
+
+
+def test_a_real_matching_trial_stores_per_query_values_that_give_its_row(registry):
+    from bench.suite import TrialSpec, trial_key
+    from bench.trial import TrialContext, run_trial
+    from conftest import tiny_trial
+
+    stage = {"objectives": [{"name": "triplet", "options": {"margin": 1.0}}], "epochs": 1, "batch_size": 16,
+             "pk_items": 2, "optimizer": {"lr": 1e-3}}
+    cfg = tiny_trial(task="matching", stages=[stage], eval={"k": 5, "retrieval": "embedding"})
+    outcome = run_trial(TrialSpec(trial_key(cfg), {}, {}, cfg), TrialContext(registry=registry))
+    row, table = outcome.row, outcome.predictions
+    assert row["status"] == "ok", row["error"]
+    assert row["f1_threshold"] in THRESHOLD_GRID and "f1_note" not in row
+    assert table.height == row["n_test"]
+    for name in ranking_names(5) + ["f1", "f1_all"]:
+        assert table[name].mean() == pytest.approx(row[name], abs=1e-12), name

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from bench.errors import BenchError
 from bench.leaderboard import QUALITY, spec_from_suite
+from bench.metrics.retrieval_columns import upgrade_legacy_rows
 from bench.provenance import PACKAGES
 
 FORMAT = 1
@@ -105,6 +106,7 @@ def group_key(axes: dict[str, Any]) -> str:
 
 
 def _ok(rows: pl.DataFrame) -> pl.DataFrame:
+    rows = upgrade_legacy_rows(rows)  # retrieval rows stored under the old metric names
     return rows.filter(pl.col("status") == "ok") if "status" in rows.columns else rows
 
 

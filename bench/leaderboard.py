@@ -9,13 +9,16 @@ import polars as pl
 from tabulate import tabulate
 
 from bench.errors import BenchError
+from bench.metrics.retrieval_columns import upgrade_legacy_rows
 
 QUALITY = ["accuracy", "macro_f1", "top5_accuracy", "head_macro_f1", "tail_macro_f1",
-           "ndcg@10", "mar@10", "map@10", "f1"]
+           "ndcg@10", "mar@10", "p@10", "map@10", "mrr@10", "recall@1", "f1", "f1_all"]  # docs/metrics.md
 COST = ["train_samples_per_s", "wall_s", "peak_mem_mb", "n_params"]
 LOWER_IS_BETTER = {"wall_s", "peak_mem_mb", "n_params"}
-CI_METRICS = ["accuracy", "macro_f1"]  # bootstrap intervals shown on the leaderboard (from stored predictions)
+# bootstrap intervals shown on the leaderboard (from stored predictions), besides the sort metric's
+CI_METRICS = ["accuracy", "macro_f1", "f1", "ndcg@10", "mar@10", "map@10"]
 NEAR_BEST = "≈best"
+REFERENCE = "(reference)"
 
 
 @dataclass
@@ -70,6 +73,7 @@ def leaderboard_table(rows: pl.DataFrame, spec: LeaderboardSpec, predictions: pl
     With the stored test predictions it also carries bootstrap intervals and the ``near_best`` mark
     (see bench.significance).
     """
+    rows = upgrade_legacy_rows(rows)
     group_by = [g for g in spec.group_by if g in rows.columns] or ["trial_key"]
     status = rows["status"] if "status" in rows.columns else pl.Series(["ok"] * rows.height)
     rows = rows.with_columns(status.alias("status"))
@@ -107,7 +111,8 @@ def _with_significance(table: pl.DataFrame, rows: pl.DataFrame, predictions: pl.
 
     ranked = table.filter(pl.col("n") > 0)
     best = ranked.select(group_by).row(0) if ranked.height and sort not in LOWER_IS_BETTER else None
-    stats = group_significance(rows, predictions, group_by, [m for m in CI_METRICS if m in metrics], sort, best)
+    shown = [m for m in metrics if m in CI_METRICS or m == sort]
+    stats = group_significance(rows, predictions, group_by, shown, sort, best)
     if stats is None:
         return table
     return table.join(stats, on=group_by, how="left", maintain_order="left", nulls_equal=True)
@@ -150,8 +155,9 @@ def significance_note(table: pl.DataFrame, spec: LeaderboardSpec) -> list[str]:
     out = []
     if any(c.endswith("_ci_low") for c in table.columns):
         out.append("95% CI columns: percentile bootstrap over test items (1000 resamples of the stored test "
-                   "predictions, seeds of a group scored on the same resamples and averaged); they show how much "
-                   "the finite test set alone moves the score, not the seed spread.")
+                   "predictions, seeds of a group scored on the same resamples and averaged; retrieval metrics "
+                   "resample the queries they score); they show how much the finite test set alone moves the "
+                   "score, not the seed spread.")
     if "near_best" in table.columns:
         metric = spec.sort if spec.sort in table.columns else next(
             (m for m in (spec.metrics or QUALITY) if m in table.columns), "")
@@ -161,21 +167,33 @@ def significance_note(table: pl.DataFrame, spec: LeaderboardSpec) -> list[str]:
     return out
 
 
+def reference_note(spec: LeaderboardSpec) -> list[str]:
+    """What the reference columns are: the suite's own words (``reference_source``), nothing added."""
+    if not spec.reference:
+        return []
+    source = (f"their source, as the suite states it: {spec.reference_source.strip()}" if spec.reference_source.strip()
+              else "the suite states no source for them (reference_source is empty)")
+    return [f"Columns marked {REFERENCE} quote the figures of the suite's reference block; {source}"]
+
+
 def display_rows(table: pl.DataFrame, spec: LeaderboardSpec) -> tuple[list[str], list[list[str]]]:
     group_by = [g for g in spec.group_by if g in table.columns] or ["trial_key"]
     metrics = [c for c in table.columns if c in set(spec.metrics or QUALITY)]
     cost = [c for c in COST if c in table.columns]
     refs = [c for c in table.columns if c.startswith("ref_")]
+    # a reference figure named like a metric sits right after that metric's column; the rest follow the marks
+    shown = [c for m in metrics for c in (m, f"ref_{m}") if c == m or c in refs]
+    refs = [c for c in refs if c not in shown]
     cis = [m for m in metrics if f"{m}_ci_low" in table.columns]
     mark = [NEAR_BEST] if "near_best" in table.columns else []
     chosen = [a for a in spec.select if a in table.columns] + [c for c in table.columns if c.startswith("selected_")]
     stopped = ["stopped"] if "stopped" in table.columns and (table["stopped"].fill_null(0) > 0).any() else []
-    headers = ["rank", *group_by, *chosen, *metrics, *[f"{m} 95% CI" for m in cis], *mark, *refs, *cost, "n",
+    headers = ["rank", *group_by, *chosen, *shown, *[f"{m} 95% CI" for m in cis], *mark, *refs, *cost, "n",
                "failed", *stopped]
     body = []
     for r in table.iter_rows(named=True):
         line = [str(r["rank"]), *[str(r[g]) for g in group_by], *[_fmt(r.get(c)) for c in chosen]]
-        line += [_fmt(r.get(m), r.get(f"{m}_std")) for m in metrics]
+        line += [_fmt(r.get(c)) if c.startswith("ref_") else _fmt(r.get(c), r.get(f"{c}_std")) for c in shown]
         line += [_fmt_interval(r.get(f"{m}_ci_low"), r.get(f"{m}_ci_high")) for m in cis]
         line += [_fmt_mark(r.get("near_best"), r.get("best_p"))] if mark else []
         line += [_fmt(r.get(c)) for c in refs]
@@ -183,7 +201,7 @@ def display_rows(table: pl.DataFrame, spec: LeaderboardSpec) -> tuple[list[str],
                  for c in cost]
         line += [str(r.get("n") or 0), str(r.get("failed") or 0)] + [str(r.get("stopped") or 0) for _ in stopped]
         body.append(line)
-    headers = [h if not h.startswith("ref_") else f"{h[4:]} (published)" for h in headers]
+    headers = [h if not h.startswith("ref_") else f"{h[4:]} {REFERENCE}" for h in headers]
     return headers, body
 
 
@@ -208,9 +226,7 @@ def render_markdown(rows: pl.DataFrame, spec: LeaderboardSpec, predictions: pl.D
     out.append("Quality columns are test-split means ± standard deviation over seeds; cost columns are means.")
     out += selection_note(spec)
     out += significance_note(table, spec)
-    if spec.reference:
-        out.append(f"Published figures{f' ({spec.reference_source})' if spec.reference_source else ''} "
-                   "are quoted for comparison; they come from other data.")
+    out += reference_note(spec)
     if spec.pivot:
         for value in [spec.pivot.get("value", "accuracy"), *spec.pivot.get("extra_values", [])]:
             p_headers, p_body = pivot_table(rows, {**spec.pivot, "value": value})
@@ -245,7 +261,7 @@ def render_html(rows: pl.DataFrame, spec: LeaderboardSpec, images: dict[str, str
     table = leaderboard_table(rows, spec, predictions)
     headers, body = display_rows(table, spec)
     notes = ["Quality columns are test-split means ± standard deviation over seeds; cost columns are means.",
-             *significance_note(table, spec)]
+             *significance_note(table, spec), *reference_note(spec)]
     parts = [f"<h1>{html_lib.escape(spec.title)}</h1>",
              tabulate(body, headers=headers, tablefmt="html", disable_numparse=True),
              *[f"<p>{html_lib.escape(n)}</p>" for n in notes]]

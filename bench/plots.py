@@ -18,7 +18,8 @@ from bench.paths import atomic_path
 
 PLOTS = "plots"
 COST_AXIS = "train_samples_per_s"
-RETRIEVAL = re.compile(r"^(ndcg|mar|map|recall)@\d+$")
+RETRIEVAL = re.compile(r"^(ndcg|mar|p|map|mrr|recall)@\d+$")  # ranking metrics (bench/metrics/retrieval.py)
+THRESHOLD_F1 = ("f1", "f1_all")
 
 
 def _png(fig: Figure) -> bytes:
@@ -134,7 +135,7 @@ def pivot_curves(rows: pl.DataFrame, pivot: dict, value: str, title: str) -> Fig
 
 def retrieval_bars(table: pl.DataFrame, spec: LeaderboardSpec) -> Figure | None:
     """Matching suites: the retrieval metrics side by side for every group."""
-    metrics = [m for m in table.columns if RETRIEVAL.match(m)] + (["f1"] if "f1" in table.columns else [])
+    metrics = [m for m in table.columns if RETRIEVAL.match(m)] + [m for m in THRESHOLD_F1 if m in table.columns]
     if not any(RETRIEVAL.match(m) for m in metrics):
         return None
     labels, done = _groups(table, spec)

@@ -25,7 +25,7 @@ from bench.evaluate import Predictions, predict
 from bench.memory import PeakMemory
 from bench.interfaces import CLASSIFICATION, IMAGE, JOINT, MATCHING, TEXT, BuildContext, Fusion, TaskInfo
 from bench.metrics.classification import classification_metrics, head_tail_labels
-from bench.metrics.retrieval import choose_threshold, retrieval_metrics
+from bench.metrics.retrieval import choose_threshold, per_query_metrics, retrieval_metrics
 from bench.model import BenchModel, count_parameters
 from bench.registry import Registry
 from bench.selection import Selector
@@ -361,7 +361,7 @@ class TrialRun:
         if self.data.task.kind == CLASSIFICATION and dev.logits is not None:
             out.update({f"dev_{k}": v for k, v in classification_metrics(dev.labels.numpy(), dev.logits.numpy()).items()})
         if self.data.task.has_groups and self.cfg.eval.retrieval != "off" and len(dev.item_ids) > 1:
-            found = retrieval_metrics(_pick_embeddings(self.cfg, dev), dev.groups.numpy(), k=self.cfg.eval.k)
+            found = retrieval_metrics(_retrieval_embeddings(self.cfg, dev), dev.groups.numpy(), k=self.cfg.eval.k)
             out.update({f"dev_{k}": v for k, v in found.items()})
         return out
 
@@ -465,7 +465,7 @@ class TrialRun:
         if task.has_groups and self.cfg.eval.retrieval != "off":
             out.update(_retrieval(self.cfg, dev, test))
             if dev is not None and len(dev.item_ids) > 1:
-                dev_found = retrieval_metrics(_pick_embeddings(self.cfg, dev), dev.groups.numpy(), k=self.cfg.eval.k)
+                dev_found = retrieval_metrics(_retrieval_embeddings(self.cfg, dev), dev.groups.numpy(), k=self.cfg.eval.k)
                 out.update({f"dev_{k}": v for k, v in dev_found.items()})
         used = [self.model.encoders[m] for m in sorted(self.used_modalities) if m in self.model.encoders]
         n_params, n_trainable = count_parameters(self.model.fusion, *used, *self.objective_modules)
@@ -502,27 +502,57 @@ def _execute(spec: TrialSpec, ctx: TrialContext, curve: list[dict[str, Any]]) ->
     run.curve = curve  # the caller keeps the curve even when training fails half-way
     losses = run.train()
     dev, test = run.evaluate()
-    return {**run.metrics(dev, test), **losses}, prediction_table(test, data.task.label_names, spec.key)
+    metrics = run.metrics(dev, test)
+    per_query = _retrieval_per_query(cfg, test, metrics)
+    return {**metrics, **losses}, prediction_table(test, data.task.label_names, spec.key, per_query=per_query)
 
 
-def _pick_embeddings(cfg: TrialConfig, p: Predictions):
+def _retrieval_embeddings(cfg: TrialConfig, p: Predictions):
     """The kinds' embeddings (scored by their max) or the one embedding, as eval.retrieval says."""
     if cfg.eval.retrieval == "max_of_kinds" and p.kinds:
         return p.kinds
     return p.embedding
 
 
-def _retrieval(cfg: TrialConfig, dev: Predictions | None, test: Predictions) -> dict[str, float]:
-    def pick(p: Predictions):
-        return _pick_embeddings(cfg, p)
+def _retrieval(cfg: TrialConfig, dev: Predictions | None, test: Predictions) -> dict[str, Any]:
+    """Retrieval row metrics on test; the F1 threshold is chosen on dev, and when it cannot be,
+    f1 / f1_all / f1_threshold are null and ``f1_note`` says why (never a default threshold)."""
+    threshold, note = None, None
+    if dev is None:
+        note = "no dev split: the F1 threshold is chosen on dev"
+    elif len(dev.item_ids) < 2:
+        note = f"dev has {len(dev.item_ids)} item(s): too few to choose the F1 threshold"
+    else:
+        threshold = choose_threshold(_retrieval_embeddings(cfg, dev), dev.groups.numpy())
+        if threshold is None:
+            note = "no dev item has another item of its product: the F1 threshold cannot be chosen"
+    out: dict[str, Any] = retrieval_metrics(_retrieval_embeddings(cfg, test), test.groups.numpy(), k=cfg.eval.k,
+                                            threshold=threshold)
+    if out[f"ndcg@{cfg.eval.k}"] is None:
+        out["retrieval_note"] = "no test item has another item of its product: nothing to retrieve"
+    if threshold is None:
+        out.update(f1=None, f1_all=None, f1_threshold=None, f1_note=note)
+    return out
 
-    threshold = choose_threshold(pick(dev), dev.groups.numpy()) if dev is not None and len(dev.item_ids) > 1 else 0.5
-    return retrieval_metrics(pick(test), test.groups.numpy(), k=cfg.eval.k, threshold=threshold)
+
+def _retrieval_per_query(cfg: TrialConfig, test: Predictions, metrics: dict[str, Any]) -> dict[str, np.ndarray] | None:
+    """The test queries' own values of the row's retrieval metrics (for bootstrap intervals), if it has them."""
+    if f"ndcg@{cfg.eval.k}" not in metrics:
+        return None
+    return per_query_metrics(_retrieval_embeddings(cfg, test), test.groups.numpy(), k=cfg.eval.k,
+                             threshold=metrics.get("f1_threshold"))
 
 
-def prediction_table(p: Predictions, label_names: list[str], key: str, top_k: int = 5) -> pl.DataFrame:
-    """Test predictions kept beside the row: later analyses need no retraining."""
+def prediction_table(p: Predictions, label_names: list[str], key: str, top_k: int = 5,
+                     per_query: dict[str, np.ndarray] | None = None) -> pl.DataFrame:
+    """Test predictions kept beside the row: later analyses need no retraining.
+
+    ``per_query``: each query's value of a retrieval row metric, in a column of the metric's name
+    (null where the query is left out), so intervals can be recomputed from the stored table.
+    """
     frame = {"trial_key": [key] * len(p.item_ids), "item_id": p.item_ids, "group": p.groups.tolist()}
+    for name, values in (per_query or {}).items():
+        frame[name] = pl.Series(name, values, dtype=pl.Float64, nan_to_null=True)
     if p.logits is not None and label_names:
         probs = torch.softmax(p.logits, -1)
         k = min(top_k, probs.shape[1])

@@ -365,7 +365,7 @@ def synthetic_rows(n: int, seed: int = 0):
     unit = lambda lo, hi: np.where(failed, np.nan, rng.uniform(lo, hi, n))  # noqa: E731
     metrics = {m: unit(0.3, 0.95) for m in ("accuracy", "macro_f1", "top5_accuracy", "head_macro_f1",
                                             "tail_macro_f1", "dev_accuracy", "dev_macro_f1", "ndcg@10", "mar@10",
-                                            "map@10", "f1")}
+                                            "p@10", "map@10", "mrr@10", "recall@1", "f1", "f1_all")}
     base = yaml.safe_load((ROOT / "suites" / "mic_fusion.yaml").read_text())["trial"]
     configs = [json.dumps({**base, "fusion": {"name": r["fusion"], "options": {}}, "seed": r["seed"],
                            "finetune_fraction": r["finetune_fraction"],

@@ -9,10 +9,14 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+import torch
 import yaml
 
+from bench.evaluate import Predictions
 from bench.metrics.classification import classification_metrics
+from bench.metrics.retrieval import choose_threshold, per_query_metrics, retrieval_metrics
 from bench.results import RunDir
+from bench.trial import prediction_table
 
 N_LABELS = 6
 LABELS = [f"label{i}" for i in range(N_LABELS)]
@@ -82,11 +86,51 @@ def matching_run(path: Path, groups: dict[str, list[float]]) -> Path:
         for seed, ndcg in enumerate(ndcgs):
             key = f"{method}-{seed}"
             row = {"trial_key": key, "method": method, "seed": seed, "status": "ok", "error": "",
-                   "ndcg@10": ndcg, "mar@10": ndcg - 0.1, "map@10": ndcg - 0.2, "f1": ndcg - 0.05,
+                   "ndcg@10": ndcg, "mar@10": ndcg - 0.1, "p@10": ndcg - 0.2, "map@10": ndcg - 0.15,
+                   "mrr@10": ndcg - 0.02, "recall@1": ndcg - 0.1, "f1": ndcg - 0.05, "f1_all": ndcg - 0.03,
                    "train_samples_per_s": 50.0 + seed, "wall_s": 2.0, "n_params": 500}
             run.write_row(row, pl.DataFrame({"trial_key": [key] * 3, "item_id": ["a", "b", "c"], "group": [0, 0, 1]}))
     (path / "suite.yaml").write_text(yaml.safe_dump(suite_copy(
         "matching", {"method": list(groups), "seed": [0, 1]}, group_by=["method"], sort="f1",
-        metrics=["f1", "ndcg@10", "mar@10", "map@10"])), encoding="utf-8")
+        metrics=["f1", "ndcg@10", "mar@10", "p@10", "map@10"])), encoding="utf-8")
+    run.consolidate()
+    return path
+
+
+def clustered_embeddings(n_products: int, per_product: int, noise: float, seed: int) -> tuple[torch.Tensor, np.ndarray]:
+    """Listings around one random centre per product: more noise, harder matching."""
+    rng = np.random.default_rng(seed)
+    centres = np.repeat(rng.normal(size=(n_products, 16)), per_product, axis=0)
+    groups = np.repeat(np.arange(n_products), per_product)
+    return torch.tensor(centres + noise * rng.normal(size=centres.shape), dtype=torch.float32), groups
+
+
+def retrieval_run(path: Path, noise: dict[str, float], n_products: int = 60, seeds: tuple[int, ...] = (0, 1),
+                  test_seed: int = 100) -> Path:
+    """A matching run whose rows and stored per-query values come from the real retrieval metrics.
+
+    Every method is tested on the same test items (one draw of products); each seed adds its own
+    noise, as a retrained model would; the threshold is chosen on a separate dev draw.
+    """
+    run = RunDir(path)
+    path.mkdir(parents=True, exist_ok=True)
+    base, groups = clustered_embeddings(n_products, 3, 0.0, test_seed)
+    for m, (method, level) in enumerate(noise.items()):
+        for seed in seeds:
+            key = f"{method}-{seed}"
+            rng = np.random.default_rng(1000 * m + seed)
+            test_emb = base + level * torch.tensor(rng.normal(size=tuple(base.shape)), dtype=torch.float32)
+            dev_emb, dev_groups = clustered_embeddings(20, 3, level, 500 + seed)
+            threshold = choose_threshold(dev_emb, dev_groups)
+            metrics = retrieval_metrics(test_emb, groups, k=10, threshold=threshold)
+            row = {"trial_key": key, "method": method, "seed": seed, "status": "ok", "error": "", **metrics,
+                   "train_samples_per_s": 50.0, "wall_s": 2.0, "n_params": 500}
+            test = Predictions([f"item{i}" for i in range(len(groups))], torch.full((len(groups),), -1),
+                               torch.as_tensor(groups), test_emb, None)
+            per_query = per_query_metrics(test_emb, groups, k=10, threshold=threshold)
+            run.write_row(row, prediction_table(test, [], key, per_query=per_query))
+    (path / "suite.yaml").write_text(yaml.safe_dump(suite_copy(
+        "retrieval", {"method": list(noise), "seed": list(seeds)}, group_by=["method"], sort="mar@10",
+        metrics=["mar@10", "p@10", "map@10", "mrr@10", "recall@1", "ndcg@10", "f1", "f1_all"])), encoding="utf-8")
     run.consolidate()
     return path

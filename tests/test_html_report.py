@@ -143,3 +143,26 @@ def test_failed_trials_are_listed_with_their_error_escaped(tmp_path):
     board = doc.tables[0]
     gated = next(r for r in board["rows"] if r[1] == "gated")
     assert gated[board["header"].index("failed")] == "1" and gated[board["header"].index("n")] == "0"
+
+
+def test_reference_figures_sit_beside_their_column_and_are_described_as_the_suite_says(tmp_path):
+    from bench.leaderboard import LeaderboardSpec, render_html, render_markdown
+    from report_runs import matching_run
+
+    run = matching_run(tmp_path / "m", {"omni": [0.9, 0.8], "triplet": [0.6, 0.62]})
+    _, rows = load_run(run)
+    source = "figures from our own earlier run on the same split"
+    spec = LeaderboardSpec(group_by=["method"], sort="f1", metrics=["f1", "ndcg@10", "p@10"],
+                           reference={"omni": {"p@10": 0.5, "macro_f1_B": 0.7}}, reference_source=source)
+    text = render_markdown(rows, spec)
+    header = [c.strip() for c in next(l for l in text.splitlines() if l.startswith("| ")).strip("|").split("|")]
+    assert header.index("p@10 (reference)") == header.index("p@10") + 1  # beside the column it matches
+    assert header.index("macro_f1_B (reference)") > header.index("p@10 (reference)")  # no such column: after
+    assert f"as the suite states it: {source}" in text
+    assert "published" not in text and "other data" not in text  # nothing the suite did not say
+    page = PageParser()
+    page.feed(render_html(rows, spec))
+    assert "p@10 (reference)" in page.tables[0]["header"]
+    assert source in render_html(rows, spec)
+    bare = render_markdown(rows, LeaderboardSpec(group_by=["method"], reference={"omni": {"f1": 0.5}}))
+    assert "the suite states no source" in bare

@@ -100,7 +100,7 @@ def test_matching_runs_get_a_retrieval_chart_and_classification_runs_do_not(tmp_
     rows, figs = _figures(matching_run(tmp_path / "m", {"omni": [0.9, 0.8], "triplet": [0.6, 0.62]}))
     assert {"retrieval.png", "bars_f1.png"} <= set(figs)
     ax = figs["retrieval.png"].axes[0]
-    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["ndcg@10", "mar@10", "map@10", "f1"]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["ndcg@10", "mar@10", "p@10", "map@10", "f1"]
     ndcg = [p.get_height() for p in _bars(ax)[0].patches]
     assert ndcg == pytest.approx([0.85, 0.61])  # f1-ranked order: omni, triplet
     assert "retrieval.png" not in _figures(fusion_run)[1]

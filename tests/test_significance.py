@@ -9,9 +9,10 @@ from sklearn.metrics import f1_score
 from bench.leaderboard import LeaderboardSpec, leaderboard_table, render_markdown
 from bench.reporting import leaderboard_for_run, load_predictions
 from bench.results import load_run
+from bench.metrics.retrieval import ranking_names
 from bench.significance import (_macro_f1, encode_predictions, group_significance, resamples, share_not_ahead,
                                 align, trial_intervals)
-from report_runs import N_LABELS, matching_run, noisy_predictions, suite_copy, trial, write_run
+from report_runs import N_LABELS, matching_run, noisy_predictions, retrieval_run, suite_copy, trial, write_run
 
 
 def _true(n: int, seed: int = 0) -> np.ndarray:
@@ -139,3 +140,56 @@ def test_no_intervals_without_labelled_predictions(tmp_path):
     text = render_markdown(rows, LeaderboardSpec(group_by=["method"], sort="f1"), load_predictions(run))
     assert "95% CI" not in text and "≈best" not in text
     assert group_significance(rows, load_predictions(run), ["method"], ["accuracy"], "f1", ("x",)) is None
+
+
+RETRIEVAL = ranking_names(10) + ["f1", "f1_all"]
+
+
+def test_retrieval_intervals_come_from_the_stored_per_query_values(tmp_path):
+    run = retrieval_run(tmp_path / "run", {"a": 1.0})
+    _, rows = load_run(run)
+    ci = trial_intervals(rows, load_predictions(run))
+    assert set(ci["metric"]) == set(RETRIEVAL)
+    by_row = {r["trial_key"]: r for r in rows.iter_rows(named=True)}
+    for r in ci.iter_rows(named=True):
+        assert r["value"] == pytest.approx(by_row[r["trial_key"]][r["metric"]], abs=1e-12)  # the row's own figure
+        assert r["ci_low"] < r["value"] < r["ci_high"]
+        assert r["n_items"] == 180  # every test query has two matches
+    preds = load_predictions(run)
+    assert preds.filter(pl.col("trial_key") == "a-0").height == 180
+
+
+def test_retrieval_interval_resamples_queries_by_hand():
+    # three queries with recall 1, 0, 0.5: every resample's mean is a mean of three of them
+    frame = pl.DataFrame({"trial_key": ["t"] * 4, "item_id": list("abcd"), "group": [0, 0, 1, 2],
+                          "mar@10": [1.0, 0.0, 0.5, None]})
+    (trial,) = align([encode_predictions(frame)["t"]], "mar@10")
+    assert trial.n_items == 3
+    idx = next(resamples(3, 50, seed=0))
+    expected = np.array([[1.0, 0.0, 0.5][i] for row in idx for i in row]).reshape(idx.shape).mean(axis=1)
+    assert trial.score("mar@10", idx) == pytest.approx(expected)
+
+
+def test_retrieval_near_best_marks_a_clear_gap_and_not_a_small_one(tmp_path):
+    run = retrieval_run(tmp_path / "run", {"good": 0.9, "close": 0.92, "bad": 1.6})
+    _, rows = load_run(run)
+    preds = load_predictions(run)
+    stats = group_significance(rows, preds, ["method"], ["mar@10", "f1"], "mar@10", ("good",))
+    marks = dict(zip(stats["method"], stats["near_best"]))
+    p = dict(zip(stats["method"], stats["best_p"]))
+    assert marks == {"good": "best", "close": "≈", "bad": ""}
+    assert p["bad"] < 0.01 and p["close"] >= 0.05
+    bad = stats.filter(pl.col("method") == "bad").row(0, named=True)
+    good = stats.filter(pl.col("method") == "good").row(0, named=True)
+    assert bad["mar@10_ci_high"] < good["mar@10_ci_low"]
+    mean_good = rows.filter(pl.col("method") == "good")["f1"].mean()
+    assert good["f1_ci_low"] < mean_good < good["f1_ci_high"]
+
+
+def test_retrieval_leaderboard_shows_intervals_from_stored_results(tmp_path):
+    run = retrieval_run(tmp_path / "run", {"good": 0.9, "bad": 1.6})
+    text = leaderboard_for_run(run, "md")
+    header = next(line for line in text.splitlines() if line.startswith("| "))
+    cells = [c.strip() for c in header.strip("|").split("|")]
+    assert {"mar@10 95% CI", "f1 95% CI", "map@10 95% CI", "ndcg@10 95% CI", "≈best"} <= set(cells)
+    assert "retrieval metrics resample the queries they score" in text

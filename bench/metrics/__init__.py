@@ -1,1 +1,1 @@
-"""Metrics: classification (accuracy, macro-F1, top-k, head/tail) and retrieval (NDCG, MAR, MAP, F1)."""
+"""Metrics: classification (accuracy, macro-F1, top-k, head/tail) and retrieval (ndcg, recall, precision, MAP, MRR, threshold F1)."""

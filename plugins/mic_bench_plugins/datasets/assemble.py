@@ -14,17 +14,23 @@ from typing import Literal
 import polars as pl
 
 from bench.catalog import COLUMNS, Catalog
-from bench.data_checks import (resolve_user_path, apply_missing_images, check_fixed_split_groups, check_ids, check_label_classes,
+from bench.data_checks import (resolve_user_path, apply_missing_images, check_images_inside, check_fixed_split_groups, check_ids, check_label_classes,
                                check_not_empty, normalise_splits)
 from bench.errors import BenchError
 
 MissingImages = Literal["error", "skip", "blank"]
+ALLOW_OUTSIDE_HELP = "read image paths that lead outside the image folder ('..', absolute paths, symlinks)"
 DuplicateIds = Literal["error", "keep_first"]
 
 
-def image_paths(values: list, *, folder: Path | None, pattern: str | None, base: Path) -> list[str | None]:
+def image_paths(values: list, *, folder: Path | None, pattern: str | None, base: Path,
+                allow_outside: bool = False, ids: list | None = None, file: str | None = None,
+                field: str = "image") -> list[str | None]:
     """Absolute image paths from column values: an absolute path, a path relative to the image
-    folder (or the table's folder), or an id turned into a file name by ``pattern`` ("{}.jpg")."""
+    folder (or the table's folder), or an id turned into a file name by ``pattern`` ("{}.jpg").
+
+    Paths must stay inside that folder (see ``check_images_inside``) unless ``allow_outside``.
+    """
     root = str(folder or base)
     out: list[str | None] = []
     for value in values:
@@ -33,6 +39,8 @@ def image_paths(values: list, *, folder: Path | None, pattern: str | None, base:
             continue
         name = pattern.format(str(value).strip()) if pattern else str(value).strip()
         out.append(name if os.path.isabs(name) else os.path.join(root, name))
+    if not allow_outside:
+        check_images_inside(out, root, ids=ids, values=values, file=file, field=field)
     return out
 
 
@@ -76,7 +84,8 @@ def finish_catalog(name: str, frame: pl.DataFrame, *, source: str, sources: Colu
     if sources.split is not None:
         items = normalise_splits(items, file=source, column=sources.split)
         check_fixed_split_groups(items, file=source)
-    return Catalog(name=name, items=items, source=source, notes=notes)
+    settings = {"missing_images": missing_images} if has_images else {}
+    return Catalog(name=name, items=items, source=source, notes=notes, settings=settings)
 
 
 def locate_files(path: str, table_option: str, table_name: str, images: str) -> tuple[Path, Path, Path]:

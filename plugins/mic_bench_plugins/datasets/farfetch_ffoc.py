@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from bench.data_checks import require_columns
 from bench.registry import PluginSpec
 
-from .assemble import ColumnSources, MissingImages, finish_catalog, image_paths, locate_files
+from .assemble import ALLOW_OUTSIDE_HELP, ColumnSources, MissingImages, finish_catalog, image_paths, locate_files
 from .table_files import read_table
 from .text_fields import as_text, join_text
 
@@ -33,6 +33,7 @@ class FarfetchOptions(BaseModel):
     label_column: str | None = Field("product_category", description="product_family, product_category, "
                                                                      "product_sub_category, or null")
     missing_images: MissingImages = "error"
+    allow_outside_images: bool = Field(False, description=ALLOW_OUTSIDE_HELP)
 
 
 def load(opts: FarfetchOptions, ctx=None):
@@ -48,7 +49,9 @@ def load(opts: FarfetchOptions, ctx=None):
                          *([as_text(frame, opts.label_column).str.strip_chars().alias("label")]
                            if opts.label_column else []))
     items = items.with_columns(pl.Series("image", image_paths(items["image"].to_list(), folder=folder, pattern=None,
-                                                              base=root), dtype=pl.Utf8))
+                                                              base=root, allow_outside=opts.allow_outside_images,
+                                                              ids=items["item_id"].to_list(), file=source,
+                                                              field=opts.image_column), dtype=pl.Utf8))
     sources = ColumnSources(id=opts.id_column, image=opts.image_column, label=opts.label_column)
     return finish_catalog("farfetch_ffoc", items, source=source, sources=sources, notes=notes,
                           missing_images=opts.missing_images)

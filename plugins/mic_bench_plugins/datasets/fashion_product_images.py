@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from bench.data_checks import require_columns
 from bench.registry import PluginSpec
 
-from .assemble import ColumnSources, MissingImages, finish_catalog, image_paths, locate_files
+from .assemble import ALLOW_OUTSIDE_HELP, ColumnSources, MissingImages, finish_catalog, image_paths, locate_files
 from .table_files import decode_text, read_csv_text
 from .text_fields import join_text
 
@@ -32,6 +32,7 @@ class FashionProductImagesOptions(BaseModel):
     text_columns: list[str] = Field(default_factory=list, description="columns appended to productDisplayName, "
                                                                       "e.g. [baseColour, usage]")
     missing_images: MissingImages = "error"
+    allow_outside_images: bool = Field(False, description=ALLOW_OUTSIDE_HELP)
     encoding: str = "utf-8"
 
 
@@ -46,7 +47,10 @@ def load(opts: FashionProductImagesOptions, ctx=None):
     items = frame.select(pl.col("id").str.strip_chars().alias("item_id"), title.alias("title"),
                          *([pl.col(opts.label_column).str.strip_chars().alias("label")] if opts.label_column else []))
     items = items.with_columns(pl.Series("image", image_paths(items["item_id"].to_list(), folder=folder,
-                                                              pattern=opts.image_pattern, base=root), dtype=pl.Utf8))
+                                                              pattern=opts.image_pattern, base=root,
+                                                              allow_outside=opts.allow_outside_images,
+                                                              ids=items["item_id"].to_list(), file=source,
+                                                              field="image_pattern"), dtype=pl.Utf8))
     sources = ColumnSources(id="id", image="images", label=opts.label_column)
     return finish_catalog("fashion_product_images", items, source=source, sources=sources, notes=notes,
                           missing_images=opts.missing_images)

@@ -17,7 +17,7 @@ from bench.data_checks import resolve_user_path
 from bench.errors import BenchError
 from bench.registry import PluginSpec
 
-from .assemble import ColumnSources, MissingImages, finish_catalog, image_paths
+from .assemble import ALLOW_OUTSIDE_HELP, ColumnSources, MissingImages, finish_catalog, image_paths
 from .table_files import read_table
 from .text_fields import html_to_text, join_text
 
@@ -35,6 +35,7 @@ class RakutenOptions(BaseModel):
     image_pattern: str = Field("image_{imageid}_product_{productid}.jpg", description="image file name")
     append_description: bool = Field(False, description="append the description (HTML stripped) to the title")
     missing_images: MissingImages = "error"
+    allow_outside_images: bool = Field(False, description=ALLOW_OUTSIDE_HELP)
     encoding: str = "utf-8"
 
 
@@ -99,7 +100,10 @@ def load(opts: RakutenOptions, ctx=None):
         items = items.with_columns(_labels(items, read_table(y_path, encoding=opts.encoding)[0], y_path, index))
     names = [opts.image_pattern.format(imageid=i, productid=p) if i and p else None
              for i, p in zip(items["_imageid"].to_list(), items["_productid"].to_list())]
-    items = items.with_columns(pl.Series("image", image_paths(names, folder=folder, pattern=None, base=root),
+    items = items.with_columns(pl.Series("image", image_paths(names, folder=folder, pattern=None, base=root,
+                                                      allow_outside=opts.allow_outside_images,
+                                                      ids=items["item_id"].to_list(), file=source,
+                                                      field="image_pattern"),
                                          dtype=pl.Utf8)).drop("_imageid", "_productid")
     id_source = "row number" if index is None else (index or "(index column)")
     sources = ColumnSources(id=id_source, image="imageid/productid",

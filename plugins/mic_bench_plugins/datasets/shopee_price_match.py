@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from bench.data_checks import require_columns
 from bench.registry import PluginSpec
 
-from .assemble import ColumnSources, MissingImages, finish_catalog, image_paths, locate_files
+from .assemble import ALLOW_OUTSIDE_HELP, ColumnSources, MissingImages, finish_catalog, image_paths, locate_files
 from .table_files import read_table
 
 
@@ -25,6 +25,7 @@ class ShopeePriceMatchOptions(BaseModel):
     images: str = Field("train_images", description="image folder (relative to the dataset folder)")
     label_from_group: bool = Field(False, description="also use label_group as the class label")
     missing_images: MissingImages = "error"
+    allow_outside_images: bool = Field(False, description=ALLOW_OUTSIDE_HELP)
     encoding: str = "utf-8"
 
 
@@ -41,7 +42,9 @@ def load(opts: ShopeePriceMatchOptions, ctx=None):
     if opts.label_from_group:
         items = items.with_columns(pl.col("group").alias("label"))
     items = items.with_columns(pl.Series("image", image_paths(items["image"].to_list(), folder=folder, pattern=None,
-                                                              base=root), dtype=pl.Utf8))
+                                                              base=root, allow_outside=opts.allow_outside_images,
+                                                              ids=items["item_id"].to_list(), file=source,
+                                                              field="image"), dtype=pl.Utf8))
     sources = ColumnSources(id="posting_id", image="image", label="label_group" if opts.label_from_group else None)
     return finish_catalog("shopee_price_match", items, source=source, sources=sources, notes=notes,
                           missing_images=opts.missing_images)

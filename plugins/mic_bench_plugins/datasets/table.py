@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from bench.data_checks import require_columns, resolve_user_path
 from bench.registry import PluginSpec
 
-from .assemble import ColumnSources, DuplicateIds, MissingImages, check_pattern, finish_catalog, image_paths
+from .assemble import ALLOW_OUTSIDE_HELP, ColumnSources, DuplicateIds, MissingImages, check_pattern, finish_catalog, image_paths
 from .table_files import BadRows, Format, read_table
 from .text_fields import as_text, join_text, label_at_level, strip_html
 
@@ -52,6 +52,7 @@ class TableOptions(BaseModel):
     images: str | None = Field(None, description="image folder (relative: to the table's folder, else the working dir)")
     image_pattern: str | None = Field(None, description='file name from the image column or the id, e.g. "{}.jpg"')
     missing_images: MissingImages = Field("error", description="error, skip (drop rows) or blank (grey image)")
+    allow_outside_images: bool = Field(False, description=ALLOW_OUTSIDE_HELP)
     label_separator: str = Field(">", description="separator of hierarchical labels")
     label_level: int | None = Field(None, ge=1, description="depth of the label path to keep (1 = top); null = all")
     duplicate_ids: DuplicateIds = Field("error", description="error, or keep_first (drop later repeats)")
@@ -76,7 +77,11 @@ def load(opts: TableOptions, ctx=None):
     if has_images:
         raw = items["image"] if cols.image is not None else items["item_id"]
         items = items.with_columns(pl.Series("image", image_paths(raw.to_list(), folder=folder,
-                                                                   pattern=opts.image_pattern, base=path.parent),
+                                                                   pattern=opts.image_pattern, base=path.parent,
+                                                                   allow_outside=opts.allow_outside_images,
+                                                                   ids=items["item_id"].to_list(), file=source,
+                                                                   field=f"columns.image ({cols.image})" if cols.image
+                                                                   else "image_pattern"),
                                              dtype=pl.Utf8))
     sources = ColumnSources(id=f"columns.id ({cols.id})" if cols.id else "row number",
                             image=f"columns.image ({cols.image})" if cols.image else "image_pattern",

@@ -52,6 +52,8 @@ def leaderboard_table(rows: pl.DataFrame, spec: LeaderboardSpec, predictions: pl
     for m in metrics:
         aggs += [pl.col(m).mean().alias(m), pl.col(m).std().alias(f"{m}_std")]
     aggs += [pl.col(c).mean().alias(c) for c in cost]
+    if PLACEHOLDERS in ok.columns:
+        aggs.append(pl.col(PLACEHOLDERS).max().alias(PLACEHOLDERS))
     counts = rows.group_by(group_by).agg((pl.col("status") != "ok").sum().alias("failed"))
     table = (ok.group_by(group_by).agg(aggs) if ok.height else pl.DataFrame(schema={g: rows.schema[g] for g in group_by}))
     table = counts.join(table, on=group_by, how="left").with_columns(pl.col("n").fill_null(0) if "n" in table.columns else pl.lit(0).alias("n"))
@@ -121,6 +123,19 @@ def significance_note(table: pl.DataFrame, spec: LeaderboardSpec) -> list[str]:
     return out
 
 
+PLACEHOLDERS = "n_image_placeholders"
+PLACEHOLDER_MARK = "†"
+
+
+def placeholder_note(table: pl.DataFrame) -> list[str]:
+    """The sentence behind the † mark: rows whose image encoders saw grey placeholders."""
+    if PLACEHOLDERS not in table.columns or not (table[PLACEHOLDERS].fill_null(0) > 0).any():
+        return []
+    return [f"{PLACEHOLDER_MARK} Some items of these trials had no usable picture and were fed a grey placeholder "
+            f"(up to {int(table[PLACEHOLDERS].max())} per trial; row column {PLACEHOLDERS}, per split "
+            f"{PLACEHOLDERS}_<split>)."]
+
+
 def display_rows(table: pl.DataFrame, spec: LeaderboardSpec) -> tuple[list[str], list[list[str]]]:
     group_by = [g for g in spec.group_by if g in table.columns] or ["trial_key"]
     metrics = [c for c in table.columns if c in set(spec.metrics or QUALITY)]
@@ -131,7 +146,7 @@ def display_rows(table: pl.DataFrame, spec: LeaderboardSpec) -> tuple[list[str],
     headers = ["rank", *group_by, *metrics, *[f"{m} 95% CI" for m in cis], *mark, *refs, *cost, "n", "failed"]
     body = []
     for r in table.iter_rows(named=True):
-        line = [str(r["rank"]), *[str(r[g]) for g in group_by]]
+        line = [f"{r['rank']}{PLACEHOLDER_MARK if r.get(PLACEHOLDERS) else ''}", *[str(r[g]) for g in group_by]]
         line += [_fmt(r.get(m), r.get(f"{m}_std")) for m in metrics]
         line += [_fmt_interval(r.get(f"{m}_ci_low"), r.get(f"{m}_ci_high")) for m in cis]
         line += [_fmt_mark(r.get("near_best"), r.get("best_p"))] if mark else []
@@ -164,6 +179,7 @@ def render_markdown(rows: pl.DataFrame, spec: LeaderboardSpec, predictions: pl.D
     out = [f"# {spec.title}", "", tabulate(body, headers=headers, tablefmt="github", disable_numparse=True), ""]
     out.append("Quality columns are test-split means ± standard deviation over seeds; cost columns are means.")
     out += significance_note(table, spec)
+    out += placeholder_note(table)
     if spec.reference:
         out.append(f"Published figures{f' ({spec.reference_source})' if spec.reference_source else ''} "
                    "are quoted for comparison; they come from other data.")
@@ -201,7 +217,7 @@ def render_html(rows: pl.DataFrame, spec: LeaderboardSpec, images: dict[str, str
     table = leaderboard_table(rows, spec, predictions)
     headers, body = display_rows(table, spec)
     notes = ["Quality columns are test-split means ± standard deviation over seeds; cost columns are means.",
-             *significance_note(table, spec)]
+             *significance_note(table, spec), *placeholder_note(table)]
     parts = [f"<h1>{html_lib.escape(spec.title)}</h1>",
              tabulate(body, headers=headers, tablefmt="html", disable_numparse=True),
              *[f"<p>{html_lib.escape(n)}</p>" for n in notes]]

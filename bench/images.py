@@ -76,7 +76,8 @@ def decode_image(source: str | os.PathLike | IO[bytes], draft_size: int | None =
     except ImageDecodeError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageDecodeError(f"declares a canvas above the limit of {limit} pixels ({exc})") from None
+        raise ImageDecodeError(f"declares a canvas above the limit of {limit} pixels ({exc}); raise "
+                               f"{MAX_PIXELS_ENV} if the picture is real") from None
     except FileNotFoundError:
         raise ImageDecodeError("is missing") from None
     except UnidentifiedImageError:

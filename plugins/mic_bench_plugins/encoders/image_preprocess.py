@@ -5,9 +5,9 @@ crop ``size`` x ``size``, scale to [0, 1] and normalise: the pixels a timm model
 to see, without squashing the aspect ratio. The transform itself is timm's
 (``transforms_imagenet_eval``); this module adds the decoding (bench.images) and JPEG draft
 mode: libjpeg shrinks a big photo by DCT scaling while both sides stay at least twice the
-resize target, and the bicubic resize does the rest, so the pixels stay within a few levels of
-the full decode (DCT scaling right down to the resize target differs by up to ~35 levels on
-detailed photos).
+resize target, and the bicubic resize does the rest, so the pixels stay close to the full
+decode (on a noisy 1600 x 1100 photo: mean 0.35 levels of 255, at most 8; DCT scaling right
+down to the resize target differs by up to ~35 levels).
 """
 from __future__ import annotations
 

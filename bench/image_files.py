@@ -82,6 +82,7 @@ class ImageManifest:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(self.path, timeout=60)
+            conn.execute("PRAGMA synchronous = OFF")  # a cache: an entry lost in a crash is only hashed again
             conn.execute(SCHEMA)
             return conn
         except (sqlite3.Error, OSError) as exc:

@@ -27,6 +27,7 @@ READ_CHUNK = 1 << 20
 RACY_NS = 2_000_000_000  # coarse file system clocks (and FAT's 2 s) stay inside this margin
 CHECK_DRAFT = 64  # decode checks of JPEGs run on a DCT-reduced copy: every byte is still decoded
 MANIFEST_NAME = "image_manifest.sqlite3"
+LOOKUP_BATCH = 500  # paths per manifest query (SQLite allows 999 parameters on old builds)
 SCHEMA = ("CREATE TABLE IF NOT EXISTS files (path TEXT PRIMARY KEY, size INTEGER, mtime_ns INTEGER, "
           "ctime_ns INTEGER, ino INTEGER, hashed_at_ns INTEGER, digest TEXT, checked INTEGER, problem TEXT)")
 
@@ -63,6 +64,17 @@ def _stat_key(st: os.stat_result) -> tuple[int, int, int, int]:
     return st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino
 
 
+def _trusted(row: tuple | None, key: tuple, need_check: bool) -> FileFacts | None:
+    """The remembered facts when the file's stat still matches and the entry is not racy."""
+    if row is None or tuple(row[:4]) != key:
+        return None
+    if max(row[1], row[2]) >= row[4] - RACY_NS:  # changed too close to when it was hashed
+        return None
+    if need_check and not row[6]:
+        return None
+    return FileFacts(row[5], row[7], bool(row[6]))
+
+
 class ImageManifest:
     """Digests (and decode verdicts) of image files, kept in ``root``/image_manifest.sqlite3.
 
@@ -91,21 +103,23 @@ class ImageManifest:
 
     def scan(self, paths: Iterable[str], *, check: bool = False) -> dict[str, FileFacts]:
         """Facts for each distinct path; ``check`` also decodes files not yet checked."""
+        unique = list(dict.fromkeys(p for p in paths if p))
         conn = self._connect()
         out: dict[str, FileFacts] = {}
         fresh: list[tuple] = []
         self.hashed = 0
         try:
-            for path in dict.fromkeys(p for p in paths if p):
+            known = self._entries(conn, unique)
+            for path in unique:
                 try:
                     st = os.stat(path)
                 except OSError:
                     out[path] = FileFacts(None, "is missing", True)
                     continue
                 key = _stat_key(st)
-                known = self._lookup(conn, path, key, need_check=check)
-                if known is not None:
-                    out[path] = known
+                facts = _trusted(known.get(path), key, need_check=check)
+                if facts is not None:
+                    out[path] = facts
                     continue
                 facts, hashed_at = self._read(path, check)
                 out[path] = facts
@@ -118,22 +132,21 @@ class ImageManifest:
                 conn.close()
         return out
 
-    @staticmethod
-    def _lookup(conn, path: str, key: tuple, need_check: bool) -> FileFacts | None:
+    def _entries(self, conn, paths: list[str]) -> dict[str, tuple]:
+        """The manifest rows of these paths, read LOOKUP_BATCH paths per query."""
         if conn is None:
-            return None
+            return {}
+        rows: dict[str, tuple] = {}
         try:
-            row = conn.execute("SELECT size, mtime_ns, ctime_ns, ino, hashed_at_ns, digest, checked, problem "
-                               "FROM files WHERE path = ?", (path,)).fetchone()
-        except sqlite3.Error:
-            return None
-        if row is None or tuple(row[:4]) != key:
-            return None
-        if max(row[1], row[2]) >= row[4] - RACY_NS:  # changed too close to when it was hashed
-            return None
-        if need_check and not row[6]:
-            return None
-        return FileFacts(row[5], row[7], bool(row[6]))
+            for start in range(0, len(paths), LOOKUP_BATCH):
+                batch = paths[start:start + LOOKUP_BATCH]
+                query = ("SELECT path, size, mtime_ns, ctime_ns, ino, hashed_at_ns, digest, checked, problem "
+                         f"FROM files WHERE path IN ({','.join('?' * len(batch))})")
+                rows.update((row[0], row[1:]) for row in conn.execute(query, batch))
+        except sqlite3.Error as exc:
+            log.warning("cannot read the image manifest %s (%s); hashing every image", self.path, exc)
+            return {}
+        return rows
 
     @staticmethod
     def _read(path: str, check: bool) -> tuple[FileFacts, int]:

@@ -104,6 +104,9 @@ class ImageManifest:
     def scan(self, paths: Iterable[str], *, check: bool = False) -> dict[str, FileFacts]:
         """Facts for each distinct path; ``check`` also decodes files not yet checked."""
         unique = list(dict.fromkeys(p for p in paths if p))
+        self.hashed = 0
+        if not unique:
+            return {}
         conn = self._connect()
         out: dict[str, FileFacts] = {}
         fresh: list[tuple] = []

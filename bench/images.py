@@ -29,8 +29,6 @@ DECODE_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFEr
 PLACEHOLDER_FIX = ("replace the file; or set missing_images: skip (drop such items) or missing_images: blank "
                    "(train them on a counted grey placeholder) in the dataset options")
 
-ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated JPEG is a broken file, not a picture with a grey bottom
-
 
 def max_image_pixels() -> int:
     """The largest canvas (width x height) a file may declare: $MIC_BENCH_MAX_IMAGE_PIXELS or 64 M."""
@@ -59,9 +57,9 @@ def decode_image(source: str | os.PathLike | IO[bytes], draft_size: int | None =
     scaling while both sides stay at least ``draft_size``.
     """
     limit = max_image_pixels()
-    if ImageFile.LOAD_TRUNCATED_IMAGES:  # some library switched it on: decode strictly all the same
-        ImageFile.LOAD_TRUNCATED_IMAGES = False
-    Image.MAX_IMAGE_PIXELS = limit
+    # Pillow's own bomb guard at our limit; truncated files are errors even if a library allowed them
+    pillow_limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, limit
+    load_truncated, ImageFile.LOAD_TRUNCATED_IMAGES = ImageFile.LOAD_TRUNCATED_IMAGES, False
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -85,6 +83,8 @@ def decode_image(source: str | os.PathLike | IO[bytes], draft_size: int | None =
         raise ImageDecodeError("is empty (0 bytes)" if empty else "is not an image Pillow can read") from None
     except DECODE_ERRORS as exc:
         raise ImageDecodeError(f"cannot be decoded ({type(exc).__name__}: {exc})") from None
+    finally:
+        Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES = pillow_limit, load_truncated
 
 
 def _bomb_reason(width: int, height: int, limit: int) -> str:

@@ -91,6 +91,7 @@ def test_truncated_jpeg_stays_an_error_even_if_pillow_was_told_to_load_it(tmp_pa
     monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", True)
     with pytest.raises(BenchError, match="(?i)truncated"):
         load_image(str(path), item_id="a")
+    assert ImageFile.LOAD_TRUNCATED_IMAGES is True  # the caller's setting is left as it was
 
 
 def _png_declaring(width: int, height: int) -> bytes:
@@ -128,6 +129,7 @@ def test_pixel_limit_is_configurable(tmp_path, monkeypatch):
         load_image(str(tmp_path / "p.png"))
     monkeypatch.setenv(MAX_PIXELS_ENV, "2000")
     assert _pixel(tmp_path / "p.png") == (1, 2, 3)
+    assert Image.MAX_IMAGE_PIXELS != 2000  # Pillow's own setting is left as it was
     monkeypatch.setenv(MAX_PIXELS_ENV, "lots")
     with pytest.raises(BenchError) as info:
         load_image(str(tmp_path / "p.png"))

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +24,8 @@ class Catalog:
     ``notes`` carries counts a trial row should report (e.g. images skipped).
     ``label_paths`` (optional): each item's whole parsed category path, parts joined by "\x1f",
     so `bench data inspect` can show every level; never used for training.
+    ``settings`` holds the dataset options that decide what encoders see without showing in the
+    table (e.g. missing_images); they are part of the fingerprint, as are the bytes of every image.
     """
 
     name: str
@@ -31,11 +34,12 @@ class Catalog:
     notes: dict[str, Any] = field(default_factory=dict)
     fingerprint: str = ""
     label_paths: pl.Series | None = None
+    settings: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.items = normalise_items(self.items, self.source or self.name)
         if not self.fingerprint:
-            self.fingerprint = content_fingerprint(self.items)
+            self.fingerprint = content_fingerprint(self.items, self.settings)
 
     @property
     def tasks(self) -> frozenset[str]:
@@ -89,7 +93,13 @@ def normalise_items(items: pl.DataFrame, where: str) -> pl.DataFrame:
     return items
 
 
-def content_fingerprint(items: pl.DataFrame) -> str:
-    """A hash of the table's content: the cache key for everything derived from it."""
+def content_fingerprint(items: pl.DataFrame, settings: dict[str, Any] | None = None,
+                        cache_root: str | None = None) -> str:
+    """A hash of the table's text, the bytes of every image it names, and the settings that shape
+    what encoders see: the cache key for everything derived from the catalogue."""
+    from bench.image_files import images_digest
+
     digest = hashlib.sha256(items.write_csv().encode("utf-8"))
+    digest.update(images_digest(items["image"].drop_nulls().to_list(), cache_root=cache_root).encode())
+    digest.update(json.dumps(settings or {}, sort_keys=True, default=str).encode())
     return digest.hexdigest()[:16]

@@ -102,28 +102,92 @@ def image_exists_checker():
 
 
 def apply_missing_images(items: pl.DataFrame, policy: str, *, file: str, field: str) -> tuple[pl.DataFrame, dict]:
-    """Find rows whose image is absent; raise, drop them, or blank them as the policy says.
+    """Find rows whose image is absent or is not a picture (empty, truncated, not an image, a
+    canvas above the pixel limit); raise, drop them, or blank them as the policy says.
 
-    Only existence is checked here; decoding stays lazy (bench.images), so big tables load fast.
+    Each file is decoded once per content: the verdict is kept with its digest in the image
+    manifest (bench.image_files), so later loads only stat the files. A blanked row has no
+    image; encoders give it the grey placeholder and the trial row counts it.
     """
+    from bench.image_files import scan_images
+
     exists = image_exists_checker()
-    found = pl.Series([exists(p) for p in items["image"].to_list()], dtype=pl.Boolean)
-    missing = items.filter(~found)
-    if missing.height == 0:
+    paths = items["image"].to_list()
+    found = [exists(p) for p in paths]
+    facts = scan_images([p for p, ok in zip(paths, found) if ok], check=True)
+    problems = [facts[p].problem if ok else None for p, ok in zip(paths, found)]
+    missing = pl.Series([not ok for ok in found], dtype=pl.Boolean)
+    unreadable = pl.Series([p is not None for p in problems], dtype=pl.Boolean)
+    n_missing, n_unreadable = int(missing.sum()), int(unreadable.sum())
+    if n_missing + n_unreadable == 0:
         return items, {}
     if policy == "error":
-        examples = "; ".join(f"item {r['item_id']} ({r['image'] or 'no image given'})"
-                             for r in missing.head(EXAMPLES).iter_rows(named=True))
-        raise BenchError(f"{missing.height} of {items.height} images are missing, e.g. {examples}",
-                         file=file, field=field,
-                         fix="add the files or fix the images folder / pattern; or set missing_images: skip "
-                             "(drop those rows) or missing_images: blank (use a grey image)")
+        parts = []
+        if n_missing:
+            examples = "; ".join(f"item {r['item_id']} ({r['image'] or 'no image given'})"
+                                 for r in items.filter(missing).head(EXAMPLES).iter_rows(named=True))
+            parts.append(f"{n_missing} of {items.height} images are missing, e.g. {examples}")
+        if n_unreadable:
+            bad = [(i, p, why) for i, p, why in zip(items["item_id"].to_list(), paths, problems) if why]
+            examples = "; ".join(f"item {i} ({p} {why})" for i, p, why in bad[:EXAMPLES])
+            parts.append(f"{n_unreadable} of {items.height} image files are not usable pictures, e.g. {examples}")
+        raise BenchError("; ".join(parts), file=file, field=field,
+                         fix="add or replace the files, or fix the images folder / pattern; or set missing_images: "
+                             "skip (drop those rows) or missing_images: blank (train them on a grey placeholder, "
+                             "counted in the row as n_image_placeholders)")
+    bad = missing | unreadable
     if policy == "skip":
-        kept = items.filter(found)
-        check_not_empty(kept, file=file, after="dropping rows with missing images (missing_images: skip)")
-        return kept, {"skipped_missing_images": missing.height}
-    blanked = items.with_columns(pl.when(found).then(pl.col("image")).otherwise(None).alias("image"))
-    return blanked, {"blank_images": missing.height}
+        kept = items.filter(~bad)
+        check_not_empty(kept, file=file, after="dropping rows with missing or unreadable images (missing_images: skip)")
+        notes = {"skipped_missing_images": n_missing, "skipped_unreadable_images": n_unreadable}
+        return kept, {k: v for k, v in notes.items() if v}
+    blanked = items.with_columns(pl.when(bad).then(None).otherwise(pl.col("image")).alias("image"))
+    notes = {"blank_images": n_missing, "blank_unreadable_images": n_unreadable}
+    return blanked, {k: v for k, v in notes.items() if v}
+
+
+def inside_folder_checker(root: str | os.PathLike):
+    """A test that a path stays inside ``root``: no ``..`` or absolute path leading out of it, and
+    no symlink (of the file or a folder on the way) pointing out. Folders are resolved once."""
+    root_text = os.path.normpath(os.path.abspath(root))
+    real_root = os.path.realpath(root)
+    real_dirs: dict[str, str] = {}
+
+    def under(path: str, base: str) -> bool:
+        return path == base or path.startswith(base.rstrip(os.sep) + os.sep)
+
+    def inside(path: str) -> bool:
+        norm = os.path.normpath(os.path.abspath(path))
+        if not under(norm, root_text) and not under(norm, real_root):
+            return False
+        parent, name = os.path.split(norm)
+        real_parent = real_dirs.get(parent)
+        if real_parent is None:
+            real_parent = real_dirs[parent] = os.path.realpath(parent)
+        if not under(real_parent, real_root):
+            return False
+        full = os.path.join(real_parent, name)
+        return not os.path.islink(full) or under(os.path.realpath(full), real_root)
+
+    return inside
+
+
+def check_images_inside(paths: list[str | None], root: str | os.PathLike, *, ids: list | None = None,
+                        values: list | None = None, file: str | None = None, field: str = "image") -> None:
+    """Refuse image paths that leave the dataset's image folder (``..``, absolute, symlinks):
+    a table must not make a benchmark read files it does not own unless the user opts in."""
+    inside = inside_folder_checker(root)
+    outside = [i for i, p in enumerate(paths) if p and not inside(p)]
+    if not outside:
+        return
+    first = outside[0]
+    item = f"item {ids[first]}, " if ids is not None else ""
+    given = values[first] if values is not None else paths[first]
+    raise BenchError(f"{len(outside)} image paths lead outside the image folder {root}, e.g. {item}data row "
+                     f"{first + 1}: '{given}' -> {os.path.realpath(paths[first])}", file=file, field=field,
+                     fix="keep the images inside the image folder (no '..', absolute paths or symlinks out of it), "
+                         "point the images option at a folder holding them all, or set allow_outside_images: true "
+                         "in the dataset options if those files are meant to be read")
 
 
 def check_label_classes(items: pl.DataFrame, *, file: str, column: str, level_hint: bool = False) -> None:

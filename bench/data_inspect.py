@@ -148,7 +148,13 @@ def title_report(items: pl.DataFrame) -> dict[str, Any]:
 
 
 def image_report(items: pl.DataFrame, check: int, seed: int = 0) -> dict[str, Any]:
-    """Count items without an image and decode a seeded sample of the rest."""
+    """Count items with and without an image, and decode a seeded sample of the files again.
+
+    Files that are missing or do not decode were already handled when the catalogue loaded
+    (the dataset's missing_images, reported in the notes); an item left without an image is a
+    grey placeholder in every trial that reads images, and the trial row counts the same items
+    as ``n_image_placeholders``.
+    """
     import polars as pl
 
     from bench.images import load_image
@@ -163,6 +169,7 @@ def image_report(items: pl.DataFrame, check: int, seed: int = 0) -> dict[str, An
         except BenchError as exc:
             unreadable.append({"item_id": item_id, "image": path, "error": exc.message})
     return {"with_image": with_path.height, "without_image": items.height - with_path.height,
+            "placeholders": items.height - with_path.height,
             "checked": len(sample), "unreadable": len(unreadable), "unreadable_examples": unreadable[:5]}
 
 
@@ -229,6 +236,9 @@ def render_report(report: dict[str, Any]) -> str:
     img = report["images"]
     lines.append(f"images: {img['with_image']} found, {img['without_image']} without an image; "
                  f"{img['unreadable']} of {img['checked']} checked do not decode")
+    if img["placeholders"]:
+        lines.append(f"  placeholders: {img['placeholders']} items train and test on a grey placeholder in trials "
+                     "that read images (rows count them as n_image_placeholders)")
     for bad in img["unreadable_examples"]:
         lines.append(f"  item {bad['item_id']}: {bad['error']}")
     lines.append(f"duplicate ids dropped: {report['duplicate_ids']}")
@@ -253,7 +263,7 @@ def data():
               help="a dataset option (repeatable; dotted keys nest, e.g. columns.title=name)")
 @click.option("--options-json", default=None, help="all dataset options as one JSON object")
 @click.option("--check-images", type=click.IntRange(min=0), default=200, show_default=True,
-              help="decode up to N images (a seeded sample)")
+              help="decode up to N images again (a seeded sample; loading already checked every file)")
 @click.option("--json", "as_json", is_flag=True, help="print the report as JSON")
 def inspect(dataset, pairs, options_json, check_images, as_json):
     """Load DATASET through its plugin and report labels, groups, titles, images and splits."""

@@ -1,38 +1,155 @@
-"""Lazy image decoding with Pillow: RGB, EXIF orientation, clear errors for bad files."""
+"""Image decoding with Pillow: one RGB picture per file, or a clear BenchError naming the file.
+
+Every kind of file is turned into the RGB picture a person would see: EXIF rotation applied,
+16-bit grey scaled (not clipped) to 8 bits, CMYK through its ICC profile when it has one,
+transparent pixels laid onto white. A file that is not a whole picture (empty, truncated, not
+an image, a canvas above the pixel limit) is an error, never a grey stand-in: which items may
+train on a placeholder is decided once, when the catalogue loads (the dataset's
+``missing_images``), and those items reach the encoders with no image at all.
+"""
 from __future__ import annotations
 
+import io
 import os
+import warnings
+from typing import IO, Iterable
 
-from PIL import Image, ImageOps, UnidentifiedImageError
+import numpy as np
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from bench.errors import BenchError
 
 BLANK_SIZE = (32, 32)
-Image.MAX_IMAGE_PIXELS = 300_000_000  # big catalogue photos are fine; decompression bombs are not
+BLANK_COLOUR = (128, 128, 128)
+MAX_PIXELS_ENV = "MIC_BENCH_MAX_IMAGE_PIXELS"
+DEFAULT_MAX_PIXELS = 64_000_000  # 8000 x 8000: above any catalogue photo, far below a decompression bomb
+SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+DECODE_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError,
+                 Image.DecompressionBombWarning, TypeError, IndexError, KeyError, ZeroDivisionError)
+PLACEHOLDER_FIX = ("replace the file; or set missing_images: skip (drop such items) or missing_images: blank "
+                   "(train them on a counted grey placeholder) in the dataset options")
 
 
-def load_image(path: str | None, *, policy: str = "error", item_id: str = "?", draft_size: int | None = None) -> Image.Image:
+def max_image_pixels() -> int:
+    """The largest canvas (width x height) a file may declare: $MIC_BENCH_MAX_IMAGE_PIXELS or 64 M."""
+    raw = os.environ.get(MAX_PIXELS_ENV, "").strip()
+    if not raw:
+        return DEFAULT_MAX_PIXELS
+    try:
+        value = int(float(raw))
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise BenchError(f"{MAX_PIXELS_ENV}={raw!r} is not a positive pixel count", field=MAX_PIXELS_ENV,
+                         fix=f"set it to a number such as 100000000, or unset it for the default {DEFAULT_MAX_PIXELS}")
+    return value
+
+
+class ImageDecodeError(ValueError):
+    """Why one file is not a usable picture (a short reason, without the path)."""
+
+
+def decode_image(source: str | os.PathLike | IO[bytes], draft_size: int | None = None) -> Image.Image:
+    """Decode a file (or bytes stream) into an RGB image, or raise ImageDecodeError with the reason.
+
+    The declared canvas is checked against ``max_image_pixels()`` right after the header is read,
+    before any pixel is allocated. ``draft_size`` lets JPEG decoding shrink big photos by DCT
+    scaling while both sides stay at least ``draft_size``.
+    """
+    limit = max_image_pixels()
+    # Pillow's own bomb guard at our limit; truncated files are errors even if a library allowed them
+    pillow_limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, limit
+    load_truncated, ImageFile.LOAD_TRUNCATED_IMAGES = ImageFile.LOAD_TRUNCATED_IMAGES, False
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(source) as img:
+                width, height = img.size
+                if width * height > limit:
+                    raise ImageDecodeError(_bomb_reason(width, height, limit))
+                if draft_size and img.format == "JPEG":
+                    img.draft("RGB", (draft_size, draft_size))
+                img.load()
+                return to_rgb(ImageOps.exif_transpose(img))
+    except ImageDecodeError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageDecodeError(f"declares a canvas above the limit of {limit} pixels ({exc}); raise "
+                               f"{MAX_PIXELS_ENV} if the picture is real") from None
+    except FileNotFoundError:
+        raise ImageDecodeError("is missing") from None
+    except UnidentifiedImageError:
+        empty = isinstance(source, (str, os.PathLike)) and os.path.getsize(source) == 0
+        raise ImageDecodeError("is empty (0 bytes)" if empty else "is not an image Pillow can read") from None
+    except DECODE_ERRORS as exc:
+        raise ImageDecodeError(f"cannot be decoded ({type(exc).__name__}: {exc})") from None
+    finally:
+        Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES = pillow_limit, load_truncated
+
+
+def _bomb_reason(width: int, height: int, limit: int) -> str:
+    return (f"declares a {width} x {height} canvas ({width * height} pixels), above the limit of {limit} "
+            f"(raise {MAX_PIXELS_ENV} if the picture is real)")
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """RGB as displayed: 16-bit scaled to 8-bit, CMYK via its ICC profile, transparency onto white."""
+    if img.mode in SIXTEEN_BIT_MODES:
+        values = np.asarray(img, dtype=np.float64)
+        grey = np.clip(np.rint(values / 257.0), 0, 255).astype(np.uint8)
+        return Image.fromarray(grey, mode="L").convert("RGB")
+    if img.mode == "CMYK":
+        return _cmyk_to_rgb(img)
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info:
+        rgba = img.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    return img if img.mode == "RGB" else img.convert("RGB")
+
+
+def _cmyk_to_rgb(img: Image.Image) -> Image.Image:
+    profile = img.info.get("icc_profile")
+    if profile:
+        from PIL import ImageCms
+
+        try:
+            source = ImageCms.ImageCmsProfile(io.BytesIO(profile))
+            return ImageCms.profileToProfile(img, source, ImageCms.createProfile("sRGB"), outputMode="RGB")
+        except (OSError, ValueError, ImageCms.PyCMSError):
+            pass  # a broken profile: fall back to Pillow's plain formula below
+    return img.convert("RGB")
+
+
+def placeholder() -> Image.Image:
+    """The grey picture an item without an image is given (counted in the row as a placeholder)."""
+    return Image.new("RGB", BLANK_SIZE, BLANK_COLOUR)
+
+
+def load_image(path: str | None, *, policy: str = "error", item_id: str = "?", draft_size: int | None = None,
+               field: str = "image") -> Image.Image:
     """Open one product image as RGB.
 
-    ``policy`` decides what a missing or unreadable file becomes: "error" raises a BenchError
-    naming the item and file, "blank"/"skip" give a grey image (rows are skipped up front by
-    the dataset check, so a file that vanished later still does not crash a long run).
-    ``draft_size`` lets JPEG decoding shrink very large photos cheaply before resizing.
+    An item with no image (null path) gets the grey placeholder unless ``policy`` is "error". A
+    path that does not decode is always a BenchError naming the item, the file and the fix: the
+    dataset's ``missing_images`` already decided at load time which items keep no picture.
     """
     if path is None or path == "":
         if policy == "error":
-            raise BenchError(f"item {item_id} has no image", field="image",
+            raise BenchError(f"item {item_id} has no image", field=field,
                              fix="set missing_images: blank or skip in the dataset options")
-        return Image.new("RGB", BLANK_SIZE, (128, 128, 128))
+        return placeholder()
     try:
-        with Image.open(path) as img:
-            if draft_size and img.format == "JPEG":
-                img.draft("RGB", (draft_size, draft_size))
-            img = ImageOps.exif_transpose(img)
-            return img.convert("RGB")
-    except (FileNotFoundError, UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        if policy == "error":
-            reason = "is missing" if not os.path.exists(path) else f"cannot be decoded ({exc})"
-            raise BenchError(f"image of item {item_id} {reason}", file=path, field="image",
-                             fix="replace the file, or set missing_images: blank or skip in the dataset options") from None
-        return Image.new("RGB", BLANK_SIZE, (128, 128, 128))
+        return decode_image(path, draft_size)
+    except ImageDecodeError as exc:
+        raise BenchError(f"image of item {item_id} {exc}", file=str(path), field=field, fix=PLACEHOLDER_FIX) from None
+
+
+def placeholder_counts(splits: dict[str, Iterable[dict]], reads_images: bool) -> dict[str, int]:
+    """Items fed as the grey placeholder, in all and per split: ``n_image_placeholders[_split]``.
+
+    Zero when the trial reads no images: then no placeholder is used either.
+    """
+    per_split = {name: (sum(1 for r in records if not r.get("image")) if reads_images else 0)
+                 for name, records in splits.items()}
+    return {"n_image_placeholders": sum(per_split.values()),
+            **{f"n_image_placeholders_{name}": n for name, n in per_split.items()}}

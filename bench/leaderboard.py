@@ -87,6 +87,8 @@ def leaderboard_table(rows: pl.DataFrame, spec: LeaderboardSpec, predictions: pl
     aggs += [pl.col(c).mean().alias(c) for c in cost]
     chosen = [a for a in spec.select if a in ok.columns] + [c for c in ok.columns if c.startswith("selected_")]
     aggs += [pl.col(c).first() for c in chosen]
+    if PLACEHOLDERS in ok.columns:
+        aggs.append(pl.col(PLACEHOLDERS).max().alias(PLACEHOLDERS))
     counts = rows.group_by(group_by).agg((pl.col("status") == "failed").sum().alias("failed"),
                                          (pl.col("status") == "stopped").sum().alias("stopped"))
     table = (ok.group_by(group_by).agg(aggs) if ok.height else pl.DataFrame(schema={g: rows.schema[g] for g in group_by}))
@@ -176,6 +178,19 @@ def reference_note(spec: LeaderboardSpec) -> list[str]:
     return [f"Columns marked {REFERENCE} quote the figures of the suite's reference block; {source}"]
 
 
+PLACEHOLDERS = "n_image_placeholders"
+PLACEHOLDER_MARK = "†"
+
+
+def placeholder_note(table: pl.DataFrame) -> list[str]:
+    """The sentence behind the † mark: rows whose image encoders saw grey placeholders."""
+    if PLACEHOLDERS not in table.columns or not (table[PLACEHOLDERS].fill_null(0) > 0).any():
+        return []
+    return [f"{PLACEHOLDER_MARK} Some items of these trials had no usable picture and were fed a grey placeholder "
+            f"(up to {int(table[PLACEHOLDERS].max())} per trial; row column {PLACEHOLDERS}, per split "
+            f"{PLACEHOLDERS}_<split>)."]
+
+
 def display_rows(table: pl.DataFrame, spec: LeaderboardSpec) -> tuple[list[str], list[list[str]]]:
     group_by = [g for g in spec.group_by if g in table.columns] or ["trial_key"]
     metrics = [c for c in table.columns if c in set(spec.metrics or QUALITY)]
@@ -192,7 +207,7 @@ def display_rows(table: pl.DataFrame, spec: LeaderboardSpec) -> tuple[list[str],
                "failed", *stopped]
     body = []
     for r in table.iter_rows(named=True):
-        line = [str(r["rank"]), *[str(r[g]) for g in group_by], *[_fmt(r.get(c)) for c in chosen]]
+        line = [f"{r['rank']}{PLACEHOLDER_MARK if r.get(PLACEHOLDERS) else ''}", *[str(r[g]) for g in group_by], *[_fmt(r.get(c)) for c in chosen]]
         line += [_fmt(r.get(c)) if c.startswith("ref_") else _fmt(r.get(c), r.get(f"{c}_std")) for c in shown]
         line += [_fmt_interval(r.get(f"{m}_ci_low"), r.get(f"{m}_ci_high")) for m in cis]
         line += [_fmt_mark(r.get("near_best"), r.get("best_p"))] if mark else []
@@ -227,6 +242,7 @@ def render_markdown(rows: pl.DataFrame, spec: LeaderboardSpec, predictions: pl.D
     out += selection_note(spec)
     out += significance_note(table, spec)
     out += reference_note(spec)
+    out += placeholder_note(table)
     if spec.pivot:
         for value in [spec.pivot.get("value", "accuracy"), *spec.pivot.get("extra_values", [])]:
             p_headers, p_body = pivot_table(rows, {**spec.pivot, "value": value})
@@ -261,7 +277,7 @@ def render_html(rows: pl.DataFrame, spec: LeaderboardSpec, images: dict[str, str
     table = leaderboard_table(rows, spec, predictions)
     headers, body = display_rows(table, spec)
     notes = ["Quality columns are test-split means ± standard deviation over seeds; cost columns are means.",
-             *significance_note(table, spec), *reference_note(spec)]
+             *significance_note(table, spec), *reference_note(spec), *placeholder_note(table)]
     parts = [f"<h1>{html_lib.escape(spec.title)}</h1>",
              tabulate(body, headers=headers, tablefmt="html", disable_numparse=True),
              *[f"<p>{html_lib.escape(n)}</p>" for n in notes]]

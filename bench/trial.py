@@ -22,6 +22,7 @@ from bench.catalog import Catalog
 from bench.device import choose_device, loader_settings, set_threads
 from bench.errors import BenchError, TrialFailure
 from bench.evaluate import Predictions, predict
+from bench.images import placeholder_counts
 from bench.memory import PeakMemory
 from bench.interfaces import CLASSIFICATION, IMAGE, JOINT, MATCHING, TEXT, BuildContext, Fusion, TaskInfo
 from bench.metrics.classification import classification_metrics, head_tail_labels
@@ -486,6 +487,7 @@ class TrialRun:
         if self.device.type == "cuda":
             out["gpu_peak_mem_mb"] = round(torch.cuda.max_memory_allocated(self.device) / 2**20, 1)
         out.update({f"data_{k}": v for k, v in self.data.catalog.notes.items()})
+        out.update(placeholder_counts(splits, reads_images=bool(self.used_modalities & {IMAGE, JOINT})))
         return out
 
 

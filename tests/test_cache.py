@@ -168,3 +168,102 @@ def test_trial_over_frozen_encoders_same_metrics_with_and_without_cache(tmp_path
     assert cold["cache_misses"] > 0 and warm["cache_misses"] == 0 and warm["cache_hits"] > 0
     for metric in ("accuracy", "macro_f1", "top5_accuracy"):
         assert plain[metric] == pytest.approx(cold[metric], abs=1e-6) == pytest.approx(warm[metric], abs=1e-6)
+
+
+# -- keys follow the pictures' bytes and the settings that shape them -----------------------------
+def _image_catalog(tmp_path, **options):
+    from PIL import Image
+
+    from bench.plugins import get_registry
+
+    folder = tmp_path / "imgs"
+    folder.mkdir(exist_ok=True)
+    rows = []
+    for i in range(6):
+        if not (folder / f"{i}.bmp").exists():
+            Image.new("RGB", (16, 12), (40 * i, 100, 200 - 30 * i)).save(folder / f"{i}.bmp")
+        rows.append(f"i{i},item {i},{i}.bmp")
+    (tmp_path / "t.csv").write_text("id,title,img\n" + "\n".join(rows) + "\n")
+    spec = get_registry().get("dataset", "table")
+    opts = {"path": str(tmp_path / "t.csv"), "images": "imgs", "columns": {"id": "id", "image": "img"}, **options}
+    return spec.factory(spec.parse_options(opts), None)
+
+
+def _rewrite_in_place(path, colour):
+    """New pixels, same path, same size, same inode, old mtime restored: only the bytes differ."""
+    import io
+    import os
+
+    from PIL import Image
+
+    before = os.stat(path)
+    buffer = io.BytesIO()
+    Image.new("RGB", (16, 12), colour).save(buffer, format="BMP")
+    assert len(buffer.getvalue()) == before.st_size
+    with open(path, "r+b") as handle:
+        handle.write(buffer.getvalue())
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = os.stat(path)
+    assert (after.st_size, after.st_ino, after.st_mtime_ns) == (before.st_size, before.st_ino, before.st_mtime_ns)
+
+
+def test_replaced_picture_changes_the_fingerprint_and_features_are_recomputed(tmp_path):
+    store = CacheStore(tmp_path / "cache")
+    enc = _encoder("image")
+
+    def features(catalog):
+        records = [{"item_id": r["item_id"], "title": r["title"], "image": r["image"], "label": 0, "group": -1}
+                   for r in catalog.items.iter_rows(named=True)]
+        before = store.misses
+        table = TrialInputs(store, catalog.fingerprint, torch.device("cpu"), batch_size=4).features(
+            "image", enc, records, with_sequence=False)
+        return store.misses - before, table.tensors["cached_pooled"]
+
+    first = _image_catalog(tmp_path)
+    computed, pooled = features(first)
+    assert computed > 0
+    assert features(_image_catalog(tmp_path))[0] == 0  # nothing changed: a hit
+    _rewrite_in_place(tmp_path / "imgs" / "2.bmp", (0, 0, 0))
+    second = _image_catalog(tmp_path)
+    assert second.fingerprint != first.fingerprint
+    computed, new_pooled = features(second)
+    assert computed > 0
+    assert not torch.allclose(new_pooled[2], pooled[2]) and torch.allclose(new_pooled[0], pooled[0])
+
+
+def test_missing_images_settings_are_part_of_the_keys(tmp_path):
+    strict = _image_catalog(tmp_path)
+    assert _image_catalog(tmp_path, missing_images="blank").fingerprint != strict.fingerprint
+    assert _image_catalog(tmp_path).fingerprint == strict.fingerprint
+    blank, error = _encoder("image"), _encoder("image", missing_images="error")
+    assert blank.preprocess_fingerprint() != error.preprocess_fingerprint()
+    keys = set()
+    for encoder in (blank, error):
+        store = CacheStore(tmp_path / "c")
+        inputs = TrialInputs(store, strict.fingerprint, torch.device("cpu"))
+        inputs.inputs("image", encoder, [{"item_id": "i0", "image": strict.items["image"][0]}])
+        keys |= {p.name for p in store.root.rglob("*.safetensors")}
+    assert len(keys) == 2
+
+
+def test_manifest_rehashes_only_changed_files(tmp_path, monkeypatch):
+    from PIL import Image
+
+    import bench.image_files as image_files
+
+    paths = [str(tmp_path / f"{i}.bmp") for i in range(6)]
+    for i, path in enumerate(paths):
+        Image.new("RGB", (16, 12), (40 * i, 9, 9)).save(path)
+    manifest = image_files.ImageManifest(tmp_path / "cache")
+    first = manifest.scan(paths)
+    assert manifest.hashed == 6 and all(f.digest == image_files.file_digest(p) for p, f in first.items())
+    manifest.scan(paths)
+    assert manifest.hashed == 6  # written moments ago: within the racy margin, so read again
+    monkeypatch.setattr(image_files, "RACY_NS", 0)  # pretend the files are old
+    time.sleep(0.05)  # past the file system's clock tick, so a rewrite shows in ctime
+    again = manifest.scan(paths)
+    assert manifest.hashed == 0 and again == first  # unchanged files: stat only
+    _rewrite_in_place(paths[4], (1, 2, 3))
+    changed = manifest.scan(paths)
+    assert manifest.hashed == 1 and changed[paths[4]].digest != first[paths[4]].digest
+    assert changed[paths[4]].digest == image_files.file_digest(paths[4])

@@ -33,8 +33,10 @@ def test_option_pairs_nest_and_read_yaml_values():
 def test_json_report_counts_labels_groups_titles_images_and_splits(tmp_path):
     path = pf.user_table(tmp_path)
     pf.truncated_image(tmp_path / "images" / "sku3.jpg")
+    refused = run("table", "--option", f"path={path}", "--option", "images=images", "--options-json", MAPPED)
+    assert isinstance(refused.exception, BenchError) and "item sku3" in refused.exception.message
     result = run("table", "--option", f"path={path}", "--option", "images=images", "--options-json", MAPPED,
-                 "--option", "label_level=2", "--json")
+                 "--option", "label_level=2", "--option", "missing_images=blank", "--json")
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
     assert report["items"] == 6 and report["tasks"] == ["classification", "matching"]
@@ -43,9 +45,9 @@ def test_json_report_counts_labels_groups_titles_images_and_splits(tmp_path):
     assert labels["head_labels"] + labels["tail_labels"] == 3 and labels["head_items"] >= 0.8 * 6
     assert report["groups"]["count"] == 3 and report["groups"]["sizes"]["2"] == 3
     assert report["titles"]["tokens"]["max"] == 2 and report["titles"]["chars"]["min"] == 9
-    assert report["images"] == {"with_image": 6, "without_image": 0, "checked": 6, "unreadable": 1,
-                                "unreadable_examples": report["images"]["unreadable_examples"]}
-    assert report["images"]["unreadable_examples"][0]["item_id"] == "sku3"
+    assert report["images"] == {"with_image": 5, "without_image": 1, "placeholders": 1, "checked": 5,
+                                "unreadable": 0, "unreadable_examples": []}
+    assert report["notes"] == {"blank_unreadable_images": 1}
     assert report["splits"] == {"dev": 2, "test": 2, "train": 2} and report["duplicate_ids"] == 0
 
 
@@ -57,12 +59,13 @@ def test_text_report_and_sampled_image_check(tmp_path):
                  "--option", "missing_images=blank", "--check-images", "0")
     assert result.exit_code == 0, result.output
     assert "items: 6" in result.output and "labels: 4 over 6 items" in result.output
-    assert "images: 5 found, 1 without an image; 0 of 0 checked do not decode" in result.output
+    assert "images: 4 found, 2 without an image; 0 of 0 checked do not decode" in result.output
+    assert "placeholders: 2 items" in result.output
     assert "splits: train 2" not in result.output and "dev 2, test 2, train 2" in result.output
-    assert "load notes: blank_images 1" in result.output
+    assert "load notes: blank_images 1, blank_unreadable_images 1" in result.output
     full = run("table", "--option", f"path={path}", "--option", "images=images", "--options-json", MAPPED,
                "--option", "missing_images=blank")
-    assert "1 of 5 checked do not decode" in full.output and "item sku3" in full.output
+    assert "0 of 4 checked do not decode" in full.output
 
 
 def test_public_reader_and_dropped_duplicates_are_reported(tmp_path):

@@ -168,28 +168,39 @@ def test_missing_images_error_skip_and_blank(registry, tmp_path):
     assert blank.items.height == 6 and blank.items["image"].null_count() == 2 and blank.notes == {"blank_images": 2}
 
 
-def test_loading_checks_existence_only_and_never_decodes(registry, tmp_path):
-    """Garbage bytes in .jpg files load fine: decoding is left to bench.images, lazily."""
+def test_files_that_are_not_pictures_follow_missing_images(registry, tmp_path):
+    """Garbage, empty and truncated .jpg files are found at load time and follow the policy."""
     (tmp_path / "imgs").mkdir()
     rows = []
-    for i in range(300):
-        (tmp_path / "imgs" / f"{i}.jpg").write_bytes(b"not a jpeg")
+    for i in range(30):
+        pf.tiny_image(tmp_path / "imgs" / f"{i}.jpg", i)
         rows.append([str(i), f"item {i}"])
+    (tmp_path / "imgs" / "3.jpg").write_bytes(b"not a jpeg")
+    (tmp_path / "imgs" / "7.jpg").write_bytes(b"")
+    pf.truncated_image(tmp_path / "imgs" / "11.jpg")
     pf.write_csv(tmp_path / "t.csv", ["id", "title"], rows)
-    cat = load(registry, path=str(tmp_path / "t.csv"), images="imgs", image_pattern="{}.jpg", columns={"id": "id"})
-    assert cat.items.height == 300 and cat.items["image"].null_count() == 0
+    opts = dict(path=str(tmp_path / "t.csv"), images="imgs", image_pattern="{}.jpg", columns={"id": "id"})
+    err = error_of(registry, **opts)
+    assert "3 of 30 image files are not usable pictures" in err.message and err.file.endswith("t.csv")
+    assert "item 3 (" in err.message and "imgs/7.jpg is empty (0 bytes)" in err.message and "truncated" in err.message.lower()
+    assert err.field == "image_pattern" and "missing_images: skip" in err.fix
+    skipped = load(registry, missing_images="skip", **opts)
+    assert skipped.items.height == 27 and skipped.notes == {"skipped_unreadable_images": 3}
+    blank = load(registry, missing_images="blank", **opts)
+    assert blank.items["image"].null_count() == 3 and blank.notes == {"blank_unreadable_images": 3}
 
 
-def test_truncated_image_fails_clearly_under_error_and_is_grey_under_blank(tmp_path):
+def test_truncated_image_fails_clearly_whatever_the_policy(tmp_path):
     path = pf.truncated_image(tmp_path / "cut.jpg")
-    with pytest.raises(BenchError) as info:
-        load_image(str(path), policy="error", item_id="sku9")
-    err = info.value
-    assert "sku9" in err.message and "cannot be decoded" in err.message and err.file == str(path)
-    assert "missing_images: blank" in err.fix
-    grey = load_image(str(path), policy="blank", item_id="sku9")
-    assert isinstance(grey, Image.Image) and grey.getpixel((0, 0)) == (128, 128, 128)
-    assert load_image(str(tmp_path / "gone.jpg"), policy="blank").getpixel((1, 1)) == (128, 128, 128)
+    for policy in ("error", "blank", "skip"):
+        with pytest.raises(BenchError) as info:
+            load_image(str(path), policy=policy, item_id="sku9")
+        err = info.value
+        assert "sku9" in err.message and "truncated" in err.message.lower() and err.file == str(path)
+        assert "missing_images: blank" in err.fix
+    with pytest.raises(BenchError, match="is missing"):
+        load_image(str(tmp_path / "gone.jpg"), policy="blank")
+    assert load_image(None, policy="blank").getpixel((1, 1)) == (128, 128, 128)
 
 
 def test_duplicate_ids_name_the_file_and_column_or_keep_the_first(registry, tmp_path):

@@ -45,7 +45,7 @@ def test_preprocess_gives_tokens_and_pixels(encoder, images):
     assert inputs["word_ids"][0, 0] == -1 and inputs["word_ids"][0, 1] == 0
     red = inputs["pixels"][0, :, 16, 16]
     assert red[0] > 0.5 and red[2] < -0.5  # normalised with mean = std = 0.5
-    assert encoder.preprocess_fingerprint()["size"] == 32
+    assert encoder.preprocess_fingerprint()["image"]["size"] == 32
 
 
 def test_sequence_layout_pooled_and_kinds(encoder, images):

@@ -16,7 +16,7 @@ import polars as pl
 from pydantic import BaseModel
 
 from bench.catalog import COLUMNS, Catalog
-from bench.data_checks import (resolve_user_path, apply_missing_images, check_fixed_split_groups, check_ids, check_label_classes,
+from bench.data_checks import (resolve_user_path, apply_missing_images, check_images_inside, check_fixed_split_groups, check_ids, check_label_classes,
                                check_not_empty, normalise_splits)
 from bench.errors import BenchError
 
@@ -24,12 +24,18 @@ from .label_rules import LineOf, apply_min_items, check_labels_in_train
 from .split_file import apply_split_file, read_split_file
 
 MissingImages = Literal["error", "skip", "blank"]
+ALLOW_OUTSIDE_HELP = "read image paths that lead outside the image folder ('..', absolute paths, symlinks)"
 DuplicateIds = Literal["error", "keep_first"]
 
 
-def image_paths(values: list, *, folder: Path | None, pattern: str | None, base: Path) -> list[str | None]:
+def image_paths(values: list, *, folder: Path | None, pattern: str | None, base: Path,
+                allow_outside: bool = False, ids: list | None = None, file: str | None = None,
+                field: str = "image") -> list[str | None]:
     """Absolute image paths from column values: an absolute path, a path relative to the image
-    folder (or the table's folder), or an id turned into a file name by ``pattern`` ("{}.jpg")."""
+    folder (or the table's folder), or an id turned into a file name by ``pattern`` ("{}.jpg").
+
+    Paths must stay inside that folder (see ``check_images_inside``) unless ``allow_outside``.
+    """
     root = str(folder or base)
     out: list[str | None] = []
     for value in values:
@@ -38,6 +44,8 @@ def image_paths(values: list, *, folder: Path | None, pattern: str | None, base:
             continue
         name = pattern.format(str(value).strip()) if pattern else str(value).strip()
         out.append(name if os.path.isabs(name) else os.path.join(root, name))
+    if not allow_outside:
+        check_images_inside(out, root, ids=ids, values=values, file=file, field=field)
     return out
 
 
@@ -123,7 +131,9 @@ def finish_catalog(name: str, frame: pl.DataFrame, *, source: str, sources: Colu
             check_labels_in_train(items, file=split_where if split_file is not None else source,
                                   column=sources.label, min_items=min_items)
     paths = items["_label_path"] if "_label_path" in items.columns else None
-    return Catalog(name=name, items=items.select(COLUMNS), source=source, notes=notes, label_paths=paths)
+    settings = {"missing_images": missing_images} if has_images else {}
+    return Catalog(name=name, items=items.select(COLUMNS), source=source, notes=notes, label_paths=paths,
+                   settings=settings)
 
 
 def _check_classes(items: pl.DataFrame, *, file: str, sources: ColumnSources, min_items: int | None) -> None:

@@ -16,7 +16,7 @@ from pydantic import ConfigDict, Field
 from bench.data_checks import require_columns
 from bench.registry import PluginSpec
 
-from .assemble import ColumnSources, MissingImages, finish_catalog, image_paths, locate_files
+from .assemble import ALLOW_OUTSIDE_HELP, ColumnSources, MissingImages, finish_catalog, image_paths, locate_files
 from .catalog_options import GivenSplitOptions, LabelOptions
 from .table_files import read_table, row_line
 from .text_fields import as_text, join_text
@@ -36,6 +36,7 @@ class FarfetchOptions(LabelOptions, GivenSplitOptions):
                                                                      "product_sub_category, or null")
     split_column: str | None = Field(None, description="a column holding train/dev/test (see split_file)")
     missing_images: MissingImages = "error"
+    allow_outside_images: bool = Field(False, description=ALLOW_OUTSIDE_HELP)
 
 
 def load(opts: FarfetchOptions, ctx=None):
@@ -53,7 +54,10 @@ def load(opts: FarfetchOptions, ctx=None):
                          *([as_text(frame, opts.split_column).alias("split")] if opts.split_column else []))
     if folder is not None:
         names = frame.select(as_text(frame, opts.image_column)).to_series().to_list()
-        items = items.with_columns(pl.Series("image", image_paths(names, folder=folder, pattern=None, base=root),
+        items = items.with_columns(pl.Series("image", image_paths(names, folder=folder, pattern=None, base=root,
+                                                             allow_outside=opts.allow_outside_images,
+                                                             ids=items["item_id"].to_list(), file=source,
+                                                             field=opts.image_column),
                                              dtype=pl.Utf8))
     sources = ColumnSources(id=opts.id_column, image=opts.image_column, label=opts.label_column,
                             split=opts.split_column)

@@ -14,7 +14,7 @@ from pydantic import ConfigDict, Field
 from bench.data_checks import require_columns
 from bench.registry import PluginSpec
 
-from .assemble import ColumnSources, MissingImages, finish_catalog, image_paths, locate_files
+from .assemble import ALLOW_OUTSIDE_HELP, ColumnSources, MissingImages, finish_catalog, image_paths, locate_files
 from .catalog_options import GivenSplitOptions, LabelOptions
 from .table_files import read_table, row_line
 
@@ -29,6 +29,7 @@ class ShopeePriceMatchOptions(LabelOptions, GivenSplitOptions):
     split_column: str | None = Field(None, description="a column holding train/dev/test (the release has none; "
                                                        "see split_file)")
     missing_images: MissingImages = "error"
+    allow_outside_images: bool = Field(False, description=ALLOW_OUTSIDE_HELP)
     encoding: str = "utf-8"
 
 
@@ -46,7 +47,10 @@ def load(opts: ShopeePriceMatchOptions, ctx=None):
         items = items.with_columns(pl.col("group").alias("label"))
     if folder is not None:
         items = items.with_columns(pl.Series("image", image_paths(items["image"].to_list(), folder=folder,
-                                                                  pattern=None, base=root), dtype=pl.Utf8))
+                                                                  pattern=None, base=root,
+                                                                  allow_outside=opts.allow_outside_images,
+                                                                  ids=items["item_id"].to_list(), file=source,
+                                                                  field="image"), dtype=pl.Utf8))
     else:
         items = items.with_columns(pl.lit(None, dtype=pl.Utf8).alias("image"))
     sources = ColumnSources(id="posting_id", image="image", label="label_group" if opts.label_from_group else None,

@@ -20,17 +20,16 @@ import hashlib
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
 from bench.errors import BenchError
-from bench.images import load_image
 from bench.interfaces import JOINT, Encoder, EncoderOutput
 from bench.registry import PluginSpec
 
 from .freezing import FreezePolicy, apply_freeze
+from .image_preprocess import ImagePreprocess
 from .hf_text import PACKAGED, _load_tokenizer, resolve_model_path
 
 TEXT_TYPE, IMAGE_TYPE = 0, 1
@@ -45,7 +44,12 @@ class SingleStreamOptions(BaseModel):
     patch_size: int = Field(32, ge=2, le=128, description="patch side P; img_size must be a multiple of it")
     image_mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
     image_std: tuple[float, float, float] = (0.5, 0.5, 0.5)
-    missing_images: Literal["error", "blank", "skip"] = "blank"
+    crop_pct: float = Field(1.0, gt=0.0, le=1.0, description="centre-crop share after resizing the shorter side to "
+                                                             "img_size / crop_pct (1.0: the largest centred square)")
+    interpolation: Literal["bicubic", "bilinear", "nearest"] = "bicubic"
+    missing_images: Literal["error", "blank", "skip"] = Field(
+        "blank", description="items the catalogue left without an image: a counted grey placeholder (blank; skip "
+                             "acts the same here) or an error")
     freeze: FreezePolicy = "none"
     train_last_n: int = Field(1, ge=0)
     random_config: dict[str, Any] = Field(
@@ -104,6 +108,9 @@ class SingleStreamEncoder(Encoder):
         for p in (self.image_positions, self.modality_type.weight):
             nn.init.trunc_normal_(p, std=0.02)
         self._weights = f"{weights}:img{opts.img_size}/p{opts.patch_size}"
+        self.images = ImagePreprocess(size=opts.img_size, mean=tuple(opts.image_mean), std=tuple(opts.image_std),
+                                      crop_pct=opts.crop_pct, interpolation=opts.interpolation,
+                                      missing_images=opts.missing_images)
         self.frozen = apply_freeze(self, list(self.bert.encoder.layer), opts.freeze, opts.train_last_n)
 
     # -- pieces the pretraining objectives use ------------------------------------------------
@@ -132,22 +139,12 @@ class SingleStreamEncoder(Encoder):
         enc = self.tokenizer([r["title"] or "" for r in records], padding="longest", truncation=True,
                              max_length=self.opts.max_length, return_tensors="pt")
         word_ids = torch.tensor([[-1 if w is None else w for w in enc.word_ids(i)] for i in range(len(records))])
-        size = self.opts.img_size
-        mean = np.array(self.opts.image_mean, dtype=np.float32)
-        std = np.array(self.opts.image_std, dtype=np.float32)
-        arrays = []
-        for r in records:
-            img = load_image(r.get("image"), policy=self.opts.missing_images, item_id=r.get("item_id", "?"),
-                             draft_size=size * 2).resize((size, size), resample=3)
-            arrays.append((np.asarray(img, dtype=np.float32) / 255.0 - mean) / std)
-        pixels = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
         return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"], "word_ids": word_ids,
-                "pixels": pixels}
+                "pixels": self.images.pixels(records)}
 
     def preprocess_fingerprint(self) -> dict[str, Any]:
         return {"tokenizer": self.opts.tokenizer or self.opts.model, "max_length": self.opts.max_length,
-                "size": self.opts.img_size, "mean": self.opts.image_mean, "std": self.opts.image_std,
-                "resample": "bicubic"}
+                "image": self.images.fingerprint()}
 
     def weights_fingerprint(self) -> str:
         return self._weights

@@ -9,17 +9,16 @@ from __future__ import annotations
 import hashlib
 from typing import Any, Literal
 
-import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
 from bench.errors import BenchError
-from bench.images import load_image
 from bench.interfaces import IMAGE, Encoder, EncoderOutput
 from bench.registry import PluginSpec
 
 from .freezing import FreezePolicy, apply_freeze
+from .image_preprocess import ImagePreprocess
 from .packaged_weights import load_state_dict_file, packaged_weights
 
 
@@ -28,11 +27,15 @@ class TimmImageOptions(BaseModel):
     model: str = Field("vit_tiny_patch16_224", description="timm model name")
     pretrained: bool | str = Field(False, description="false, true (hub), a state-dict path, or 'package:efficientnet-lite0'")
     img_size: int | None = Field(None, ge=16, le=1024, description="input size (default: the model's)")
+    crop_pct: float | None = Field(None, gt=0.0, le=1.0, description="centre-crop share after resizing the shorter "
+                                                                     "side to img_size / crop_pct (default: the model's)")
     model_kwargs: dict[str, Any] = Field(default_factory=dict, description="passed to timm.create_model")
     pooling: Literal["token", "mean"] = Field("token", description="class token (ViT) or mean of the sequence")
     freeze: FreezePolicy = "none"
     train_last_n: int = Field(1, ge=0)
-    missing_images: Literal["error", "blank", "skip"] = "blank"
+    missing_images: Literal["error", "blank", "skip"] = Field(
+        "blank", description="items the catalogue left without an image (its missing_images: blank): a counted grey "
+                             "placeholder (blank; skip acts the same here) or an error")
 
 
 class TimmImageEncoder(Encoder):
@@ -58,11 +61,11 @@ class TimmImageEncoder(Encoder):
         else:
             digest = hashlib.sha256(repr(sorted(kwargs.items())).encode()).hexdigest()[:12]
             self._weights = f"{opts.model}:{'hub' if opts.pretrained else f'random:seed{seed}'}:{digest}"
-        cfg = timm.data.resolve_data_config({}, model=self.model)
-        size = opts.img_size or cfg["input_size"][-1]
-        self.input_size = int(size)
-        self.mean = tuple(float(v) for v in cfg["mean"])
-        self.std = tuple(float(v) for v in cfg["std"])
+        extra = {"crop_pct": opts.crop_pct} if opts.crop_pct else {}
+        self.images = ImagePreprocess.for_timm_model(self.model, opts.img_size, missing_images=opts.missing_images,
+                                                     **extra)
+        self.input_size = self.images.size
+        self.mean, self.std = self.images.mean, self.images.std
         self.dim = int(self.model.num_features)
         self.is_vit = hasattr(self.model, "blocks") and hasattr(self.model, "num_prefix_tokens") and hasattr(self.model, "patch_embed")
         blocks = list(getattr(self.model, "blocks", []) or getattr(self.model, "stages", []) or
@@ -78,20 +81,11 @@ class TimmImageEncoder(Encoder):
                              field="encoders.image.options.pretrained", fix="give weights saved from the same timm architecture")
 
     def preprocess(self, records: list[dict[str, Any]]) -> dict[str, Tensor]:
-        size = self.input_size
-        mean = np.array(self.mean, dtype=np.float32)
-        std = np.array(self.std, dtype=np.float32)
-        arrays = []
-        for r in records:
-            img = load_image(r.get("image"), policy=self.opts.missing_images, item_id=r.get("item_id", "?"),
-                             draft_size=size * 2)
-            img = img.resize((size, size), resample=3)  # bicubic, as timm's eval transform
-            arrays.append((np.asarray(img, dtype=np.float32) / 255.0 - mean) / std)
-        pixels = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
-        return {"pixels": pixels}
+        """timm's eval transform for this model (shorter side resized, centre crop, normalise)."""
+        return {"pixels": self.images.pixels(records)}
 
     def preprocess_fingerprint(self) -> dict[str, Any]:
-        return {"size": self.input_size, "mean": self.mean, "std": self.std, "resample": "bicubic"}
+        return self.images.fingerprint()
 
     def weights_fingerprint(self) -> str:
         return self._weights

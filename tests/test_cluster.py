@@ -2,22 +2,16 @@
 multi-node run read the same data and plugins everywhere."""
 from __future__ import annotations
 
-import os
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import polars as pl
-import psutil
 import pytest
 
 from bench.cluster import absolute_paths, check_fingerprint, dataset_key
 from bench.errors import BenchError
-from conftest import run_bench, tiny_trial
-
-RAY = str(Path(sys.executable).with_name("ray"))
+from conftest import tiny_trial
 
 
 def test_relative_dataset_paths_become_absolute_against_the_driver(tmp_path):
@@ -44,52 +38,14 @@ def test_a_node_with_different_data_fails_the_trial_naming_the_path():
                                                                                   "name": "x"})
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _ray_processes(marker: str) -> list[psutil.Process]:
-    """The processes of the nodes this test started (their command lines name its temp dirs), with children."""
-    found = set()
-    for proc in psutil.process_iter(["cmdline"]):
-        if proc.pid != os.getpid() and any(marker in part for part in (proc.info["cmdline"] or [])):
-            found.add(proc)
-            try:
-                found.update(proc.children(recursive=True))
-            except psutil.NoSuchProcess:
-                pass
-    return list(found)
-
-
 @pytest.fixture
 def two_node_cluster(tmp_path):
-    """`ray start --head` and a second `ray start --address` node, each with its own temp dir and working
-    directory; stops only the processes these two commands started."""
-    port = _free_port()
-    marker = f"mbtwo{port}"
-    env = dict(os.environ, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN="0" * 64, RAY_USAGE_STATS_ENABLED="0")
-    nodes = []
-    for name, args in (("head", ["--head", f"--port={port}", "--include-dashboard=false"]),
-                       ("second", [f"--address=127.0.0.1:{port}"])):
-        cwd = tmp_path / f"{name}_cwd"
-        cwd.mkdir()
-        temp = f"/tmp/{marker}_{name}"  # short: Ray's socket paths must fit in 107 bytes
-        proc = subprocess.run([RAY, "start", *args, "--num-cpus=1", f"--temp-dir={temp}", "--disable-usage-stats"],
-                              cwd=cwd, env=env, capture_output=True, text=True, timeout=180)
-        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-        nodes.append(temp)
-    try:
-        yield f"127.0.0.1:{port}", env
-    finally:
-        for proc in _ray_processes(marker):
-            try:
-                proc.kill()
-            except psutil.NoSuchProcess:
-                pass
-        psutil.wait_procs(_ray_processes(marker), timeout=10)
-        assert not _ray_processes(marker)
+    """Two real Ray nodes, each from its own working directory; afterwards none of their processes is left."""
+    from bench.local_cluster import local_cluster, node_processes
+
+    with local_cluster(tmp_path / "nodes") as (address, env):
+        yield address, env
+    assert not node_processes(f"mbnode{address.rsplit(':', 1)[1]}")
 
 
 def test_a_suite_runs_on_a_two_node_cluster_without_shared_run_folder(two_node_cluster, tmp_path):

@@ -56,8 +56,10 @@ def _rows(loaded, registry, *, from_run: Path | None, run_dir: Path | None, max_
     from bench.preflight import check_writable_folder, preflight
     from bench.runner import preflight_ray, run_suite
 
-    cache = str(cache_dir.resolve()) if cache_dir else None
+    from bench.paths import cache_dir as make_cache_dir
+
     check_writable_folder(run_dir if run_dir is not None else Path("results"), "--run-dir")
+    cache = str(make_cache_dir(cache_dir).resolve()) if cache_dir else None  # created with its marker
     datasets = preflight(loaded, registry, cache_dir=cache)
     preflight_ray(loaded, None)
     summary = run_suite(loaded, registry, run_dir=run_dir, max_concurrent=max_concurrent, cache_dir=cache, quiet=quiet,

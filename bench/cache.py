@@ -21,7 +21,7 @@ from filelock import FileLock
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from bench.paths import CACHE_MARKER, atomic_path, cache_dir, is_cache_root, mark_cache_root  # noqa: F401
+from bench.paths import atomic_path, cache_dir
 
 log = logging.getLogger(__name__)
 PAD_VALUES = {"word_ids": -1}  # everything else pads with 0

@@ -87,24 +87,27 @@ def validate(suite_file, subset, only):
 def run(suite_file, out, resume, run_dir, max_concurrent, address, subset, cache_dir, only, trackers, quiet):
     """Run a suite's trial matrix with Ray Tune and write rows and a leaderboard."""
     from bench.plugins import get_registry
-    from bench.runner import run_suite
-    from bench.suite import load_suite, select_trials
-
+    from bench.paths import cache_dir as make_cache_dir
     from bench.preflight import check_writable_folder
-    from bench.runner import preflight_ray
+    from bench.runner import preflight_ray, run_suite
+    from bench.suite import load_suite, select_trials
 
     registry = get_registry()
     loaded = select_trials(load_suite(suite_file, registry, subset=subset), list(only))
-    check_writable_folder(run_dir, "--run-dir") if run_dir is not None else check_writable_folder(out, "--out")
+    if run_dir is not None:
+        check_writable_folder(run_dir, "--run-dir")
+    else:
+        check_writable_folder(out, "--out")
+    cache = str(make_cache_dir(cache_dir).resolve()) if cache_dir else None  # created with its marker
     from bench.preflight import preflight
 
     # the driver reads every dataset once: errors exit 2 now, and workers check their data against it
-    datasets = preflight(loaded, registry, cache_dir=str(cache_dir.resolve()) if cache_dir else None)
+    datasets = preflight(loaded, registry, cache_dir=cache)
     # an unreachable cluster, a trial it cannot hold, a node without the suite's plugins: exit 2 before any folder
     nodes = preflight_ray(loaded, address, registry)
     summary = run_suite(loaded, registry, out=out, resume=resume, run_dir=run_dir, max_concurrent=max_concurrent,
-                        address=address, cache_dir=str(cache_dir.resolve()) if cache_dir else None, quiet=quiet,
-                        trackers=trackers, datasets=datasets, nodes=nodes)
+                        address=address, cache_dir=cache, quiet=quiet, trackers=trackers, datasets=datasets,
+                        nodes=nodes)
     board = summary.run_dir / "leaderboard.md"
     if board.exists():
         click.echo(board.read_text())

@@ -168,6 +168,7 @@ def check_cluster_resources(loaded: LoadedSuite, cluster: dict, where: str = "th
         if wanted > have + 1e-9:
             fix = (f"set resources.{name.lower()} to at most {have:g}" if have else
                    "set resources.gpu: 0 (this cluster has no GPU), or join a cluster with one via --address")
-            raise BenchError(f"each trial needs {wanted:g} {name}s but {where} has {have:g} in all; "
+            raise BenchError(f"each trial needs {wanted:g} {name}{'' if wanted == 1 else 's'} but {where} has "
+                             f"{have:g} in all; "
                              "Tune would wait forever", file=str(loaded.path), field=f"resources.{name.lower()}",
                              fix=fix)

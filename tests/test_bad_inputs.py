@@ -351,7 +351,7 @@ RESOURCES = [  # impossible or unreachable resources: an error within seconds, n
           "fix: set resources.cpu to at most"]),
     Case("run: a GPU per trial on a cluster without one",
          lambda t: ["run", suite(t, resources={"gpu": 1})],
-         ["suite.yaml", "resources.gpu", "each trial needs 1 GPUs but the Ray cluster has 0", "fix: set resources.gpu: 0"],
+         ["suite.yaml", "resources.gpu", "each trial needs 1 GPU but the Ray cluster has 0", "fix: set resources.gpu: 0"],
          fresh=True, heavy=True),
     Case("run: --address where nobody listens",
          lambda t: ["run", suite(t), "--address", f"127.0.0.1:{closed_port()}"],
@@ -535,8 +535,8 @@ class Outcome:
     traceback: str = ""
 
 
-def invoke(case: Case, tmp: Path) -> Outcome:
-    args = [str(a) for a in case.args(tmp)]
+def invoke(case: Case, tmp: Path, args: list | None = None) -> Outcome:
+    args = [str(a) for a in (case.args(tmp) if args is None else args)]
     if args[0] == "run" and "--out" not in args and "--run-dir" not in args:
         args += ["--out", str(tmp / "results")]  # if an input slipped through, nothing lands in the checkout
     if case.fresh:
@@ -695,13 +695,14 @@ def write_doc() -> None:
             n += 1
             with tempfile.TemporaryDirectory() as tmp_name:
                 tmp = Path(tmp_name)
-                outcome = invoke(case, tmp)
                 args = [str(a) for a in case.args(tmp)]
+                outcome = invoke(case, tmp, args)
                 command = "bench " + " ".join(
                     a.replace(str(tmp), "$TMP").replace(str(ROOT) + "/", "") if len(a) < 80 else "…" for a in args)
                 message = user_message(outcome.stderr, tmp)
+                command, message = (re.sub(r"127\.0\.0\.1:\d+", "127.0.0.1:PORT", x) for x in (command, message))
             mark = " (slow)" if case.heavy else ""
-            out.append(f"| {n} | {escape(case.id)}{mark and ''} | `{escape(command)}`{mark} | {escape(message)} |")
+            out.append(f"| {n} | {escape(case.id)} | `{escape(command)}`{mark} | {escape(message)} |")
             print(n, case.id, outcome.code, file=sys.stderr)
     out += ["", "<!-- end of cases -->"]
     DOC.write_text("\n".join(out) + tail, encoding="utf-8")

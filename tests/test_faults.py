@@ -209,3 +209,38 @@ def _env(proc) -> dict:
         return proc.environ()
     except psutil.Error:
         return {}
+
+
+def test_reaping_ends_only_the_processes_of_a_session_whose_driver_died(tmp_path):
+    """Fabricated sessions: one whose driver is dead (its 'worker' must end), one whose driver lives."""
+    import time
+
+    import psutil
+
+    from bench.ray_sessions import RECORD, reap_orphans
+
+    def sleeper(tag: str) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", tag])
+
+    dead_driver = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead_started = psutil.Process(dead_driver.pid).create_time()
+    dead_driver.wait()
+    sessions = {"session_dead": (dead_driver.pid, dead_started), "session_alive": (os.getpid(), psutil.Process().create_time())}
+    workers = {}
+    for name, (pid, started) in sessions.items():
+        folder = tmp_path / name
+        folder.mkdir()
+        workers[name] = sleeper(f"--raylet-name={folder}/sockets/raylet")
+        (folder / RECORD).write_text(json.dumps({"driver_pid": pid, "driver_started": started, "raylet_pid": None,
+                                                 "session_dir": str(folder), "pids": {}}))
+    bystander = sleeper("--not-ray")
+    try:
+        time.sleep(0.5)
+        assert reap_orphans(tmp_path) == 1
+        assert workers["session_dead"].wait(timeout=10) is not None
+        assert workers["session_alive"].poll() is None and bystander.poll() is None
+        assert not (tmp_path / "session_dead" / RECORD).exists() and (tmp_path / "session_alive" / RECORD).exists()
+    finally:
+        for proc in (*workers.values(), bystander):
+            proc.kill()
+            proc.wait()

@@ -209,20 +209,24 @@ def test_linear_probe_matches_sklearn_logistic_regression(registry, n_labels, ab
     assert torch.allclose(logp.exp().sum(1), torch.ones(len(x_test)), atol=1e-4)
 
 
-def test_linear_probe_keeps_the_c_with_the_best_dev_accuracy(registry):
+@pytest.mark.parametrize("metric", ["accuracy", "macro_f1"])
+def test_linear_probe_keeps_the_c_with_the_best_dev_metric(registry, metric):
+    from sklearn.metrics import f1_score
+
     grid = [0.001, 0.01, 1.0, 100.0]
     x_train, y_train = _blobs(120, 10, 4, seed=2)
     x_dev, y_dev = _blobs(150, 10, 4, seed=3)
     probe = _probe(registry, 4, c_grid=grid).eval()
     probe.fit_on_train({k: v.pooled for k, v in _split(x_train).items()}, torch.from_numpy(y_train))
-    probe.fit_on_dev(probe(_split(x_dev)), torch.from_numpy(y_dev))
+    probe.fit_on_dev(probe(_split(x_dev)), torch.from_numpy(y_dev), metric=metric)
     out = probe(_split(x_dev))
     assert torch.equal(out.logits, out.logits_parts[grid.index(probe.report()["linear_probe_C"])])
 
     scaler = StandardScaler().fit(x_train.astype(np.float64))
-    accuracy = [(LogisticRegression(C=c, max_iter=5000).fit(scaler.transform(x_train), y_train)
-                 .predict(scaler.transform(x_dev)) == y_dev).mean() for c in grid]
-    best = [c for c, a in zip(grid, accuracy) if a >= max(accuracy) - 1e-9]
+    preds = [LogisticRegression(C=c, max_iter=5000).fit(scaler.transform(x_train), y_train)
+             .predict(scaler.transform(x_dev)) for c in grid]
+    scores = [(p == y_dev).mean() if metric == "accuracy" else f1_score(y_dev, p, average="macro") for p in preds]
+    best = [c for c, a in zip(grid, scores) if a >= max(scores) - 1e-9]
     expected = min(best, key=lambda c: abs(math.log10(c)))
     assert probe.report()["linear_probe_C"] == expected
 

@@ -142,12 +142,23 @@ class LinearProbeFusion(Fusion):
         self.fitted = True
 
     @torch.no_grad()
-    def fit_on_dev(self, outputs: FusionOutput, labels: Tensor) -> None:
-        """Keep the C with the best dev accuracy (ties: nearest C = 1); nothing to do for a given C."""
+    def fit_on_dev(self, outputs: FusionOutput, labels: Tensor, metric: str = "macro_f1") -> None:
+        """Keep the C with the best dev ``metric`` (accuracy or macro-F1, the suite's selection metric;
+        ties: nearest C = 1); nothing to do for a given C."""
+        from sklearn.metrics import f1_score
+
         known = labels >= 0
         if len(self.c_values) < 2 or not known.any() or len(outputs.logits_parts) != len(self.c_values):
             return
-        scores = [float((p[known].argmax(-1) == labels[known]).float().mean()) for p in outputs.logits_parts]
+        y = labels[known].numpy()
+
+        def score(logits: Tensor) -> float:
+            pred = logits[known].argmax(-1).numpy()
+            if metric == "accuracy":
+                return float((pred == y).mean())
+            return float(f1_score(y, pred, labels=sorted(set(y.tolist())), average="macro", zero_division=0))
+
+        scores = [score(p) for p in outputs.logits_parts]
         best = max(scores)
         candidates = [i for i, s in enumerate(scores) if s >= best - 1e-9]
         self._keep(min(candidates, key=lambda i: abs(math.log10(self.c_values[i] / DEFAULT_C))))

@@ -6,7 +6,9 @@ cache folder remembers each file's digest with its size, mtime, ctime and inode;
 stat still matches is not read again. Like git's index, an entry written less than
 ``RACY_NS`` after the file last changed is not trusted (a rewrite inside the same clock tick
 would keep the same stat), and ctime, which no tool can set back, catches a rewrite that
-restored the old mtime.
+restored the old mtime. A decode verdict also depends on the pixel limit
+(``MIC_BENCH_MAX_IMAGE_PIXELS``): it is kept with the limit it was made under and made again
+when the limit changes.
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-from bench.images import ImageDecodeError, decode_image
+from bench.images import ImageDecodeError, decode_image, max_image_pixels
 
 log = logging.getLogger(__name__)
 READ_CHUNK = 1 << 20
@@ -64,15 +66,21 @@ def _stat_key(st: os.stat_result) -> tuple[int, int, int, int]:
     return st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino
 
 
-def _trusted(row: tuple | None, key: tuple, need_check: bool) -> FileFacts | None:
-    """The remembered facts when the file's stat still matches and the entry is not racy."""
+def _trusted(row: tuple | None, key: tuple, limit: int | None) -> FileFacts | None:
+    """The remembered facts when the file's stat still matches and the entry is not racy.
+
+    ``limit``: the pixel limit a decode verdict is needed under (None: no verdict needed). The
+    manifest's ``checked`` holds the limit its verdict was made under (0: not checked).
+    """
     if row is None or tuple(row[:4]) != key:
         return None
     if max(row[1], row[2]) >= row[4] - RACY_NS:  # changed too close to when it was hashed
         return None
-    if need_check and not row[6]:
+    if limit is not None and row[6] != limit:  # not checked, or checked under another pixel limit
         return None
-    return FileFacts(row[5], row[7], bool(row[6]))
+    if limit is None:
+        return FileFacts(row[5])
+    return FileFacts(row[5], row[7], True)
 
 
 class ImageManifest:
@@ -107,6 +115,7 @@ class ImageManifest:
         self.hashed = 0
         if not unique:
             return {}
+        limit = max_image_pixels() if check else None  # a bad $MIC_BENCH_MAX_IMAGE_PIXELS fails here, cached or not
         conn = self._connect()
         out: dict[str, FileFacts] = {}
         fresh: list[tuple] = []
@@ -120,7 +129,7 @@ class ImageManifest:
                     out[path] = FileFacts(None, "is missing", True)
                     continue
                 key = _stat_key(st)
-                facts = _trusted(known.get(path), key, need_check=check)
+                facts = _trusted(known.get(path), key, limit)
                 if facts is not None:
                     out[path] = facts
                     continue
@@ -128,7 +137,8 @@ class ImageManifest:
                 out[path] = facts
                 self.hashed += 1
                 if facts.digest is not None:
-                    fresh.append((path, *key, hashed_at, facts.digest, int(facts.checked), facts.problem))
+                    fresh.append((path, *key, hashed_at, facts.digest, limit if facts.checked else 0,
+                                  facts.problem))
             self._store(conn, fresh)
         finally:
             if conn is not None:

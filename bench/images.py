@@ -40,7 +40,7 @@ def max_image_pixels() -> int:
     except ValueError:
         value = 0
     if value < 1:
-        raise BenchError(f"{MAX_PIXELS_ENV}={raw!r} is not a positive pixel count", field=MAX_PIXELS_ENV,
+        raise BenchError(f"{raw!r} is not a positive pixel count", file="environment", field=MAX_PIXELS_ENV,
                          fix=f"set it to a number such as 100000000, or unset it for the default {DEFAULT_MAX_PIXELS}")
     return value
 
@@ -57,8 +57,10 @@ def decode_image(source: str | os.PathLike | IO[bytes], draft_size: int | None =
     scaling while both sides stay at least ``draft_size``.
     """
     limit = max_image_pixels()
-    # Pillow's own bomb guard at our limit; truncated files are errors even if a library allowed them
-    pillow_limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, limit
+    # the header is read without Pillow's bomb guard (it would name twice our limit): our own check
+    # below names the canvas; Pillow's guard is back at our limit for whatever load() does.
+    # Truncated files are errors even if a library allowed them.
+    pillow_limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
     load_truncated, ImageFile.LOAD_TRUNCATED_IMAGES = ImageFile.LOAD_TRUNCATED_IMAGES, False
     try:
         with warnings.catch_warnings():
@@ -67,6 +69,7 @@ def decode_image(source: str | os.PathLike | IO[bytes], draft_size: int | None =
                 width, height = img.size
                 if width * height > limit:
                     raise ImageDecodeError(_bomb_reason(width, height, limit))
+                Image.MAX_IMAGE_PIXELS = limit
                 if draft_size and img.format == "JPEG":
                     img.draft("RGB", (draft_size, draft_size))
                 img.load()
@@ -88,7 +91,7 @@ def decode_image(source: str | os.PathLike | IO[bytes], draft_size: int | None =
 
 
 def _bomb_reason(width: int, height: int, limit: int) -> str:
-    return (f"declares a {width} x {height} canvas ({width * height} pixels), above the limit of {limit} "
+    return (f"declares a {width} x {height} canvas ({width * height} pixels), above the limit of {limit} pixels "
             f"(raise {MAX_PIXELS_ENV} if the picture is real)")
 
 

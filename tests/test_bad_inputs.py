@@ -28,6 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fixtures import product_files as pf  # noqa: E402
 
 from bench.check import build_baseline, dump_baseline  # noqa: E402
+from bench.image_files import MANIFEST_NAME  # noqa: E402
+from bench.paths import CACHE_MARKER  # noqa: E402
 from bench.results import RunDir  # noqa: E402
 from conftest import run_bench, tiny_trial  # noqa: E402
 
@@ -45,7 +47,7 @@ class Case:
     usage: bool = False  # click's own usage error ("Usage: ... Error: ...") rather than a BenchError
     fresh: bool = False  # needs its own process (starts Ray, or a fresh entry-point scan)
     heavy: bool = False  # slow (a Ray start or a long network wait): not in the fast set
-    env: dict | None = None  # extra environment (fresh cases only)
+    env: dict | None = None  # extra environment variables (in-process cases: set for the call only)
     section: str = ""
 
 
@@ -175,6 +177,111 @@ def closed_port() -> int:
     port = sock.getsockname()[1]
     sock.close()
     return port
+
+
+# ---- images: a table over eight pictures, one of them spoiled --------------------------------------
+
+SPOILT = "i3"  # the item whose picture each image case spoils
+
+
+def picture_options(tmp: Path, spoil: Callable[[Path, Path], str | None] | None = None, **options) -> dict:
+    """Options of a `table` dataset: items.csv (id, name, category, photo) and images/i0.jpg ...
+    i7.jpg; ``spoil(picture, tmp)`` may break item i3's file and return another photo cell for it."""
+    folder = tmp / "images"
+    cells = {f"i{i}": f"i{i}.jpg" for i in range(8)}
+    for i in range(8):
+        pf.tiny_image(folder / f"i{i}.jpg", i)
+    if spoil is not None:
+        cells[SPOILT] = spoil(folder / f"{SPOILT}.jpg", tmp) or cells[SPOILT]
+    pf.write_csv(tmp / "items.csv", ["id", "name", "category", "photo"],
+                 [[item, f"product {item}", "ab"[i % 2], cells[item]] for i, item in enumerate(cells)])
+    columns = {"id": "id", "title": "name", "label": "category", "image": "photo"}
+    return {"path": str(tmp / "items.csv"), "images": "images", "columns": columns, **options}
+
+
+def picture_suite(tmp: Path, spoil=None, **options) -> Path:
+    opts = picture_options(tmp, spoil, **options)
+    return table_suite(tmp, **{k: v for k, v in opts.items() if k != "path"})
+
+
+def inspect_pictures(tmp: Path, spoil=None, **options) -> list:
+    return ["data", "inspect", "table", "--options-json", json.dumps(picture_options(tmp, spoil, **options))]
+
+
+def empty_file(picture: Path, tmp: Path) -> None:
+    picture.write_bytes(b"")
+
+
+def cut_in_half(picture: Path, tmp: Path) -> None:
+    pf.truncated_image(picture)
+
+
+def text_as_jpg(picture: Path, tmp: Path) -> None:
+    picture.write_text("sku,title\ni3,kettle\n", encoding="utf-8")
+
+
+def bomb(picture: Path, tmp: Path) -> None:
+    """A 1 KB PNG (named .jpg, as scraped files often are) declaring a 100 000 x 100 000 canvas."""
+    picture.write_bytes(pf.png_declaring(100_000, 100_000))
+
+
+def folder_instead(picture: Path, tmp: Path) -> None:
+    picture.unlink()
+    picture.mkdir()
+
+
+def dangling_link(picture: Path, tmp: Path) -> None:
+    picture.unlink()
+    picture.symlink_to(picture.parent / "deleted.jpg")
+
+
+def removed(picture: Path, tmp: Path) -> None:
+    picture.unlink()
+
+
+def no_cell(picture: Path, tmp: Path) -> str:
+    return " "  # an empty cell (csv keeps the space; the reader strips it)
+
+
+def outside_picture(tmp: Path, broken: bool = False) -> Path:
+    """A picture beside the image folder, not in it."""
+    path = tmp / "elsewhere" / "outside.jpg"
+    if broken:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("not a picture", encoding="utf-8")
+        return path
+    return pf.tiny_image(path, 5)
+
+
+def dot_dot(picture: Path, tmp: Path) -> str:
+    outside_picture(tmp)
+    return "../elsewhere/outside.jpg"
+
+
+def absolute(picture: Path, tmp: Path) -> str:
+    return str(outside_picture(tmp))
+
+
+def link_out(picture: Path, tmp: Path) -> None:
+    picture.unlink()
+    picture.symlink_to(outside_picture(tmp))
+
+
+def folder_link_out(picture: Path, tmp: Path) -> str:
+    outside_picture(tmp)
+    (picture.parent / "more").symlink_to(tmp / "elsewhere", target_is_directory=True)
+    return "more/outside.jpg"
+
+
+def allowed_but_broken(picture: Path, tmp: Path) -> str:
+    return str(outside_picture(tmp, broken=True))
+
+
+def pattern_suite(tmp: Path, pattern: str) -> Path:
+    """Pictures named by id through image_pattern (no image column)."""
+    opts = picture_options(tmp)
+    opts["columns"] = {k: v for k, v in opts["columns"].items() if k != "image"}
+    return table_suite(tmp, images="images", image_pattern=pattern, columns=opts["columns"])
 
 
 # ---- the catalogue ------------------------------------------------------------------------------
@@ -508,12 +615,87 @@ GATES = [  # checks that could pass without comparing anything
 ]
 
 
+IMAGES = [  # pictures that are not pictures, and image paths that leave the image folder
+    Case("run: image file missing", lambda t: ["run", picture_suite(t, removed)],
+         ["items.csv", "columns.image (photo)", "1 of 8 images are missing, e.g. item i3 ({tmp}/images/i3.jpg)",
+          "fix: add or replace the files", "missing_images: skip", "missing_images: blank",
+          "counted in the row as n_image_placeholders"]),
+    Case("run: image cell empty", lambda t: ["run", picture_suite(t, no_cell)],
+         ["columns.image (photo)", "1 of 8 images are missing, e.g. item i3 (no image given)"]),
+    Case("run: zero-byte image", lambda t: ["run", picture_suite(t, empty_file)],
+         ["items.csv", "columns.image (photo)", "1 of 8 image files are not usable pictures",
+          "item i3 ({tmp}/images/i3.jpg is empty (0 bytes))", "missing_images: skip"]),
+    Case("run: truncated JPEG", lambda t: ["run", picture_suite(t, cut_in_half)],
+         ["1 of 8 image files are not usable pictures", "i3.jpg cannot be decoded (OSError: Truncated"]),
+    Case("run: text file named .jpg", lambda t: ["run", picture_suite(t, text_as_jpg)],
+         ["1 of 8 image files are not usable pictures", "i3.jpg is not an image Pillow can read"]),
+    Case("run: a folder where an image should be", lambda t: ["run", picture_suite(t, folder_instead)],
+         ["i3.jpg is a folder, not a file"]),
+    Case("run: symlink to a deleted image", lambda t: ["run", picture_suite(t, dangling_link)],
+         ["1 of 8 image files are not usable pictures", "i3.jpg is missing"]),
+    Case("run: decompression bomb (1 KB PNG declaring 100000 x 100000)", lambda t: ["run", picture_suite(t, bomb)],
+         ["i3.jpg declares a 100000 x 100000 canvas (10000000000 pixels), above the limit of 64000000 pixels",
+          "raise MIC_BENCH_MAX_IMAGE_PIXELS if the picture is real"]),
+    Case("run: pictures above a lowered MIC_BENCH_MAX_IMAGE_PIXELS", lambda t: ["run", picture_suite(t)],
+         ["8 of 8 image files are not usable pictures",
+          "declares a 8 x 8 canvas (64 pixels), above the limit of 63 pixels"],
+         env={"MIC_BENCH_MAX_IMAGE_PIXELS": "63"}),
+    Case("run: MIC_BENCH_MAX_IMAGE_PIXELS not a number", lambda t: ["run", picture_suite(t)],
+         ["environment: MIC_BENCH_MAX_IMAGE_PIXELS: 'lots' is not a positive pixel count", "fix: set it to a number"],
+         env={"MIC_BENCH_MAX_IMAGE_PIXELS": "lots"}),
+    Case("run: missing_images: skip drops every row",
+         lambda t: ["run", picture_suite(t, missing_images="skip")],
+         ["items.csv", "the table has no rows after dropping rows with missing or unreadable images "
+                       "(missing_images: skip)"],
+         env={"MIC_BENCH_MAX_IMAGE_PIXELS": "63"}),
+    Case("run: missing_images misspelt", lambda t: ["run", picture_suite(t, missing_images="ignore")],
+         ["suite.yaml", "trial.dataset.options", "missing_images: Input should be 'error', 'skip' or 'blank'"]),
+    Case("run: image path with '..' out of the folder", lambda t: ["run", picture_suite(t, dot_dot)],
+         ["items.csv", "columns.image (photo)", "1 image paths lead outside the image folder {tmp}/images",
+          "item i3, data row 4: '../elsewhere/outside.jpg' -> {tmp}/elsewhere/outside.jpg",
+          "no '..', absolute paths or symlinks out of it", "or set allow_outside_images: true"]),
+    Case("run: absolute image path outside the folder", lambda t: ["run", picture_suite(t, absolute)],
+         ["1 image paths lead outside the image folder", "'{tmp}/elsewhere/outside.jpg'",
+          "allow_outside_images: true"]),
+    Case("run: image symlinked to a file outside the folder", lambda t: ["run", picture_suite(t, link_out)],
+         ["1 image paths lead outside the image folder", "'i3.jpg' -> {tmp}/elsewhere/outside.jpg",
+          "allow_outside_images: true"]),
+    Case("run: image under a symlinked folder leading out", lambda t: ["run", picture_suite(t, folder_link_out)],
+         ["1 image paths lead outside the image folder", "'more/outside.jpg' -> {tmp}/elsewhere/outside.jpg"]),
+    Case("run: image path leaving the table's folder (no images option)",
+         lambda t: ["run", picture_suite(t, dot_dot, images=None)],
+         ["1 image paths lead outside the image folder {tmp}, e.g. item i3", "'../elsewhere/outside.jpg'"]),
+    Case("run: image_pattern leading out of the folder",
+         lambda t: ["run", pattern_suite(t, "../{}.jpg")],
+         ["items.csv", "image_pattern", "8 image paths lead outside the image folder {tmp}/images",
+          "item i0, data row 1: 'i0' -> {tmp}/i0.jpg", "allow_outside_images: true"]),
+    Case("run: absolute image_pattern", lambda t: ["run", pattern_suite(t, "/var/{}.jpg")],
+         ["image_pattern", "8 image paths lead outside the image folder", "'i0' -> /var/i0.jpg"]),
+    Case("run: allow_outside_images: true still checks the picture",
+         lambda t: ["run", picture_suite(t, allowed_but_broken, allow_outside_images=True)],
+         ["1 of 8 image files are not usable pictures", "outside.jpg is not an image Pillow can read"]),
+    Case("run: allow_outside_images not a yes/no", lambda t: ["run", picture_suite(t, allow_outside_images="maybe")],
+         ["suite.yaml", "trial.dataset.options", "allow_outside_images: Input should be a valid boolean"]),
+    Case("data inspect: truncated JPEG", lambda t: inspect_pictures(t, cut_in_half),
+         ["items.csv", "columns.image (photo)", "1 of 8 image files are not usable pictures",
+          "cannot be decoded (OSError: Truncated",
+          "missing_images: blank"]),
+    Case("data inspect: decompression bomb", lambda t: inspect_pictures(t, bomb),
+         ["i3.jpg declares a 100000 x 100000 canvas", "MIC_BENCH_MAX_IMAGE_PIXELS"]),
+    Case("data inspect: image symlinked out of the folder", lambda t: inspect_pictures(t, link_out),
+         ["1 image paths lead outside the image folder", "allow_outside_images: true"]),
+    Case("data inspect: missing_images misspelt", lambda t: inspect_pictures(t, missing_images="blanks"),
+         ["--option", "missing_images", "'error', 'skip' or 'blank'"]),
+]
+
+
 SECTIONS = {
     "Suite files": SUITE_FILES,
     "Names that escape or collide": NAMES,
     "Absurd values and unbounded input": VALUES,
     "bench run arguments": RUN_ARGUMENTS,
     "Datasets (found before Ray starts)": DATASETS,
+    "Images and image paths (found before Ray starts)": IMAGES,
     "Impossible or unreachable resources": RESOURCES,
     "Results folders": FOLDERS,
     "Leaderboards": LEADERBOARD,
@@ -546,7 +728,7 @@ def invoke(case: Case, tmp: Path, args: list | None = None) -> Outcome:
 
     from bench.cli import cli
 
-    result = CliRunner().invoke(cli, args, obj={}, prog_name="bench")
+    result = CliRunner().invoke(cli, args, obj={}, prog_name="bench", env=case.env)
     trace = ""
     if result.exception is not None and not isinstance(result.exception, SystemExit):
         import traceback
@@ -635,6 +817,39 @@ def test_each_class_end_to_end_exits_2_within_seconds_and_writes_nothing(kind, t
     assert message in proc.stderr and "\n  fix: " in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
     assert snapshot(tmp_path) == before, "files were written for an input that failed"
     assert sorted(p.name for p in tmp_path.parent.iterdir()) == around, "something was written beside the test folder"
+    assert elapsed < 90, f"took {elapsed:.0f} s"
+
+
+IMAGE_END_TO_END = {  # what each image class leaves in the cache: a bad picture's verdict, or nothing
+    "bad picture": (lambda t: ["run", picture_suite(t, text_as_jpg), "--out", t / "results"],
+                    "i3.jpg is not an image Pillow can read", {MANIFEST_NAME}),
+    "escaping path": (lambda t: ["run", picture_suite(t, link_out), "--out", t / "results"],
+                      "1 image paths lead outside the image folder", set()),
+}
+
+
+@pytest.mark.parametrize("kind", list(IMAGE_END_TO_END))
+def test_bad_images_end_to_end_exit_2_and_write_nothing_but_the_image_manifest(kind, tmp_path):
+    """A fresh `bench run` over a table with a bad picture, or a path out of its image folder:
+    exit 2 within seconds, the message and its fix, no file in the working folder or beside it.
+    The cache may gain only the image manifest (the digest and verdict of the files it read); a
+    path leading out is refused before any picture is read."""
+    work, cache = tmp_path / "work", tmp_path / "cache"
+    work.mkdir()
+    cache.mkdir()
+    build, message, cached = IMAGE_END_TO_END[kind]
+    args = build(work)
+    before, around = snapshot(work), sorted(p.name for p in tmp_path.parent.iterdir())
+    start = time.monotonic()
+    proc = bench_in(work, *args, env={"MIC_BENCH_CACHE": str(cache)}, timeout=120)
+    elapsed = time.monotonic() - start
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert message in proc.stderr and "\n  fix: " in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    fix = "allow_outside_images: true" if kind == "escaping path" else "missing_images: skip"
+    assert fix in proc.stderr, proc.stderr
+    assert snapshot(work) == before, "files were written for an input that failed"
+    assert sorted(p.name for p in tmp_path.parent.iterdir()) == around, "something was written beside the test folder"
+    assert set(snapshot(cache)) - {CACHE_MARKER} == cached
     assert elapsed < 90, f"took {elapsed:.0f} s"
 
 

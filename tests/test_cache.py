@@ -267,3 +267,38 @@ def test_manifest_rehashes_only_changed_files(tmp_path, monkeypatch):
     changed = manifest.scan(paths)
     assert manifest.hashed == 1 and changed[paths[4]].digest != first[paths[4]].digest
     assert changed[paths[4]].digest == image_files.file_digest(paths[4])
+
+
+def test_a_decode_verdict_is_made_again_when_the_pixel_limit_changes(tmp_path, monkeypatch):
+    """The manifest remembers whether a file decodes; that verdict holds only under the pixel limit
+    it was made under, so raising MIC_BENCH_MAX_IMAGE_PIXELS (as the error advises) admits the
+    picture, and lowering it refuses a picture admitted before."""
+    from PIL import Image
+
+    import bench.image_files as image_files
+    from bench.images import MAX_PIXELS_ENV, ImageDecodeError, decode_image
+
+    path = str(tmp_path / "p.png")
+    Image.new("RGB", (50, 40), (1, 2, 3)).save(path)  # 2000 pixels
+    monkeypatch.setattr(image_files, "RACY_NS", 0)  # the file counts as old: verdicts are reused when valid
+    time.sleep(0.05)
+    manifest = image_files.ImageManifest(tmp_path / "cache")
+
+    def verdict(limit):
+        monkeypatch.setenv(MAX_PIXELS_ENV, str(limit))
+        try:  # the decoder itself, without the manifest
+            decode_image(path)
+            direct = None
+        except ImageDecodeError as exc:
+            direct = str(exc)
+        facts = manifest.scan([path], check=True)[path]
+        assert facts.checked and (facts.problem is None) == (direct is None), (limit, facts, direct)
+        return facts.problem, manifest.hashed
+
+    problem, hashed = verdict(1999)
+    assert "above the limit of 1999" in problem and hashed == 1
+    assert verdict(1999) == (problem, 0)  # same limit: the remembered verdict, no read
+    assert verdict(2000) == (None, 1)  # limit raised: checked again, and now it is a picture
+    assert verdict(2000) == (None, 0)
+    problem, hashed = verdict(1500)  # limit lowered: refused again, not admitted from memory
+    assert "above the limit of 1500" in problem and hashed == 1

@@ -4,9 +4,7 @@ placeholders, image paths stay inside the image folder, and the encoders' pixels
 from __future__ import annotations
 
 import io
-import struct
 import tracemalloc
-import zlib
 
 import numpy as np
 import polars as pl
@@ -94,14 +92,7 @@ def test_truncated_jpeg_stays_an_error_even_if_pillow_was_told_to_load_it(tmp_pa
     assert ImageFile.LOAD_TRUNCATED_IMAGES is True  # the caller's setting is left as it was
 
 
-def _png_declaring(width: int, height: int) -> bytes:
-    """A tiny PNG whose header declares a huge canvas (its data would inflate to width x height)."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\x00" * 1024))
-            + chunk(b"IEND", b""))
+_png_declaring = pf.png_declaring
 
 
 @pytest.mark.parametrize("side", [9_000, 100_000])  # 81 M (Pillow would only warn) and 10 G pixels

@@ -13,7 +13,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from bench.errors import BenchError
-from bench.matrix import (AXIS_PATHS, axis_values, check_axes, check_search, count_trials, deep_merge, sample_search,
+from bench.matrix import (AXIS_PATHS, PLUGIN_AXES, axis_values, check_axes, check_search, count_trials, deep_merge,
+                          merge_named_value, sample_search,
                           set_path, trial_key)
 from bench.schedules import ScheduleName
 from bench.trackers import TrackerName
@@ -377,7 +378,9 @@ def load_suite(path: str | Path, registry=None, subset: int | None = None) -> Lo
                         raise BenchError(f"value '{label}' must be a mapping of trial fields to override",
                                          file=file, field=f"matrix.{axis}.{label}",
                                          fix="write e.g. `origin: {stages: [...]}` or use a list of plain values")
-                    config = deep_merge(config, value)
+                    config = merge_named_value(config, value)
+                elif axis in PLUGIN_AXES:  # the whole {name, options}: nothing of the trial's plugin carries over
+                    set_path(config, PLUGIN_AXES[axis], value, file=file, axis=axis)
                 else:
                     set_path(config, AXIS_PATHS.get(axis, axis), value, file=file, axis=axis)
             for name, value in hyper.items():

@@ -39,6 +39,10 @@ class PluginSpec:
 
         return describe_options(self.options)
 
+    def build(self, raw: dict | None, ctx: Any, *, file: str | None = None, field: str = "options") -> Any:
+        """Validate raw options (errors name ``field``) and call the factory with them."""
+        return self.factory(self.parse_options(raw, file=file, field=field), ctx)
+
     def parse_options(self, raw: dict | None, *, file: str | None = None, field: str = "options") -> BaseModel:
         """Validate raw options against the plugin's model, naming the field on error."""
         try:
@@ -123,8 +127,8 @@ class Registry:
         ``field`` is the plugin's place in the suite (e.g. ``trial.fusion``); errors name
         ``<field>.name`` or ``<field>.options``.
         """
-        spec = self.get(kind, name, file=file, field=f"{field}.name")
-        return spec.factory(spec.parse_options(options, file=file, field=f"{field}.options"), ctx)
+        return self.get(kind, name, file=file, field=f"{field}.name").build(options, ctx, file=file,
+                                                                           field=f"{field}.options")
 
     def names(self, kind: str) -> list[str]:
         return sorted(self.plugins.get(kind, {}))

@@ -76,11 +76,25 @@ _warned: set[str] = set()  # load errors already logged by this process: each is
 
 
 def warn_load_errors(registry: Registry) -> None:
-    """Log each load error once per process (the registry and the lifecycle hooks load plugins apart)."""
+    """Log each load error once per command: once per process (the registry and the lifecycle hooks
+    load plugins apart), and not from Ray workers (the driver has said it, and run.json records it)."""
+    if _in_ray_worker():
+        return
     for where, error in registry.load_errors.items():
         if where not in _warned:
             _warned.add(where)
             log.warning("plugin %s failed to load (its plugins are unavailable): %s", where, error)
+
+
+def _in_ray_worker() -> bool:
+    import sys
+
+    ray = sys.modules.get("ray")
+    try:
+        return ray is not None and ray.is_initialized() and \
+            ray._private.worker.global_worker.mode == ray.WORKER_MODE
+    except AttributeError:  # another Ray layout: warn rather than stay silent
+        return False
 
 
 def build_registry() -> Registry:

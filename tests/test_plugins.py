@@ -72,6 +72,9 @@ def test_suite_using_an_outside_plugin_runs_under_ray(outside_plugins, write_sui
     rows = pl.read_parquet(next((tmp_path / "res" / "film").glob("*/trials.parquet")))
     assert rows["status"].to_list() == ["ok"]
     assert json.loads(rows["plugins"][0])["mic-bench-film"] == "0.1.0"
+    meta = json.loads(next((tmp_path / "res" / "film").glob("*/run.json")).read_text())
+    assert any("broken" in name and "broken on purpose" in err for name, err in meta["plugin_load_errors"].items())
+    assert proc.stderr.count("broken on purpose") == 1  # said once, by the driver
 
 
 def test_plugins_name_shows_options_from_the_options_model(registry):
@@ -125,3 +128,14 @@ def test_create_parses_options_and_calls_the_factory(registry):
     with pytest.raises(BenchError) as err:
         registry.create("fusion", "text_only", {"hiden": 4}, ctx, field="trial.fusion", file="s.yaml")
     assert "trial.fusion.options" in str(err.value) and "hiden" in str(err.value)
+
+
+def test_load_errors_are_logged_once_per_process(caplog):
+    from bench.plugins import warn_load_errors
+
+    reg = Registry(load_errors={"pkg-x:x": "ImportError: no module named x_extra"})
+    with caplog.at_level("WARNING", logger="bench.plugins"):
+        warn_load_errors(reg)
+        warn_load_errors(reg)
+    assert [r.getMessage() for r in caplog.records].count(
+        "plugin pkg-x:x failed to load (its plugins are unavailable): ImportError: no module named x_extra") == 1

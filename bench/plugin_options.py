@@ -158,19 +158,9 @@ def options_table(entries: list[dict[str, Any]]) -> str:
 def with_option_defaults(config: dict[str, Any], registry) -> dict[str, Any]:
     """A validated trial config with every plugin's options as the plugin will see them (defaults
     filled in), for `bench validate --show-config`. The trial key is still the config as written."""
-    import copy
+    from bench.suite import TrialConfig, plugin_refs
 
-    out = copy.deepcopy(config)
-
-    def fill(kind: str, ref: dict) -> None:
-        spec = registry.get(kind, ref["name"])
-        ref["options"] = spec.parse_options(ref.get("options")).model_dump(mode="json")
-
-    fill("dataset", out["dataset"])
-    for ref in out["encoders"].values():
-        fill("encoder", ref)
-    fill("fusion", out["fusion"])
-    for stage in out["stages"]:
-        for ref in stage["objectives"]:
-            fill("objective", ref)
-    return out
+    trial = TrialConfig.model_validate(config)
+    for kind, _, ref in plugin_refs(trial):
+        ref.options = registry.get(kind, ref.name).parse_options(ref.options).model_dump(mode="json")
+    return trial.model_dump(mode="json")

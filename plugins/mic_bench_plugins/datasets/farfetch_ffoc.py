@@ -9,8 +9,6 @@ them differently is a mapping away.
 """
 from __future__ import annotations
 
-
-import polars as pl
 from pydantic import ConfigDict, Field
 
 from bench.data_checks import require_columns

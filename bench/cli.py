@@ -36,38 +36,61 @@ def cli(ctx, debug):
 
 
 @cli.command()
-@click.option("--json", "as_json", is_flag=True, help="print as JSON")
-def plugins(as_json):
-    """List every discovered plugin: kind, name, distribution, description."""
+@click.argument("name", required=False)
+@click.option("--options", "show_options", is_flag=True, help="also list every plugin's options")
+@click.option("--json", "as_json", is_flag=True, help="print as JSON (always with each plugin's options)")
+def plugins(name, show_options, as_json):
+    """List every discovered plugin: kind, name, distribution, description.
+
+    With NAME (a plugin name, of any kind), show that plugin's options: name, type, default,
+    allowed values (choices, bounds) and description, read from its options model. --options
+    shows them for every plugin. Plugins that failed to load are reported on stderr, and under
+    `load_errors` in --json.
+    """
+    from bench.plugin_options import options_table
     from bench.plugins import get_registry
 
     registry = get_registry()
+    specs = registry.find(name) if name is not None else registry.all()
     entries = [{"kind": s.kind, "name": s.name, "distribution": s.distribution, "version": s.version,
-                "description": s.description} for s in registry.all()]
+                "description": s.description, "options": s.describe_options()} for s in specs]
     if as_json:
-        click.echo(json.dumps({"plugins": entries, "load_errors": registry.load_errors}, indent=2))
+        click.echo(json.dumps({"plugins": entries, "load_errors": registry.load_errors,
+                               "left_out": registry.left_out}, indent=2, default=str))
+        return
+    if name is not None or show_options:
+        for e in entries:
+            click.echo(f"{e['kind']} {e['name']} ({e['distribution']} {e['version']}): {e['description']}")
+            click.echo(options_table(e["options"]) + "\n")
         return
     from tabulate import tabulate
 
     click.echo(tabulate([[e["kind"], e["name"], f"{e['distribution']} {e['version']}", e["description"]] for e in entries],
                         headers=["kind", "name", "distribution", "description"]))
-    for name, err in registry.load_errors.items():
-        click.echo(f"failed to load {name}: {err}", err=True)
+    click.echo("\n`bench plugins NAME` shows a plugin's options; `bench plugins --options` shows all.")
 
 
 @cli.command()
 @click.argument("suite_file", type=click.Path(path_type=Path))
 @click.option("--subset", type=click.IntRange(min=1), default=None, help="cap every split at N items")
 @click.option("--only", multiple=True, metavar="AXIS=V1,V2", help="keep only trials with these axis values (repeatable)")
-def validate(suite_file, subset, only):
+@click.option("--show-config", is_flag=True, help="also print each trial's resolved config (YAML), every default filled in, plugin options too")
+def validate(suite_file, subset, only, show_config):
     """Check a suite without running it; print the expanded trial matrix."""
+    import yaml
+
+    from bench.plugin_options import with_option_defaults
     from bench.plugins import get_registry
     from bench.suite import load_suite, select_trials
 
-    loaded = select_trials(load_suite(suite_file, get_registry(), subset=subset), list(only))
+    registry = get_registry()
+    loaded = select_trials(load_suite(suite_file, registry, subset=subset), list(only))
     click.echo(f"{loaded.suite.name}: {len(loaded.trials)} trials")
     for t in loaded.trials:
         click.echo(f"  {t.key}  {t.label()}")
+        if show_config:
+            text = yaml.safe_dump(with_option_defaults(t.config, registry), sort_keys=False)
+            click.echo("    " + text.rstrip().replace("\n", "\n    "))
 
 
 @cli.command()

@@ -66,9 +66,7 @@ def load_dataset(name: str, options: dict[str, Any]) -> Catalog:
     from bench.interfaces import BuildContext
     from bench.plugins import get_registry
 
-    spec = get_registry().get("dataset", name, field="DATASET")
-    opts = spec.parse_options(options, field="--option")
-    catalog = spec.factory(opts, BuildContext())
+    catalog = get_registry().get("dataset", name, field="DATASET").build(options, BuildContext(), field="--option")
     if not isinstance(catalog, Catalog):
         raise BenchError(f"dataset plugin '{name}' returned {type(catalog).__name__}, not a Catalog", field="DATASET",
                          fix="the plugin's factory must return bench.catalog.Catalog")

@@ -110,10 +110,6 @@ class Encoder(nn.Module):
     def preprocess_fingerprint(self) -> dict[str, Any]:
         raise NotImplementedError
 
-    def weights_fingerprint(self) -> str:
-        """Identity of the starting weights (for the frozen-feature cache)."""
-        raise NotImplementedError
-
     def forward(self, inputs: dict[str, Tensor]) -> EncoderOutput:  # pragma: no cover - interface
         raise NotImplementedError
 

@@ -11,14 +11,20 @@ from bench.errors import BenchError
 
 # Matrix axes that are shorthand for a path in the trial config.
 AXIS_PATHS = {
-    "fusion": "fusion.name",
     "seed": "seed",
     "finetune_fraction": "finetune_fraction",
-    "dataset": "dataset.name",
     "task": "task",
-    "text_encoder": "encoders.text.name",
-    "image_encoder": "encoders.image.name",
 }
+# Shorthand axes that name a plugin: each value replaces the whole {name, options} of that slot, so no
+# option of the trial's own plugin is carried into another plugin. A value is a plugin name or a
+# mapping {name, options} (plus `label:` when two values share a plugin name).
+PLUGIN_AXES = {
+    "fusion": "fusion",
+    "dataset": "dataset",
+    "text_encoder": "encoders.text",
+    "image_encoder": "encoders.image",
+}
+PLUGIN_VALUE_KEYS = ("name", "options", "label")
 
 
 def deep_merge(base: Any, override: Any) -> Any:
@@ -28,6 +34,25 @@ def deep_merge(base: Any, override: Any) -> Any:
             out[k] = deep_merge(base[k], v) if k in base else copy.deepcopy(v)
         return out
     return copy.deepcopy(override)
+
+
+def merge_named_value(config: dict, override: dict) -> dict:
+    """A named axis value deep-merged into the trial, except that a plugin slot (dataset, fusion,
+    encoders.<modality>) it gives by name, as `late` or {name: late, options: {...}}, replaces the
+    trial's slot whole: options of the trial's plugin never carry into the value's plugin."""
+    merged = deep_merge(config, override)
+    slots = [("dataset",), ("fusion",)] + [("encoders", m) for m in (override.get("encoders") or {})
+                                             if isinstance(override.get("encoders"), dict)]
+    for path in slots:
+        value: Any = override
+        for part in path:
+            value = value.get(part) if isinstance(value, dict) else None
+        if isinstance(value, str) or (isinstance(value, dict) and "name" in value):
+            parent = merged
+            for part in path[:-1]:
+                parent = parent[part]
+            parent[path[-1]] = copy.deepcopy(value)
+    return merged
 
 
 REF_FIELDS = ("name", "options", "weight")  # a plugin given by name alone (`fusion: late`) opens into these
@@ -85,13 +110,42 @@ def _kind(value: Any) -> str:
 
 
 def axis_values(axis: str, values: list | dict, file: str) -> list[tuple[Any, Any]]:
-    """(label, override) pairs for one axis."""
+    """(label, override) pairs for one axis.
+
+    For a plugin axis (PLUGIN_AXES) the override is the slot's whole value {name, options}."""
     if isinstance(values, dict):
         return [(label, override) for label, override in values.items()]
     if not values:
         raise BenchError("a matrix axis needs at least one value", file=file, field=f"matrix.{axis}",
                          fix="list the values, e.g. [0, 1]")
+    if axis in PLUGIN_AXES:
+        pairs = [plugin_value(axis, i, v, file) for i, v in enumerate(values)]
+        labels = [label for label, _ in pairs]
+        for label in labels:
+            if labels.count(label) > 1:
+                raise BenchError(f"two values have the label '{label}'", file=file, field=f"matrix.{axis}",
+                                 fix=f"give each a distinct label: `{{name: {label}, options: {{...}}, label: ...}}`")
+        return pairs
     return [(v if not isinstance(v, (dict, list)) else json.dumps(v, sort_keys=True), v) for v in values]
+
+
+def plugin_value(axis: str, index: int, value: Any, file: str) -> tuple[str, dict]:
+    """(label, {name, options}) for one value of a plugin axis: a name, or {name, options, label}."""
+    field = f"matrix.{axis}[{index}]"
+    fix = "write a plugin name, or {name: late, options: {...}} (optionally with label: ...)"
+    if isinstance(value, str):
+        return value, {"name": value}
+    if not isinstance(value, dict):
+        raise BenchError(f"{value!r} is not a plugin name or a {{name, options}} mapping", file=file,
+                         field=field, fix=fix)
+    unknown = sorted(set(value) - set(PLUGIN_VALUE_KEYS))
+    if unknown or not isinstance(value.get("name"), str):
+        problem = f"unknown key(s) {', '.join(unknown)}" if unknown else "it needs a `name` (text)"
+        raise BenchError(f"a plugin value takes name, options and label: {problem}", file=file, field=field, fix=fix)
+    label = value.get("label", value["name"])
+    if not isinstance(label, (str, int, float)) or isinstance(label, bool):
+        raise BenchError(f"the label {label!r} must be a text", file=file, field=f"{field}.label", fix=fix)
+    return str(label), {k: copy.deepcopy(v) for k, v in value.items() if k != "label"}
 
 
 MAX_TRIALS = 10_000  # a matrix beyond this is a typo, not a benchmark; refused before it expands

@@ -42,8 +42,11 @@ def _normalise(dist_name: str) -> str:
     return dist_name.lower().replace("_", "-")
 
 
-def make_plugin_manager() -> tuple[pluggy.PluginManager, dict[str, tuple[str, str]], dict[str, str]]:
-    """Load every allowed entry point; return (manager, plugin name -> (dist, version), errors)."""
+def make_plugin_manager(left_out: list[str] | None = None
+                        ) -> tuple[pluggy.PluginManager, dict[str, tuple[str, str]], dict[str, str]]:
+    """Load every allowed entry point; return (manager, plugin name -> (dist, version), errors).
+
+    Distributions MIC_BENCH_PLUGINS leaves out are appended to ``left_out`` when it is given."""
     pm = pluggy.PluginManager(ENTRY_POINT_GROUP)
     pm.add_hookspecs(hookspecs)
     allowed = _allowed_distributions()
@@ -53,6 +56,8 @@ def make_plugin_manager() -> tuple[pluggy.PluginManager, dict[str, tuple[str, st
         dist = ep.dist.name if ep.dist is not None else "?"
         version = ep.dist.version if ep.dist is not None else "?"
         if allowed is not None and _normalise(dist) != BUILTIN_DISTRIBUTION and _normalise(dist) not in allowed:
+            if left_out is not None and dist not in left_out:
+                left_out.append(dist)
             continue
         plugin_name = f"{dist}:{ep.name}"
         if pm.has_plugin(plugin_name):
@@ -61,17 +66,42 @@ def make_plugin_manager() -> tuple[pluggy.PluginManager, dict[str, tuple[str, st
             module = ep.load()
         except Exception as exc:  # a broken outside plugin must not take the others down
             errors[plugin_name] = f"{type(exc).__name__}: {exc}"
-            log.warning("plugin %s (%s) failed to load: %s", ep.name, dist, exc)
             continue
         pm.register(module, name=plugin_name)
         origins[plugin_name] = (dist, version)
     return pm, origins, errors
 
 
+_warned: set[str] = set()  # load errors already logged by this process: each is printed once per command
+
+
+def warn_load_errors(registry: Registry) -> None:
+    """Log each load error once per command: once per process (the registry and the lifecycle hooks
+    load plugins apart), and not from Ray workers (the driver has said it, and run.json records it)."""
+    if _in_ray_worker():
+        return
+    for where, error in registry.load_errors.items():
+        if where not in _warned:
+            _warned.add(where)
+            log.warning("plugin %s failed to load (its plugins are unavailable): %s", where, error)
+
+
+def _in_ray_worker() -> bool:
+    import sys
+
+    ray = sys.modules.get("ray")
+    try:
+        return ray is not None and ray.is_initialized() and \
+            ray._private.worker.global_worker.mode == ray.WORKER_MODE
+    except AttributeError:  # another Ray layout: warn rather than stay silent
+        return False
+
+
 def build_registry() -> Registry:
     """Collect every plugin spec, tagged with the distribution that offered it."""
-    pm, origins, errors = make_plugin_manager()
-    registry = Registry(load_errors=dict(errors))
+    left_out: list[str] = []
+    pm, origins, errors = make_plugin_manager(left_out)
+    registry = Registry(load_errors=dict(errors), left_out=sorted(left_out))
     for hook_name, kind in _HOOK_KIND.items():
         for impl in getattr(pm.hook, hook_name).get_hookimpls():
             dist, version = origins.get(impl.plugin_name, ("?", "?"))
@@ -88,6 +118,7 @@ def build_registry() -> Registry:
                 registry.add(registry.with_distribution(spec, dist, version))
                 registry.distributions[dist] = version
     registry.distributions.setdefault(BUILTIN_DISTRIBUTION, package_version(BUILTIN_DISTRIBUTION))
+    warn_load_errors(registry)
     return registry
 
 

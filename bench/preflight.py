@@ -51,11 +51,11 @@ def preflight(loaded: LoadedSuite, registry, cache_dir: str | None = None) -> di
 def _load(ref: dict, registry, suite_file: str, ctx):
     """The loaded catalogue; None when a plugin bug is left to the trials."""
     name = ref["name"]
-    spec = registry.get("dataset", name, file=suite_file, field="trial.dataset.name")
-    options = spec.parse_options(ref.get("options"), file=suite_file, field="trial.dataset.options")
     try:
-        catalog = spec.factory(options, ctx)
+        catalog = registry.create("dataset", name, ref.get("options"), ctx, file=suite_file, field="trial.dataset")
     except BenchError as exc:
+        if exc.file == suite_file:  # an unknown plugin or option: already names the suite's field
+            raise
         if exc.file is None:  # an option's value is wrong: point into the suite
             field = f"trial.dataset.options.{exc.field}" if exc.field else "trial.dataset"
             raise BenchError(exc.message, file=suite_file, field=field, fix=exc.fix) from None

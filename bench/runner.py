@@ -286,6 +286,7 @@ def run_suite(loaded: LoadedSuite, registry, *, out: str | Path = "results", res
     meta = run.read_meta()
     meta.update({"suite": suite.name, "suite_file": str(loaded.path), "suite_hash": loaded.text_hash,
                  "plugins": registry.distributions, "trial_keys": list(specs),
+                 "plugin_load_errors": dict(registry.load_errors),
                  "axes": loaded.axes, "datasets": list((datasets or {}).values()), "nodes": nodes or [],
                  **{k: v for k, v in prov.items() if k != "plugins"}})
     meta.setdefault("started", datetime.now(timezone.utc).isoformat())

@@ -13,7 +13,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from bench.errors import BenchError
-from bench.matrix import (AXIS_PATHS, axis_values, check_axes, check_search, count_trials, deep_merge, sample_search,
+from bench.matrix import (AXIS_PATHS, PLUGIN_AXES, axis_values, check_axes, check_search, count_trials, deep_merge,
+                          merge_named_value, sample_search,
                           set_path, trial_key)
 from bench.schedules import ScheduleName
 from bench.trackers import TrackerName
@@ -377,7 +378,9 @@ def load_suite(path: str | Path, registry=None, subset: int | None = None) -> Lo
                         raise BenchError(f"value '{label}' must be a mapping of trial fields to override",
                                          file=file, field=f"matrix.{axis}.{label}",
                                          fix="write e.g. `origin: {stages: [...]}` or use a list of plain values")
-                    config = deep_merge(config, value)
+                    config = merge_named_value(config, value)
+                elif axis in PLUGIN_AXES:  # the whole {name, options}: nothing of the trial's plugin carries over
+                    set_path(config, PLUGIN_AXES[axis], value, file=file, axis=axis)
                 else:
                     set_path(config, AXIS_PATHS.get(axis, axis), value, file=file, axis=axis)
             for name, value in hyper.items():
@@ -411,16 +414,18 @@ def _validate_trial(config: dict, file: str, labels: dict, registry) -> dict:
     return trial.model_dump(mode="json")
 
 
+def plugin_refs(trial: TrialConfig) -> list[tuple[str, str, Ref]]:
+    """(kind, field, ref) of every plugin a trial names, in build order."""
+    refs = [("dataset", "trial.dataset", trial.dataset)]
+    refs += [("encoder", f"trial.encoders.{slot}", ref) for slot, ref in trial.encoders.items()]
+    refs.append(("fusion", "trial.fusion", trial.fusion))
+    refs += [("objective", f"trial.stages[{i}].objectives[{j}]", ref)
+             for i, stage in enumerate(trial.stages) for j, ref in enumerate(stage.objectives)]
+    return refs
+
+
 def check_plugins(trial: TrialConfig, registry, file: str) -> None:
     """Every plugin name exists and its options validate, before anything runs."""
-    registry.get("dataset", trial.dataset.name, file=file, field="trial.dataset.name").parse_options(
-        trial.dataset.options, file=file, field="trial.dataset.options")
-    for slot, ref in trial.encoders.items():
-        registry.get("encoder", ref.name, file=file, field=f"trial.encoders.{slot}.name").parse_options(
-            ref.options, file=file, field=f"trial.encoders.{slot}.options")
-    registry.get("fusion", trial.fusion.name, file=file, field="trial.fusion.name").parse_options(
-        trial.fusion.options, file=file, field="trial.fusion.options")
-    for i, stage in enumerate(trial.stages):
-        for j, obj in enumerate(stage.objectives):
-            registry.get("objective", obj.name, file=file, field=f"trial.stages[{i}].objectives[{j}].name").parse_options(
-                obj.options, file=file, field=f"trial.stages[{i}].objectives[{j}].options")
+    for kind, field_name, ref in plugin_refs(trial):
+        registry.get(kind, ref.name, file=file, field=f"{field_name}.name").parse_options(
+            ref.options, file=file, field=f"{field_name}.options")

@@ -108,9 +108,8 @@ def load_catalog(cfg: TrialConfig, ctx: TrialContext) -> Catalog:
 
     known = ctx.datasets.get(dataset_key(cfg.dataset.model_dump(mode="json")), {})
     options = known.get("options", cfg.dataset.options)
-    spec = ctx.registry.get("dataset", cfg.dataset.name, field="trial.dataset.name")
-    opts = spec.parse_options(options, field="trial.dataset.options")
-    catalog = spec.factory(opts, BuildContext(cache_dir=ctx.cache_dir))
+    catalog = ctx.registry.create("dataset", cfg.dataset.name, options, BuildContext(cache_dir=ctx.cache_dir),
+                                  field="trial.dataset")
     if not isinstance(catalog, Catalog):
         raise BenchError(f"dataset plugin '{cfg.dataset.name}' returned {type(catalog).__name__}, not a Catalog",
                          field="trial.dataset.name", fix="the plugin's factory must return bench.catalog.Catalog")
@@ -136,11 +135,9 @@ def prepare_items(catalog: Catalog, cfg: TrialConfig, uses_ssl: bool) -> tuple[p
 def build_model(cfg: TrialConfig, ctx: TrialContext, task: TaskInfo, catalog: Catalog | None = None) -> BenchModel:
     bctx = BuildContext(task=task, seed=cfg.seed, cache_dir=ctx.cache_dir)
     for slot, ref in cfg.encoders.items():
-        spec = ctx.registry.get("encoder", ref.name, field=f"trial.encoders.{slot}.name")
-        encoder = spec.factory(spec.parse_options(ref.options, field=f"trial.encoders.{slot}.options"), bctx)
+        encoder = ctx.registry.create("encoder", ref.name, ref.options, bctx, field=f"trial.encoders.{slot}")
         bctx.encoders[slot] = encoder
-    spec = ctx.registry.get("fusion", cfg.fusion.name, field="trial.fusion.name")
-    fusion: Fusion = spec.factory(spec.parse_options(cfg.fusion.options, field="trial.fusion.options"), bctx)
+    fusion: Fusion = ctx.registry.create("fusion", cfg.fusion.name, cfg.fusion.options, bctx, field="trial.fusion")
     missing = set(fusion.requires) - set(bctx.encoders)
     if missing:
         raise BenchError(f"fusion '{cfg.fusion.name}' needs a {', '.join(sorted(missing))} encoder; "
@@ -180,8 +177,7 @@ def build_objectives(stage, cfg: TrialConfig, ctx: TrialContext, model: BenchMod
     built = []
     for j, ref in enumerate(stage.objectives):
         field_name = f"trial.stages[{index}].objectives[{j}]"
-        spec = ctx.registry.get("objective", ref.name, field=f"{field_name}.name")
-        objective = spec.factory(spec.parse_options(ref.options, field=f"{field_name}.options"), bctx)
+        objective = ctx.registry.create("objective", ref.name, ref.options, bctx, field=field_name)
         check_stage_needs(stage, index, ref.name, objective.needs)
         if getattr(model, "data_gaps", None) is not None:
             check_data_modalities(model.data_gaps, objective.needs, f"objective '{ref.name}'", f"{field_name}.name")

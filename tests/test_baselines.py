@@ -37,7 +37,7 @@ def _records(titles, prefix="i"):
 
 def _tfidf(registry, **options):
     spec = registry.get("encoder", "tfidf_text")
-    return spec.factory(spec.parse_options(options), BuildContext())
+    return spec.build(options, BuildContext())
 
 
 def _fitted(registry, train=TRAIN_TITLES, store=None, **options):
@@ -174,7 +174,7 @@ def _probe(registry, n_labels, dims=(6, 4), **options):
     encoders = {"text": type("E", (), {"dim": dims[0], "frozen": True})(),
                 "image": type("E", (), {"dim": dims[1], "frozen": True})()}
     task = TaskInfo("classification", [f"l{i}" for i in range(n_labels)], has_groups=False)
-    return spec.factory(spec.parse_options(options), BuildContext(task=task, encoders=encoders))
+    return spec.build(options, BuildContext(task=task, encoders=encoders))
 
 
 def _split(x):

@@ -23,7 +23,7 @@ def _encoder(kind="text", **options):
     spec = get_registry().get("encoder", "hf_text" if kind == "text" else "timm_image")
     base = dict((TINY_TEXT if kind == "text" else TINY_IMAGE)["options"])
     base.update(options, freeze="all")
-    return spec.factory(spec.parse_options(base), None)
+    return spec.build(base, None)
 
 
 def test_feature_keys_follow_exactly_the_deciding_inputs(tmp_path):
@@ -96,7 +96,7 @@ def test_frozen_joint_encoder_keeps_its_extras(tmp_path):
     from bench.model import BenchModel
 
     spec = get_registry().get("encoder", "single_stream")
-    enc = spec.factory(spec.parse_options({"img_size": 32, "patch_size": 16, "max_length": 16, "freeze": "all"}), None)
+    enc = spec.build({"img_size": 32, "patch_size": 16, "max_length": 16, "freeze": "all"}, None)
     table = TrialInputs(CacheStore(tmp_path), "d", torch.device("cpu"), batch_size=4).features(
         "joint", enc, RECORDS, with_sequence=False)
     fusion = type("F", (torch.nn.Module,), {"requires": frozenset({"joint"})})()
@@ -186,7 +186,7 @@ def _image_catalog(tmp_path, **options):
     (tmp_path / "t.csv").write_text("id,title,img\n" + "\n".join(rows) + "\n")
     spec = get_registry().get("dataset", "table")
     opts = {"path": str(tmp_path / "t.csv"), "images": "imgs", "columns": {"id": "id", "image": "img"}, **options}
-    return spec.factory(spec.parse_options(opts), None)
+    return spec.build(opts, None)
 
 
 def _rewrite_in_place(path, colour):

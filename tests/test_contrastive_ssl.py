@@ -33,7 +33,7 @@ def loop_convirt(u, v, tau, alpha):
 
 def build(registry, kind, name, options=None, ctx=None):
     spec = registry.get(kind, name)
-    return spec.factory(spec.parse_options(options or {}), ctx or BuildContext())
+    return spec.build(options or {}, ctx or BuildContext())
 
 
 def tiny_model(registry, image_options=None, text_options=None):
@@ -162,7 +162,7 @@ def test_needs_and_defaults(registry):
     opts = convirt.parse_options({})
     assert (opts.temperature, opts.alpha, opts.projection_dim) == (0.1, 0.75, 768)
     model, ctx = tiny_model(registry)
-    assert "text" in simcse.factory(simcse.parse_options({}), ctx).needs
+    assert "text" in simcse.build({}, ctx).needs
     assert {"text", "image"} <= convirt.factory(opts, ctx).needs
     with pytest.raises(BenchError, match="alpha"):
         convirt.parse_options({"alpha": 1.5})

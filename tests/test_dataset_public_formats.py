@@ -15,7 +15,7 @@ PUBLIC = ["amazon_metadata", "fashion_product_images", "shopee_price_match", "ra
 
 def load(registry, name, **options):
     spec = registry.get("dataset", name)
-    return spec.factory(spec.parse_options(options), None)
+    return spec.build(options, None)
 
 def error_of(registry, name, **options) -> BenchError:
     with pytest.raises(BenchError) as info:

@@ -18,7 +18,7 @@ MAPPED = {"id": "sku", "title": "name", "image": "photo", "label": "category", "
 
 def load(registry, **options):
     spec = registry.get("dataset", "table")
-    return spec.factory(spec.parse_options(options), None)
+    return spec.build(options, None)
 
 
 def error_of(registry, **options) -> BenchError:

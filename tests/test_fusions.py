@@ -43,7 +43,7 @@ def test_forward_backward(fusion, registry, task):
 def _cross_modal(registry, task, **options):
     spec = registry.get("fusion", "cross_modal_gated_attention")
     enc = {"text": type("E", (), {"dim": 16})(), "image": type("E", (), {"dim": 12})()}
-    fusion = spec.factory(spec.parse_options({"heads": 2, "dropout": 0.0, **options}),
+    fusion = spec.build({"heads": 2, "dropout": 0.0, **options},
                           BuildContext(task=task, encoders=enc))
     return fusion.eval()
 
@@ -87,7 +87,7 @@ def test_cross_modal_gate_can_switch_the_image_path_off(registry, task):
 def test_late_fusion_alpha_is_chosen_on_the_given_split(registry, task):
     spec = registry.get("fusion", "late")
     enc = {"text": type("E", (), {"dim": 8})(), "image": type("E", (), {"dim": 8})()}
-    late = spec.factory(spec.parse_options({}), BuildContext(task=task, encoders=enc))
+    late = spec.build({}, BuildContext(task=task, encoders=enc))
     labels = torch.tensor([0, 1, 2, 3])
     right = torch.nn.functional.one_hot(labels, 5).float() * 2  # right but less confident
     wrong = torch.nn.functional.one_hot((labels + 1) % 5, 5).float() * 5
@@ -126,7 +126,7 @@ def test_late_fusion_trial_reports_alpha_and_never_sees_test(registry, monkeypat
 def _late(registry, task, **options):
     spec = registry.get("fusion", "late")
     enc = {"text": type("E", (), {"dim": 8})(), "image": type("E", (), {"dim": 8})()}
-    return spec.factory(spec.parse_options(options), BuildContext(task=task, encoders=enc))
+    return spec.build(options, BuildContext(task=task, encoders=enc))
 
 
 def _brute_force(text_logits, image_logits, labels, grid):

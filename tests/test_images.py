@@ -137,9 +137,9 @@ def test_bomb_in_a_catalogue_follows_missing_images(registry, tmp_path):
     spec = registry.get("dataset", "table")
     opts = {"path": str(tmp_path / "t.csv"), "images": "images", "columns": {"id": "id", "image": "img"}}
     with pytest.raises(BenchError) as info:
-        spec.factory(spec.parse_options(opts), None)
+        spec.build(opts, None)
     assert "item 2" in info.value.message and "canvas" in info.value.message
-    blank = spec.factory(spec.parse_options({**opts, "missing_images": "blank"}), None)
+    blank = spec.build({**opts, "missing_images": "blank"}, None)
     assert blank.notes == {"blank_unreadable_images": 1}
 
 
@@ -222,12 +222,12 @@ def test_image_paths_leaving_the_folder_are_refused_unless_allowed(registry, tmp
     opts = _table_with(tmp_path, value)
     spec = registry.get("dataset", "table")
     with pytest.raises(BenchError) as info:
-        spec.factory(spec.parse_options(opts), None)
+        spec.build(opts, None)
     err = info.value
     assert err.file.endswith("t.csv") and err.field == "columns.image (photo)"
     assert "item b" in err.message and "data row 2" in err.message and value in err.message
     assert "allow_outside_images: true" in err.fix
-    allowed = spec.factory(spec.parse_options({**opts, "allow_outside_images": True}), None)
+    allowed = spec.build({**opts, "allow_outside_images": True}, None)
     assert allowed.items.height == 3
 
 
@@ -237,9 +237,9 @@ def test_paths_inside_the_folder_are_fine_however_written(registry, tmp_path):
     (images / "alias.jpg").symlink_to(images / "deep" / "1.jpg")
     opts = _table_with(tmp_path, "deep/../deep/1.jpg")
     spec = registry.get("dataset", "table")
-    assert spec.factory(spec.parse_options(opts), None).items.height == 3
+    assert spec.build(opts, None).items.height == 3
     for value in (str(images / "deep" / "1.jpg"), "alias.jpg"):
-        assert spec.factory(spec.parse_options(_table_with(tmp_path, value)), None).items.height == 3
+        assert spec.build(_table_with(tmp_path, value), None).items.height == 3
 
 
 def test_public_readers_share_the_check(registry, tmp_path):
@@ -250,7 +250,7 @@ def test_public_readers_share_the_check(registry, tmp_path):
     products.write_parquet(root / "products.parquet")
     spec = registry.get("dataset", "farfetch_ffoc")
     with pytest.raises(BenchError) as info:
-        spec.factory(spec.parse_options({"path": str(root)}), None)
+        spec.build({"path": str(root)}, None)
     assert info.value.field == "product_image_path" and "allow_outside_images" in info.value.fix
 
 
@@ -267,7 +267,7 @@ def _timm_encoder(**options):
     from bench.plugins import get_registry
 
     spec = get_registry().get("encoder", "timm_image")
-    return spec.factory(spec.parse_options(options), None)
+    return spec.build(options, None)
 
 
 def test_timm_encoder_pixels_equal_timms_eval_transform(tmp_path):
@@ -309,7 +309,7 @@ def test_single_stream_uses_the_same_preprocessing(tmp_path):
     from mic_bench_plugins.encoders.image_preprocess import ImagePreprocess
 
     spec = get_registry().get("encoder", "single_stream")
-    encoder = spec.factory(spec.parse_options({"img_size": 32, "patch_size": 8}), None)
+    encoder = spec.build({"img_size": 32, "patch_size": 8}, None)
     path = _non_square(tmp_path / "w.png", (120, 40))
     got = encoder.preprocess([{"item_id": "w", "title": "x", "image": str(path)}])["pixels"]
     expected = ImagePreprocess(size=32, mean=(0.5,) * 3, std=(0.5,) * 3, crop_pct=1.0).pixels([{"image": str(path)}])

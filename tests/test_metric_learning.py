@@ -218,7 +218,7 @@ def test_omni_projects_kinds_of_other_widths_on_a_real_late_fusion(registry, mat
     model = _model(registry, matching_task, "late")  # multimodal = [text; image], twice as wide
     spec = registry.get("objective", "omni")
     ctx = BuildContext(task=matching_task, encoders=dict(model.encoders.items()), fusion=model.fusion)
-    omni = spec.factory(spec.parse_options({"kinds": "all9"}), ctx)
+    omni = spec.build({"kinds": "all9"}, ctx)
     assert set(omni.projections) == {"text", "image"}
     assert omni.projections["text"].weight.shape == (128, 64)
     batch = Collate({m: model.encoders[m].preprocess for m in ("text", "image")})(RECORDS)
@@ -234,7 +234,7 @@ def test_omni_names_the_missing_kind(registry, matching_task):
     spec = registry.get("objective", "omni")
     ctx = BuildContext(task=matching_task, encoders=dict(model.encoders.items()), fusion=model.fusion)
     with pytest.raises(BenchError, match="multimodal") as err:
-        spec.factory(spec.parse_options({}), ctx)
+        spec.build({}, ctx)
     assert err.value.field == "objectives.omni.options.kinds"
 
 
@@ -242,7 +242,7 @@ def test_omni_names_the_missing_kind(registry, matching_task):
 def test_gradients_reach_the_text_encoder(registry, matching_task, name):
     model = _model(registry, matching_task, "text_only")
     spec = registry.get("objective", name)
-    objective = spec.factory(spec.parse_options({}), BuildContext(task=matching_task))
+    objective = spec.build({}, BuildContext(task=matching_task))
     batch = Collate({"text": model.encoders["text"].preprocess})(RECORDS)
     objective.loss(model, batch).total.backward()
     grads = [p.grad for p in model.encoders["text"].parameters() if p.grad is not None]

@@ -57,8 +57,8 @@ def test_prediction_on_a_fixed_image_is_sensible_and_stable(mapped):
 
 def test_encoder_plugin_loads_packaged_weights(registry):
     spec = registry.get("encoder", "timm_image")
-    enc = spec.factory(spec.parse_options({"model": "tf_efficientnet_lite0", "pretrained": "package:efficientnet-lite0",
-                                           "img_size": 64}), None)
+    enc = spec.build({"model": "tf_efficientnet_lite0", "pretrained": "package:efficientnet-lite0",
+                                           "img_size": 64}, None)
     assert enc.mean == (0.5, 0.5, 0.5) and enc.dim == 1280
     out = enc(enc.preprocess([{"image": None, "item_id": "x"}] * 2))
     assert out.sequence.shape == (2, 4, 1280) and out.pooled.shape == (2, 1280)

@@ -72,3 +72,70 @@ def test_suite_using_an_outside_plugin_runs_under_ray(outside_plugins, write_sui
     rows = pl.read_parquet(next((tmp_path / "res" / "film").glob("*/trials.parquet")))
     assert rows["status"].to_list() == ["ok"]
     assert json.loads(rows["plugins"][0])["mic-bench-film"] == "0.1.0"
+    meta = json.loads(next((tmp_path / "res" / "film").glob("*/run.json")).read_text())
+    assert any("broken" in name and "broken on purpose" in err for name, err in meta["plugin_load_errors"].items())
+    assert proc.stderr.count("broken on purpose") == 1  # said once, by the driver
+
+
+def test_plugins_name_shows_options_from_the_options_model(registry):
+    from click.testing import CliRunner
+
+    from bench.cli import cli
+
+    result = CliRunner().invoke(cli, ["plugins", "omni", "--json"], obj={})
+    assert result.exit_code == 0, result.output
+    (entry,) = json.loads(result.output)["plugins"]
+    options = {o["name"]: o for o in entry["options"]}
+    model = registry.get("objective", "omni").options.model_fields
+    assert set(options) == set(model)
+    assert options["mining"]["choices"] == ["hard", "all"] and options["mining"]["default"] == "hard"
+    assert options["margin"]["bounds"] == {"gt": 0} and options["margin"]["type"] == "float"
+    assert options["margin"]["description"] == model["margin"].description
+    table = CliRunner().invoke(cli, ["plugins", "table"], obj={}).output
+    assert "columns.title" in table and "one of: auto, csv, tsv," in table and "(required)" in table
+    everything = CliRunner().invoke(cli, ["plugins", "--options"], obj={}).output
+    assert all(f"{s.kind} {s.name} (" in everything for s in registry.all())
+    unknown = CliRunner().invoke(cli, ["plugins", "shallw"], obj={})
+    assert unknown.exit_code == 2 and "did you mean 'shallow'" in unknown.output
+
+
+def test_missing_plugin_error_says_what_was_filtered_out_or_failed():
+    reg = Registry(load_errors={"mic-bench-gmu:gmu": "ModuleNotFoundError: No module named 'gmu_extra'"},
+                   left_out=["mic-bench-film"])
+    with pytest.raises(BenchError) as err:
+        reg.get("fusion", "gmu", file="s.yaml", field="trial.fusion.name")
+    text = str(err.value)
+    assert "mic-bench-film is left out by MIC_BENCH_PLUGINS" in text
+    assert "mic-bench-gmu:gmu failed to import (ModuleNotFoundError: No module named 'gmu_extra')" in text
+
+
+def test_filtered_distribution_is_named(monkeypatch):
+    monkeypatch.setenv("MIC_BENCH_PLUGINS", "no-such-distribution")
+    reg = build_registry()
+    assert "cross_entropy" in reg.names("objective")  # built-ins always load
+    outside = {ep.dist.name for ep in __import__("importlib").metadata.entry_points(group="mic_bench")
+               if ep.dist is not None and ep.dist.name != "mic-bench"}
+    assert set(reg.left_out) == outside
+
+
+def test_create_parses_options_and_calls_the_factory(registry):
+    from bench.interfaces import BuildContext, TaskInfo
+
+    enc = registry.create("encoder", "hf_text", {"model": "random", "max_length": 8}, BuildContext(), field="trial.encoders.text")
+    ctx = BuildContext(task=TaskInfo("classification", ["a", "b", "c"], False), encoders={"text": enc})
+    fusion = registry.create("fusion", "text_only", {"hidden": 4}, ctx, field="trial.fusion")
+    assert fusion.head[-1].out_features == 3
+    with pytest.raises(BenchError) as err:
+        registry.create("fusion", "text_only", {"hiden": 4}, ctx, field="trial.fusion", file="s.yaml")
+    assert "trial.fusion.options" in str(err.value) and "hiden" in str(err.value)
+
+
+def test_load_errors_are_logged_once_per_process(caplog):
+    from bench.plugins import warn_load_errors
+
+    reg = Registry(load_errors={"pkg-x:x": "ImportError: no module named x_extra"})
+    with caplog.at_level("WARNING", logger="bench.plugins"):
+        warn_load_errors(reg)
+        warn_load_errors(reg)
+    assert [r.getMessage() for r in caplog.records].count(
+        "plugin pkg-x:x failed to load (its plugins are unavailable): ImportError: no module named x_extra") == 1

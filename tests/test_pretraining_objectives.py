@@ -38,7 +38,7 @@ def _model(registry, task, **overrides):
 def _objective(registry, task, model, name, **options):
     spec = registry.get("objective", name)
     ctx = BuildContext(task=task, encoders=dict(model.encoders.items()), fusion=model.fusion)
-    return spec.factory(spec.parse_options(options), ctx)
+    return spec.build(options, ctx)
 
 
 def _batch(model, slots=None):

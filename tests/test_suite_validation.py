@@ -75,9 +75,11 @@ BAD_SUITES = [
      ["trial.task", "classification", "matching"]),
     ("negative learning rate", _suite(trial=tiny_trial(stages=[{"optimizer": {"lr": -1}}])),
      ["trial.stages[0].optimizer.lr", "greater than 0"]),
-    ("bad plugin option", _suite(trial=tiny_trial(fusion={"name": "text_only", "options": {"dropout": 2}})),
+    ("bad plugin option", _suite(trial=tiny_trial(fusion={"name": "text_only", "options": {"dropout": 2}}),
+                                 matrix={"seed": [0]}),
      ["trial.fusion.options", "dropout", "less than 1"]),
-    ("unknown plugin option", _suite(trial=tiny_trial(fusion={"name": "late", "options": {"alpah": 0.3}})),
+    ("unknown plugin option", _suite(trial=tiny_trial(fusion={"name": "late", "options": {"alpah": 0.3}}),
+                                     matrix={"seed": [0]}),
      ["trial.fusion.options", "alpah", "allowed options"]),
     ("missing name", {"trial": tiny_trial()}, ["name", "required field is missing"]),
     ("missing trial", {"name": "x"}, ["trial", "required field is missing"]),
@@ -166,3 +168,72 @@ def test_objective_needs_are_known_without_building_the_objective(registry):
     assert objective_needs(registry.get("objective", "cross_entropy")) == {"labels"}
     assert "labels" not in objective_needs(registry.get("objective", "simcse"))
     assert objective_needs(PluginSpec("objective", "x", "", lambda opts, ctx: None)) is None  # unknown: not refused
+
+
+# ---- matrix semantics: a plugin axis value replaces the whole {name, options} of its slot -------------
+
+def _configs(write_suite, registry, trial, matrix):
+    loaded = load_suite(write_suite({"name": "t", "trial": trial, "matrix": matrix}), registry)
+    return {t.axes[next(iter(matrix))]: t.config for t in loaded.trials}
+
+
+def test_shorthand_plugin_axis_carries_no_options_over(write_suite, registry):
+    trial = tiny_trial(fusion={"name": "shallow", "options": {"hidden": 8, "dropout": 0.3}})
+    configs = _configs(write_suite, registry, trial, {"fusion": ["shallow", "late"]})
+    assert configs["late"]["fusion"] == {"name": "late", "options": {}}
+    assert configs["shallow"]["fusion"] == {"name": "shallow", "options": {}}  # the axis value, as written
+
+
+def test_shorthand_plugin_axis_takes_name_and_options(write_suite, registry):
+    matrix = {"fusion": ["text_only", {"name": "shallow", "options": {"hidden": 8}},
+                         {"name": "shallow", "options": {"hidden": 32}, "label": "shallow_wide"}]}
+    configs = _configs(write_suite, registry, tiny_trial(), matrix)
+    assert set(configs) == {"text_only", "shallow", "shallow_wide"}
+    assert configs["shallow"]["fusion"] == {"name": "shallow", "options": {"hidden": 8}}
+    assert configs["shallow_wide"]["fusion"] == {"name": "shallow", "options": {"hidden": 32}}
+    encoders = _configs(write_suite, registry, tiny_trial(), {"text_encoder": [
+        {"name": "hf_text", "options": {"model": "random", "max_length": 8}}]})
+    assert encoders["hf_text"]["encoders"]["text"]["options"] == {"model": "random", "max_length": 8}
+
+
+@pytest.mark.parametrize("value, words", [
+    ([{"name": "shallow"}, {"name": "shallow", "options": {"hidden": 8}}], ["matrix.fusion", "label 'shallow'", "label:"]),
+    ([{"name": "late", "optons": {}}], ["matrix.fusion[0]", "optons"]),
+    ([{"options": {}}], ["matrix.fusion[0]", "name"]),
+    ([3], ["matrix.fusion[0]", "plugin name"]),
+])
+def test_bad_plugin_axis_values_are_refused(write_suite, registry, value, words):
+    with pytest.raises(BenchError) as err:
+        load_suite(write_suite({"name": "t", "trial": tiny_trial(), "matrix": {"fusion": value}}), registry)
+    assert all(w in str(err.value) for w in words), str(err.value)
+
+
+def test_named_axis_naming_a_plugin_replaces_its_slot(write_suite, registry):
+    trial = tiny_trial(fusion={"name": "shallow", "options": {"hidden": 8, "dropout": 0.3}})
+    matrix = {"method": {"same": {}, "other": {"fusion": {"name": "late", "options": {"alpha_grid_step": 0.1}}},
+                         "bare": {"fusion": "text_only"}}}
+    configs = _configs(write_suite, registry, trial, matrix)
+    assert configs["same"]["fusion"] == {"name": "shallow", "options": {"hidden": 8, "dropout": 0.3}}
+    assert configs["other"]["fusion"] == {"name": "late", "options": {"alpha_grid_step": 0.1}}
+    assert configs["bare"]["fusion"] == {"name": "text_only", "options": {}}
+
+
+def test_validate_show_config_prints_each_trials_resolved_config(write_suite):
+    import yaml
+    from click.testing import CliRunner
+
+    from bench.cli import cli
+
+    path = write_suite(_suite(matrix={"fusion": ["text_only", {"name": "shallow", "options": {"hidden": 8}}]}))
+    result = CliRunner().invoke(cli, ["validate", str(path), "--show-config"], obj={})
+    assert result.exit_code == 0, result.output
+    blocks: dict[str, list[str]] = {}
+    for line in result.output.splitlines()[1:]:
+        if not line.startswith("    "):
+            blocks[line.split()[1]] = []
+        else:
+            blocks[list(blocks)[-1]].append(line[4:])
+    assert list(blocks) == ["fusion=text_only", "fusion=shallow"]
+    shallow = yaml.safe_load("\n".join(blocks["fusion=shallow"]))
+    assert shallow["fusion"]["options"] == {"hidden": 8, "dropout": 0.1, "norm": True}  # defaults filled in
+    assert shallow["encoders"]["text"]["name"] == "hf_text"

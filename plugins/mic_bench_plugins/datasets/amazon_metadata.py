@@ -21,7 +21,7 @@ from bench.data_checks import resolve_user_path
 from bench.errors import BenchError
 from bench.registry import PluginSpec
 
-from .assemble import ALLOW_OUTSIDE_HELP, ColumnSources, MissingImages, check_pattern, finish_catalog, image_paths
+from .assemble import ColumnSources, ImageFolderOptions, check_pattern, finish_catalog, with_image_paths
 from .catalog_options import GivenSplitOptions, PathLabelOptions
 from .category_paths import PATH_JOIN, label_of
 from .text_fields import html_to_text
@@ -30,7 +30,7 @@ from .text_fields import html_to_text
 MAX_RECORD_CHARS = 16 * 2**20  # far above any real record; bounds the literal parser's memory
 
 
-class AmazonMetadataOptions(PathLabelOptions, GivenSplitOptions):
+class AmazonMetadataOptions(PathLabelOptions, GivenSplitOptions, ImageFolderOptions):
     model_config = ConfigDict(extra="forbid")
     path: str = Field(description="the metadata file, e.g. meta_Beauty.json.gz (gzip or plain)")
     images: str | None = Field("images", description="folder of downloaded images; null = text only")
@@ -40,8 +40,6 @@ class AmazonMetadataOptions(PathLabelOptions, GivenSplitOptions):
                                                        "see split_file)")
     append_description: bool = Field(False, description="append the description (HTML stripped) to the title")
     missing_title: Literal["skip", "keep"] = Field("skip", description="records without a title: skip or keep")
-    missing_images: MissingImages = "error"
-    allow_outside_images: bool = Field(False, description=ALLOW_OUTSIDE_HELP)
     bad_rows: Literal["error", "skip"] = Field("error", description="lines that are neither JSON nor a Python literal")
     encoding: str = "utf-8"
 
@@ -156,11 +154,8 @@ def load(opts: AmazonMetadataOptions, ctx=None):
                          fix="set missing_title: keep (and append_description: true) to use them anyway")
     if folder is not None:
         pattern = None if opts.image_key == "url" else opts.image_pattern
-        frame = frame.with_columns(pl.Series("image", image_paths(frame["image"].to_list(), folder=folder,
-                                                                   pattern=pattern, base=path.parent,
-                                                                   allow_outside=opts.allow_outside_images,
-                                                                   ids=frame["item_id"].to_list(), file=source,
-                                                                   field="images"), dtype=pl.Utf8))
+        frame = with_image_paths(frame, frame["image"].to_list(), folder=folder, pattern=pattern, base=path.parent,
+                                 allow_outside=opts.allow_outside_images, file=source, field="images")
     else:
         frame = frame.with_columns(pl.lit(None, dtype=pl.Utf8).alias("image"))
     has_labels = frame["label"].drop_nulls().len() > 0

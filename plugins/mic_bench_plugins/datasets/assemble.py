@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Literal
 
 import polars as pl
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from bench.catalog import COLUMNS, Catalog
 from bench.data_checks import (resolve_user_path, apply_missing_images, check_images_inside, check_fixed_split_groups, check_ids, check_label_classes,
@@ -26,6 +26,21 @@ from .split_file import apply_split_file, read_split_file
 MissingImages = Literal["error", "skip", "blank"]
 ALLOW_OUTSIDE_HELP = "read image paths that lead outside the image folder ('..', absolute paths, symlinks)"
 DuplicateIds = Literal["error", "keep_first"]
+
+
+class ImageFolderOptions(BaseModel):
+    """The image options every reader with an image folder shares."""
+
+    missing_images: MissingImages = Field("error", description="error, skip (drop rows) or blank (grey image)")
+    allow_outside_images: bool = Field(False, description=ALLOW_OUTSIDE_HELP)
+
+
+def with_image_paths(items: pl.DataFrame, values: list, *, folder: Path | None, pattern: str | None, base: Path,
+                     allow_outside: bool, file: str, field: str) -> pl.DataFrame:
+    """``items`` with its image column set to ``image_paths(values, ...)`` (ids from its item_id column)."""
+    paths = image_paths(values, folder=folder, pattern=pattern, base=base, allow_outside=allow_outside,
+                        ids=items["item_id"].to_list(), file=file, field=field)
+    return items.with_columns(pl.Series("image", paths, dtype=pl.Utf8))
 
 
 def image_paths(values: list, *, folder: Path | None, pattern: str | None, base: Path,

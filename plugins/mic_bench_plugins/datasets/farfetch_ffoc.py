@@ -9,20 +9,18 @@ them differently is a mapping away.
 """
 from __future__ import annotations
 
-
-import polars as pl
 from pydantic import ConfigDict, Field
 
 from bench.data_checks import require_columns
 from bench.registry import PluginSpec
 
-from .assemble import ALLOW_OUTSIDE_HELP, ColumnSources, MissingImages, finish_catalog, image_paths, locate_files
+from .assemble import ColumnSources, ImageFolderOptions, finish_catalog, locate_files, with_image_paths
 from .catalog_options import GivenSplitOptions, LabelOptions
 from .table_files import read_table, row_line
 from .text_fields import as_text, join_text
 
 
-class FarfetchOptions(LabelOptions, GivenSplitOptions):
+class FarfetchOptions(LabelOptions, GivenSplitOptions, ImageFolderOptions):
     model_config = ConfigDict(extra="forbid")
     path: str = Field(description="the dataset folder (holding products.parquet and images/), or the products file")
     products_file: str = Field("products.parquet", description="the product table inside the folder")
@@ -35,8 +33,6 @@ class FarfetchOptions(LabelOptions, GivenSplitOptions):
     label_column: str | None = Field("product_category", description="product_family, product_category, "
                                                                      "product_sub_category, or null")
     split_column: str | None = Field(None, description="a column holding train/dev/test (see split_file)")
-    missing_images: MissingImages = "error"
-    allow_outside_images: bool = Field(False, description=ALLOW_OUTSIDE_HELP)
 
 
 def load(opts: FarfetchOptions, ctx=None):
@@ -54,11 +50,8 @@ def load(opts: FarfetchOptions, ctx=None):
                          *([as_text(frame, opts.split_column).alias("split")] if opts.split_column else []))
     if folder is not None:
         names = frame.select(as_text(frame, opts.image_column)).to_series().to_list()
-        items = items.with_columns(pl.Series("image", image_paths(names, folder=folder, pattern=None, base=root,
-                                                             allow_outside=opts.allow_outside_images,
-                                                             ids=items["item_id"].to_list(), file=source,
-                                                             field=opts.image_column),
-                                             dtype=pl.Utf8))
+        items = with_image_paths(items, names, folder=folder, pattern=None, base=root,
+                                 allow_outside=opts.allow_outside_images, file=source, field=opts.image_column)
     sources = ColumnSources(id=opts.id_column, image=opts.image_column, label=opts.label_column,
                             split=opts.split_column)
     return finish_catalog("farfetch_ffoc", items, source=source, sources=sources, notes=notes,

@@ -13,7 +13,7 @@ from pydantic import ConfigDict, Field
 from bench.data_checks import require_columns
 from bench.registry import PluginSpec
 
-from .assemble import ALLOW_OUTSIDE_HELP, ColumnSources, MissingImages, finish_catalog, image_paths, locate_files
+from .assemble import ColumnSources, ImageFolderOptions, finish_catalog, locate_files, with_image_paths
 from .catalog_options import GivenSplitOptions, LabelOptions
 from .table_files import csv_row_line, decode_text, read_csv_text
 from .text_fields import join_text
@@ -22,7 +22,7 @@ STYLE_COLUMNS = ("id", "gender", "masterCategory", "subCategory", "articleType",
                  "usage", "productDisplayName")
 
 
-class FashionProductImagesOptions(LabelOptions, GivenSplitOptions):
+class FashionProductImagesOptions(LabelOptions, GivenSplitOptions, ImageFolderOptions):
     model_config = ConfigDict(extra="forbid")
     path: str = Field(description="the dataset folder (holding styles.csv and images/), or styles.csv itself")
     styles_file: str = Field("styles.csv", description="the styles table inside the folder")
@@ -35,8 +35,6 @@ class FashionProductImagesOptions(LabelOptions, GivenSplitOptions):
                                                                       "e.g. [baseColour, usage]")
     split_column: str | None = Field(None, description="a column of styles.csv holding train/dev/test "
                                                        "(the release has none; see split_file)")
-    missing_images: MissingImages = "error"
-    allow_outside_images: bool = Field(False, description=ALLOW_OUTSIDE_HELP)
     encoding: str = "utf-8"
 
 
@@ -54,11 +52,8 @@ def load(opts: FashionProductImagesOptions, ctx=None):
                          *([pl.col(opts.label_column).str.strip_chars().alias("label")] if opts.label_column else []),
                          *([pl.col(opts.split_column).alias("split")] if opts.split_column else []))
     if folder is not None:
-        items = items.with_columns(pl.Series("image", image_paths(items["item_id"].to_list(), folder=folder,
-                                                                  pattern=opts.image_pattern, base=root,
-                                                                  allow_outside=opts.allow_outside_images,
-                                                                  ids=items["item_id"].to_list(), file=source,
-                                                                  field="image_pattern"), dtype=pl.Utf8))
+        items = with_image_paths(items, items["item_id"].to_list(), folder=folder, pattern=opts.image_pattern,
+                                 base=root, allow_outside=opts.allow_outside_images, file=source, field="image_pattern")
     sources = ColumnSources(id="id", image="images", label=opts.label_column, split=opts.split_column)
     return finish_catalog("fashion_product_images", items, source=source, sources=sources, notes=notes,
                           missing_images=opts.missing_images, has_images=folder is not None, options=opts,

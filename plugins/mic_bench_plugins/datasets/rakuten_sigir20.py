@@ -17,7 +17,7 @@ from bench.data_checks import require_columns, resolve_user_path
 from bench.errors import BenchError
 from bench.registry import PluginSpec
 
-from .assemble import ALLOW_OUTSIDE_HELP, ColumnSources, MissingImages, finish_catalog, image_paths
+from .assemble import ColumnSources, ImageFolderOptions, finish_catalog, with_image_paths
 from .catalog_options import GivenSplitOptions, LabelOptions
 from .table_files import read_table, row_line
 from .text_fields import html_to_text, join_text
@@ -26,7 +26,7 @@ ALIASES = {"designation": ("designation", "title"), "description": ("description
            "imageid": ("imageid",), "prdtypecode": ("prdtypecode",)}
 
 
-class RakutenOptions(LabelOptions, GivenSplitOptions):
+class RakutenOptions(LabelOptions, GivenSplitOptions, ImageFolderOptions):
     model_config = ConfigDict(extra="forbid")
     path: str = Field(description="the dataset folder holding the X and Y files and the image folder")
     features_file: str = Field("X_train.csv", description="the product table (X_train*.csv is found too)")
@@ -38,8 +38,6 @@ class RakutenOptions(LabelOptions, GivenSplitOptions):
     append_description: bool = Field(False, description="append the description (HTML stripped) to the title")
     split_column: str | None = Field(None, description="a column of the X file holding train/dev/test (the release "
                                                        "has none; see split_file)")
-    missing_images: MissingImages = "error"
-    allow_outside_images: bool = Field(False, description=ALLOW_OUTSIDE_HELP)
     encoding: str = "utf-8"
 
 
@@ -108,11 +106,8 @@ def load(opts: RakutenOptions, ctx=None):
     if folder is not None:
         names = [opts.image_pattern.format(imageid=i, productid=p) if i and p else None
                  for i, p in zip(items["_imageid"].to_list(), items["_productid"].to_list())]
-        items = items.with_columns(pl.Series("image", image_paths(names, folder=folder, pattern=None, base=root,
-                                                             allow_outside=opts.allow_outside_images,
-                                                             ids=items["item_id"].to_list(), file=source,
-                                                             field="image_pattern"),
-                                             dtype=pl.Utf8))
+        items = with_image_paths(items, names, folder=folder, pattern=None, base=root,
+                                 allow_outside=opts.allow_outside_images, file=source, field="image_pattern")
     items = items.drop("_imageid", "_productid")
     id_source = "row number" if index is None else (index or "(index column)")
     sources = ColumnSources(id=id_source, image="imageid/productid",

@@ -14,12 +14,12 @@ from pydantic import ConfigDict, Field
 from bench.data_checks import require_columns
 from bench.registry import PluginSpec
 
-from .assemble import ALLOW_OUTSIDE_HELP, ColumnSources, MissingImages, finish_catalog, image_paths, locate_files
+from .assemble import ColumnSources, ImageFolderOptions, finish_catalog, locate_files, with_image_paths
 from .catalog_options import GivenSplitOptions, LabelOptions
 from .table_files import read_table, row_line
 
 
-class ShopeePriceMatchOptions(LabelOptions, GivenSplitOptions):
+class ShopeePriceMatchOptions(LabelOptions, GivenSplitOptions, ImageFolderOptions):
     model_config = ConfigDict(extra="forbid")
     path: str = Field(description="the dataset folder (holding train.csv and train_images/), or train.csv itself")
     table_file: str = Field("train.csv", description="the listing table inside the folder")
@@ -28,8 +28,6 @@ class ShopeePriceMatchOptions(LabelOptions, GivenSplitOptions):
     label_from_group: bool = Field(False, description="also use label_group as the class label")
     split_column: str | None = Field(None, description="a column holding train/dev/test (the release has none; "
                                                        "see split_file)")
-    missing_images: MissingImages = "error"
-    allow_outside_images: bool = Field(False, description=ALLOW_OUTSIDE_HELP)
     encoding: str = "utf-8"
 
 
@@ -46,11 +44,8 @@ def load(opts: ShopeePriceMatchOptions, ctx=None):
     if opts.label_from_group:
         items = items.with_columns(pl.col("group").alias("label"))
     if folder is not None:
-        items = items.with_columns(pl.Series("image", image_paths(items["image"].to_list(), folder=folder,
-                                                                  pattern=None, base=root,
-                                                                  allow_outside=opts.allow_outside_images,
-                                                                  ids=items["item_id"].to_list(), file=source,
-                                                                  field="image"), dtype=pl.Utf8))
+        items = with_image_paths(items, items["image"].to_list(), folder=folder, pattern=None, base=root,
+                                 allow_outside=opts.allow_outside_images, file=source, field="image")
     else:
         items = items.with_columns(pl.lit(None, dtype=pl.Utf8).alias("image"))
     sources = ColumnSources(id="posting_id", image="image", label="label_group" if opts.label_from_group else None,

@@ -22,7 +22,7 @@ from bench.registry import PluginSpec
 
 from bench.errors import BenchError
 
-from .assemble import ALLOW_OUTSIDE_HELP, ColumnSources, DuplicateIds, MissingImages, check_pattern, finish_catalog, image_paths
+from .assemble import ColumnSources, DuplicateIds, ImageFolderOptions, check_pattern, finish_catalog, with_image_paths
 from .catalog_options import GivenSplitOptions, PathLabelOptions
 from .category_paths import category_columns
 from .table_files import BadRows, Format, read_table, row_line
@@ -43,7 +43,7 @@ class ColumnMap(BaseModel):
     split: str | None = Field(None, description="train / dev / test / ssl (val, valid -> dev); null = split later")
 
 
-class TableOptions(PathLabelOptions, GivenSplitOptions):
+class TableOptions(PathLabelOptions, GivenSplitOptions, ImageFolderOptions):
     model_config = ConfigDict(extra="forbid")
     path: str = Field(description="the table file")
     format: Format = Field("auto", description="auto (from the extension), csv, tsv, parquet or jsonl")
@@ -57,8 +57,6 @@ class TableOptions(PathLabelOptions, GivenSplitOptions):
     strip_html: bool = Field(False, description="remove HTML tags and entities from title and text columns")
     images: str | None = Field(None, description="image folder (relative: to the table's folder, else the working dir)")
     image_pattern: str | None = Field(None, description='file name from the image column or the id, e.g. "{}.jpg"')
-    missing_images: MissingImages = Field("error", description="error, skip (drop rows) or blank (grey image)")
-    allow_outside_images: bool = Field(False, description=ALLOW_OUTSIDE_HELP)
     label_separator: str = Field(">", min_length=1, description="separator of hierarchical labels, e.g. > or >> "
                                                                 "(several characters are one separator)")
     duplicate_ids: DuplicateIds = Field("error", description="error, or keep_first (drop later repeats)")
@@ -90,13 +88,9 @@ def load(opts: TableOptions, ctx=None):
     has_images = cols.image is not None or (folder is not None and opts.image_pattern is not None)
     if has_images:
         raw = items["image"] if cols.image is not None else items["item_id"]
-        items = items.with_columns(pl.Series("image", image_paths(raw.to_list(), folder=folder,
-                                                                   pattern=opts.image_pattern, base=path.parent,
-                                                                   allow_outside=opts.allow_outside_images,
-                                                                   ids=items["item_id"].to_list(), file=source,
-                                                                   field=f"columns.image ({cols.image})" if cols.image
-                                                                   else "image_pattern"),
-                                             dtype=pl.Utf8))
+        items = with_image_paths(items, raw.to_list(), folder=folder, pattern=opts.image_pattern, base=path.parent,
+                                 allow_outside=opts.allow_outside_images, file=source,
+                                 field=f"columns.image ({cols.image})" if cols.image else "image_pattern")
     sources = ColumnSources(id=f"columns.id ({cols.id})" if cols.id else "row number",
                             image=f"columns.image ({cols.image})" if cols.image else "image_pattern",
                             label=cols.label, split=cols.split, label_levels=opts.label_level is not None)

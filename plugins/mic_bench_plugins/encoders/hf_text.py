@@ -2,7 +2,6 @@
 MiniLM (offline), or a small random-init config for fast tests."""
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any, Literal
 
@@ -75,7 +74,6 @@ class HFTextEncoder(Encoder):
             torch.manual_seed(seed)
             config = BertConfig(vocab_size=self.tokenizer.vocab_size, **opts.random_config)
             self.model = AutoModel.from_config(config, add_pooling_layer=False)
-            self._weights = "random:" + hashlib.sha256(repr(sorted(opts.random_config.items())).encode()).hexdigest()[:12] + f":seed{seed}"
         else:
             path = resolve_model_path(opts.model)
             local = Path(path).exists()
@@ -86,7 +84,6 @@ class HFTextEncoder(Encoder):
             except OSError as exc:
                 raise BenchError(f"cannot load text model '{opts.model}': {exc}", field="encoders.text.options.model",
                                  fix="give a local folder, 'packaged:all-minilm-l6-v2', or an HF id with network access") from None
-            self._weights = f"{opts.model}"
         self.dim = self.model.config.hidden_size
         blocks = list(getattr(getattr(self.model, "encoder", None), "layer", []))
         self.frozen = apply_freeze(self.model, blocks, opts.freeze, opts.train_last_n)
@@ -103,9 +100,6 @@ class HFTextEncoder(Encoder):
 
     def preprocess_fingerprint(self) -> dict[str, Any]:
         return {"tokenizer": self.opts.tokenizer or self.opts.model, "max_length": self.opts.max_length}
-
-    def weights_fingerprint(self) -> str:
-        return self._weights
 
     def forward(self, inputs: dict[str, Tensor]) -> EncoderOutput:
         mask = inputs["attention_mask"]

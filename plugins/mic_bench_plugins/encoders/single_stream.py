@@ -16,7 +16,6 @@ max-of-kinds retrieval.
 """
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any, Literal
 
@@ -57,15 +56,14 @@ class SingleStreamOptions(BaseModel):
                                  "intermediate_size": 128, "max_position_embeddings": 128})
 
 
-def _load_bert(opts: SingleStreamOptions, vocab_size: int, seed: int) -> tuple[nn.Module, str]:
+def _load_bert(opts: SingleStreamOptions, vocab_size: int, seed: int) -> nn.Module:
     """A BERT-family model without pooler: pretrained weights or a small random config."""
     from transformers import AutoConfig, AutoModel, BertConfig
 
     if opts.model == "random":
         torch.manual_seed(seed)
         bert = AutoModel.from_config(BertConfig(vocab_size=vocab_size, **opts.random_config), add_pooling_layer=False)
-        digest = hashlib.sha256(repr(sorted(opts.random_config.items())).encode()).hexdigest()[:12]
-        return bert, f"random:{digest}:seed{seed}"
+        return bert
     path = resolve_model_path(opts.model)
     local = Path(path).exists()
     try:
@@ -80,7 +78,7 @@ def _load_bert(opts: SingleStreamOptions, vocab_size: int, seed: int) -> tuple[n
         raise BenchError(f"'{opts.model}' is not a BERT-family encoder (no embeddings.word_embeddings / encoder.layer)",
                          field="encoders.joint.options.model",
                          fix="use a BERT, MiniLM or similar checkpoint, or 'random'")
-    return bert, f"{opts.model}:seed{seed}"
+    return bert
 
 
 class SingleStreamEncoder(Encoder):
@@ -93,7 +91,7 @@ class SingleStreamEncoder(Encoder):
                              field="encoders.joint.options.img_size", fix="make img_size a multiple of patch_size")
         self.opts = opts
         self.tokenizer = _load_tokenizer(opts.tokenizer or (PACKAGED if opts.model == "random" else opts.model))
-        self.bert, weights = _load_bert(opts, self.tokenizer.vocab_size, seed)
+        self.bert = _load_bert(opts, self.tokenizer.vocab_size, seed)
         hidden = self.bert.config.hidden_size
         self.dim = hidden
         self.grid = opts.img_size // opts.patch_size
@@ -107,7 +105,6 @@ class SingleStreamEncoder(Encoder):
         self.image_dropout = nn.Dropout(self.bert.config.hidden_dropout_prob)
         for p in (self.image_positions, self.modality_type.weight):
             nn.init.trunc_normal_(p, std=0.02)
-        self._weights = f"{weights}:img{opts.img_size}/p{opts.patch_size}"
         self.images = ImagePreprocess(size=opts.img_size, mean=tuple(opts.image_mean), std=tuple(opts.image_std),
                                       crop_pct=opts.crop_pct, interpolation=opts.interpolation,
                                       missing_images=opts.missing_images)
@@ -145,9 +142,6 @@ class SingleStreamEncoder(Encoder):
     def preprocess_fingerprint(self) -> dict[str, Any]:
         return {"tokenizer": self.opts.tokenizer or self.opts.model, "max_length": self.opts.max_length,
                 "image": self.images.fingerprint()}
-
-    def weights_fingerprint(self) -> str:
-        return self._weights
 
     def embed_image(self, pixels: Tensor, patch_mask: Tensor | None = None) -> Tensor:
         x = self.patch_proj(pixels).flatten(2).transpose(1, 2)  # B, n_patches, D

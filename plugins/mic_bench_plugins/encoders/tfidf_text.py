@@ -153,10 +153,6 @@ class TfidfTextEncoder(Encoder):
         self._require_fitted()
         return {**self.opts.model_dump(mode="json"), "fitted": self._state_digest}
 
-    def weights_fingerprint(self) -> str:
-        self._require_fitted()
-        return f"tfidf:{self._state_digest}"
-
     def forward(self, inputs: dict[str, Tensor]) -> EncoderOutput:
         pooled = inputs[VECTOR_KEY]
         return EncoderOutput(sequence=pooled.unsqueeze(1), mask=pooled.new_ones(pooled.shape[0], 1, dtype=torch.bool),

@@ -6,7 +6,6 @@ Weights: random init, the hub (``pretrained: true``, needs a network), a local s
 """
 from __future__ import annotations
 
-import hashlib
 from typing import Any, Literal
 
 import torch
@@ -57,10 +56,6 @@ class TimmImageEncoder(Encoder):
                              fix="use a name from timm.list_models(), e.g. vit_tiny_patch16_224, resnet50, tf_efficientnet_lite0") from None
         if isinstance(opts.pretrained, str):
             self._load_weights(opts.pretrained)
-            self._weights = opts.pretrained
-        else:
-            digest = hashlib.sha256(repr(sorted(kwargs.items())).encode()).hexdigest()[:12]
-            self._weights = f"{opts.model}:{'hub' if opts.pretrained else f'random:seed{seed}'}:{digest}"
         extra = {"crop_pct": opts.crop_pct} if opts.crop_pct else {}
         self.images = ImagePreprocess.for_timm_model(self.model, opts.img_size, missing_images=opts.missing_images,
                                                      **extra)
@@ -86,9 +81,6 @@ class TimmImageEncoder(Encoder):
 
     def preprocess_fingerprint(self) -> dict[str, Any]:
         return self.images.fingerprint()
-
-    def weights_fingerprint(self) -> str:
-        return self._weights
 
     def forward(self, inputs: dict[str, Tensor]) -> EncoderOutput:
         feats = self.model.forward_features(inputs["pixels"])

@@ -15,6 +15,7 @@ from pydantic import Field
 from torch import nn
 
 from bench.interfaces import IMAGE, TEXT, EncoderOutput, Fusion, FusionOutput
+from bench.registry import PluginSpec
 
 from .heads import HeadOptions, make_head, num_labels
 
@@ -68,3 +69,7 @@ class CrossModalGatedAttention(Fusion):
 
 def build(opts: CrossModalOptions, ctx) -> CrossModalGatedAttention:
     return CrossModalGatedAttention(ctx.encoders[TEXT].dim, ctx.encoders[IMAGE].dim, num_labels(ctx), opts)
+
+
+SPECS = [PluginSpec("fusion", "cross_modal_gated_attention",
+                    "text tokens attend to image tokens; gated by the global image vector", build, CrossModalOptions)]

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from bench.errors import BenchError
 from bench.interfaces import IMAGE, TEXT, EncoderOutput, Fusion, FusionOutput
+from bench.registry import PluginSpec
 
 from .heads import HeadOptions, make_head, num_labels
 
@@ -136,3 +137,11 @@ def build_late(opts: LateOptions, ctx) -> LateFusion:
 
 def build_late_avg(opts: LateAvgOptions, ctx) -> LateAvgEmbeddingFusion:
     return LateAvgEmbeddingFusion(ctx.encoders[TEXT].dim, ctx.encoders[IMAGE].dim, num_labels(ctx), opts)
+
+
+SPECS = [
+    PluginSpec("fusion", "late", "text and image classifiers; p = a p_text + (1-a) p_image, a chosen on dev",
+               build_late, LateOptions),
+    PluginSpec("fusion", "late_avg_embedding", "average of projected text and image embeddings, one softmax head",
+               build_late_avg, LateAvgOptions),
+]

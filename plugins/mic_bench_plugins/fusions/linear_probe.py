@@ -26,6 +26,7 @@ from torch import Tensor, nn
 
 from bench.errors import BenchError
 from bench.interfaces import EncoderOutput, Fusion, FusionOutput
+from bench.registry import PluginSpec
 
 from .heads import num_labels
 
@@ -183,3 +184,8 @@ def build(opts: LinearProbeOptions, ctx) -> LinearProbeFusion:
         raise BenchError("linear_probe is a classifier: it needs a classification task with 2+ labels",
                          field="trial.fusion.name", fix="for matching use text_only / image_only on frozen encoders")
     return LinearProbeFusion(modalities, [ctx.encoders[m].dim for m in modalities], n_labels, opts)
+
+
+SPECS = [PluginSpec("fusion", "linear_probe",
+                    "logistic regression (sklearn) on concatenated frozen pooled vectors, fitted on train; C on dev",
+                    build, LinearProbeOptions)]

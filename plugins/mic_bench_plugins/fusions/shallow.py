@@ -5,6 +5,7 @@ import torch
 from pydantic import Field
 
 from bench.interfaces import IMAGE, TEXT, EncoderOutput, Fusion, FusionOutput
+from bench.registry import PluginSpec
 
 from .heads import HeadOptions, make_head, num_labels
 
@@ -31,3 +32,7 @@ class ShallowFusion(Fusion):
 
 def build(opts: ShallowOptions, ctx) -> ShallowFusion:
     return ShallowFusion(ctx.encoders[TEXT].dim, ctx.encoders[IMAGE].dim, num_labels(ctx), opts)
+
+
+SPECS = [PluginSpec("fusion", "shallow", "early fusion: concatenated pooled vectors [h0; v0] -> MLP head",
+                    build, ShallowOptions)]

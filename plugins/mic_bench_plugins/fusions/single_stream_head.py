@@ -36,6 +36,6 @@ def build(opts: HeadOptions, ctx) -> SingleStreamHead:
     return SingleStreamHead(ctx.encoders[JOINT].dim, num_labels(ctx), opts)
 
 
-SPEC = PluginSpec("fusion", "single_stream_head",
-                  "joint encoder's [CLS] as the embedding (+ label head); text/image kinds from its extras",
-                  build, HeadOptions)
+SPECS = [PluginSpec("fusion", "single_stream_head",
+                    "joint encoder's [CLS] as the embedding (+ label head); text/image kinds from its extras",
+                    build, HeadOptions)]

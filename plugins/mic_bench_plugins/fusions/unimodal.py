@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from bench.interfaces import IMAGE, TEXT, EncoderOutput, Fusion, FusionOutput
+from bench.registry import PluginSpec
 
 from .heads import HeadOptions, make_head, num_labels
 
@@ -27,3 +28,11 @@ def build_text_only(opts: HeadOptions, ctx) -> UnimodalFusion:
 
 def build_image_only(opts: HeadOptions, ctx) -> UnimodalFusion:
     return UnimodalFusion(IMAGE, ctx.encoders[IMAGE].dim, num_labels(ctx), opts)
+
+
+SPECS = [
+    PluginSpec("fusion", "text_only", "text encoder + classification head (unimodal baseline)",
+               build_text_only, HeadOptions),
+    PluginSpec("fusion", "image_only", "image encoder + classification head (unimodal baseline)",
+               build_image_only, HeadOptions),
+]

@@ -101,13 +101,17 @@ def validate(suite_file, subset, only, show_config):
 @click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path), default=None, help="write into (or resume) this run folder")
 @click.option("--max-concurrent", type=click.IntRange(min=1), default=None, help="trials at once (default: as CPUs allow)")
 @click.option("--address", default=None, help="join an existing Ray cluster (e.g. auto or ray://host:10001)")
+@click.option("--tune-storage", default=None, metavar="PATH_OR_URI",
+              help="where Ray Tune keeps its state and logs (a path, or a URI such as s3://bucket/prefix); "
+                   "default: the run folder's tune/")
 @click.option("--subset", type=click.IntRange(min=1), default=None, help="cap every split at N items (smoke/CI runs)")
 @click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None, help="cache folder (default $MIC_BENCH_CACHE)")
 @click.option("--only", multiple=True, metavar="AXIS=V1,V2", help="run only trials with these axis values (repeatable)")
 @click.option("--tracker", "trackers", multiple=True, type=click.Choice(TRACKER_NAMES),
               help="also log trials to this tracker (repeatable; adds to the suite's trackers:)")
 @click.option("--quiet", is_flag=True, help="plain lines, one per finished trial, instead of the live view")
-def run(suite_file, out, resume, run_dir, max_concurrent, address, subset, cache_dir, only, trackers, quiet):
+def run(suite_file, out, resume, run_dir, max_concurrent, address, tune_storage, subset, cache_dir, only, trackers,
+        quiet):
     """Run a suite's trial matrix with Ray Tune and write rows and a leaderboard."""
     from bench.plugins import get_registry
     from bench.paths import cache_dir as make_cache_dir
@@ -130,7 +134,7 @@ def run(suite_file, out, resume, run_dir, max_concurrent, address, subset, cache
     nodes = preflight_ray(loaded, address, registry)
     summary = run_suite(loaded, registry, out=out, resume=resume, run_dir=run_dir, max_concurrent=max_concurrent,
                         address=address, cache_dir=cache, quiet=quiet, trackers=trackers, datasets=datasets,
-                        nodes=nodes)
+                        nodes=nodes, tune_storage=tune_storage)
     board = summary.run_dir / "leaderboard.md"
     if board.exists():
         click.echo(board.read_text())

@@ -258,9 +258,12 @@ def preflight_ray(loaded: LoadedSuite, address: str | None, registry=None) -> li
 def run_suite(loaded: LoadedSuite, registry, *, out: str | Path = "results", resume: bool = False,
               run_dir: str | Path | None = None, max_concurrent: int | None = None, address: str | None = None,
               cache_dir: str | None = None, quiet: bool = False, trackers: tuple[str, ...] = (),
-              datasets: dict[str, dict] | None = None, nodes: list[dict] | None = None) -> RunSummary:
+              datasets: dict[str, dict] | None = None, nodes: list[dict] | None = None,
+              tune_storage: str | None = None) -> RunSummary:
     """``datasets``: the driver's preflight of each dataset section (absolute options, fingerprint);
-    ``nodes``: what each cluster node reported in the plugin check. Both are recorded in run.json."""
+    ``nodes``: what each cluster node reported in the plugin check. Both are recorded in run.json.
+    ``tune_storage``: where Ray Tune keeps its own state and logs (a path or a pyarrow-filesystem URI
+    such as s3://bucket/prefix); default: the run folder's tune/."""
     from bench.trackers import resolve_trackers
 
     out = Path(out)
@@ -296,7 +299,7 @@ def run_suite(loaded: LoadedSuite, registry, *, out: str | Path = "results", res
     run.write_meta(meta)
     if pending:
         _tune(loaded, registry, run, pending, specs, len(finished), max_concurrent, address, cache_dir, quiet, prov,
-              chosen_trackers, datasets or {})
+              chosen_trackers, datasets or {}, tune_storage)
     rows = run.consolidate()
     rows = rows.filter(pl.col("trial_key").is_in(list(specs))) if not rows.is_empty() else rows
     lb = spec_from_suite(suite)
@@ -336,7 +339,8 @@ def make_scheduler(cfg):
 
 
 def _tune(loaded, registry, run: RunDir, pending: list[TrialSpec], specs, kept: int, max_concurrent, address,
-          cache_dir, quiet, prov, trackers=(), datasets: dict[str, dict] | None = None) -> None:
+          cache_dir, quiet, prov, trackers=(), datasets: dict[str, dict] | None = None,
+          tune_storage: str | None = None) -> None:
     from ray import tune
 
     from bench.progress import RunProgress
@@ -361,7 +365,8 @@ def _tune(loaded, registry, run: RunDir, pending: list[TrialSpec], specs, kept: 
         tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent or suite.max_concurrent, reuse_actors=True,
                                     scheduler=make_scheduler(scheduler)),
         run_config=tune.RunConfig(
-            name="tune", storage_path=str((run.path / "tune").resolve()), verbose=0, callbacks=callbacks,
+            # Tune's own state and per-trial logs; trial results never depend on it (they travel in reports)
+            name="tune", storage_path=tune_storage or str((run.path / "tune").resolve()), verbose=0, callbacks=callbacks,
             # each trial's stdout/stderr go to files in its folder under tune/, not the terminal
             log_to_file=True, sync_config=tune.SyncConfig(sync_artifacts=True),
             failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),

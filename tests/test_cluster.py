@@ -64,8 +64,10 @@ def test_a_suite_runs_on_a_two_node_cluster_without_shared_run_folder(two_node_c
     suite = driver / "suite.yaml"
     suite.write_text(yaml.safe_dump({"name": "two_nodes", "trial": trial, "matrix": {"seed": [0, 1, 2, 3]},
                                      "max_concurrent": 2}))
+    tune_store = tmp_path / "tune_store"  # Tune's own state through a pyarrow filesystem URI
     proc = subprocess.run([sys.executable, "-m", "bench.cli", "run", "suite.yaml", "--address", address, "--out",
-                           "results", "--quiet"], cwd=driver, env=env, capture_output=True, text=True, timeout=900)
+                           "results", "--tune-storage", tune_store.as_uri(), "--quiet"], cwd=driver, env=env,
+                          capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     run = next((driver / "results" / "two_nodes").iterdir())
     rows = pl.read_parquet(run / "trials.parquet")
@@ -79,3 +81,4 @@ def test_a_suite_runs_on_a_two_node_cluster_without_shared_run_folder(two_node_c
     meta = json.loads((run / "run.json").read_text())
     assert meta["datasets"][0]["options"]["path"] == str(driver / "data" / "items.csv")
     assert len(meta["nodes"]) == 2
+    assert list(tune_store.glob("tune/experiment_state*.json")) and not (run / "tune").exists()

@@ -52,5 +52,5 @@ def classification_metrics(y_true: np.ndarray, scores: np.ndarray, train_labels:
         for name, group in (("head", set(labels) & head), ("tail", set(labels) - head)):
             present = sorted(group)
             out[f"{name}_macro_f1"] = (float(f1_score(y_true, y_pred, labels=present, average="macro", zero_division=0))
-                                       if present else float("nan"))
+                                       if present else None)  # no such label on test: not measured
     return out

@@ -96,10 +96,15 @@ def normalise_items(items: pl.DataFrame, where: str) -> pl.DataFrame:
 def content_fingerprint(items: pl.DataFrame, settings: dict[str, Any] | None = None,
                         cache_root: str | None = None) -> str:
     """A hash of the table's text, the bytes of every image it names, and the settings that shape
-    what encoders see: the cache key for everything derived from the catalogue."""
-    from bench.image_files import images_digest
+    what encoders see: the cache key for everything derived from the catalogue.
 
-    digest = hashlib.sha256(items.write_csv().encode("utf-8"))
-    digest.update(images_digest(items["image"].drop_nulls().to_list(), cache_root=cache_root).encode())
+    Each image enters by its content digest, not its path, so the same catalogue copied to another
+    folder or cluster node has the same fingerprint, and a picture rewritten in place does not."""
+    from bench.image_files import scan_images
+
+    paths = items["image"].to_list()
+    facts = scan_images([p for p in paths if p], cache_root=cache_root)
+    contents = [None if not p else (facts[p].digest or "unreadable") for p in paths]
+    digest = hashlib.sha256(items.with_columns(pl.Series("image", contents, dtype=pl.Utf8)).write_csv().encode("utf-8"))
     digest.update(json.dumps(settings or {}, sort_keys=True, default=str).encode())
     return digest.hexdigest()[:16]

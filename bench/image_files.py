@@ -190,15 +190,3 @@ def scan_images(paths: Iterable[str], *, check: bool = False, cache_root: str | 
                 ) -> dict[str, FileFacts]:
     """FileFacts per distinct path, through the manifest in the cache folder."""
     return ImageManifest(cache_root).scan(paths, check=check)
-
-
-def images_digest(paths: Iterable[str], facts: dict[str, FileFacts] | None = None,
-                  cache_root: str | os.PathLike | None = None) -> str:
-    """One hash over (path, content digest) of every distinct path: changes when any picture does."""
-    unique = sorted(dict.fromkeys(p for p in paths if p))
-    if facts is None or any(p not in facts for p in unique):
-        facts = scan_images(unique, cache_root=cache_root)
-    digest = hashlib.sha256()
-    for path in unique:
-        digest.update(f"{path}\0{facts[path].digest or 'unreadable'}\n".encode())
-    return digest.hexdigest()

@@ -177,7 +177,7 @@ def _image_catalog(tmp_path, **options):
     from bench.plugins import get_registry
 
     folder = tmp_path / "imgs"
-    folder.mkdir(exist_ok=True)
+    folder.mkdir(parents=True, exist_ok=True)
     rows = []
     for i in range(6):
         if not (folder / f"{i}.bmp").exists():
@@ -229,6 +229,20 @@ def test_replaced_picture_changes_the_fingerprint_and_features_are_recomputed(tm
     computed, new_pooled = features(second)
     assert computed > 0
     assert not torch.allclose(new_pooled[2], pooled[2]) and torch.allclose(new_pooled[0], pooled[0])
+
+
+def test_the_fingerprint_follows_content_not_location(tmp_path):
+    """The same catalogue in another folder (another node's copy) has the same fingerprint; swapping
+    which item shows which picture, or one picture's bytes, changes it."""
+    import shutil
+
+    first = _image_catalog(tmp_path / "a")
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    assert _image_catalog(tmp_path / "b").fingerprint == first.fingerprint
+    (tmp_path / "b" / "imgs" / "1.bmp").rename(tmp_path / "b" / "imgs" / "tmp.bmp")
+    (tmp_path / "b" / "imgs" / "2.bmp").rename(tmp_path / "b" / "imgs" / "1.bmp")
+    (tmp_path / "b" / "imgs" / "tmp.bmp").rename(tmp_path / "b" / "imgs" / "2.bmp")
+    assert _image_catalog(tmp_path / "b").fingerprint != first.fingerprint
 
 
 def test_missing_images_settings_are_part_of_the_keys(tmp_path):

@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -335,7 +336,7 @@ def load(opts: SyntheticOptions, ctx=None) -> Catalog:
     base = cache_dir(getattr(ctx, "cache_dir", None)) / "synthetic_catalog" / key
     table = base / "items.parquet"
     if not table.exists():
-        tmp = base.with_name(base.name + f".tmp{np.random.randint(1 << 30)}")
+        tmp = base.with_name(base.name + f".tmp{uuid.uuid4().hex}")  # never the global RNG: trials seed it
         (tmp / "images").mkdir(parents=True)
         items = generate(opts, tmp / "images")
         items = items.with_columns(pl.col("image").str.replace(str(tmp), str(base), literal=True))

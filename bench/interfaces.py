@@ -146,9 +146,11 @@ class Fusion(nn.Module):
         Only called when overridden; a fusion left with no trainable parameter makes every stage
         a no-op."""
 
-    def fit_on_dev(self, outputs: FusionOutput, labels: Tensor, metric: str = "macro_f1") -> None:
+    def fit_on_dev(self, outputs: FusionOutput, labels: Tensor, metric: str = "macro_f1") -> FusionOutput | None:
         """Choose post-training settings (e.g. late fusion's weight) on the dev split only,
-        by ``metric`` ("accuracy" or "macro_f1"), the metric the suite selects models by."""
+        by ``metric`` ("accuracy" or "macro_f1"), the metric the suite selects models by.
+        May return the dev outputs as the fitted fusion gives them (saves predicting dev again,
+        at every dev evaluation); None makes the trial predict dev again."""
 
     def report(self) -> dict[str, Any]:
         """Values to record in the trial row (e.g. the chosen late-fusion weight)."""

@@ -9,7 +9,7 @@ import json
 import random
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -377,13 +377,16 @@ class TrialRun:
                                                 "the last epoch's weights are kept")
 
     def fit_on_dev(self, dev: Predictions) -> Predictions:
-        """Fit post-training choices (late fusion's weight) on dev and predict dev again."""
+        """Fit post-training choices (late fusion's weight) on dev; dev as the fitted fusion gives it."""
         fusion = self.model.fusion
         if dev.logits is None or type(fusion).fit_on_dev is Fusion.fit_on_dev:
             return dev
         metric = "accuracy" if self.cfg.selection_metric() == "dev_accuracy" else "macro_f1"
-        fusion.fit_on_dev(dev.as_fusion_output(), dev.labels, metric=metric)
-        return self.predict("dev")
+        refit = fusion.fit_on_dev(dev.as_fusion_output(), dev.labels, metric=metric)
+        if refit is None:
+            return self.predict("dev")
+        return replace(dev, embedding=refit.embedding, logits=refit.logits, logits_parts=list(refit.logits_parts),
+                       kinds=dict(refit.kinds))
 
     def fit_encoders_and_probe(self) -> set[str]:
         """What is learnt from the train split alone, once, before the stages (and before any

@@ -215,3 +215,21 @@ def test_late_fusion_trial_without_dev_split_writes_null_alpha(registry, tmp_pat
     row = run_trial(load_suite(path, registry).trials[0], TrialContext(registry=registry)).row
     assert row["status"] == "ok", row["error"]
     assert row["n_dev"] == 0 and row["late_alpha"] is None and "no dev split" in row["late_alpha_note"]
+
+
+def test_late_fusion_returns_dev_outputs_equal_to_a_new_forward(registry, task):
+    """The trial uses fit_on_dev's returned outputs instead of predicting dev again: they must be
+    what the fitted fusion's forward gives."""
+    from bench.interfaces import EncoderOutput
+
+    g = torch.Generator().manual_seed(0)
+    late = _late(registry, task)
+    feats = {m: EncoderOutput(torch.zeros(30, 1, 8), torch.ones(30, 1, dtype=torch.bool), torch.randn(30, 8, generator=g))
+             for m in ("text", "image")}
+    late.eval()
+    with torch.no_grad():
+        before = late(feats)
+        refit = late.fit_on_dev(before, torch.randint(0, 5, (30,), generator=g))
+        after = late(feats)
+    assert torch.allclose(refit.logits, after.logits, atol=1e-6)
+    assert torch.equal(refit.embedding, after.embedding)

@@ -57,8 +57,9 @@ class LateFusion(Fusion):
         return FusionOutput(embedding=emb, logits=self.combine(lt, li, self.alpha), logits_parts=[lt, li], kinds=kinds)
 
     @torch.no_grad()
-    def fit_on_dev(self, outputs: FusionOutput, labels: Tensor, metric: str = "macro_f1") -> None:
-        """Pick a on dev by ``metric`` (the suite's selection metric, "accuracy" or "macro_f1").
+    def fit_on_dev(self, outputs: FusionOutput, labels: Tensor, metric: str = "macro_f1") -> FusionOutput | None:
+        """Pick a on dev by ``metric`` (the suite's selection metric, "accuracy" or "macro_f1");
+        returns the dev outputs under the chosen a, so the trial need not predict dev again.
 
         Several a can score the same (a coarse metric on a small dev split); the tie goes to the
         a nearest the better single modality (a = 1 text, a = 0 image), so a tie never moves the
@@ -79,6 +80,9 @@ class LateFusion(Fusion):
         text_end = better_single_modality(scores, lt, li, labels[known])
         self.alpha.fill_(float(candidates.max() if text_end else candidates.min()))
         self.fitted_by = metric
+        text_all, image_all = (part.float() for part in outputs.logits_parts)
+        return FusionOutput(outputs.embedding, self.combine(text_all, image_all, self.alpha), outputs.logits_parts,
+                            outputs.kinds)
 
     def report(self) -> dict:
         """late_alpha: the weight of the text classifier chosen on dev (null when there was no dev split)."""

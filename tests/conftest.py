@@ -37,6 +37,27 @@ def registry():
     return get_registry()
 
 
+@pytest.fixture(scope="session")
+def ray_session():
+    """One local Ray instance for every in-process test that runs a suite (`run_suite`): a start
+    costs 5-15 s, a fresh `bench run` process adds its imports and exit on top. Started as `bench run`
+    starts it; the variables it sets for its own processes are taken back out of this process's
+    environment at once, so `bench` subprocesses of later tests start their own Ray as a user's would."""
+    import ray
+
+    from bench.runner import _init_ray
+
+    if ray.is_initialized():
+        yield
+        return
+    before = dict(os.environ)
+    _init_ray(None)
+    os.environ.clear()
+    os.environ.update(before)
+    yield
+    ray.shutdown()
+
+
 @pytest.fixture
 def write_suite(tmp_path):
     """Write a suite dict (or YAML text) to a file and return its path."""

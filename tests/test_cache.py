@@ -246,7 +246,7 @@ def _slow_compute(root: str, key: str, log: str) -> None:
 
 def test_concurrent_callers_compute_an_entry_once(tmp_path):
     log = tmp_path / "log.txt"
-    ctx = mp.get_context("spawn")
+    ctx = mp.get_context("fork")  # spawn would import torch three times over: the locks are what is tested
     procs = [ctx.Process(target=_slow_compute, args=(str(tmp_path / "c"), "k" * 24, str(log))) for _ in range(3)]
     for p in procs:
         p.start()

@@ -185,13 +185,19 @@ def test_baseline_from_the_run_rechecks_clean_and_a_raised_bar_fails(ci_check, t
     assert any("fusion=gone" in line and "group missing from the run" in line for line in lines)
 
 
-def test_crippled_training_fails_the_check_naming_group_and_metric(tmp_path):
+def test_crippled_training_fails_the_check_naming_group_and_metric(tmp_path, registry, ray_session):
+    """Real training, crippled, run in this process (the shared Ray); the real `bench check` reads it."""
+    from bench.runner import run_suite
+    from bench.suite import load_suite
+
     suite = yaml.safe_load(CI_SUITE.read_text())
     stage = suite["trial"]["stages"][0]
     stage.update(epochs=0.1, optimizer={**stage["optimizer"], "lr": 1e-7})  # same name, barely trained
     worse = tmp_path / "fusion_small.yaml"
     worse.write_text(yaml.safe_dump(suite, sort_keys=False))
-    proc = run_bench("check", worse, "--baseline", CI_BASELINE, "--run-dir", tmp_path / "run", "--quiet")
+    summary = run_suite(load_suite(worse, registry), registry, run_dir=tmp_path / "run", quiet=True)
+    assert summary.ok == 4
+    proc = run_bench("check", worse, "--baseline", CI_BASELINE, "--from-run", tmp_path / "run")
     assert proc.returncode == 1, proc.stdout + proc.stderr[-3000:]
     assert "changed since the baseline was made" in proc.stderr  # a warning, not the failure
     assert "## Regressions" in proc.stdout and "FAILED" in proc.stdout

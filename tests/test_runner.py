@@ -14,7 +14,7 @@ import polars as pl
 
 from bench.ray_sessions import RECORD, orphans, ray_temp_root
 from bench.reporting import leaderboard_for_run
-from conftest import run_bench, tiny_trial
+from conftest import invoke_bench, run_bench, tiny_trial
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -42,7 +42,7 @@ def test_smoke_suite_runs_and_leaderboard_regenerates_identically(tmp_path):
     written = (run / "leaderboard.md").read_text()
     assert written == leaderboard_for_run(run, "md")
     assert "text_only" in written and "image_only" in written
-    regen = run_bench("leaderboard", run, "--format", "csv")
+    regen = invoke_bench("leaderboard", run, "--format", "csv")
     assert regen.returncode == 0 and regen.stdout.splitlines()[0].startswith("rank,")
 
 

@@ -3,6 +3,7 @@ or cached features of a frozen encoder (then the encoder itself never runs durin
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -28,8 +29,10 @@ def half_if_fits(tensor: torch.Tensor) -> torch.Tensor:
     the only thing it can lose, so an entry that would overflow stays float32.
     """
     tensor = tensor.float()
-    if tensor.numel() and (not bool(torch.isfinite(tensor).all()) or float(tensor.abs().max()) > FLOAT16_MAX):
-        return tensor
+    if tensor.numel():
+        low, high = (float(v) for v in torch.aminmax(tensor))  # NaN propagates; no tensor-sized temporaries
+        if not (math.isfinite(low) and math.isfinite(high)) or max(-low, high) > FLOAT16_MAX:
+            return tensor
     return tensor.half()
 
 

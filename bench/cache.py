@@ -2,8 +2,9 @@
 
 An entry is one safetensors file holding a table of tensors (row i = the i-th item of the
 records it was built from), keyed by a hash of exactly the inputs that decide it. Entries are
-written atomically (temp file + rename) with a checksum in their metadata and validated on read:
-a corrupt or truncated entry is reported, deleted and recomputed. A file lock per key makes
+written atomically (temp file + rename) with one checksum per tensor in their metadata and
+validated on read: a corrupt or truncated entry is reported, deleted and recomputed. A reader may
+ask for some of an entry's tensors only; those are read lazily (the rest never leaves the disk). A file lock per key makes
 concurrent trials compute an entry once; the others wait and read it.
 """
 from __future__ import annotations
@@ -18,8 +19,8 @@ from typing import Any, Callable, Iterable
 
 import torch
 from filelock import FileLock
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 
 from bench.paths import atomic_path, cache_dir
 
@@ -28,6 +29,7 @@ PAD_VALUES = {"word_ids": -1}  # everything else pads with 0
 LENGTH_KEYS = ("attention_mask", "cached_mask")
 # Tensors whose dim 1 is a token axis (padded per batch); an encoder's preprocess must use these
 # names for token-aligned outputs for its inputs to be cacheable.
+HALF_DTYPES = (torch.float16, torch.bfloat16)
 TOKEN_AXIS_KEYS = ("input_ids", "attention_mask", "token_type_ids", "word_ids", "cached_sequence", "cached_mask")
 
 
@@ -37,12 +39,21 @@ def cache_key(**parts: Any) -> str:
 
 
 def _checksum(tensors: dict[str, torch.Tensor]) -> str:
+    """One hash over a whole entry (the layout before per-tensor checksums; still read)."""
     digest = hashlib.sha256()
     for name in sorted(tensors):
         digest.update(name.encode())
-        digest.update(tensors[name].contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
-                      if tensors[name].numel() else b"")
+        digest.update(_tensor_bytes(tensors[name]))
     return digest.hexdigest()
+
+
+def _tensor_bytes(tensor: torch.Tensor) -> bytes:
+    return tensor.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b""
+
+
+def _tensor_checksum(tensor: torch.Tensor) -> str:
+    return hashlib.sha256(str(tensor.dtype).encode() + str(tuple(tensor.shape)).encode()
+                          + _tensor_bytes(tensor)).hexdigest()
 
 
 @dataclass
@@ -63,12 +74,17 @@ class TensorTable:
         self.lengths = self.tensors[mask_key].sum(1) if mask_key and self.padded else None
 
     def __call__(self, records: list[dict]) -> dict[str, torch.Tensor]:
+        """The batch's rows; tensors stored in half precision come back as float32."""
         rows = torch.tensor([self.index[r["item_id"]] for r in records], dtype=torch.long)
-        out = {k: v.index_select(0, rows) for k, v in self.tensors.items()}
+        out = {k: _upcast(v.index_select(0, rows)) for k, v in self.tensors.items()}
         if self.lengths is not None and len(rows):
             longest = max(1, int(self.lengths.index_select(0, rows).max()))
             out.update({k: out[k][:, :longest] for k in self.padded})
         return out
+
+
+def _upcast(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor.float() if tensor.dtype in HALF_DTYPES else tensor
 
 
 def stack_padded(chunks: list[dict[str, torch.Tensor]], padded: tuple[str, ...]) -> dict[str, torch.Tensor]:
@@ -93,23 +109,37 @@ class CacheStore:
         self.root.mkdir(parents=True, exist_ok=True)
         self.hits = 0
         self.misses = 0
+        self.bytes_read = 0  # tensor bytes loaded from entries (a lazy partial read counts only its part)
 
     def path(self, key: str) -> Path:
         return self.root / key[:2] / f"{key}.safetensors"
 
-    def read(self, key: str) -> dict[str, torch.Tensor] | None:
-        """The entry's tensors, or None when absent; a corrupt entry is reported and removed."""
+    def read(self, key: str, select: Callable[[str], bool] | None = None) -> dict[str, torch.Tensor] | None:
+        """The entry's tensors (only the names ``select`` accepts, when given), or None when absent.
+
+        Each tensor read is checked against its checksum; a corrupt entry is reported and removed.
+        """
         path = self.path(key)
         if not path.exists():
             return None
         try:
-            from safetensors import safe_open
-
             with safe_open(str(path), framework="pt") as f:
-                expected = (f.metadata() or {}).get("checksum")
-            tensors = load_file(str(path))
-            if expected is None or _checksum(tensors) != expected:
-                raise ValueError("checksum mismatch")
+                meta = f.metadata() or {}
+                names = list(f.keys())
+                if "checksums" in meta:
+                    expected = json.loads(meta["checksums"])
+                    if sorted(expected) != sorted(names):
+                        raise ValueError("checksums do not name the entry's tensors")
+                    wanted = [n for n in names if select is None or select(n)]
+                    tensors = {n: f.get_tensor(n) for n in wanted}
+                    if any(_tensor_checksum(t) != expected[n] for n, t in tensors.items()):
+                        raise ValueError("checksum mismatch")
+                else:  # an entry written before per-tensor checksums: verified whole
+                    tensors = {n: f.get_tensor(n) for n in names}
+                    if meta.get("checksum") is None or _checksum(tensors) != meta["checksum"]:
+                        raise ValueError("checksum mismatch")
+                    tensors = {n: t for n, t in tensors.items() if select is None or select(n)}
+            self.bytes_read += sum(t.numel() * t.element_size() for t in tensors.values())
             return tensors
         except (SafetensorError, ValueError, OSError, RuntimeError) as exc:
             log.warning("cache entry %s is corrupt (%s); recomputing it", path, exc)
@@ -117,28 +147,33 @@ class CacheStore:
             return None
 
     def write(self, key: str, tensors: dict[str, torch.Tensor], meta: dict[str, str] | None = None) -> None:
+        tensors = {k: v.contiguous() for k, v in tensors.items()}
+        checksums = json.dumps({k: _tensor_checksum(v) for k, v in tensors.items()}, sort_keys=True)
         with atomic_path(self.path(key)) as tmp:
-            save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp),
-                      metadata={**(meta or {}), "checksum": _checksum(tensors)})
+            save_file(tensors, str(tmp), metadata={**(meta or {}), "checksums": checksums})
 
     def get_or_compute(self, key: str, compute: Callable[[], dict[str, torch.Tensor]],
-                       meta: dict[str, str] | None = None) -> dict[str, torch.Tensor]:
-        """Read the entry, or compute and write it under a lock (concurrent callers compute once)."""
-        found = self.read(key)
+                       meta: dict[str, str] | None = None,
+                       select: Callable[[str], bool] | None = None) -> dict[str, torch.Tensor]:
+        """Read the entry, or compute and write it under a lock (concurrent callers compute once).
+
+        ``select`` picks the tensors returned; the entry always holds everything ``compute`` made.
+        """
+        found = self.read(key, select)
         if found is not None:
             self.hits += 1
             return found
         lock_path = self.path(key).with_suffix(".lock")
         lock_path.parent.mkdir(parents=True, exist_ok=True)
         with FileLock(str(lock_path)):
-            found = self.read(key)  # another trial may have written it while we waited
+            found = self.read(key, select)  # another trial may have written it while we waited
             if found is not None:
                 self.hits += 1
                 return found
             self.misses += 1
             tensors = compute()
             self.write(key, tensors, meta)
-            return tensors
+            return {k: v for k, v in tensors.items() if select is None or select(k)}
 
     def info(self) -> dict[str, Any]:
         files = list(self.root.rglob("*.safetensors"))

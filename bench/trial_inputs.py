@@ -3,6 +3,7 @@ or cached features of a frozen encoder (then the encoder itself never runs durin
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -15,6 +16,24 @@ from bench.interfaces import Encoder
 from bench.model import EXTRA_PREFIX
 
 PREPROCESS_CACHE_MAX_MB = float(os.environ.get("MIC_BENCH_PREPROCESS_CACHE_MAX_MB", "2048"))
+SEQUENCE_KEYS = ("cached_sequence", "cached_mask")
+# Part of every feature key: entries of an older layout (one per `sequence` flag, float32) simply miss.
+FEATURES_LAYOUT = "v2: sequence float16 when it fits, pooled and extras float32"
+FLOAT16_MAX = torch.finfo(torch.float16).max
+
+
+def half_if_fits(tensor: torch.Tensor) -> torch.Tensor:
+    """float16 when every value is finite and inside float16's range, else float32 unchanged.
+
+    float16 keeps 11 significant bits (relative error <= 2**-11), against bfloat16's 8; range is
+    the only thing it can lose, so an entry that would overflow stays float32.
+    """
+    tensor = tensor.float()
+    if tensor.numel():
+        low, high = (float(v) for v in torch.aminmax(tensor))  # NaN propagates; no tensor-sized temporaries
+        if not (math.isfinite(low) and math.isfinite(high)) or max(-low, high) > FLOAT16_MAX:
+            return tensor
+    return tensor.half()
 
 
 def items_digest(records: list[dict]) -> str:
@@ -43,16 +62,18 @@ class TrialInputs:
     _weights: dict[int, str] = field(default_factory=dict)
     _depth: int = 0  # features() builds an inputs table inside its own: time only the outer call
 
-    def _table(self, key: str, records: list[dict], compute_batch: Callable[[list[dict]], dict]) -> TensorTable:
+    def _table(self, key: str, records: list[dict], compute_batch: Callable[[list[dict]], dict],
+               finish: Callable[[dict], dict] = lambda tensors: tensors,
+               select: Callable[[str], bool] | None = None) -> TensorTable:
         def compute():
             chunks = [compute_batch(chunk) for chunk in batched(records, self.batch_size)]
             padded = tuple(k for k in chunks[0] if k in TOKEN_AXIS_KEYS)
-            return stack_padded(chunks, padded)
+            return finish(stack_padded(chunks, padded))
 
         start = time.perf_counter()
         self._depth += 1
         try:
-            tensors = self.store.get_or_compute(key, compute)
+            tensors = self.store.get_or_compute(key, compute, select=select)
         finally:
             self._depth -= 1
         if self._depth == 0:
@@ -74,23 +95,16 @@ class TrialInputs:
         return self._table(key, records, encoder.preprocess)
 
     def features(self, modality: str, encoder: Encoder, records: list[dict], with_sequence: bool):
-        """Outputs of a frozen encoder (eval mode, no grad), computed once per content and weights."""
+        """Outputs of a frozen encoder (eval mode, no grad), computed once per content and weights.
+
+        One entry serves every reader: it always holds sequence + mask (the sequence in half
+        precision when it fits) beside pooled and extras; a pooled-only reader loads just those.
+        """
         if id(encoder) not in self._weights:
             self._weights[id(encoder)] = weights_digest(encoder)
-
-        def key_for(sequence: bool) -> str:
-            return cache_key(kind="features", dataset=self.dataset_fingerprint, modality=modality,
-                             encoder=type(encoder).__qualname__, weights=self._weights[id(encoder)],
-                             preprocess=encoder.preprocess_fingerprint(), items=items_digest(records),
-                             sequence=sequence, amp=self.amp)
-
-        if not with_sequence:  # an entry with sequences serves pooled-only readers too
-            fuller = self.store.read(key_for(True))
-            if fuller is not None:
-                self.store.hits += 1
-                pooled_only = {k: v for k, v in fuller.items() if k not in ("cached_sequence", "cached_mask")}
-                return TensorTable([r["item_id"] for r in records], pooled_only)
-        key = key_for(with_sequence)
+        key = cache_key(kind="features", layout=FEATURES_LAYOUT, dataset=self.dataset_fingerprint,
+                        modality=modality, encoder=type(encoder).__qualname__, weights=self._weights[id(encoder)],
+                        preprocess=encoder.preprocess_fingerprint(), items=items_digest(records), amp=self.amp)
         source = None
 
         @torch.no_grad()
@@ -108,9 +122,12 @@ class TrialInputs:
             encoder.train(was_training)
             result = {"cached_pooled": out.pooled.float().cpu()}
             result.update({f"{EXTRA_PREFIX}{k}": v.float().cpu() for k, v in out.extras.items()})
-            if with_sequence:
-                result["cached_sequence"] = out.sequence.float().cpu()
-                result["cached_mask"] = out.mask.to(torch.uint8).cpu()
+            result["cached_sequence"] = out.sequence.float().cpu()
+            result["cached_mask"] = out.mask.to(torch.uint8).cpu()
             return result
 
-        return self._table(key, records, encode)
+        def finish(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+            return {**tensors, "cached_sequence": half_if_fits(tensors["cached_sequence"])}
+
+        select = None if with_sequence else (lambda name: name not in SEQUENCE_KEYS)
+        return self._table(key, records, encode, finish, select)

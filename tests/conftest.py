@@ -37,6 +37,27 @@ def registry():
     return get_registry()
 
 
+@pytest.fixture(scope="session")
+def ray_session():
+    """One local Ray instance for every in-process test that runs a suite (`run_suite`): a start
+    costs 5-15 s, a fresh `bench run` process adds its imports and exit on top. Started as `bench run`
+    starts it; the variables it sets for its own processes are taken back out of this process's
+    environment at once, so `bench` subprocesses of later tests start their own Ray as a user's would."""
+    import ray
+
+    from bench.runner import _init_ray
+
+    if ray.is_initialized():
+        yield
+        return
+    before = dict(os.environ)
+    _init_ray(None)
+    os.environ.clear()
+    os.environ.update(before)
+    yield
+    ray.shutdown()
+
+
 @pytest.fixture
 def write_suite(tmp_path):
     """Write a suite dict (or YAML text) to a file and return its path."""
@@ -69,3 +90,19 @@ def run_bench(*args, env=None, timeout=600):
     full_env = dict(os.environ, **(env or {}))
     return subprocess.run([sys.executable, "-m", "bench.cli", *map(str, args)], capture_output=True, text=True,
                           env=full_env, timeout=timeout)
+
+
+def invoke_bench(*args):
+    """The real `bench` command run in this process by click's test runner, for commands that start
+    no Ray and need no fresh plugin scan (a new process costs 5-15 s of imports on a busy machine).
+    Returns what ``run_bench`` returns; an unexpected exception is raised, not turned into an exit code."""
+    import subprocess
+
+    from click.testing import CliRunner
+
+    from bench.cli import cli
+
+    result = CliRunner().invoke(cli, [str(a) for a in args], obj={})
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return subprocess.CompletedProcess(list(args), result.exit_code, result.stdout, result.stderr)

@@ -71,6 +71,110 @@ def test_entry_with_sequences_serves_pooled_only_readers(tmp_path):
     assert torch.equal(batch["cached_pooled"], full(RECORDS[:3])["cached_pooled"])
 
 
+def test_pooled_only_reader_then_sequence_reader_encode_once(tmp_path):
+    """Whichever reader comes first, the entry it leaves serves the other: the order of a matrix
+    never decides whether a frozen encoder runs twice."""
+    store = CacheStore(tmp_path)
+    enc = _encoder()
+    pooled = TrialInputs(store, "d", torch.device("cpu"), batch_size=4).features("text", enc, RECORDS, with_sequence=False)
+    assert (store.misses, store.hits) == (2, 0)  # the features and the preprocessed inputs they came from
+    full = TrialInputs(store, "d", torch.device("cpu"), batch_size=4).features("text", enc, RECORDS, with_sequence=True)
+    assert (store.misses, store.hits) == (2, 1)
+    assert set(pooled(RECORDS[:2])) == {"cached_pooled"}
+    assert set(full(RECORDS[:2])) == {"cached_pooled", "cached_sequence", "cached_mask"}
+    assert torch.equal(pooled(RECORDS)["cached_pooled"], full(RECORDS)["cached_pooled"])
+
+
+def test_pooled_only_reader_leaves_the_sequence_on_disk(tmp_path):
+    from safetensors import safe_open
+
+    store = CacheStore(tmp_path)
+    enc = _encoder()
+    TrialInputs(store, "d", torch.device("cpu"), batch_size=4).features("text", enc, RECORDS, with_sequence=True)
+    [entry] = [p for p in tmp_path.rglob("*.safetensors")
+               if "cached_pooled" in safe_open(str(p), framework="pt").keys()]
+    with safe_open(str(entry), framework="pt") as f:
+        stored = {name: f.get_tensor(name) for name in f.keys()}
+    assert stored["cached_sequence"].dtype == torch.float16 and stored["cached_pooled"].dtype == torch.float32
+    nbytes = {name: t.numel() * t.element_size() for name, t in stored.items()}
+
+    reader = CacheStore(tmp_path)
+    TrialInputs(reader, "d", torch.device("cpu"), batch_size=4).features("text", enc, RECORDS, with_sequence=False)
+    assert reader.bytes_read == nbytes["cached_pooled"]  # not a byte of the sequence or the mask
+    reader = CacheStore(tmp_path)
+    TrialInputs(reader, "d", torch.device("cpu"), batch_size=4).features("text", enc, RECORDS, with_sequence=True)
+    assert reader.bytes_read == sum(nbytes.values())
+
+
+def test_half_precision_round_trip_and_float32_fallback():
+    from bench.trial_inputs import half_if_fits
+
+    values = torch.randn(50, 7, 16, generator=torch.Generator().manual_seed(0)) * 30
+    values[0, 0, :3] = torch.tensor([1e-6, -3e-7, 0.0])  # below float16's normal range: absolute error only
+    half = half_if_fits(values)
+    assert half.dtype == torch.float16
+    error = (half.float() - values).abs()
+    normal = values.abs() >= torch.finfo(torch.float16).tiny
+    assert float((error[normal] / values.abs()[normal]).max()) <= 2**-11  # round to nearest, 11 bits
+    assert float(error[~normal].max()) <= 2**-25  # half the spacing of float16's subnormals
+    for bad in (70000.0, float("inf"), float("nan")):
+        spoiled = values.clone()
+        spoiled[3, 2, 1] = bad
+        kept = half_if_fits(spoiled)
+        assert kept.dtype == torch.float32 and torch.equal(kept.nan_to_num(), spoiled.nan_to_num())
+
+
+def test_sequences_beyond_float16_stay_float32_in_the_entry(tmp_path):
+    """A real encoder whose outputs overflow float16: the entry keeps them exactly."""
+    store = CacheStore(tmp_path)
+    enc = _encoder()
+    last_norm = [m for m in enc.modules() if isinstance(m, torch.nn.LayerNorm)][-1]
+    with torch.no_grad():
+        last_norm.weight.mul_(1e6)
+    table = TrialInputs(store, "d", torch.device("cpu"), batch_size=4).features("text", enc, RECORDS, with_sequence=True)
+    assert table.tensors["cached_sequence"].dtype == torch.float32
+    direct = enc.eval()(enc.preprocess(RECORDS[:3]))
+    assert float(direct.sequence.abs().max()) > torch.finfo(torch.float16).max
+    got = table(RECORDS[:3])["cached_sequence"]
+    assert torch.allclose(got, direct.sequence[:, : got.shape[1]], rtol=1e-5)
+
+
+def test_an_entry_of_the_old_layout_is_never_read(tmp_path):
+    """Old feature entries (a `sequence` flag in the key, float32, one whole-entry checksum) miss."""
+    from bench.cache import _checksum
+    from bench.trial_inputs import items_digest, weights_digest
+    from safetensors.torch import save_file
+
+    store = CacheStore(tmp_path)
+    enc = _encoder()
+    for sequence in (True, False):
+        old_key = cache_key(kind="features", dataset="d", modality="text", encoder=type(enc).__qualname__,
+                            weights=weights_digest(enc), preprocess=enc.preprocess_fingerprint(),
+                            items=items_digest(RECORDS), sequence=sequence, amp="off")
+        poison = {"cached_pooled": torch.full((len(RECORDS), enc.dim), 7.0)}
+        store.path(old_key).parent.mkdir(parents=True, exist_ok=True)
+        save_file(poison, str(store.path(old_key)), metadata={"checksum": _checksum(poison)})
+        assert store.read(old_key) is not None  # a valid entry of the old layout...
+    table = TrialInputs(store, "d", torch.device("cpu"), batch_size=4).features("text", enc, RECORDS, with_sequence=False)
+    assert not torch.any(table(RECORDS)["cached_pooled"] == 7.0)  # ...that the new keys never reach
+
+
+def test_entries_with_one_whole_checksum_are_still_verified(tmp_path):
+    from bench.cache import _checksum
+    from safetensors.torch import save_file
+
+    store = CacheStore(tmp_path)
+    value = {"x": torch.arange(100, dtype=torch.float32)}
+    save_file(value, str(tmp_path / "entry"), metadata={"checksum": _checksum(value)})
+    key = "ab" * 12
+    store.path(key).parent.mkdir(parents=True, exist_ok=True)
+    data = (tmp_path / "entry").read_bytes()
+    store.path(key).write_bytes(data)
+    assert torch.equal(store.read(key)["x"], value["x"])
+    store.path(key).write_bytes(data[:-4] + bytes(4))
+    assert store.read(key) is None and not store.path(key).exists()
+
+
 def test_cache_seconds_count_nested_work_once(tmp_path):
     inputs = TrialInputs(CacheStore(tmp_path), "d", torch.device("cpu"), batch_size=4)
     start = time.perf_counter()
@@ -87,8 +191,9 @@ def test_cached_features_equal_computed_ones(tmp_path):
     direct = enc.eval()(enc.preprocess(batch))
     assert torch.allclose(cached["cached_pooled"], direct.pooled, atol=1e-5)
     n = direct.sequence.shape[1]
-    assert cached["cached_sequence"].shape[1] == n
-    assert torch.allclose(cached["cached_sequence"], direct.sequence, atol=1e-5)
+    assert cached["cached_sequence"].shape[1] == n and cached["cached_sequence"].dtype == torch.float32
+    # stored in float16: within its rounding (relative 2**-11) of the float32 values
+    assert torch.allclose(cached["cached_sequence"], direct.sequence, rtol=2**-11, atol=1e-5)
 
 
 def test_frozen_joint_encoder_keeps_its_extras(tmp_path):
@@ -141,7 +246,7 @@ def _slow_compute(root: str, key: str, log: str) -> None:
 
 def test_concurrent_callers_compute_an_entry_once(tmp_path):
     log = tmp_path / "log.txt"
-    ctx = mp.get_context("spawn")
+    ctx = mp.get_context("fork")  # spawn would import torch three times over: the locks are what is tested
     procs = [ctx.Process(target=_slow_compute, args=(str(tmp_path / "c"), "k" * 24, str(log))) for _ in range(3)]
     for p in procs:
         p.start()
@@ -168,6 +273,21 @@ def test_trial_over_frozen_encoders_same_metrics_with_and_without_cache(tmp_path
     assert cold["cache_misses"] > 0 and warm["cache_misses"] == 0 and warm["cache_hits"] > 0
     for metric in ("accuracy", "macro_f1", "top5_accuracy"):
         assert plain[metric] == pytest.approx(cold[metric], abs=1e-6) == pytest.approx(warm[metric], abs=1e-6)
+
+
+def test_pooled_only_trial_then_sequence_trial_run_the_frozen_encoders_once(tmp_path, registry):
+    from bench.suite import TrialConfig
+
+    frozen = {"text": {**TINY_TEXT, "options": {**TINY_TEXT["options"], "freeze": "all"}},
+              "image": {**TINY_IMAGE, "options": {**TINY_IMAGE["options"], "freeze": "all"}}}
+    rows = []
+    for fusion in ("shallow", "cross_modal_gated_attention"):  # pooled-only first, then token sequences
+        config = TrialConfig.model_validate(tiny_trial(encoders=frozen, fusion=fusion, cache=True)).model_dump(mode="json")
+        row = run_trial(TrialSpec(trial_key(config), {}, {}, config), TrialContext(registry=registry, cache_dir=str(tmp_path))).row
+        assert row["status"] == "ok", row["error"]
+        rows.append(row)
+    assert rows[0]["cache_misses"] > 0
+    assert rows[1]["cache_misses"] == 0 and rows[1]["cache_hits"] >= 2  # both encoders' features served
 
 
 # -- keys follow the pictures' bytes and the settings that shape them -----------------------------

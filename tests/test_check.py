@@ -11,7 +11,7 @@ import yaml
 from bench.check import (Baseline, MetricStats, build_baseline, compare, dump_baseline, parse_tolerances,
                          read_baseline, render_report)
 from bench.errors import BenchError
-from conftest import run_bench
+from conftest import invoke_bench, run_bench
 
 ROOT = Path(__file__).resolve().parents[1]
 CI_SUITE = ROOT / "suites" / "ci" / "fusion_small.yaml"
@@ -168,30 +168,36 @@ def test_ci_suite_passes_against_its_committed_baseline(ci_check):
 def test_baseline_from_the_run_rechecks_clean_and_a_raised_bar_fails(ci_check, tmp_path):
     _, run_dir = ci_check
     fresh = tmp_path / "fresh.json"
-    made = run_bench("baseline", CI_SUITE, "--from-run", run_dir, "--out", fresh)
+    made = invoke_bench("baseline", CI_SUITE, "--from-run", run_dir, "--out", fresh)
     assert made.returncode == 0, made.stderr[-2000:]
     assert "2 groups x 5 metrics from 4 trials" in made.stdout
     assert json.loads(fresh.read_text())["suite_hash"] == json.loads(CI_BASELINE.read_text())["suite_hash"]
-    same = run_bench("check", CI_SUITE, "--baseline", fresh, "--from-run", run_dir)
+    same = invoke_bench("check", CI_SUITE, "--baseline", fresh, "--from-run", run_dir)
     assert same.returncode == 0 and "Improved" not in same.stdout, same.stdout + same.stderr
     raised = json.loads(fresh.read_text())
     raised["groups"]["fusion=text_only"]["metrics"]["macro_f1"]["mean"] = 0.99
     raised["groups"]["fusion=gone"] = raised["groups"]["fusion=text_only"]
     fresh.write_text(json.dumps(raised))
-    failed = run_bench("check", CI_SUITE, "--baseline", fresh, "--from-run", run_dir)
+    failed = invoke_bench("check", CI_SUITE, "--baseline", fresh, "--from-run", run_dir)
     assert failed.returncode == 1, failed.stderr[-2000:]
     lines = failed.stdout.splitlines()
     assert any("fusion=text_only" in line and "macro_f1" in line and "0.9900" in line for line in lines)
     assert any("fusion=gone" in line and "group missing from the run" in line for line in lines)
 
 
-def test_crippled_training_fails_the_check_naming_group_and_metric(tmp_path):
+def test_crippled_training_fails_the_check_naming_group_and_metric(tmp_path, registry, ray_session):
+    """Real training, crippled, run in this process (the shared Ray); the real `bench check` reads it."""
+    from bench.runner import run_suite
+    from bench.suite import load_suite
+
     suite = yaml.safe_load(CI_SUITE.read_text())
     stage = suite["trial"]["stages"][0]
     stage.update(epochs=0.1, optimizer={**stage["optimizer"], "lr": 1e-7})  # same name, barely trained
     worse = tmp_path / "fusion_small.yaml"
     worse.write_text(yaml.safe_dump(suite, sort_keys=False))
-    proc = run_bench("check", worse, "--baseline", CI_BASELINE, "--run-dir", tmp_path / "run", "--quiet")
+    summary = run_suite(load_suite(worse, registry), registry, run_dir=tmp_path / "run", quiet=True)
+    assert summary.ok == 4
+    proc = invoke_bench("check", worse, "--baseline", CI_BASELINE, "--from-run", tmp_path / "run")
     assert proc.returncode == 1, proc.stdout + proc.stderr[-3000:]
     assert "changed since the baseline was made" in proc.stderr  # a warning, not the failure
     assert "## Regressions" in proc.stdout and "FAILED" in proc.stdout

@@ -154,18 +154,19 @@ def test_search_leaderboard_chooses_the_configuration_on_dev_not_test():
     assert "The test split plays no part in the choice" in text and "selected_dev_macro_f1" in text
 
 
-def test_asha_stops_a_weak_trial_which_is_still_a_row(write_suite, tmp_path):
+def test_asha_stops_a_weak_trial_which_is_still_a_row(write_suite, tmp_path, registry, ray_session):
     """Real Ray Tune with its ASHA scheduler: one dev report per epoch; the hopeless configuration
     (a learning rate too small to learn) is stopped at the first rung and recorded as `stopped`."""
-    from conftest import run_bench
+    from bench.runner import run_suite
+    from bench.suite import load_suite
 
     trial = tiny_trial(dataset=DATA, stages=[{"objectives": ["cross_entropy"], "epochs": 3, "batch_size": 16,
                                               "optimizer": {"lr": 1e-3}}])
     suite = write_suite({"name": "asha", "trial": trial, "max_concurrent": 1, "search": {
         "space": {"stages.0.optimizer.lr": {"grid": [1e-2, 1e-9]}},
         "scheduler": {"name": "asha", "metric": "dev_macro_f1", "grace_period": 1, "reduction_factor": 2}}})
-    proc = run_bench("run", suite, "--out", tmp_path, "--quiet")
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = run_suite(load_suite(suite, registry), registry, out=tmp_path, quiet=True)
+    assert summary.exit_code == 0 and (summary.ok, summary.stopped, summary.failed) == (1, 1, 0)
     run = next((tmp_path / "asha").iterdir())
     rows = pl.read_parquet(run / "trials.parquet").sort("stages.0.optimizer.lr")
     weak, good = rows.row(0, named=True), rows.row(1, named=True)
@@ -178,4 +179,3 @@ def test_asha_stops_a_weak_trial_which_is_still_a_row(write_suite, tmp_path):
         assert curve.height == n and curve["dev_macro_f1"].null_count() == 0
     board = (run / "leaderboard.md").read_text()
     assert "selected_dev_macro_f1" in board and "| 0.01" in board
-    assert proc.returncode == 0  # a stopped trial is not a failure

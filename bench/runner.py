@@ -112,10 +112,13 @@ def _make_callback(run: RunDir, specs: dict[str, TrialSpec], progress, board: Le
     from bench.progress import best_row_text
 
     class RowCallback(Callback):
-        """In the driver: records crashes the worker could not, reports progress, calls hooks."""
+        """In the driver: writes every trial's files from its final report (or the row of a trial
+        that was stopped or crashed), reports progress, calls hooks."""
 
-        points: dict[str, list[dict[str, Any]]] = {}  # per-evaluation reports of running trials
-        written: dict[str, dict[str, Any]] = {}  # rows the driver wrote from the trials' final reports
+        def __init__(self):
+            super().__init__()
+            self.points: dict[str, list[dict[str, Any]]] = {}  # per-evaluation reports of running trials
+            self.written: dict[str, dict[str, Any]] = {}  # rows written from the trials' final reports
 
         def on_trial_start(self, iteration, trials, trial, **info):
             progress.trial_started(trial.config["trial_key"])

@@ -26,7 +26,7 @@ from bench.images import placeholder_counts
 from bench.memory import PeakMemory
 from bench.interfaces import CLASSIFICATION, IMAGE, JOINT, MATCHING, TEXT, BuildContext, Fusion, TaskInfo
 from bench.metrics.classification import classification_metrics, head_tail_labels
-from bench.metrics.retrieval import choose_threshold, per_query_metrics, retrieval_metrics
+from bench.metrics.retrieval import choose_threshold, per_query_metrics, retrieval_metrics, summarise
 from bench.model import BenchModel, count_parameters
 from bench.registry import Registry
 from bench.selection import Selector
@@ -255,6 +255,7 @@ class TrialRun:
         self.curve: list[dict[str, Any]] = []
         self.selection: dict[str, Any] = {}
         self.fit_report: dict[str, Any] = {}
+        self.test_per_query: dict[str, np.ndarray] | None = None  # each test query's retrieval values
 
     def feeder(self, modality: str, records: list[dict], frozen_ok: bool = True):
         """Cached frozen features when allowed, else (cached) preprocessed inputs."""
@@ -351,9 +352,10 @@ class TrialRun:
         """Dev metrics of the current weights (post-training choices such as late fusion's weight
         are fitted on dev first, as at the end of training)."""
         dev = self.predict("dev")
-        if dev is None:
-            return {}
-        dev = self.fit_on_dev(dev)
+        return self.dev_metrics_of(self.fit_on_dev(dev)) if dev is not None else {}
+
+    def dev_metrics_of(self, dev: Predictions) -> dict[str, float]:
+        """The dev_* columns from dev predictions: classification, and retrieval when the data has groups."""
         out = {}
         if self.data.task.kind == CLASSIFICATION and dev.logits is not None:
             out.update({f"dev_{k}": v for k, v in classification_metrics(dev.labels.numpy(), dev.logits.numpy()).items()})
@@ -459,14 +461,11 @@ class TrialRun:
         if task.kind == CLASSIFICATION and test.logits is not None:
             out.update(classification_metrics(test.labels.numpy(), test.logits.numpy(), self.data.train_labels,
                                               head_labels=self.data.head_labels))
-            if dev is not None:
-                dev_metrics = classification_metrics(dev.labels.numpy(), dev.logits.numpy())
-                out.update({f"dev_{k}": v for k, v in dev_metrics.items()})
         if task.has_groups and self.cfg.eval.retrieval != "off":
-            out.update(_retrieval(self.cfg, dev, test))
-            if dev is not None and len(dev.item_ids) > 1:
-                dev_found = retrieval_metrics(_retrieval_embeddings(self.cfg, dev), dev.groups.numpy(), k=self.cfg.eval.k)
-                out.update({f"dev_{k}": v for k, v in dev_found.items()})
+            found, self.test_per_query = _retrieval(self.cfg, dev, test)
+            out.update(found)
+        if dev is not None:
+            out.update(self.dev_metrics_of(dev))
         used = [self.model.encoders[m] for m in sorted(self.used_modalities) if m in self.model.encoders]
         n_params, n_trainable = count_parameters(self.model.fusion, *used, *self.objective_modules)
         out.update(self.model.fusion.report())
@@ -504,8 +503,7 @@ def _execute(spec: TrialSpec, ctx: TrialContext, curve: list[dict[str, Any]]) ->
     losses = run.train()
     dev, test = run.evaluate()
     metrics = run.metrics(dev, test)
-    per_query = _retrieval_per_query(cfg, test, metrics)
-    return {**metrics, **losses}, prediction_table(test, data.task.label_names, spec.key, per_query=per_query)
+    return {**metrics, **losses}, prediction_table(test, data.task.label_names, spec.key, per_query=run.test_per_query)
 
 
 def _retrieval_embeddings(cfg: TrialConfig, p: Predictions):
@@ -515,9 +513,11 @@ def _retrieval_embeddings(cfg: TrialConfig, p: Predictions):
     return p.embedding
 
 
-def _retrieval(cfg: TrialConfig, dev: Predictions | None, test: Predictions) -> dict[str, Any]:
-    """Retrieval row metrics on test; the F1 threshold is chosen on dev, and when it cannot be,
-    f1 / f1_all / f1_threshold are null and ``f1_note`` says why (never a default threshold)."""
+def _retrieval(cfg: TrialConfig, dev: Predictions | None, test: Predictions
+               ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Retrieval row metrics on test, and each test query's values (stored for bootstrap intervals);
+    the F1 threshold is chosen on dev, and when it cannot be, f1 / f1_all / f1_threshold are null
+    and ``f1_note`` says why (never a default threshold)."""
     threshold, note = None, None
     if dev is None:
         note = "no dev split: the F1 threshold is chosen on dev"
@@ -527,21 +527,16 @@ def _retrieval(cfg: TrialConfig, dev: Predictions | None, test: Predictions) -> 
         threshold = choose_threshold(_retrieval_embeddings(cfg, dev), dev.groups.numpy())
         if threshold is None:
             note = "no dev item has another item of its product: the F1 threshold cannot be chosen"
-    out: dict[str, Any] = retrieval_metrics(_retrieval_embeddings(cfg, test), test.groups.numpy(), k=cfg.eval.k,
-                                            threshold=threshold)
-    if out[f"ndcg@{cfg.eval.k}"] is None:
+    per_query = per_query_metrics(_retrieval_embeddings(cfg, test), test.groups.numpy(), k=cfg.eval.k,
+                                  threshold=threshold)
+    out: dict[str, Any] = summarise(per_query)
+    if threshold is not None:
+        out["f1_threshold"] = float(threshold)
+    if out.get(f"ndcg@{cfg.eval.k}") is None:
         out["retrieval_note"] = "no test item has another item of its product: nothing to retrieve"
     if threshold is None:
         out.update(f1=None, f1_all=None, f1_threshold=None, f1_note=note)
-    return out
-
-
-def _retrieval_per_query(cfg: TrialConfig, test: Predictions, metrics: dict[str, Any]) -> dict[str, np.ndarray] | None:
-    """The test queries' own values of the row's retrieval metrics (for bootstrap intervals), if it has them."""
-    if f"ndcg@{cfg.eval.k}" not in metrics:
-        return None
-    return per_query_metrics(_retrieval_embeddings(cfg, test), test.groups.numpy(), k=cfg.eval.k,
-                             threshold=metrics.get("f1_threshold"))
+    return out, per_query
 
 
 def prediction_table(p: Predictions, label_names: list[str], key: str, top_k: int = 5,

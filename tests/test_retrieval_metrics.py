@@ -18,7 +18,7 @@ from bench.evaluate import Predictions
 from bench.metrics.retrieval import (THRESHOLD_GRID, _ranked, choose_threshold, per_query_metrics, ranking_names,
                                      retrieval_metrics)
 from bench.suite import TrialConfig
-from bench.trial import _retrieval, _retrieval_per_query, prediction_table
+from bench.trial import _retrieval, prediction_table
 
 
 def _cosine(e: np.ndarray) -> np.ndarray:
@@ -418,11 +418,11 @@ def test_trial_row_chooses_the_threshold_on_dev_and_stores_per_query_values():
     test_emb, test_groups = _random_case(31, n=50)
     cfg = _config()
     test = _predictions(test_emb, test_groups)
-    row = _retrieval(cfg, _predictions(dev_emb, dev_groups), test)
+    row, per_query = _retrieval(cfg, _predictions(dev_emb, dev_groups), test)
     threshold = choose_threshold(torch.from_numpy(dev_emb), dev_groups)
     assert row["f1_threshold"] == threshold and "f1_note" not in row
     _assert_matches(row, _reference(_cosine(test_emb), test_groups, 3, threshold=threshold))
-    table = prediction_table(test, [], "t", per_query=_retrieval_per_query(cfg, test, row))
+    table = prediction_table(test, [], "t", per_query=per_query)
     assert table["item_id"].to_list() == test.item_ids
     for name in ranking_names(3) + ["f1", "f1_all"]:
         assert table[name].dtype == pl.Float64
@@ -437,11 +437,11 @@ def test_no_threshold_means_null_f1_and_a_note_never_a_default(dev, why):
     dev_p = None if dev is None else _predictions(_random_case(33, n=dev[0])[0], np.array(dev[1]))
     cfg = _config()
     test = _predictions(test_emb, test_groups)
-    row = _retrieval(cfg, dev_p, test)
+    row, per_query = _retrieval(cfg, dev_p, test)
     assert row["f1"] is None and row["f1_all"] is None and row["f1_threshold"] is None
     assert why in row["f1_note"]
     assert row["mar@3"] is not None  # the ranking metrics need no threshold
-    table = prediction_table(test, [], "t", per_query=_retrieval_per_query(cfg, test, row))
+    table = prediction_table(test, [], "t", per_query=per_query)
     assert "f1" not in table.columns and "mar@3" in table.columns
 
 

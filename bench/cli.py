@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from bench.errors import BenchError
-from bench.trackers import TRACKER_NAMES
+from bench.reporting.trackers import TRACKER_NAMES
 
 
 class BenchGroup(click.Group):
@@ -81,7 +81,7 @@ def validate(suite_file, subset, only, show_config):
 
     from bench.plugin_options import with_option_defaults
     from bench.plugins import get_registry
-    from bench.suite import load_suite, select_trials
+    from bench.config.suite import load_suite, select_trials
 
     registry = get_registry()
     loaded = select_trials(load_suite(suite_file, registry, subset=subset), list(only))
@@ -115,9 +115,9 @@ def run(suite_file, out, resume, run_dir, max_concurrent, address, tune_storage,
     """Run a suite's trial matrix with Ray Tune and write rows and a leaderboard."""
     from bench.plugins import get_registry
     from bench.paths import cache_dir as make_cache_dir
-    from bench.preflight import check_writable_folder
-    from bench.runner import preflight_ray, run_suite
-    from bench.suite import load_suite, select_trials
+    from bench.running.preflight import check_writable_folder
+    from bench.running.runner import preflight_ray, run_suite
+    from bench.config.suite import load_suite, select_trials
 
     registry = get_registry()
     loaded = select_trials(load_suite(suite_file, registry, subset=subset), list(only))
@@ -126,7 +126,7 @@ def run(suite_file, out, resume, run_dir, max_concurrent, address, tune_storage,
     else:
         check_writable_folder(out, "--out")
     cache = str(make_cache_dir(cache_dir).resolve()) if cache_dir else None  # created with its marker
-    from bench.preflight import preflight
+    from bench.running.preflight import preflight
 
     # the driver reads every dataset once: errors exit 2 now, and workers check their data against it
     datasets = preflight(loaded, registry, cache_dir=cache)
@@ -152,7 +152,7 @@ def run(suite_file, out, resume, run_dir, max_concurrent, address, tune_storage,
 @click.option("--output", type=click.Path(path_type=Path), default=None, help="write to this file instead of stdout")
 def leaderboard(run_dir, fmt, group_by, sort, output):
     """Regenerate a leaderboard from stored rows (no training)."""
-    from bench.reporting import leaderboard_for_run
+    from bench.reporting.write import leaderboard_for_run
 
     text = leaderboard_for_run(run_dir, fmt, list(group_by) or None, sort)
     if output:
@@ -169,7 +169,7 @@ def leaderboard(run_dir, fmt, group_by, sort, output):
 @click.argument("run_dir", type=click.Path(path_type=Path))
 def plot(run_dir):
     """(Re)write RUN_DIR/plots/*.png and RUN_DIR/leaderboard.html from stored rows (no training)."""
-    from bench.reporting import plots_for_run
+    from bench.reporting.write import plots_for_run
 
     for path in plots_for_run(run_dir):
         click.echo(str(path))
@@ -182,7 +182,7 @@ def plot(run_dir):
 @click.option("--metric", "metrics", multiple=True, help="metric to compare (repeatable); default: every one both have")
 def compare(run_a, run_b, group_by, metrics):
     """Metric deltas per group between two runs (B - A), as markdown."""
-    from bench.compare import compare_runs
+    from bench.reporting.compare import compare_runs
 
     click.echo(compare_runs(run_a, run_b, list(group_by) or None, list(metrics) or None), nl=False)
 
@@ -202,7 +202,7 @@ def _cache_root(cache_dir):
 @click.option("--cache-dir", type=click.Path(path_type=Path), default=None, help="default $MIC_BENCH_CACHE")
 def cache_info(cache_dir):
     """Where the cache is, how many entries, how big."""
-    from bench.cache import CacheStore
+    from bench.trial.cache import CacheStore
 
     root = _cache_root(cache_dir)
     info = CacheStore(root / "tensors").info()
@@ -238,11 +238,11 @@ def cache_clear(cache_dir, yes):
     click.echo(f"cleared {root}")
 
 
-from bench.data_inspect import data  # noqa: E402  (kept light: imports lazily inside)
+from bench.reporting.data_inspect import data  # noqa: E402  (kept light: imports lazily inside)
 
 cli.add_command(data)
 
-from bench.baseline_cli import baseline, check  # noqa: E402
+from bench.reporting.baseline import baseline, check  # noqa: E402
 
 cli.add_command(baseline)
 cli.add_command(check)

@@ -14,7 +14,7 @@ import polars as pl
 
 from bench.catalog import SPLIT_ALIASES, SPLIT_NAMES
 from bench.errors import BenchError
-from bench.splits import check_groups_disjoint
+from bench.trial.splits import check_groups_disjoint
 
 MISSING_IMAGE_POLICIES = ("error", "skip", "blank")
 EXAMPLES = 5

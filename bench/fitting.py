@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from bench.cache import CacheStore, cache_key
+from bench.trial.cache import CacheStore, cache_key
 from bench.interfaces import Encoder
 
 

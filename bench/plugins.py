@@ -16,7 +16,7 @@ from pathlib import Path
 import pluggy
 
 from bench import hookspecs
-from bench.provenance import package_version
+from bench.reporting.provenance import package_version
 from bench.registry import Registry
 
 ENTRY_POINT_GROUP = "mic_bench"
@@ -162,7 +162,7 @@ class GuardedHooks:
             return
         from datetime import datetime, timezone
 
-        from bench.results import RunDir
+        from bench.reporting.results import RunDir
 
         try:
             run = RunDir(Path(self._run_dir))

@@ -48,7 +48,7 @@ class PluginSpec:
         try:
             return self.options.model_validate(raw or {})
         except ValidationError as exc:
-            from bench.validation import describe_validation_error
+            from bench.config.validation import describe_validation_error
 
             raise BenchError(
                 f"bad options for {self.kind} '{self.name}': {describe_validation_error(exc, self.options)}",

@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from conftest import tiny_trial  # noqa: E402  (the tests' tiny encoders: start-up and overhead dominate)
 
-from bench.local_cluster import local_cluster  # noqa: E402
+from bench.running.local_cluster import local_cluster  # noqa: E402
 
 
 def suite(folder: Path) -> Path:

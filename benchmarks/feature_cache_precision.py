@@ -45,10 +45,10 @@ def trial_config(products: int, epochs: int, fusion: str) -> dict:
 
 def run(config: dict, cache_dir: Path, store_as) -> dict:
     """One trial; ``store_as`` replaces the cache's choice of sequence dtype for this run only."""
-    import bench.trial_inputs as trial_inputs
+    import bench.trial.inputs as trial_inputs
     from bench.plugins import get_registry
-    from bench.suite import TrialConfig, TrialSpec, trial_key
-    from bench.trial import TrialContext, run_trial
+    from bench.config.suite import TrialConfig, TrialSpec, trial_key
+    from bench.trial.run import TrialContext, run_trial
 
     chosen = trial_inputs.half_if_fits
     trial_inputs.half_if_fits = store_as
@@ -78,7 +78,7 @@ def entry_bytes(folder: Path) -> int:
 
 
 def main() -> None:
-    from bench.trial_inputs import half_if_fits
+    from bench.trial.inputs import half_if_fits
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--products", type=int, default=1000)

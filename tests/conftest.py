@@ -45,7 +45,7 @@ def ray_session():
     environment at once, so `bench` subprocesses of later tests start their own Ray as a user's would."""
     import ray
 
-    from bench.runner import _init_ray
+    from bench.running.runner import _init_ray
 
     if ray.is_initialized():
         yield

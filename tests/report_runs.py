@@ -12,11 +12,11 @@ import polars as pl
 import torch
 import yaml
 
-from bench.evaluate import Predictions
+from bench.trial.evaluate import Predictions
 from bench.metrics.classification import classification_metrics
 from bench.metrics.retrieval import choose_threshold, per_query_metrics, retrieval_metrics
-from bench.results import RunDir
-from bench.trial import prediction_table
+from bench.reporting.results import RunDir
+from bench.trial.run import prediction_table
 
 N_LABELS = 6
 LABELS = [f"label{i}" for i in range(N_LABELS)]

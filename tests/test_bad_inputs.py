@@ -27,10 +27,10 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fixtures import product_files as pf  # noqa: E402
 
-from bench.check import build_baseline, dump_baseline  # noqa: E402
+from bench.reporting.check import build_baseline, dump_baseline  # noqa: E402
 from bench.image_files import MANIFEST_NAME  # noqa: E402
 from bench.paths import CACHE_MARKER  # noqa: E402
-from bench.results import RunDir  # noqa: E402
+from bench.reporting.results import RunDir  # noqa: E402
 from conftest import run_bench, tiny_trial  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -127,7 +127,7 @@ def run_folder(tmp: Path) -> Path:
 def ci_run_without_metrics(tmp: Path) -> Path:
     """A run folder of the CI suite (its real trial keys, at the baseline's subset) whose rows hold no metric."""
     from bench.plugins import get_registry
-    from bench.suite import load_suite
+    from bench.config.suite import load_suite
 
     subset = json.loads(CI_BASELINE.read_text())["subset"]
     run = RunDir(tmp / "run")

@@ -16,11 +16,11 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler, normalize
 
-from bench.cache import CacheStore
+from bench.trial.cache import CacheStore
 from bench.fitting import fit_encoder, fit_key
 from bench.interfaces import BuildContext, TaskInfo
-from bench.suite import TrialConfig, TrialSpec, load_suite
-from bench.trial import TrialContext, TrialRun, build_model, prepare_data, run_trial
+from bench.config.suite import TrialConfig, TrialSpec, load_suite
+from bench.trial.run import TrialContext, TrialRun, build_model, prepare_data, run_trial
 from conftest import TINY_IMAGE, TINY_TEXT, tiny_trial
 
 SUITES = Path(__file__).resolve().parents[1] / "suites"
@@ -331,7 +331,7 @@ def test_suites_with_baselines_validate(registry):
 @pytest.mark.parametrize("fusion", ["text_only", "late", "late_avg_embedding", "shallow", "cross_modal_gated_attention"])
 def test_tfidf_feeds_every_fusion(registry, fusion):
     """A pooled vector, and a one-token sequence for the fusions that read sequences."""
-    from bench.data import Collate
+    from bench.trial.records import Collate
     from mic_bench_plugins.objectives.model_probe import kind_widths
 
     cfg = TrialConfig.model_validate(tiny_trial(encoders={"text": TFIDF, "image": TINY_IMAGE}, fusion=fusion))

@@ -8,11 +8,11 @@ import time
 import pytest
 import torch
 
-from bench.cache import CacheStore, cache_key
+from bench.trial.cache import CacheStore, cache_key
 from bench.plugins import get_registry
-from bench.suite import TrialSpec, trial_key
-from bench.trial import TrialContext, run_trial
-from bench.trial_inputs import TrialInputs
+from bench.config.suite import TrialSpec, trial_key
+from bench.trial.run import TrialContext, run_trial
+from bench.trial.inputs import TrialInputs
 from conftest import TINY_IMAGE, TINY_TEXT, tiny_trial
 
 RECORDS = [{"item_id": f"i{i}", "title": f"acme kettle number {i}", "image": None, "label": 0, "group": -1}
@@ -48,7 +48,7 @@ def test_feature_keys_follow_exactly_the_deciding_inputs(tmp_path):
 
 def test_weights_digest_covers_batchnorm_counters():
     """CNN encoders carry 0-dim buffers (BatchNorm's num_batches_tracked)."""
-    from bench.trial_inputs import weights_digest
+    from bench.trial.inputs import weights_digest
 
     enc = _encoder("image", model="tf_efficientnet_lite0", model_kwargs={})
     assert any(t.dim() == 0 for t in enc.state_dict().values())
@@ -107,7 +107,7 @@ def test_pooled_only_reader_leaves_the_sequence_on_disk(tmp_path):
 
 
 def test_half_precision_round_trip_and_float32_fallback():
-    from bench.trial_inputs import half_if_fits
+    from bench.trial.inputs import half_if_fits
 
     values = torch.randn(50, 7, 16, generator=torch.Generator().manual_seed(0)) * 30
     values[0, 0, :3] = torch.tensor([1e-6, -3e-7, 0.0])  # below float16's normal range: absolute error only
@@ -141,8 +141,8 @@ def test_sequences_beyond_float16_stay_float32_in_the_entry(tmp_path):
 
 def test_an_entry_of_the_old_layout_is_never_read(tmp_path):
     """Old feature entries (a `sequence` flag in the key, float32, one whole-entry checksum) miss."""
-    from bench.cache import _checksum
-    from bench.trial_inputs import items_digest, weights_digest
+    from bench.trial.cache import _checksum
+    from bench.trial.inputs import items_digest, weights_digest
     from safetensors.torch import save_file
 
     store = CacheStore(tmp_path)
@@ -160,7 +160,7 @@ def test_an_entry_of_the_old_layout_is_never_read(tmp_path):
 
 
 def test_entries_with_one_whole_checksum_are_still_verified(tmp_path):
-    from bench.cache import _checksum
+    from bench.trial.cache import _checksum
     from safetensors.torch import save_file
 
     store = CacheStore(tmp_path)
@@ -198,7 +198,7 @@ def test_cached_features_equal_computed_ones(tmp_path):
 
 def test_frozen_joint_encoder_keeps_its_extras(tmp_path):
     """Per-kind embeddings of a frozen single-stream encoder survive the cache (max-of-kinds needs them)."""
-    from bench.model import BenchModel
+    from bench.trial.model import BenchModel
 
     spec = get_registry().get("encoder", "single_stream")
     enc = spec.build({"img_size": 32, "patch_size": 16, "max_length": 16, "freeze": "all"}, None)
@@ -262,7 +262,7 @@ def test_trial_over_frozen_encoders_same_metrics_with_and_without_cache(tmp_path
     rows = {}
     for cache in (False, True, True):
         config = tiny_trial(encoders=frozen, fusion="shallow", cache=cache)
-        from bench.suite import TrialConfig
+        from bench.config.suite import TrialConfig
 
         config = TrialConfig.model_validate(config).model_dump(mode="json")
         spec = TrialSpec(trial_key(config), {}, {}, config)
@@ -276,7 +276,7 @@ def test_trial_over_frozen_encoders_same_metrics_with_and_without_cache(tmp_path
 
 
 def test_pooled_only_trial_then_sequence_trial_run_the_frozen_encoders_once(tmp_path, registry):
-    from bench.suite import TrialConfig
+    from bench.config.suite import TrialConfig
 
     frozen = {"text": {**TINY_TEXT, "options": {**TINY_TEXT["options"], "freeze": "all"}},
               "image": {**TINY_IMAGE, "options": {**TINY_IMAGE["options"], "freeze": "all"}}}

@@ -8,7 +8,7 @@ import polars as pl
 import pytest
 import yaml
 
-from bench.check import (Baseline, MetricStats, build_baseline, compare, dump_baseline, parse_tolerances,
+from bench.reporting.check import (Baseline, MetricStats, build_baseline, compare, dump_baseline, parse_tolerances,
                          read_baseline, render_report)
 from bench.errors import BenchError
 from conftest import invoke_bench, run_bench
@@ -136,7 +136,7 @@ def test_tolerance_pairs_are_parsed_and_typos_rejected():
 
 def test_committed_baseline_matches_the_ci_suite():
     b = read_baseline(CI_BASELINE)
-    from bench.suite import load_suite
+    from bench.config.suite import load_suite
 
     loaded = load_suite(CI_SUITE)
     assert b.suite == loaded.suite.name and b.suite_hash == loaded.text_hash and b.subset is None
@@ -187,8 +187,8 @@ def test_baseline_from_the_run_rechecks_clean_and_a_raised_bar_fails(ci_check, t
 
 def test_crippled_training_fails_the_check_naming_group_and_metric(tmp_path, registry, ray_session):
     """Real training, crippled, run in this process (the shared Ray); the real `bench check` reads it."""
-    from bench.runner import run_suite
-    from bench.suite import load_suite
+    from bench.running.runner import run_suite
+    from bench.config.suite import load_suite
 
     suite = yaml.safe_load(CI_SUITE.read_text())
     stage = suite["trial"]["stages"][0]

@@ -9,7 +9,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from bench.cluster import absolute_paths, check_fingerprint, dataset_key
+from bench.running.cluster import absolute_paths, check_fingerprint, dataset_key
 from bench.errors import BenchError
 from conftest import tiny_trial
 
@@ -41,7 +41,7 @@ def test_a_node_with_different_data_fails_the_trial_naming_the_path():
 @pytest.fixture
 def two_node_cluster(tmp_path):
     """Two real Ray nodes, each from its own working directory; afterwards none of their processes is left."""
-    from bench.local_cluster import local_cluster, node_processes
+    from bench.running.local_cluster import local_cluster, node_processes
 
     with local_cluster(tmp_path / "nodes") as (address, env):
         yield address, env

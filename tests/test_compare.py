@@ -5,9 +5,9 @@ import numpy as np
 import polars as pl
 import pytest
 
-from bench.compare import compare_runs, compare_tables
+from bench.reporting.compare import compare_runs, compare_tables
 from bench.errors import BenchError
-from bench.results import load_run
+from bench.reporting.results import load_run
 from conftest import run_bench
 from report_runs import N_LABELS, noisy_predictions, suite_copy, trial, write_run
 

@@ -7,7 +7,7 @@ import pytest
 from click.testing import CliRunner
 from fixtures import product_files as pf
 
-from bench.data_inspect import data, parse_option_pairs
+from bench.reporting.data_inspect import data, parse_option_pairs
 from bench.errors import BenchError
 
 MAPPED = '{"columns": {"id": "sku", "title": "name", "image": "photo", "label": "category", "group": "product", "split": "split"}}'

@@ -4,10 +4,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bench.device import autocast, choose_device, grad_scaler, loader_settings, set_threads
+from bench.trial.device import autocast, choose_device, grad_scaler, loader_settings, set_threads
 from bench.errors import BenchError
-from bench.suite import TrialConfig, TrialSpec, trial_key
-from bench.trial import TrialContext, run_trial
+from bench.config.suite import TrialConfig, TrialSpec, trial_key
+from bench.trial.run import TrialContext, run_trial
 from conftest import tiny_trial
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from bench.results import RunDir, latest_run_dir, new_run_dir, run_order
+from bench.reporting.results import RunDir, latest_run_dir, new_run_dir, run_order
 from conftest import run_bench, tiny_trial
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,7 +40,7 @@ def test_concurrent_run_folders_never_collide(tmp_path):
 
 def test_concurrent_bench_processes_share_one_out(tmp_path):
     """Four `bench` processes (real ones) creating run folders in the same --out at once."""
-    code = ("import sys; from pathlib import Path; from bench.results import new_run_dir; "
+    code = ("import sys; from pathlib import Path; from bench.reporting.results import new_run_dir; "
             "print(new_run_dir(Path(sys.argv[1]), 's').path)")
     procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True) for _ in range(4)]
@@ -130,7 +130,7 @@ def test_a_row_that_cannot_be_written_is_reported_failed_not_lost(tmp_path):
 @pytest.mark.heavy
 def test_a_trial_whose_results_cannot_be_written_fails_and_the_suite_goes_on(tmp_path):
     from bench.plugins import get_registry
-    from bench.suite import load_suite
+    from bench.config.suite import load_suite
 
     suite = tmp_path / "suite.yaml"
     suite.write_text(json.dumps({"name": "disk", "trial": tiny_trial(), "matrix": {"seed": [0, 1]}, "max_concurrent": 1}))
@@ -217,7 +217,7 @@ def test_reaping_ends_only_the_processes_of_a_session_whose_driver_died(tmp_path
 
     import psutil
 
-    from bench.ray_sessions import RECORD, reap_orphans
+    from bench.running.ray_sessions import RECORD, reap_orphans
 
     def sleeper(tag: str) -> subprocess.Popen:
         return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", tag])

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from bench.interfaces import BuildContext, EncoderOutput, TaskInfo
-from bench.suite import TrialConfig
-from bench.trial import TrialContext, build_model
+from bench.config.suite import TrialConfig
+from bench.trial.run import TrialContext, build_model
 from conftest import tiny_trial
 
 FUSIONS = ["text_only", "image_only", "late", "late_avg_embedding", "shallow", "cross_modal_gated_attention"]
@@ -20,7 +20,7 @@ def task():
 
 
 def _batch_inputs(model):
-    from bench.data import Collate
+    from bench.trial.records import Collate
 
     return Collate({m: model.encoders[m].preprocess for m in ("text", "image")})(RECORDS)
 
@@ -101,9 +101,9 @@ def test_late_fusion_alpha_is_chosen_on_the_given_split(registry, task):
 
 def test_late_fusion_trial_reports_alpha_and_never_sees_test(registry, monkeypatch):
     """fit_on_dev receives the dev split's items only: at each dev evaluation and once at the end."""
-    from bench.suite import load_suite
+    from bench.config.suite import load_suite
     from mic_bench_plugins.fusions import late as late_mod
-    from bench.trial import run_trial
+    from bench.trial.run import run_trial
 
     seen = []
     original = late_mod.LateFusion.fit_on_dev
@@ -205,8 +205,8 @@ def test_late_fusion_without_dev_reports_no_alpha(registry, task):
 
 
 def test_late_fusion_trial_without_dev_split_writes_null_alpha(registry, tmp_path):
-    from bench.suite import load_suite
-    from bench.trial import run_trial
+    from bench.config.suite import load_suite
+    from bench.trial.run import run_trial
     import yaml
 
     trial = tiny_trial(fusion="late", splits={"fractions": {"train": 0.8, "test": 0.2}})

@@ -1,5 +1,5 @@
 """Default stage settings train a head on frozen features to convergence (real torch, run_stage),
-and the learning-rate schedules do what bench/schedules.py says."""
+and the learning-rate schedules do what bench/trial/schedules.py says."""
 from __future__ import annotations
 
 import pytest
@@ -7,10 +7,10 @@ import torch
 from pydantic import ValidationError
 
 from bench.interfaces import Batch, Encoder
-from bench.model import BenchModel
-from bench.schedules import SCHEDULES, lr_factor
-from bench.suite import OptimizerConfig, StageConfig
-from bench.train import run_stage
+from bench.trial.model import BenchModel
+from bench.trial.schedules import SCHEDULES, lr_factor
+from bench.config.suite import OptimizerConfig, StageConfig
+from bench.trial.train import run_stage
 from mic_bench_plugins.fusions.heads import HeadOptions
 from mic_bench_plugins.fusions.unimodal import UnimodalFusion
 from mic_bench_plugins.objectives.cross_entropy import CrossEntropy, CrossEntropyOptions

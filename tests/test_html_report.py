@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bench.plots import render_plots
-from bench.reporting import leaderboard_for_run, run_leaderboard_spec
-from bench.results import load_run
+from bench.reporting.plots import render_plots
+from bench.reporting.write import leaderboard_for_run, run_leaderboard_spec
+from bench.reporting.results import load_run
 from conftest import run_bench
 from report_runs import N_LABELS, noisy_predictions, suite_copy, trial, write_run
 
@@ -146,7 +146,7 @@ def test_failed_trials_are_listed_with_their_error_escaped(tmp_path):
 
 
 def test_reference_figures_sit_beside_their_column_and_are_described_as_the_suite_says(tmp_path):
-    from bench.leaderboard import LeaderboardSpec, render_html, render_markdown
+    from bench.reporting.leaderboard import LeaderboardSpec, render_html, render_markdown
     from report_runs import matching_run
 
     run = matching_run(tmp_path / "m", {"omni": [0.9, 0.8], "triplet": [0.6, 0.62]})

@@ -155,10 +155,10 @@ def test_inspect_and_trial_agree_on_placeholders_and_the_leaderboard_marks_them(
     from click.testing import CliRunner
     from conftest import TINY_IMAGE, tiny_trial
 
-    from bench.data_inspect import data
-    from bench.leaderboard import LeaderboardSpec, render_markdown
-    from bench.suite import TrialConfig, TrialSpec, trial_key
-    from bench.trial import TrialContext, run_trial
+    from bench.reporting.data_inspect import data
+    from bench.reporting.leaderboard import LeaderboardSpec, render_markdown
+    from bench.config.suite import TrialConfig, TrialSpec, trial_key
+    from bench.trial.run import TrialContext, run_trial
 
     rows = []
     for i in range(40):
@@ -190,7 +190,7 @@ def test_inspect_and_trial_agree_on_placeholders_and_the_leaderboard_marks_them(
 
 
 def test_clean_rows_carry_no_mark():
-    from bench.leaderboard import LeaderboardSpec, render_markdown
+    from bench.reporting.leaderboard import LeaderboardSpec, render_markdown
 
     rows = pl.DataFrame({"fusion": ["a", "b"], "status": ["ok", "ok"], "accuracy": [0.5, 0.6],
                          "n_image_placeholders": [0, 0]})

@@ -5,8 +5,8 @@ import numpy as np
 import psutil
 import pytest
 
-from bench import memory
-from bench.memory import PeakMemory
+from bench.trial import memory
+from bench.trial.memory import PeakMemory
 
 
 def _big_then_small():

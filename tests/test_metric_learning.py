@@ -11,12 +11,12 @@ import pytest
 import torch
 from torch import nn
 
-from bench.data import Collate, PKSampler, make_loader, served_item_ids
+from bench.trial.records import Collate, PKSampler, make_loader, served_item_ids
 from bench.errors import BenchError
 from bench.interfaces import Batch, BuildContext, FusionOutput, TaskInfo
 from bench.metrics.retrieval import retrieval_metrics
-from bench.suite import TrialConfig
-from bench.trial import TrialContext, build_model
+from bench.config.suite import TrialConfig
+from bench.trial.run import TrialContext, build_model
 from conftest import tiny_trial
 from mic_bench_plugins.objectives.metric_learning import (EmbeddingLoss, MetricOptions, Omni, OmniOptions,
                                                            contrastive_loss, hardest, pair_masks, triplet_loss)
@@ -330,8 +330,8 @@ def test_served_items_are_those_of_the_batches_used_even_when_workers_fetch_ahea
 
 
 def _seen_share_row(registry, stage):
-    from bench.suite import TrialSpec, trial_key
-    from bench.trial import run_trial
+    from bench.config.suite import TrialSpec, trial_key
+    from bench.trial.run import run_trial
 
     config = TrialConfig.model_validate(tiny_trial(task="matching", stages=[stage])).model_dump(mode="json")
     row = run_trial(TrialSpec(trial_key(config), {}, {}, config), TrialContext(registry=registry)).row

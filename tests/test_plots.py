@@ -9,9 +9,9 @@ import pytest
 from matplotlib.container import BarContainer, ErrorbarContainer
 from PIL import Image
 
-from bench.plots import figures, render_plots, write_plots
-from bench.reporting import run_leaderboard_spec
-from bench.results import load_run
+from bench.reporting.plots import figures, render_plots, write_plots
+from bench.reporting.write import run_leaderboard_spec
+from bench.reporting.results import load_run
 from conftest import run_bench
 from report_runs import N_LABELS, matching_run, noisy_predictions, suite_copy, trial, write_run
 

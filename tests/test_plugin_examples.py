@@ -14,9 +14,9 @@ from bench import hookspecs
 from bench.interfaces import BuildContext
 from bench.plugins import GuardedHooks
 from bench.registry import Registry
-from bench.runner import RunSummary
-from bench.suite import load_suite
-from bench.trial import TrialContext, run_trial
+from bench.running.runner import RunSummary
+from bench.config.suite import load_suite
+from bench.trial.run import TrialContext, run_trial
 from conftest import TINY_DATA, TINY_IMAGE, tiny_trial
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -8,11 +8,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bench.data import Collate
+from bench.trial.records import Collate
 from bench.errors import BenchError
 from bench.interfaces import BuildContext, TaskInfo
-from bench.suite import TrialConfig
-from bench.trial import TrialContext, build_model
+from bench.config.suite import TrialConfig
+from bench.trial.run import TrialContext, build_model
 from conftest import tiny_trial
 from mic_bench_plugins.objectives.image_text_matching import choose_donors, swap_titles
 from mic_bench_plugins.objectives.masking import IGNORE, random_patch_mask, whole_word_mask
@@ -329,8 +329,8 @@ def test_vt_bert_objectives_need_the_single_stream_encoder(registry, task, name)
 
 
 def test_vt_bert_stage_trains_in_a_real_trial(registry):
-    from bench.suite import TrialSpec, trial_key
-    from bench.trial import run_trial
+    from bench.config.suite import TrialSpec, trial_key
+    from bench.trial.run import run_trial
 
     stage = {"objectives": [{"name": "vtm", "weight": 1}, {"name": "mlm", "weight": 0.1},
                             {"name": "gmlm", "weight": 0.1}, {"name": "mrfr", "weight": 0.01},

@@ -8,9 +8,9 @@ import time
 import numpy as np
 from ray import cloudpickle
 
-from bench.leaderboard import LeaderboardSpec
-from bench.progress import RunProgress, RunState, best_row_text
-from bench.results import load_run
+from bench.reporting.leaderboard import LeaderboardSpec
+from bench.reporting.progress import RunProgress, RunState, best_row_text
+from bench.reporting.results import load_run
 from report_runs import N_LABELS, noisy_predictions, suite_copy, trial, write_run
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
@@ -85,7 +85,7 @@ def test_best_row_is_the_leaderboard_first_row(tmp_path):
 
 
 def test_failed_trial_line_carries_the_first_line_of_its_error():
-    from bench.progress import trial_line
+    from bench.reporting.progress import trial_line
 
     state = RunState(total=2, done=1, failed=1)
     line = trial_line(state, {"status": "failed", "error": "weights file not found\n  fix: give a file", "wall_s": 1.0},

@@ -7,8 +7,8 @@ import math
 import polars as pl
 import pytest
 
-from bench.suite import TrialConfig, TrialSpec, trial_key
-from bench.trial import TrialContext, run_trial
+from bench.config.suite import TrialConfig, TrialSpec, trial_key
+from bench.trial.run import TrialContext, run_trial
 from conftest import run_bench, tiny_trial
 
 

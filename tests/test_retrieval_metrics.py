@@ -14,11 +14,11 @@ import pytest
 import torch
 from sklearn.metrics import average_precision_score, ndcg_score
 
-from bench.evaluate import Predictions
+from bench.trial.evaluate import Predictions
 from bench.metrics.retrieval import (THRESHOLD_GRID, _ranked, choose_threshold, per_query_metrics, ranking_names,
                                      retrieval_metrics)
-from bench.suite import TrialConfig
-from bench.trial import _retrieval, prediction_table
+from bench.config.suite import TrialConfig
+from bench.trial.run import _retrieval, prediction_table
 
 
 def _cosine(e: np.ndarray) -> np.ndarray:
@@ -446,7 +446,7 @@ def test_no_threshold_means_null_f1_and_a_note_never_a_default(dev, why):
 
 
 def test_rows_stored_under_the_old_names_are_read_with_todays_meanings():
-    from bench.leaderboard import LeaderboardSpec, leaderboard_table
+    from bench.reporting.leaderboard import LeaderboardSpec, leaderboard_table
     from bench.metrics.retrieval_columns import LEGACY_F1_NOTE, upgrade_legacy_rows
 
     old = {"trial_key": "old", "method": "a", "status": "ok", "ndcg@10": 0.7, "mar@10": 0.6, "map@10": 0.3,
@@ -467,8 +467,8 @@ def test_rows_stored_under_the_old_names_are_read_with_todays_meanings():
 
 
 def test_a_real_matching_trial_stores_per_query_values_that_give_its_row(registry):
-    from bench.suite import TrialSpec, trial_key
-    from bench.trial import TrialContext, run_trial
+    from bench.config.suite import TrialSpec, trial_key
+    from bench.trial.run import TrialContext, run_trial
     from conftest import tiny_trial
 
     stage = {"objectives": [{"name": "triplet", "options": {"margin": 1.0}}], "epochs": 1, "batch_size": 16,

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import polars as pl
 
-from bench.ray_sessions import RECORD, orphans, ray_temp_root
-from bench.reporting import leaderboard_for_run
+from bench.running.ray_sessions import RECORD, orphans, ray_temp_root
+from bench.reporting.write import leaderboard_for_run
 from conftest import invoke_bench, run_bench, tiny_trial
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -75,7 +75,7 @@ def test_failed_trials_are_recorded_and_the_suite_completes(outside_plugins, wri
 
 
 def _session_record(driver_pid: int) -> dict:
-    """The session record the running driver wrote into its Ray session folder (bench/ray_sessions.py)."""
+    """The session record the running driver wrote into its Ray session folder (bench/running/ray_sessions.py)."""
     for path in ray_temp_root().glob(f"session_*/{RECORD}"):
         try:
             record = json.loads(path.read_text())

@@ -11,11 +11,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.interfaces import LossOutput, Objective
-from bench.leaderboard import LeaderboardSpec, leaderboard_table, render_markdown
+from bench.reporting.leaderboard import LeaderboardSpec, leaderboard_table, render_markdown
 from bench.registry import PluginSpec, Registry
-from bench.selection import Selector
-from bench.suite import TrialConfig, TrialSpec, trial_key
-from bench.trial import TrialContext, run_trial
+from bench.trial.selection import Selector
+from bench.config.suite import TrialConfig, TrialSpec, trial_key
+from bench.trial.run import TrialContext, run_trial
 from conftest import TINY_DATA, tiny_trial
 
 DATA = {**TINY_DATA, "options": {**TINY_DATA["options"], "n_products": 120}}
@@ -157,8 +157,8 @@ def test_search_leaderboard_chooses_the_configuration_on_dev_not_test():
 def test_asha_stops_a_weak_trial_which_is_still_a_row(write_suite, tmp_path, registry, ray_session):
     """Real Ray Tune with its ASHA scheduler: one dev report per epoch; the hopeless configuration
     (a learning rate too small to learn) is stopped at the first rung and recorded as `stopped`."""
-    from bench.runner import run_suite
-    from bench.suite import load_suite
+    from bench.running.runner import run_suite
+    from bench.config.suite import load_suite
 
     trial = tiny_trial(dataset=DATA, stages=[{"objectives": ["cross_entropy"], "epochs": 3, "batch_size": 16,
                                               "optimizer": {"lr": 1e-3}}])

@@ -6,11 +6,11 @@ import polars as pl
 import pytest
 from sklearn.metrics import f1_score
 
-from bench.leaderboard import LeaderboardSpec, leaderboard_table, render_markdown
-from bench.reporting import leaderboard_for_run, load_predictions
-from bench.results import load_run
+from bench.reporting.leaderboard import LeaderboardSpec, leaderboard_table, render_markdown
+from bench.reporting.write import leaderboard_for_run, load_predictions
+from bench.reporting.results import load_run
 from bench.metrics.retrieval import ranking_names
-from bench.significance import (_macro_f1, encode_predictions, group_significance, resamples, share_not_ahead,
+from bench.reporting.significance import (_macro_f1, encode_predictions, group_significance, resamples, share_not_ahead,
                                 align, trial_intervals)
 from report_runs import N_LABELS, matching_run, noisy_predictions, retrieval_run, suite_copy, trial, write_run
 

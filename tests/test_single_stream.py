@@ -7,8 +7,8 @@ from PIL import Image
 
 from bench.errors import BenchError
 from bench.interfaces import BuildContext
-from bench.suite import TrialSpec, trial_key
-from bench.trial import TrialContext, run_trial
+from bench.config.suite import TrialSpec, trial_key
+from bench.trial.run import TrialContext, run_trial
 from conftest import tiny_trial
 from mic_bench_plugins.encoders.single_stream import SingleStreamEncoder, SingleStreamOptions
 from mic_bench_plugins.fusions.heads import HeadOptions

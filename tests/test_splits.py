@@ -8,7 +8,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from bench.splits import allocate, take_fraction
+from bench.trial.splits import allocate, take_fraction
 
 FRACTIONS = {"train": 0.7, "dev": 0.15, "test": 0.15}
 SSL_FRACTIONS = {"ssl": 0.5, "train": 0.3, "dev": 0.1, "test": 0.1}

@@ -13,10 +13,10 @@ import pytest
 import torch
 
 from bench.interfaces import LossOutput, Objective
-from bench.leaderboard import render_markdown, spec_from_suite
+from bench.reporting.leaderboard import render_markdown, spec_from_suite
 from bench.registry import PluginSpec, Registry
-from bench.suite import TrialConfig, TrialSpec, load_suite, trial_key
-from bench.trial import TrialContext, run_trial
+from bench.config.suite import TrialConfig, TrialSpec, load_suite, trial_key
+from bench.trial.run import TrialContext, run_trial
 from conftest import TINY_DATA, tiny_trial
 
 DATA = {**TINY_DATA, "options": {**TINY_DATA["options"], "n_products": 120}}

@@ -5,7 +5,7 @@ import pytest
 import yaml
 
 from bench.errors import BenchError
-from bench.suite import load_suite
+from bench.config.suite import load_suite
 from conftest import tiny_trial
 
 
@@ -163,7 +163,7 @@ def test_pair_scoring_and_self_supervised_ssl_stages_validate(write_suite, regis
 
 def test_objective_needs_are_known_without_building_the_objective(registry):
     from bench.registry import PluginSpec
-    from bench.trial_checks import objective_needs
+    from bench.config.trial_checks import objective_needs
 
     assert objective_needs(registry.get("objective", "cross_entropy")) == {"labels"}
     assert "labels" not in objective_needs(registry.get("objective", "simcse"))

@@ -17,7 +17,7 @@ from sklearn.preprocessing import normalize
 
 from bench.catalog import Catalog
 from bench.metrics.retrieval import retrieval_metrics
-from bench.splits import assign_splits
+from bench.trial.splits import assign_splits
 from mic_bench_plugins.datasets import synthetic_catalog
 from mic_bench_plugins.datasets.synthetic_catalog import SyntheticOptions, generate
 

@@ -9,9 +9,9 @@ import polars as pl
 import pytest
 
 from bench.errors import BenchError
-from bench.runner import run_suite
-from bench.suite import TrackerRef, load_suite
-from bench.trackers import TRACKER_NAMES, TRACKERS, resolve_trackers
+from bench.running.runner import run_suite
+from bench.config.suite import TrackerRef, load_suite
+from bench.reporting.trackers import TRACKER_NAMES, TRACKERS, resolve_trackers
 from conftest import run_bench, tiny_trial
 
 

@@ -19,9 +19,9 @@ import polars as pl
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from bench.errors import BenchError
-from bench.leaderboard import QUALITY, spec_from_suite
+from bench.reporting.leaderboard import QUALITY, spec_from_suite
 from bench.metrics.retrieval_columns import upgrade_legacy_rows
-from bench.provenance import PACKAGES
+from bench.reporting.provenance import PACKAGES
 
 FORMAT = 1
 DEFAULT_ABS_FLOOR = 0.02  # quality metrics live in [0, 1]
@@ -207,7 +207,7 @@ def read_baseline(path: str | Path) -> Baseline:
     try:
         return Baseline.model_validate(data)
     except ValidationError as exc:
-        from bench.validation import describe_validation_error
+        from bench.config.validation import describe_validation_error
 
         raise BenchError(f"not a mic-bench baseline: {describe_validation_error(exc, Baseline)}", file=path,
                          fix=REGENERATE) from None

@@ -6,9 +6,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from bench.device import autocast
+from bench.trial.device import autocast
 from bench.interfaces import FusionOutput
-from bench.model import BenchModel
+from bench.trial.model import BenchModel
 
 
 @dataclass

@@ -17,24 +17,24 @@ import numpy as np
 import polars as pl
 import torch
 
-from bench.cache import CacheStore
+from bench.trial.cache import CacheStore
 from bench.catalog import Catalog
-from bench.device import choose_device, loader_settings, set_threads
+from bench.trial.device import choose_device, loader_settings, set_threads
 from bench.errors import BenchError, TrialFailure
-from bench.evaluate import Predictions, predict
+from bench.trial.evaluate import Predictions, predict
 from bench.images import placeholder_counts
-from bench.memory import PeakMemory
+from bench.trial.memory import PeakMemory
 from bench.interfaces import CLASSIFICATION, IMAGE, JOINT, MATCHING, TEXT, BuildContext, Fusion, TaskInfo
 from bench.metrics.classification import classification_metrics, head_tail_labels
 from bench.metrics.retrieval import choose_threshold, per_query_metrics, retrieval_metrics, summarise
-from bench.model import BenchModel, count_parameters
+from bench.trial.model import BenchModel, count_parameters
 from bench.registry import Registry
-from bench.selection import Selector
-from bench.splits import assign_splits, cap_splits, take_fraction
-from bench.suite import TrialConfig, TrialSpec
-from bench.train import run_stage
-from bench.trial_checks import check_stage_needs
-from bench.trial_inputs import TrialInputs
+from bench.trial.selection import Selector
+from bench.trial.splits import assign_splits, cap_splits, take_fraction
+from bench.config.suite import TrialConfig, TrialSpec
+from bench.trial.train import run_stage
+from bench.config.trial_checks import check_stage_needs
+from bench.trial.inputs import TrialInputs
 
 MODALITIES = (TEXT, IMAGE, JOINT)
 SSL_FRACTIONS = {"ssl": 0.5, "train": 0.3, "dev": 0.1, "test": 0.1}
@@ -104,7 +104,7 @@ def curve_table(points: list[dict[str, Any]], key: str) -> pl.DataFrame | None:
 def load_catalog(cfg: TrialConfig, ctx: TrialContext) -> Catalog:
     """The trial's catalogue, read with the driver's resolved options (absolute paths) when the
     driver loaded it first, and checked against the driver's content fingerprint."""
-    from bench.cluster import check_fingerprint, dataset_key
+    from bench.running.cluster import check_fingerprint, dataset_key
 
     known = ctx.datasets.get(dataset_key(cfg.dataset.model_dump(mode="json")), {})
     options = known.get("options", cfg.dataset.options)
@@ -212,7 +212,7 @@ class TrialData:
 
 
 def prepare_data(cfg: TrialConfig, ctx: TrialContext) -> TrialData:
-    from bench.data import to_records
+    from bench.trial.records import to_records
 
     catalog = load_catalog(cfg, ctx)
     if cfg.task not in catalog.tasks:
@@ -266,7 +266,7 @@ class TrialRun:
 
     def train(self) -> dict[str, float]:
         """Run the stages in order; the model's weights flow from one stage to the next."""
-        from bench.data import make_loader, seen_share, served_item_ids
+        from bench.trial.records import make_loader, seen_share, served_item_ids
 
         served: set[str] = self.fit_encoders_and_probe()  # item ids the training saw (probe, then batches)
         losses = {}
@@ -423,8 +423,8 @@ class TrialRun:
     @torch.no_grad()
     def pooled_features(self, records: list[dict]) -> dict[str, torch.Tensor]:
         """The fusion's encoders' pooled vectors for these records, in order (frozen ones from the cache)."""
-        from bench.data import make_loader
-        from bench.device import autocast
+        from bench.trial.records import make_loader
+        from bench.trial.device import autocast
 
         feeders = {m: self.feeder(m, records) for m in sorted(self.model.fusion.requires)}
         loader = make_loader(records, feeders, batch_size=self.cfg.eval.batch_size, train=False, **self.loader_kw)
@@ -439,7 +439,7 @@ class TrialRun:
         return {m: torch.cat(parts) for m, parts in chunks.items()}
 
     def predict(self, split: str) -> Predictions | None:
-        from bench.data import make_loader
+        from bench.trial.records import make_loader
 
         records = self.data.splits[split]
         if not records:

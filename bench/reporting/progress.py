@@ -13,7 +13,7 @@ from typing import TextIO
 
 import polars as pl
 
-from bench.leaderboard import QUALITY, LeaderboardSpec, group_label, leaderboard_table
+from bench.reporting.leaderboard import QUALITY, LeaderboardSpec, group_label, leaderboard_table
 
 HEADLINE = ("macro_f1", "accuracy", "f1", "ndcg@10")
 

@@ -7,8 +7,8 @@ import polars as pl
 from tabulate import tabulate
 
 from bench.errors import BenchError
-from bench.leaderboard import QUALITY, LeaderboardSpec, leaderboard_table
-from bench.results import load_run
+from bench.reporting.leaderboard import QUALITY, LeaderboardSpec, leaderboard_table
+from bench.reporting.results import load_run
 
 
 def compare_tables(rows_a: pl.DataFrame, rows_b: pl.DataFrame, group_by: list[str],
@@ -49,7 +49,7 @@ def render_comparison(table: pl.DataFrame, group_by: list[str], metrics: list[st
 def compare_runs(run_a: str | Path, run_b: str | Path, group_by: list[str] | None = None,
                  metrics: list[str] | None = None) -> str:
     """Markdown table of metric deltas per group; defaults: run B's grouping, metrics both runs have."""
-    from bench.reporting import run_leaderboard_spec
+    from bench.reporting.write import run_leaderboard_spec
 
     run_a_dir, rows_a = load_run(run_a)
     run_b_dir, rows_b = load_run(run_b)

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import polars as pl
 
-from bench.leaderboard import LeaderboardSpec, render_csv, render_html, render_markdown, spec_from_suite
+from bench.reporting.leaderboard import LeaderboardSpec, render_csv, render_html, render_markdown, spec_from_suite
 from bench.paths import atomic_write_text
-from bench.results import PREDICTIONS, load_run
+from bench.reporting.results import PREDICTIONS, load_run
 
 HTML_PAGE = "leaderboard.html"
 
@@ -19,12 +19,12 @@ def run_leaderboard_spec(run_dir: Path, rows, group_by: list[str] | None = None)
     no longer validates is an error unless the caller names the grouping."""
     suite_copy = Path(run_dir) / "suite.yaml"
     if suite_copy.exists():
-        from bench.suite import Suite, read_with_includes
+        from bench.config.suite import Suite, read_with_includes
 
         from pydantic import ValidationError
 
         from bench.errors import BenchError
-        from bench.validation import describe_validation_error
+        from bench.config.validation import describe_validation_error
 
         raw = read_with_includes(suite_copy)
         try:
@@ -54,7 +54,7 @@ def png_data_uri(png: bytes) -> str:
 def html_page(rows: pl.DataFrame, spec: LeaderboardSpec, predictions: pl.DataFrame | None,
               pngs: dict[str, bytes] | None = None) -> str:
     """The self-contained page: tables plus every plot inlined, readable offline."""
-    from bench.plots import render_plots
+    from bench.reporting.plots import render_plots
 
     pngs = render_plots(rows, spec) if pngs is None else pngs
     images = {name.removesuffix(".png"): png_data_uri(png) for name, png in pngs.items()}
@@ -64,7 +64,7 @@ def html_page(rows: pl.DataFrame, spec: LeaderboardSpec, predictions: pl.DataFra
 def write_run_reports(run_dir: str | Path, rows: pl.DataFrame, spec: LeaderboardSpec,
                       predictions: pl.DataFrame | None = None) -> list[Path]:
     """plots/*.png and leaderboard.html beside leaderboard.md."""
-    from bench.plots import render_plots, write_plots
+    from bench.reporting.plots import render_plots, write_plots
 
     pngs = render_plots(rows, spec)
     written = write_plots(run_dir, rows, spec, pngs)
@@ -100,7 +100,7 @@ def check_columns(rows, run_dir: Path, group_by: list[str], sort: str | None) ->
     import json
 
     from bench.errors import BenchError
-    from bench.leaderboard import COST, QUALITY
+    from bench.reporting.leaderboard import COST, QUALITY
 
     for name in group_by:
         if name not in rows.columns:

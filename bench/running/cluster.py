@@ -68,7 +68,7 @@ def _strings(value: Any):
 
 def plugins_used(trials, registry) -> dict[str, str]:
     """Distribution -> version of every plugin the trials name, plus mic-bench itself."""
-    from bench.provenance import package_version
+    from bench.reporting.provenance import package_version
 
     used: dict[str, str] = {"mic-bench": package_version("mic-bench")}
     for trial in trials:

@@ -13,12 +13,12 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from bench.errors import BenchError
-from bench.matrix import (AXIS_PATHS, PLUGIN_AXES, axis_values, check_axes, check_search, count_trials, deep_merge,
+from bench.config.matrix import (AXIS_PATHS, PLUGIN_AXES, axis_values, check_axes, check_search, count_trials, deep_merge,
                           merge_named_value, sample_search,
                           set_path, trial_key)
-from bench.schedules import ScheduleName
-from bench.trackers import TrackerName
-from bench.validation import describe_validation_error
+from bench.trial.schedules import ScheduleName
+from bench.reporting.trackers import TrackerName
+from bench.config.validation import describe_validation_error
 
 # Unknown fields, inf and nan are refused everywhere: `epochs: .inf` would train forever, nan compares false.
 Strict = ConfigDict(extra="forbid", allow_inf_nan=False)
@@ -40,7 +40,7 @@ class Ref(BaseModel):
 
 
 class TrackerRef(Ref):
-    """An experiment tracker fed by Ray Tune's logger callbacks (bench/trackers.py)."""
+    """An experiment tracker fed by Ray Tune's logger callbacks (bench/reporting/trackers.py)."""
 
     name: TrackerName
 
@@ -78,7 +78,7 @@ class StageConfig(BaseModel):
     grad_clip: float | None = Field(1.0, gt=0)
     schedule: ScheduleName = Field("linear", description=(
         "learning-rate schedule after a 10% linear warm-up: linear (decay to 0), cosine (decay to 0) "
-        "or constant (see bench/schedules.py)"))
+        "or constant (see bench/trial/schedules.py)"))
 
 
 class SplitConfig(BaseModel):
@@ -409,7 +409,7 @@ def _validate_trial(config: dict, file: str, labels: dict, registry) -> dict:
                          fix="see docs/suites.md for every field and its allowed values") from None
     if registry is not None:
         check_plugins(trial, registry, file)
-    from bench.trial_checks import check_trial  # cross-field checks (ssl labels, image-text matching)
+    from bench.config.trial_checks import check_trial  # cross-field checks (ssl labels, image-text matching)
     check_trial(trial, registry, file, where)
     return trial.model_dump(mode="json")
 

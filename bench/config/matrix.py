@@ -153,7 +153,7 @@ MAX_TRIALS = 10_000  # a matrix beyond this is a typo, not a benchmark; refused 
 
 def check_axes(matrix: dict, search, file: str) -> None:
     """Axis and search-space names are row columns and paths: no path fragments, no column collisions."""
-    from bench.validation import axis_name_problem
+    from bench.config.validation import axis_name_problem
 
     for section, names in (("matrix", list(matrix)), ("search.space", list(search.space) if search else [])):
         for name in names:

@@ -19,12 +19,12 @@ import polars as pl
 import yaml
 
 from bench.errors import BenchError
-from bench.leaderboard import LeaderboardSpec, render_markdown, spec_from_suite
+from bench.reporting.leaderboard import LeaderboardSpec, render_markdown, spec_from_suite
 from bench.paths import atomic_write_text
-from bench.provenance import provenance
-from bench.results import RunDir, latest_run_dir, new_run_dir
-from bench.suite import LoadedSuite, TrialSpec
-from bench.transport import PAYLOAD, unpack
+from bench.reporting.provenance import provenance
+from bench.reporting.results import RunDir, latest_run_dir, new_run_dir
+from bench.config.suite import LoadedSuite, TrialSpec
+from bench.running.transport import PAYLOAD, unpack
 
 log = logging.getLogger(__name__)
 CURVE_POINT = "curve_point"  # marks a per-evaluation report (the final report is the trial's row)
@@ -62,7 +62,7 @@ def _give_streams_isatty() -> None:
 def _trainable(config: dict, specs: dict[str, dict], cpus: float, gpus: float, cache_dir: str | None,
                prov: dict[str, str], datasets: dict[str, dict]) -> None:
     """Runs inside a Ray worker, on any node: one trial. It never touches the run folder (which may
-    exist only on the driver's machine): its files travel in its final report (bench/transport.py)."""
+    exist only on the driver's machine): its files travel in its final report (bench/running/transport.py)."""
     _give_streams_isatty()
     import socket
 
@@ -70,8 +70,8 @@ def _trainable(config: dict, specs: dict[str, dict], cpus: float, gpus: float, c
     from ray import tune
 
     from bench.plugins import get_registry
-    from bench.transport import PAYLOAD, pack
-    from bench.trial import TrialContext, run_trial
+    from bench.running.transport import PAYLOAD, pack
+    from bench.trial.run import TrialContext, run_trial
 
     spec = TrialSpec(**specs[config["trial_key"]])
     ctx = TrialContext(registry=get_registry(), cpus=cpus, gpus=gpus, cache_dir=cache_dir, provenance=prov,
@@ -87,7 +87,7 @@ def _trainable(config: dict, specs: dict[str, dict], cpus: float, gpus: float, c
 def stopped_row(spec: TrialSpec, points: list[dict[str, Any]], scheduler: str) -> dict[str, Any]:
     """The row of a trial a Tune scheduler stopped: its best dev metrics so far (from its last
     report), and no test metrics, since the test split is only seen after training ends."""
-    from bench.trial import base_row
+    from bench.trial.run import base_row
 
     last = points[-1] if points else {}
     best = {k[len("best_"):]: v for k, v in last.items() if k.startswith("best_dev_")}
@@ -98,7 +98,7 @@ def stopped_row(spec: TrialSpec, points: list[dict[str, Any]], scheduler: str) -
 
 
 def curve_from_reports(points: list[dict[str, Any]], key: str) -> pl.DataFrame | None:
-    from bench.trial import curve_table
+    from bench.trial.run import curve_table
 
     keep = [{k: v for k, v in p.items() if not k.startswith("best_") and k not in TUNE_KEYS} for p in points]
     return curve_table(keep, key)
@@ -109,7 +109,7 @@ def _make_callback(run: RunDir, specs: dict[str, TrialSpec], progress, board: Le
     from ray.tune import Callback
 
     from bench.plugins import lifecycle_hooks
-    from bench.progress import best_row_text
+    from bench.reporting.progress import best_row_text
 
     class RowCallback(Callback):
         """In the driver: writes every trial's files from its final report (or the row of a trial
@@ -138,7 +138,7 @@ def _make_callback(run: RunDir, specs: dict[str, TrialSpec], progress, board: Le
             points = self.points.pop(key, [])
             row = self.written.pop(key, None)
             if row is None:  # no files arrived: stopped by the scheduler, or the worker crashed
-                from bench.trial import base_row
+                from bench.trial.run import base_row
 
                 if error is None and scheduler and points:
                     row = stopped_row(specs[key], points, scheduler)
@@ -167,8 +167,8 @@ def _init_ray(address: str | None, run: RunDir | None = None) -> None:
     """Start or join Ray; an unreachable or locked cluster is a BenchError within seconds, never a wait."""
     import ray
 
-    from bench.preflight import check_ray_address
-    from bench.ray_sessions import reap_orphans, record_session
+    from bench.running.preflight import check_ray_address
+    from bench.running.ray_sessions import reap_orphans, record_session
 
     if ray.is_initialized():
         return
@@ -186,7 +186,7 @@ def _init_ray(address: str | None, run: RunDir | None = None) -> None:
             try:
                 ray.init(address=address, runtime_env={"env_vars": {"RAY_CHDIR_TO_TRIAL_DIR": "0"}}, **kwargs)
             except Exception as exc:  # ConnectionError, AuthenticationError, RuntimeError: all mean "not joined"
-                from bench.preflight import AUTH_FIX
+                from bench.running.preflight import AUTH_FIX
 
                 text = f"{exc} {exc.__cause__ or ''}"
                 auth = "Auth" in type(exc).__name__ or "auth" in text.lower()
@@ -242,8 +242,8 @@ def preflight_ray(loaded: LoadedSuite, address: str | None, registry=None) -> li
     Returns what each node reported (empty for a local run)."""
     import ray
 
-    from bench.cluster import check_nodes, plugins_used
-    from bench.preflight import check_cluster_resources, check_local_cpus
+    from bench.running.cluster import check_nodes, plugins_used
+    from bench.running.preflight import check_cluster_resources, check_local_cpus
 
     if address is None and not ray.is_initialized():
         check_local_cpus(loaded)  # refused before a local Ray starts at all
@@ -267,7 +267,7 @@ def run_suite(loaded: LoadedSuite, registry, *, out: str | Path = "results", res
     ``nodes``: what each cluster node reported in the plugin check. Both are recorded in run.json.
     ``tune_storage``: where Ray Tune keeps its own state and logs (a path or a pyarrow-filesystem URI
     such as s3://bucket/prefix); default: the run folder's tune/."""
-    from bench.trackers import resolve_trackers
+    from bench.reporting.trackers import resolve_trackers
 
     out = Path(out)
     suite = loaded.suite
@@ -307,7 +307,7 @@ def run_suite(loaded: LoadedSuite, registry, *, out: str | Path = "results", res
     rows = rows.filter(pl.col("trial_key").is_in(list(specs))) if not rows.is_empty() else rows
     lb = spec_from_suite(suite)
     if not rows.is_empty():
-        from bench.reporting import load_predictions, write_run_reports
+        from bench.reporting.write import load_predictions, write_run_reports
 
         predictions = load_predictions(run.path)
         atomic_write_text(run.path / "leaderboard.md", render_markdown(rows, lb, predictions))
@@ -346,8 +346,8 @@ def _tune(loaded, registry, run: RunDir, pending: list[TrialSpec], specs, kept: 
           tune_storage: str | None = None) -> None:
     from ray import tune
 
-    from bench.progress import RunProgress
-    from bench.trackers import TrackerContext
+    from bench.reporting.progress import RunProgress
+    from bench.reporting.trackers import TrackerContext
 
     preflight_ray(loaded, address)  # starts or joins Ray; refuses a trial the cluster cannot hold
     suite = loaded.suite

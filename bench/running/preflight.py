@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 
 from bench.errors import BenchError
-from bench.suite import LoadedSuite
+from bench.config.suite import LoadedSuite
 
 log = logging.getLogger(__name__)
 
@@ -17,13 +17,13 @@ log = logging.getLogger(__name__)
 def preflight(loaded: LoadedSuite, registry, cache_dir: str | None = None) -> dict[str, dict]:
     """Raise the first dataset problem of the suite as a BenchError naming the suite and the option.
 
-    Returns, per distinct dataset section (bench.cluster.dataset_key), what the trials must read:
+    Returns, per distinct dataset section (bench.running.cluster.dataset_key), what the trials must read:
     the options with relative paths made absolute against this working directory, and the
     catalogue's content fingerprint, which every worker checks its own catalogue against.
     """
     from pathlib import Path
 
-    from bench.cluster import absolute_paths, dataset_key
+    from bench.running.cluster import absolute_paths, dataset_key
     from bench.interfaces import BuildContext
 
     seen: dict[str, frozenset[str] | None] = {}

@@ -11,9 +11,9 @@ from typing import Callable
 
 import torch
 
-from bench.cache import TOKEN_AXIS_KEYS, CacheStore, TensorTable, batched, cache_key, stack_padded
+from bench.trial.cache import TOKEN_AXIS_KEYS, CacheStore, TensorTable, batched, cache_key, stack_padded
 from bench.interfaces import Encoder
-from bench.model import EXTRA_PREFIX
+from bench.trial.model import EXTRA_PREFIX
 
 PREPROCESS_CACHE_MAX_MB = float(os.environ.get("MIC_BENCH_PREPROCESS_CACHE_MAX_MB", "2048"))
 SEQUENCE_KEYS = ("cached_sequence", "cached_mask")
@@ -115,7 +115,7 @@ class TrialInputs:
             was_training = encoder.training
             encoder.eval()
             inputs = {k: v.to(self.device) for k, v in source(chunk).items()}
-            from bench.device import autocast
+            from bench.trial.device import autocast
 
             with autocast(self.device, self.amp):
                 out = encoder(inputs)

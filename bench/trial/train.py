@@ -9,12 +9,12 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from bench.device import autocast, grad_scaler
+from bench.trial.device import autocast, grad_scaler
 from bench.errors import TrialFailure, TrialTimeout
 from bench.interfaces import Objective
-from bench.model import BenchModel
-from bench.schedules import lr_factor
-from bench.suite import StageConfig
+from bench.trial.model import BenchModel
+from bench.trial.schedules import lr_factor
+from bench.config.suite import StageConfig
 
 OPTIMIZERS = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam, "sgd": torch.optim.SGD}
 

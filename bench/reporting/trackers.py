@@ -17,7 +17,7 @@ from typing import Any, Callable, Literal, get_args
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from bench.errors import BenchError
-from bench.validation import describe_validation_error
+from bench.config.validation import describe_validation_error
 
 TrackerName = Literal["tensorboard", "mlflow", "wandb"]
 TRACKER_NAMES = list(get_args(TrackerName))

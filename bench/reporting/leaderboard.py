@@ -71,7 +71,7 @@ def leaderboard_table(rows: pl.DataFrame, spec: LeaderboardSpec, predictions: pl
     """One row per group: n ok / failed, mean and std of every metric, mean cost, rank.
 
     With the stored test predictions it also carries bootstrap intervals and the ``near_best`` mark
-    (see bench.significance).
+    (see bench.reporting.significance).
     """
     rows = upgrade_legacy_rows(rows)
     group_by = [g for g in spec.group_by if g in rows.columns] or ["trial_key"]
@@ -109,7 +109,7 @@ def leaderboard_table(rows: pl.DataFrame, spec: LeaderboardSpec, predictions: pl
 
 def _with_significance(table: pl.DataFrame, rows: pl.DataFrame, predictions: pl.DataFrame, group_by: list[str],
                        metrics: list[str], sort: str | None) -> pl.DataFrame:
-    from bench.significance import group_significance
+    from bench.reporting.significance import group_significance
 
     ranked = table.filter(pl.col("n") > 0)
     best = ranked.select(group_by).row(0) if ranked.height and sort not in LOWER_IS_BETTER else None

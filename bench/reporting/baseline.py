@@ -37,7 +37,7 @@ def _rows(loaded, registry, *, from_run: Path | None, run_dir: Path | None, max_
 
     keys = [t.key for t in loaded.trials]
     if from_run is not None:
-        from bench.results import load_run
+        from bench.reporting.results import load_run
 
         if run_dir is not None:
             raise BenchError("--from-run reads an earlier run, --run-dir starts a new one; pass one of them",
@@ -53,8 +53,8 @@ def _rows(loaded, registry, *, from_run: Path | None, run_dir: Path | None, max_
     if run_dir is not None and any((run_dir / "rows").glob("*.parquet")):
         raise BenchError("the run folder already holds trial rows; a check needs a fresh run", file=run_dir,
                          field="--run-dir", fix="pass a new folder, or --from-run to use the rows it holds")
-    from bench.preflight import check_writable_folder, preflight
-    from bench.runner import preflight_ray, run_suite
+    from bench.running.preflight import check_writable_folder, preflight
+    from bench.running.runner import preflight_ray, run_suite
 
     from bench.paths import cache_dir as make_cache_dir
 
@@ -69,7 +69,7 @@ def _rows(loaded, registry, *, from_run: Path | None, run_dir: Path | None, max_
 
 def _load(suite_file: Path, subset: int | None):
     from bench.plugins import get_registry
-    from bench.suite import load_suite
+    from bench.config.suite import load_suite
 
     registry = get_registry()
     return load_suite(suite_file, registry, subset=subset), registry
@@ -102,8 +102,8 @@ def _common(func):
 def baseline(suite_file, out_file, subset, run_dir, from_run, tolerances, abs_floor, k, max_concurrent, cache_dir,
              quiet):
     """Run SUITE_FILE (or read --from-run) and write its per-group metric baseline as JSON."""
-    from bench.check import build_baseline, dump_baseline, failed_trials, group_by_of, parse_tolerances
-    from bench.leaderboard import QUALITY
+    from bench.reporting.check import build_baseline, dump_baseline, failed_trials, group_by_of, parse_tolerances
+    from bench.reporting.leaderboard import QUALITY
     from bench.paths import atomic_write_text
 
     abs_floors = parse_tolerances(tolerances)
@@ -144,7 +144,7 @@ def check(suite_file, baseline_file, subset, run_dir, from_run, tolerances, abs_
 
     Exit 0: all within tolerance; 1: regressions (table printed); 2: bad input.
     """
-    from bench.check import (check_comparable, compare, parse_tolerances, read_baseline, render_report,
+    from bench.reporting.check import (check_comparable, compare, parse_tolerances, read_baseline, render_report,
                              version_notes)
 
     base = read_baseline(baseline_file)

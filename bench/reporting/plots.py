@@ -13,7 +13,7 @@ from pathlib import Path
 import polars as pl
 from matplotlib.figure import Figure
 
-from bench.leaderboard import LOWER_IS_BETTER, QUALITY, LeaderboardSpec, group_label, leaderboard_table
+from bench.reporting.leaderboard import LOWER_IS_BETTER, QUALITY, LeaderboardSpec, group_label, leaderboard_table
 from bench.paths import atomic_path
 
 PLOTS = "plots"

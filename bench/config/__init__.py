@@ -1,0 +1,1 @@
+"""Suite files: the YAML schema, matrix expansion and every check made before anything runs."""

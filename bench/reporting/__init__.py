@@ -1,0 +1,1 @@
+"""After trials finish: the results store, leaderboards, significance, plots, checks and trackers."""

@@ -1,0 +1,1 @@
+"""One trial inside a worker: data, splits, model, training, selection and evaluation."""

@@ -82,7 +82,6 @@ def validate(suite_file, subset, only, show_config):
     from bench.plugin_options import with_option_defaults
     from bench.plugins import get_registry
     from bench.config.suite import load_suite, select_trials
-
     registry = get_registry()
     loaded = select_trials(load_suite(suite_file, registry, subset=subset), list(only))
     click.echo(f"{loaded.suite.name}: {len(loaded.trials)} trials")
@@ -118,7 +117,6 @@ def run(suite_file, out, resume, run_dir, max_concurrent, address, tune_storage,
     from bench.running.preflight import check_writable_folder
     from bench.running.runner import preflight_ray, run_suite
     from bench.config.suite import load_suite, select_trials
-
     registry = get_registry()
     loaded = select_trials(load_suite(suite_file, registry, subset=subset), list(only))
     if run_dir is not None:

@@ -158,8 +158,8 @@ def options_table(entries: list[dict[str, Any]]) -> str:
 def with_option_defaults(config: dict[str, Any], registry) -> dict[str, Any]:
     """A validated trial config with every plugin's options as the plugin will see them (defaults
     filled in), for `bench validate --show-config`. The trial key is still the config as written."""
-    from bench.config.suite import TrialConfig, plugin_refs
-
+    from bench.config.schema import TrialConfig
+    from bench.config.suite import plugin_refs
     trial = TrialConfig.model_validate(config)
     for kind, _, ref in plugin_refs(trial):
         ref.options = registry.get(kind, ref.name).parse_options(ref.options).model_dump(mode="json")

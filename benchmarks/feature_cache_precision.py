@@ -47,7 +47,8 @@ def run(config: dict, cache_dir: Path, store_as) -> dict:
     """One trial; ``store_as`` replaces the cache's choice of sequence dtype for this run only."""
     import bench.trial.inputs as trial_inputs
     from bench.plugins import get_registry
-    from bench.config.suite import TrialConfig, TrialSpec, trial_key
+    from bench.config.matrix import trial_key
+    from bench.config.schema import TrialConfig, TrialSpec
     from bench.trial.run import TrialContext, run_trial
 
     chosen = trial_inputs.half_if_fits

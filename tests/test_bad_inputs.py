@@ -128,7 +128,6 @@ def ci_run_without_metrics(tmp: Path) -> Path:
     """A run folder of the CI suite (its real trial keys, at the baseline's subset) whose rows hold no metric."""
     from bench.plugins import get_registry
     from bench.config.suite import load_suite
-
     subset = json.loads(CI_BASELINE.read_text())["subset"]
     run = RunDir(tmp / "run")
     for t in load_suite(CI_SUITE, get_registry(), subset=subset).trials:

@@ -19,7 +19,8 @@ from sklearn.preprocessing import StandardScaler, normalize
 from bench.trial.cache import CacheStore
 from bench.fitting import fit_encoder, fit_key
 from bench.interfaces import BuildContext, TaskInfo
-from bench.config.suite import TrialConfig, TrialSpec, load_suite
+from bench.config.schema import TrialConfig, TrialSpec
+from bench.config.suite import load_suite
 from bench.trial.run import TrialContext, TrialRun, build_model, prepare_data, run_trial
 from conftest import TINY_IMAGE, TINY_TEXT, tiny_trial
 

@@ -10,7 +10,8 @@ import torch
 
 from bench.trial.cache import CacheStore, cache_key
 from bench.plugins import get_registry
-from bench.config.suite import TrialSpec, trial_key
+from bench.config.matrix import trial_key
+from bench.config.schema import TrialSpec
 from bench.trial.run import TrialContext, run_trial
 from bench.trial.inputs import TrialInputs
 from conftest import TINY_IMAGE, TINY_TEXT, tiny_trial
@@ -262,8 +263,7 @@ def test_trial_over_frozen_encoders_same_metrics_with_and_without_cache(tmp_path
     rows = {}
     for cache in (False, True, True):
         config = tiny_trial(encoders=frozen, fusion="shallow", cache=cache)
-        from bench.config.suite import TrialConfig
-
+        from bench.config.schema import TrialConfig
         config = TrialConfig.model_validate(config).model_dump(mode="json")
         spec = TrialSpec(trial_key(config), {}, {}, config)
         row = run_trial(spec, TrialContext(registry=registry, cache_dir=str(tmp_path))).row
@@ -276,8 +276,7 @@ def test_trial_over_frozen_encoders_same_metrics_with_and_without_cache(tmp_path
 
 
 def test_pooled_only_trial_then_sequence_trial_run_the_frozen_encoders_once(tmp_path, registry):
-    from bench.config.suite import TrialConfig
-
+    from bench.config.schema import TrialConfig
     frozen = {"text": {**TINY_TEXT, "options": {**TINY_TEXT["options"], "freeze": "all"}},
               "image": {**TINY_IMAGE, "options": {**TINY_IMAGE["options"], "freeze": "all"}}}
     rows = []

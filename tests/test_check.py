@@ -137,7 +137,6 @@ def test_tolerance_pairs_are_parsed_and_typos_rejected():
 def test_committed_baseline_matches_the_ci_suite():
     b = read_baseline(CI_BASELINE)
     from bench.config.suite import load_suite
-
     loaded = load_suite(CI_SUITE)
     assert b.suite == loaded.suite.name and b.suite_hash == loaded.text_hash and b.subset is None
     assert set(b.groups) == {"fusion=text_only", "fusion=cross_modal_gated_attention"}
@@ -189,7 +188,6 @@ def test_crippled_training_fails_the_check_naming_group_and_metric(tmp_path, reg
     """Real training, crippled, run in this process (the shared Ray); the real `bench check` reads it."""
     from bench.running.runner import run_suite
     from bench.config.suite import load_suite
-
     suite = yaml.safe_load(CI_SUITE.read_text())
     stage = suite["trial"]["stages"][0]
     stage.update(epochs=0.1, optimizer={**stage["optimizer"], "lr": 1e-7})  # same name, barely trained

@@ -246,7 +246,9 @@ def test_trial_row_reports_skipped_images(registry, tmp_path):
     """End to end: rows dropped for missing images show up as data_skipped_missing_images."""
     from conftest import TINY_TEXT, tiny_trial
 
-    from bench.config.suite import TrialConfig, TrialSpec, trial_key
+    from bench.config.matrix import trial_key
+
+    from bench.config.schema import TrialConfig, TrialSpec
     from bench.trial.run import TrialContext, run_trial
 
     rows = []
@@ -501,8 +503,8 @@ def test_titles_only_matching_suite_runs_and_fusions_needing_images_fail_clearly
     assert "fusion 'late' needs images, but the catalogue shopee_price_match has none" in row["error"]
     assert "trial.fusion.name" in row["error"] and "fusion text_only" in row["error"]
     ssl = {**stage, "objectives": ["convirt"]}
-    from bench.config.suite import TrialConfig, TrialSpec, trial_key
-
+    from bench.config.matrix import trial_key
+    from bench.config.schema import TrialConfig, TrialSpec
     config = TrialConfig.model_validate(tiny_trial(dataset=dataset, task="matching", stages=[ssl])).model_dump(mode="json")
     row = run_trial(TrialSpec(trial_key(config), {}, {}, config), ctx).row
     assert row["status"] == "failed" and "objective 'convirt' needs images" in row["error"]

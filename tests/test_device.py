@@ -6,7 +6,8 @@ import torch
 
 from bench.trial.device import autocast, choose_device, grad_scaler, loader_settings, set_threads
 from bench.errors import BenchError
-from bench.config.suite import TrialConfig, TrialSpec, trial_key
+from bench.config.matrix import trial_key
+from bench.config.schema import TrialConfig, TrialSpec
 from bench.trial.run import TrialContext, run_trial
 from conftest import tiny_trial
 

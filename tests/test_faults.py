@@ -131,7 +131,6 @@ def test_a_row_that_cannot_be_written_is_reported_failed_not_lost(tmp_path):
 def test_a_trial_whose_results_cannot_be_written_fails_and_the_suite_goes_on(tmp_path):
     from bench.plugins import get_registry
     from bench.config.suite import load_suite
-
     suite = tmp_path / "suite.yaml"
     suite.write_text(json.dumps({"name": "disk", "trial": tiny_trial(), "matrix": {"seed": [0, 1]}, "max_concurrent": 1}))
     blocked = load_suite(suite, get_registry()).trials[1].key

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from bench.interfaces import BuildContext, EncoderOutput, TaskInfo
-from bench.config.suite import TrialConfig
+from bench.config.schema import TrialConfig
 from bench.trial.run import TrialContext, build_model
 from conftest import tiny_trial
 

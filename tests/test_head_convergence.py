@@ -9,7 +9,7 @@ from pydantic import ValidationError
 from bench.interfaces import Batch, Encoder
 from bench.trial.model import BenchModel
 from bench.trial.schedules import SCHEDULES, lr_factor
-from bench.config.suite import OptimizerConfig, StageConfig
+from bench.config.schema import OptimizerConfig, StageConfig
 from bench.trial.train import run_stage
 from mic_bench_plugins.fusions.heads import HeadOptions
 from mic_bench_plugins.fusions.unimodal import UnimodalFusion

@@ -91,7 +91,7 @@ def test_head_fixed_on_the_full_train_split_and_unseen_labels_count_as_tail():
 
 
 def _prepared(registry, **overrides):
-    from bench.config.suite import TrialConfig
+    from bench.config.schema import TrialConfig
     from bench.trial.run import TrialContext, prepare_data
     from conftest import TINY_DATA, tiny_trial
 
@@ -130,7 +130,7 @@ def test_an_objective_needing_labels_is_refused_on_the_ssl_split_when_built(regi
     from bench.errors import BenchError
     from bench.interfaces import Objective
     from bench.registry import PluginSpec, Registry
-    from bench.config.suite import TrialConfig
+    from bench.config.schema import TrialConfig
     from bench.trial.run import TrialContext, build_model, build_objectives, prepare_data
     from conftest import tiny_trial
 

@@ -15,7 +15,7 @@ from bench.trial.records import Collate, PKSampler, make_loader, served_item_ids
 from bench.errors import BenchError
 from bench.interfaces import Batch, BuildContext, FusionOutput, TaskInfo
 from bench.metrics.retrieval import retrieval_metrics
-from bench.config.suite import TrialConfig
+from bench.config.schema import TrialConfig
 from bench.trial.run import TrialContext, build_model
 from conftest import tiny_trial
 from mic_bench_plugins.objectives.metric_learning import (EmbeddingLoss, MetricOptions, Omni, OmniOptions,
@@ -330,7 +330,8 @@ def test_served_items_are_those_of_the_batches_used_even_when_workers_fetch_ahea
 
 
 def _seen_share_row(registry, stage):
-    from bench.config.suite import TrialSpec, trial_key
+    from bench.config.matrix import trial_key
+    from bench.config.schema import TrialSpec
     from bench.trial.run import run_trial
 
     config = TrialConfig.model_validate(tiny_trial(task="matching", stages=[stage])).model_dump(mode="json")

@@ -11,7 +11,7 @@ import torch
 from bench.trial.records import Collate
 from bench.errors import BenchError
 from bench.interfaces import BuildContext, TaskInfo
-from bench.config.suite import TrialConfig
+from bench.config.schema import TrialConfig
 from bench.trial.run import TrialContext, build_model
 from conftest import tiny_trial
 from mic_bench_plugins.objectives.image_text_matching import choose_donors, swap_titles
@@ -329,7 +329,8 @@ def test_vt_bert_objectives_need_the_single_stream_encoder(registry, task, name)
 
 
 def test_vt_bert_stage_trains_in_a_real_trial(registry):
-    from bench.config.suite import TrialSpec, trial_key
+    from bench.config.matrix import trial_key
+    from bench.config.schema import TrialSpec
     from bench.trial.run import run_trial
 
     stage = {"objectives": [{"name": "vtm", "weight": 1}, {"name": "mlm", "weight": 0.1},

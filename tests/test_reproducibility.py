@@ -7,7 +7,9 @@ import math
 import polars as pl
 import pytest
 
-from bench.config.suite import TrialConfig, TrialSpec, trial_key
+from bench.config.matrix import trial_key
+
+from bench.config.schema import TrialConfig, TrialSpec
 from bench.trial.run import TrialContext, run_trial
 from conftest import run_bench, tiny_trial
 

@@ -17,7 +17,7 @@ from sklearn.metrics import average_precision_score, ndcg_score
 from bench.trial.evaluate import Predictions
 from bench.metrics.retrieval import (THRESHOLD_GRID, _ranked, choose_threshold, per_query_metrics, ranking_names,
                                      retrieval_metrics)
-from bench.config.suite import TrialConfig
+from bench.config.schema import TrialConfig
 from bench.trial.run import _retrieval, prediction_table
 
 
@@ -467,7 +467,8 @@ def test_rows_stored_under_the_old_names_are_read_with_todays_meanings():
 
 
 def test_a_real_matching_trial_stores_per_query_values_that_give_its_row(registry):
-    from bench.config.suite import TrialSpec, trial_key
+    from bench.config.matrix import trial_key
+    from bench.config.schema import TrialSpec
     from bench.trial.run import TrialContext, run_trial
     from conftest import tiny_trial
 

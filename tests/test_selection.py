@@ -14,7 +14,8 @@ from bench.interfaces import LossOutput, Objective
 from bench.reporting.leaderboard import LeaderboardSpec, leaderboard_table, render_markdown
 from bench.registry import PluginSpec, Registry
 from bench.trial.selection import Selector
-from bench.config.suite import TrialConfig, TrialSpec, trial_key
+from bench.config.matrix import trial_key
+from bench.config.schema import TrialConfig, TrialSpec
 from bench.trial.run import TrialContext, run_trial
 from conftest import TINY_DATA, tiny_trial
 
@@ -159,7 +160,6 @@ def test_asha_stops_a_weak_trial_which_is_still_a_row(write_suite, tmp_path, reg
     (a learning rate too small to learn) is stopped at the first rung and recorded as `stopped`."""
     from bench.running.runner import run_suite
     from bench.config.suite import load_suite
-
     trial = tiny_trial(dataset=DATA, stages=[{"objectives": ["cross_entropy"], "epochs": 3, "batch_size": 16,
                                               "optimizer": {"lr": 1e-3}}])
     suite = write_suite({"name": "asha", "trial": trial, "max_concurrent": 1, "search": {

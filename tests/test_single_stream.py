@@ -7,7 +7,8 @@ from PIL import Image
 
 from bench.errors import BenchError
 from bench.interfaces import BuildContext
-from bench.config.suite import TrialSpec, trial_key
+from bench.config.matrix import trial_key
+from bench.config.schema import TrialSpec
 from bench.trial.run import TrialContext, run_trial
 from conftest import tiny_trial
 from mic_bench_plugins.encoders.single_stream import SingleStreamEncoder, SingleStreamOptions

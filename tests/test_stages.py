@@ -15,7 +15,9 @@ import torch
 from bench.interfaces import LossOutput, Objective
 from bench.reporting.leaderboard import render_markdown, spec_from_suite
 from bench.registry import PluginSpec, Registry
-from bench.config.suite import TrialConfig, TrialSpec, load_suite, trial_key
+from bench.config.matrix import trial_key
+from bench.config.schema import TrialConfig, TrialSpec
+from bench.config.suite import load_suite
 from bench.trial.run import TrialContext, run_trial
 from conftest import TINY_DATA, tiny_trial
 

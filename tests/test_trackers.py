@@ -10,7 +10,8 @@ import pytest
 
 from bench.errors import BenchError
 from bench.running.runner import run_suite
-from bench.config.suite import TrackerRef, load_suite
+from bench.config.schema import TrackerRef
+from bench.config.suite import load_suite
 from bench.reporting.trackers import TRACKER_NAMES, TRACKERS, resolve_trackers
 from conftest import run_bench, tiny_trial
 

@@ -70,7 +70,6 @@ def _rows(loaded, registry, *, from_run: Path | None, run_dir: Path | None, max_
 def _load(suite_file: Path, subset: int | None):
     from bench.plugins import get_registry
     from bench.config.suite import load_suite
-
     registry = get_registry()
     return load_suite(suite_file, registry, subset=subset), registry
 

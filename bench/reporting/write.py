@@ -19,8 +19,8 @@ def run_leaderboard_spec(run_dir: Path, rows, group_by: list[str] | None = None)
     no longer validates is an error unless the caller names the grouping."""
     suite_copy = Path(run_dir) / "suite.yaml"
     if suite_copy.exists():
-        from bench.config.suite import Suite, read_with_includes
-
+        from bench.config.schema import Suite
+        from bench.config.yaml_files import read_with_includes
         from pydantic import ValidationError
 
         from bench.errors import BenchError

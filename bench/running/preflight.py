@@ -9,8 +9,7 @@ from __future__ import annotations
 import logging
 
 from bench.errors import BenchError
-from bench.config.suite import LoadedSuite
-
+from bench.config.schema import LoadedSuite
 log = logging.getLogger(__name__)
 
 

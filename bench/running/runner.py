@@ -23,7 +23,7 @@ from bench.reporting.leaderboard import LeaderboardSpec, render_markdown, spec_f
 from bench.paths import atomic_write_text
 from bench.reporting.provenance import provenance
 from bench.reporting.results import RunDir, latest_run_dir, new_run_dir
-from bench.config.suite import LoadedSuite, TrialSpec
+from bench.config.schema import LoadedSuite, TrialSpec
 from bench.running.transport import PAYLOAD, unpack
 
 log = logging.getLogger(__name__)

@@ -31,7 +31,7 @@ from bench.trial.model import BenchModel, count_parameters
 from bench.registry import Registry
 from bench.trial.selection import Selector
 from bench.trial.splits import assign_splits, cap_splits, take_fraction
-from bench.config.suite import TrialConfig, TrialSpec
+from bench.config.schema import TrialConfig, TrialSpec
 from bench.trial.train import run_stage
 from bench.config.trial_checks import check_stage_needs
 from bench.trial.inputs import TrialInputs

@@ -14,8 +14,7 @@ from bench.errors import TrialFailure, TrialTimeout
 from bench.interfaces import Objective
 from bench.trial.model import BenchModel
 from bench.trial.schedules import lr_factor
-from bench.config.suite import StageConfig
-
+from bench.config.schema import StageConfig
 OPTIMIZERS = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam, "sgd": torch.optim.SGD}
 
 

@@ -1,0 +1,228 @@
+"""The suite schema: pydantic models every suite and trial is validated against."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from bench.trial.schedules import ScheduleName
+from bench.reporting.trackers import TrackerName
+
+# Unknown fields, inf and nan are refused everywhere: `epochs: .inf` would train forever, nan compares false.
+Strict = ConfigDict(extra="forbid", allow_inf_nan=False)
+SEED = Field(0, ge=0, le=2**32 - 1, description="numpy seeds must fit in 32 bits")
+MIN_DEFAULT_HEAD_LR = 1e-3  # heads start from random weights: see OptimizerConfig.head_lr
+
+
+class Ref(BaseModel):
+    """A plugin by name with its options; a bare string is accepted as the name."""
+
+    model_config = Strict
+    name: str
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_name(cls, value):
+        return {"name": value} if isinstance(value, str) else value
+
+
+class TrackerRef(Ref):
+    """An experiment tracker fed by Ray Tune's logger callbacks (bench/reporting/trackers.py)."""
+
+    name: TrackerName
+
+
+class ObjectiveRef(Ref):
+    weight: float = Field(1.0, ge=0.0)
+
+
+class OptimizerConfig(BaseModel):
+    model_config = Strict
+    name: Literal["adamw", "adam", "sgd"] = "adamw"
+    lr: float = Field(1e-4, gt=0)
+    head_lr: float | None = Field(None, gt=0, description=(
+        "learning rate of everything but the encoders (default: max(lr, 1e-3), since a randomly "
+        "initialised head at a fine-tuning rate such as 1e-4 does not converge in a few epochs)"))
+    weight_decay: float = Field(0.01, ge=0)
+
+    @model_validator(mode="after")
+    def _default_head_lr(self):
+        if self.head_lr is None:
+            self.head_lr = max(self.lr, MIN_DEFAULT_HEAD_LR)
+        return self
+
+
+class StageConfig(BaseModel):
+    model_config = Strict
+    name: str = "train"
+    objectives: list[ObjectiveRef] = Field(default_factory=lambda: [ObjectiveRef(name="cross_entropy")], min_length=1)
+    data: Literal["train", "ssl", "train+ssl"] = "train"
+    epochs: float = Field(1.0, gt=0, le=10_000)
+    batch_size: int = Field(32, ge=2, le=65_536)
+    optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
+    sampler: Literal["auto", "random", "pk", "balanced"] = "auto"
+    pk_items: int = Field(2, ge=2, le=1024, description="items per group in a P x K batch")
+    grad_clip: float | None = Field(1.0, gt=0)
+    schedule: ScheduleName = Field("linear", description=(
+        "learning-rate schedule after a 10% linear warm-up: linear (decay to 0), cosine (decay to 0) "
+        "or constant (see bench/trial/schedules.py)"))
+
+
+class SplitConfig(BaseModel):
+    model_config = Strict
+    fractions: dict[Literal["train", "dev", "test", "ssl"], float] | None = None
+    use_given: bool | None = None
+    seed: int = SEED
+
+
+class EvalConfig(BaseModel):
+    model_config = Strict
+    k: int = Field(10, ge=1, le=10_000)
+    batch_size: int = Field(64, ge=1, le=65_536)
+    retrieval: Literal["auto", "off", "embedding", "max_of_kinds"] = "auto"
+
+
+class SelectionConfig(BaseModel):
+    """Model selection on dev during the last stage: evaluate after every epoch (and every
+    ``every_steps`` steps), keep the best weights by ``metric``, stop after ``patience``
+    evaluations without an improvement of more than ``min_delta``, restore the best before test."""
+
+    model_config = Strict
+    metric: str | None = Field(None, pattern=r"^dev_[A-Za-z0-9_@.]+$",
+                               description="a dev metric of the row, e.g. dev_macro_f1 or dev_ndcg@10 "
+                                           "(default: dev_macro_f1 for classification, dev_ndcg@k for matching)")
+    mode: Literal["max", "min"] = "max"
+    patience: int | None = Field(5, ge=1, le=10_000, description="evaluations without improvement before stopping "
+                                                                  "(null: never stop early)")
+    min_delta: float = Field(0.0, ge=0, allow_inf_nan=False)
+    every_steps: int | None = Field(None, ge=1, description="also evaluate every N training steps (long epochs)")
+
+
+class TrialConfig(BaseModel):
+    """Everything one trial needs; the suite's `trial` section after matrix overrides."""
+
+    model_config = Strict
+    dataset: Ref
+    task: Literal["classification", "matching"] = "classification"
+    encoders: dict[Literal["text", "image", "joint"], Ref] = Field(min_length=1)
+    fusion: Ref
+    stages: list[StageConfig] = Field(default_factory=lambda: [StageConfig()], min_length=1)
+    splits: SplitConfig = Field(default_factory=SplitConfig)
+    finetune_fraction: float = Field(1.0, gt=0, le=1)
+    seed: int = SEED
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    max_trial_minutes: float | None = Field(None, gt=0)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    amp: Literal["off", "bf16", "fp16"] = "off"
+    dataloader_workers: Annotated[int, Field(ge=0, le=256)] | Literal["auto"] = "auto"
+    cache: bool = Field(True, description="cache preprocessed inputs and frozen-encoder features (content-addressed)")
+    subset: int | None = Field(None, ge=1, description="cap every split at this many items (smoke and CI runs)")
+    selection: SelectionConfig | Literal["last"] = Field(
+        default_factory=SelectionConfig,
+        description="keep the dev-best epoch of the last stage (default), or `last` to keep the final weights")
+
+    def selection_metric(self) -> str | None:
+        """The dev metric that picks the epoch (None with `selection: last`)."""
+        if self.selection == "last":
+            return None
+        if self.selection.metric:
+            return self.selection.metric
+        return "dev_macro_f1" if self.task == "classification" else f"dev_ndcg@{self.eval.k}"
+
+
+class SchedulerConfig(BaseModel):
+    """A Ray Tune trial scheduler that stops weak trials from their per-evaluation dev reports.
+    One reported iteration = one dev evaluation (an epoch, or ``selection.every_steps`` steps)."""
+
+    model_config = Strict
+    name: Literal["asha", "median"]
+    metric: str = Field(pattern=r"^dev_[A-Za-z0-9_@.]+$", description="a dev metric, e.g. dev_macro_f1")
+    mode: Literal["max", "min"] = "max"
+    grace_period: int = Field(1, ge=1, le=10_000, description="evaluations every trial gets before it may stop")
+    max_t: int | None = Field(None, ge=1, le=100_000, description="asha: evaluations after which it stops a trial "
+                                                                  "itself (default: never; trials end with their epochs)")
+    reduction_factor: float = Field(3.0, gt=1, le=100, allow_inf_nan=False, description="asha: keep 1/factor per rung")
+    min_samples_required: int = Field(3, ge=1, le=10_000, description="median: trials needed before comparing")
+
+
+class SearchConfig(BaseModel):
+    model_config = Strict
+    scheduler: SchedulerConfig | None = None
+    space: dict[str, dict[Literal["loguniform", "uniform", "randint", "choice", "grid"], list]] = Field(default_factory=dict)
+    samples: int = Field(1, ge=1, le=10_000)
+    seed: int = SEED
+
+
+class Resources(BaseModel):
+    model_config = Strict
+    cpu: float = Field(1.0, gt=0, le=4096)
+    gpu: float = Field(0.0, ge=0, le=1024)
+
+
+class PivotConfig(BaseModel):
+    model_config = Strict
+    rows: str
+    columns: str
+    value: str = "accuracy"
+    extra_values: list[str] = Field(default_factory=list, description="more metrics, one pivot table each")
+
+
+class LeaderboardConfig(BaseModel):
+    model_config = Strict
+    group_by: list[str] | None = None
+    sort: str | None = None
+    metrics: list[str] | None = None
+    pivot: PivotConfig | None = None
+
+
+class Suite(BaseModel):
+    model_config = Strict
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", max_length=100)
+    description: str = ""
+    trial: dict[str, Any]
+    matrix: dict[str, list | dict[str, Any]] = Field(default_factory=dict)
+    search: SearchConfig | None = None
+    resources: Resources = Field(default_factory=Resources)
+    max_concurrent: int | None = Field(None, ge=1)
+    leaderboard: LeaderboardConfig = Field(default_factory=LeaderboardConfig)
+    reference: dict[str, dict[str, float]] = Field(default_factory=dict)
+    reference_source: str = ""
+    trackers: list[TrackerRef] = Field(default_factory=list, description="experiment trackers: tensorboard, mlflow, wandb")
+
+    @field_validator("name")
+    @classmethod
+    def _folder_name(cls, value: str) -> str:
+        """The name is a folder under --out: '..' or a hidden name would land the run elsewhere."""
+        if value.startswith("."):
+            raise ValueError(f"'{value}' cannot start with '.' (it becomes the folder --out/{value})")
+        return value
+
+
+@dataclass(frozen=True)
+class TrialSpec:
+    key: str
+    axes: dict[str, Any]
+    hyper: dict[str, Any]
+    config: dict[str, Any]
+
+    def label(self) -> str:
+        parts = [f"{k}={v}" for k, v in {**self.axes, **self.hyper}.items()]
+        return " ".join(parts) or "(single trial)"
+
+
+@dataclass
+class LoadedSuite:
+    path: Path
+    suite: Suite
+    trials: list[TrialSpec]
+    text_hash: str
+    raw: dict = field(default_factory=dict)
+
+    @property
+    def axes(self) -> list[str]:
+        return list(self.suite.matrix) + list(self.suite.search.space if self.suite.search else [])
+
+

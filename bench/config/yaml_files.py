@@ -1,0 +1,100 @@
+"""Reading suite YAML safely: size and alias-expansion bounds, clear syntax errors, includes."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bench.config.matrix import deep_merge
+from bench.errors import BenchError
+
+def read_yaml(path: Path) -> dict:
+    if not path.exists():
+        raise BenchError("suite file not found", file=path, fix="check the path; suites live in suites/")
+    if path.is_dir():
+        raise BenchError("this is a folder, not a suite file", file=path, fix="pass a .yaml file, e.g. suites/smoke.yaml")
+    if path.stat().st_size > MAX_SUITE_BYTES:
+        raise BenchError(f"suite file is {path.stat().st_size} bytes (at most {MAX_SUITE_BYTES})", file=path,
+                         fix="a suite is a short YAML file; split it with include:")
+    try:
+        data = load_yaml_bounded(path.read_text(encoding="utf-8"), path)
+    except UnicodeDecodeError:
+        raise BenchError("suite file is not UTF-8 text", file=path, fix="save the file as UTF-8") from None
+    except RecursionError:
+        raise BenchError("the YAML is nested too deeply", file=path, fix="a suite needs a few levels of nesting") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else None
+        problem = str(getattr(exc, "problem", exc))
+        fix = "indent with spaces: YAML does not allow tabs" if "'\\t'" in problem else \
+            "fix the YAML syntax (indentation, colons, quotes)"
+        raise BenchError(f"not valid YAML: {problem}", file=path, field=where, fix=fix) from None
+    if not isinstance(data, dict):
+        raise BenchError("a suite must be a YAML mapping with at least name, trial", file=path,
+                         fix="start from suites/smoke.yaml")
+    return data
+
+
+MAX_SUITE_BYTES = 1 << 20
+MAX_YAML_NODES = 100_000  # a suite's expanded size; alias bombs (billion laughs) blow far past it
+
+
+def load_yaml_bounded(text: str, path: Path) -> Any:
+    """yaml.safe_load, but anchors/aliases may not expand past MAX_YAML_NODES nodes or refer to themselves.
+
+    safe_load shares an aliased node instead of copying it, so a billion-laughs file loads in
+    microseconds and explodes later (hashing, deep copies, validation). The composed node graph
+    is measured first, as the tree it stands for.
+    """
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is not None:
+            _expanded_size(node, path, {}, set())
+            return loader.construct_document(node)
+        return None
+    finally:
+        loader.dispose()
+
+
+def _expanded_size(node: yaml.Node, path: Path, sizes: dict[int, int], open_nodes: set[int]) -> int:
+    key = id(node)
+    if key in sizes:
+        return sizes[key]
+    if key in open_nodes:
+        raise BenchError("an alias refers to the node that contains it (a recursive structure)", file=path,
+                         field=f"line {node.start_mark.line + 1}", fix="remove the self-referring alias")
+    open_nodes.add(key)
+    children = [c for pair in node.value for c in pair] if isinstance(node, yaml.MappingNode) else \
+        node.value if isinstance(node, yaml.SequenceNode) else []
+    size = 1 + sum(_expanded_size(c, path, sizes, open_nodes) for c in children)
+    open_nodes.discard(key)
+    if size > MAX_YAML_NODES:
+        raise BenchError(f"anchors and aliases expand to more than {MAX_YAML_NODES} values", file=path,
+                         field=f"line {node.start_mark.line + 1}",
+                         fix="a suite needs far fewer; remove the nested aliases (this looks like an alias bomb)")
+    sizes[key] = size
+    return size
+
+
+def read_with_includes(path: Path, seen: tuple = ()) -> dict:
+    data = read_yaml(path)
+    includes = data.pop("include", None) or []
+    if isinstance(includes, str):
+        includes = [includes]
+    merged: dict = {}
+    for inc in includes:
+        if not isinstance(inc, str):
+            raise BenchError(f"include entry {inc!r} is not a file path", file=path, field="include",
+                             fix="write include: base.yaml or include: [base.yaml, data.yaml]")
+        inc_path = (path.parent / inc).resolve()
+        if not inc_path.is_file():
+            raise BenchError(f"included file not found: {inc_path}", file=path, field="include",
+                             fix="check the include path; it is relative to the including file's folder")
+        if inc_path in seen:
+            raise BenchError(f"include cycle through {inc}", file=path, field="include", fix="remove the cycle")
+        merged = deep_merge(merged, read_with_includes(inc_path, seen + (path.resolve(),)))
+    return deep_merge(merged, data)
+
+

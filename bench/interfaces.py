@@ -136,6 +136,10 @@ class Fusion(nn.Module):
 
     requires: ClassVar[frozenset[str]] = frozenset()
     uses_sequence: ClassVar[bool] = True  # False: only pooled vectors are read (smaller feature cache)
+    # True: title and image interact inside the fusion (attention across them), so a score on its
+    # multimodal vector can tell whether the two belong together; False: each side is kept apart
+    # (or only one is read); None: not declared, so image-text matching is not refused on it.
+    mixes_modalities: ClassVar[bool | None] = None
 
     def forward(self, features: dict[str, EncoderOutput]) -> FusionOutput:  # pragma: no cover
         raise NotImplementedError
@@ -171,6 +175,9 @@ class Objective(nn.Module):
 
     needs: ClassVar[frozenset[str]] = frozenset()
     sampler: ClassVar[str] = "random"  # "pk" for objectives that mine positives within a batch
+    # True: the loss scores (title, image) pairs from the fusion's multimodal vector (image-text
+    # matching), which is refused on a fusion that declares mixes_modalities = False.
+    scores_title_image_pairs: ClassVar[bool] = False
 
     def loss(self, model: "nn.Module", batch: Batch) -> LossOutput:  # pragma: no cover
         raise NotImplementedError

@@ -103,7 +103,7 @@ BAD_SUITES = [
     ("image-text matching on late fusion",
      _suite(trial=tiny_trial(fusion="late", stages=[{"objectives": ["cross_entropy", "itm"]}]), matrix={"seed": [0]}),
      ["trial.stages[0].objectives[1].name", "'itm'", "fusion 'late'", "cannot tell a matching pair",
-      "fusion: cross_modal_gated_attention", "fusion: single_stream_head"]),
+      "cross_modal_gated_attention, single_stream_head"]),
     ("image-text matching on a unimodal fusion, from a matrix axis",
      _suite(trial=tiny_trial(stages=[{"objectives": ["itm"]}]), matrix={"fusion": ["cross_modal_gated_attention",
                                                                                      "text_only"]}),
@@ -159,6 +159,39 @@ def test_pair_scoring_and_self_supervised_ssl_stages_validate(write_suite, regis
                                       "joint": {"fusion": "single_stream_head", "encoders": {"joint": joint}}}})
     loaded = load_suite(write_suite(suite), registry)
     assert [t.axes["method"] for t in loaded.trials] == ["cmga", "joint"]
+
+
+def _outside_fusion(declared):
+    from bench.interfaces import IMAGE, TEXT, Fusion
+    from bench.registry import PluginSpec
+
+    class OutsideFusion(Fusion):  # the class is the factory: what it declares is known without building it
+        requires = frozenset({TEXT, IMAGE})
+        mixes_modalities = declared
+
+        def __init__(self, opts=None, ctx=None):
+            super().__init__()
+
+    return PluginSpec("fusion", f"outside_{declared}".lower(), "an outside fusion", OutsideFusion)
+
+
+@pytest.mark.parametrize("declared", [False, None])
+def test_image_text_matching_follows_what_an_outside_fusion_declares(declared, write_suite):
+    """A fusion that declares its title and image stay apart is refused with itm; one that declares
+    nothing is not (its author did not say), so no built-in name list decides."""
+    import copy
+
+    from bench.plugins import get_registry
+
+    registry = copy.deepcopy(get_registry())
+    spec = _outside_fusion(declared)
+    registry.add(spec)
+    path = write_suite(_suite(trial=tiny_trial(fusion=spec.name, stages=[{"objectives": ["itm"]}]), matrix={"seed": [0]}))
+    if declared is False:
+        with pytest.raises(BenchError, match=f"fusion '{spec.name}' builds it from the title and the image separately"):
+            load_suite(path, registry)
+    else:
+        assert load_suite(path, registry).trials
 
 
 def test_objective_needs_are_known_without_building_the_objective(registry):

@@ -2,10 +2,10 @@
 
 - A stage that reads the ssl split (``data: ssl`` or ``train+ssl``) may not use an objective that
   needs labels: the ssl split stands for unlabeled listings, and the trial hides its labels.
-- Image-text matching (itm, vtm) scores a (title, image) pair with a linear head on the fusion's
-  multimodal vector. A fusion that builds that vector from the title and the image separately
-  (late, late_avg_embedding, shallow) makes the score a title part plus an image part, blind to
-  whether the two belong together; a unimodal fusion sees one side only.
+- Image-text matching (an objective with ``scores_title_image_pairs``: itm, vtm) scores a (title,
+  image) pair with a linear head on the fusion's multimodal vector. A fusion that declares
+  ``mixes_modalities = False`` builds that vector from the title and the image separately (late,
+  shallow) or reads one side only, so the score is blind to whether the two belong together.
 """
 from __future__ import annotations
 
@@ -13,22 +13,10 @@ import typing
 
 from bench.errors import BenchError
 
-# Fusions whose multimodal vector mixes title and image, so a pair score can model their interaction.
-PAIR_FUSIONS = {
-    "cross_modal_gated_attention": "text tokens attend to image tokens",
-    "single_stream_head": "with encoders.joint: single_stream, one transformer attends across title and image",
-}
-# Built-in fusions whose multimodal vector holds each side apart (or one side only). Outside fusions
-# are not listed: nothing declares how they mix, so they are not refused here.
-SEPARATE_SIDES_FUSIONS = {"late", "late_avg_embedding", "shallow", "text_only", "image_only"}
-MATCHING_OBJECTIVES = {"itm", "vtm"}
 
-
-def objective_needs(spec) -> frozenset[str] | None:
-    """What an objective plugin's batches must carry, known without building it: the ``needs`` of
-    the Objective class its factory is, or is annotated to return. None when that is unknown."""
-    from bench.interfaces import Objective  # imports torch: only once plugins are loaded anyway
-
+def plugin_class(spec, base: type) -> type | None:
+    """The class a plugin's factory is, or is annotated to return, if it derives from ``base``:
+    what the plugin declares (needs, mixes_modalities ...) is then known without building it."""
     factory = spec.factory
     cls = factory if isinstance(factory, type) else None
     if cls is None:
@@ -36,9 +24,15 @@ def objective_needs(spec) -> frozenset[str] | None:
             cls = typing.get_type_hints(factory).get("return")
         except Exception:  # not a plain function, or an annotation that does not resolve
             return None
-    if isinstance(cls, type) and issubclass(cls, Objective):
-        return frozenset(cls.needs)
-    return None
+    return cls if isinstance(cls, type) and issubclass(cls, base) else None
+
+
+def objective_needs(spec) -> frozenset[str] | None:
+    """What an objective plugin's batches must carry; None when its class is unknown."""
+    from bench.interfaces import Objective  # imports torch: only once plugins are loaded anyway
+
+    cls = plugin_class(spec, Objective)
+    return frozenset(cls.needs) if cls is not None else None
 
 
 def check_stage_needs(stage, index: int, objective: str, needs, file: str | None = None, suffix: str = "") -> None:
@@ -53,20 +47,29 @@ def check_stage_needs(stage, index: int, objective: str, needs, file: str | None
             "it with a self-supervised objective (simcse, convirt, mlm)")
 
 
-def check_pair_scoring(fusion: str, stage, index: int, file: str | None = None, suffix: str = "") -> None:
-    """Refuse image-text matching on a fusion whose multimodal vector cannot mix title and image."""
+def check_pair_scoring(trial, stage, index: int, registry, file: str | None = None, suffix: str = "") -> None:
+    """Refuse image-text matching on a fusion that declares its multimodal vector keeps title and image apart."""
+    from bench.interfaces import IMAGE, TEXT, Fusion, Objective
+
+    fusion = plugin_class(registry.get("fusion", trial.fusion.name, file=file, field="trial.fusion.name"), Fusion)
+    if fusion is None or fusion.mixes_modalities is not False:
+        return
     for j, ref in enumerate(stage.objectives):
-        if ref.name not in MATCHING_OBJECTIVES or fusion not in SEPARATE_SIDES_FUSIONS:
+        objective = plugin_class(registry.get("objective", ref.name, file=file,
+                                              field=f"trial.stages[{index}].objectives[{j}].name"), Objective)
+        if objective is None or not objective.scores_title_image_pairs:
             continue
-        how = ("reads one modality only" if fusion in ("text_only", "image_only") else
+        how = ("reads one modality only" if not {TEXT, IMAGE} <= set(fusion.requires) else
                "builds it from the title and the image separately, so the score is a title part plus an image "
                "part and cannot tell a matching pair from a mismatched one")
-        options = "; ".join(f"fusion: {name} ({why})" for name, why in PAIR_FUSIONS.items())
+        mixing = [name for name in registry.names("fusion")
+                  if getattr(plugin_class(registry.get("fusion", name), Fusion), "mixes_modalities", None)]
         raise BenchError(
             f"objective '{ref.name}' scores whether a title and an image belong together from the fusion's "
-            f"multimodal vector, but fusion '{fusion}' {how}{suffix}",
+            f"multimodal vector, but fusion '{trial.fusion.name}' {how}{suffix}",
             file=file, field=f"trial.stages[{index}].objectives[{j}].name",
-            fix=f"use a fusion that mixes the two: {options}; or drop '{ref.name}' from this stage")
+            fix=f"use a fusion whose title and image interact ({', '.join(mixing) or 'none is installed'}), "
+                f"or drop '{ref.name}' from this stage")
 
 
 def check_trial(trial, registry, file: str, where: str = "") -> None:
@@ -77,4 +80,5 @@ def check_trial(trial, registry, file: str, where: str = "") -> None:
             for j, ref in enumerate(stage.objectives):
                 spec = registry.get("objective", ref.name, file=file, field=f"trial.stages[{i}].objectives[{j}].name")
                 check_stage_needs(stage, i, ref.name, objective_needs(spec) or (), file, suffix)
-        check_pair_scoring(trial.fusion.name, stage, i, file, suffix)
+        if registry is not None:
+            check_pair_scoring(trial, stage, i, registry, file, suffix)

@@ -28,6 +28,7 @@ class CrossModalOptions(HeadOptions):
 
 
 class CrossModalGatedAttention(Fusion):
+    mixes_modalities = True
     requires = frozenset({TEXT, IMAGE})
 
     def __init__(self, text_dim: int, image_dim: int, n_labels: int, opts: CrossModalOptions):

@@ -30,6 +30,7 @@ class LateOptions(HeadOptions):
 
 
 class LateFusion(Fusion):
+    mixes_modalities = False
     uses_sequence = False
     requires = frozenset({TEXT, IMAGE})
 
@@ -114,6 +115,7 @@ def better_single_modality(scores: np.ndarray, text_logits: Tensor, image_logits
 
 
 class LateAvgEmbeddingFusion(Fusion):
+    mixes_modalities = False
     uses_sequence = False
     requires = frozenset({TEXT, IMAGE})
 

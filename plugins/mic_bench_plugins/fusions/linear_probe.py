@@ -46,6 +46,7 @@ class LinearProbeOptions(BaseModel):
 
 
 class LinearProbeFusion(Fusion):
+    mixes_modalities = False
     uses_sequence = False
 
     def __init__(self, modalities: list[str], dims: list[int], n_labels: int, opts: LinearProbeOptions):

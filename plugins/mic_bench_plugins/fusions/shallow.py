@@ -15,6 +15,7 @@ class ShallowOptions(HeadOptions):
 
 
 class ShallowFusion(Fusion):
+    mixes_modalities = False
     uses_sequence = False
     requires = frozenset({TEXT, IMAGE})
 

@@ -15,6 +15,7 @@ from .heads import HeadOptions, make_head, num_labels
 
 
 class SingleStreamHead(Fusion):
+    mixes_modalities = True
     requires = frozenset({JOINT})
     uses_sequence = False  # reads pooled and extras only
 

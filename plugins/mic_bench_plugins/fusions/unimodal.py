@@ -8,7 +8,9 @@ from .heads import HeadOptions, make_head, num_labels
 
 
 class UnimodalFusion(Fusion):
+    mixes_modalities = False
     uses_sequence = False
+
     def __init__(self, modality: str, dim: int, n_labels: int, opts: HeadOptions):
         super().__init__()
         self.modality = modality

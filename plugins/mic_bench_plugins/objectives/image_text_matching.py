@@ -54,6 +54,7 @@ class ITMOptions(BaseModel):
 
 
 class ImageTextMatching(Objective):
+    scores_title_image_pairs = True
     def __init__(self, name: str, opts: ITMOptions, slot: str, width: int):
         super().__init__()
         self.name, self.opts, self.slot = name, opts, slot

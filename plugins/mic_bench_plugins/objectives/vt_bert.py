@@ -20,7 +20,7 @@ from bench.errors import BenchError
 from bench.interfaces import JOINT, Batch, LossOutput, Objective
 from bench.registry import PluginSpec
 
-from .image_text_matching import ITMOptions, build_itm
+from .image_text_matching import ITMOptions, ImageTextMatching, build_itm
 from .masked_language_model import MaskingOptions, masked_titles, text_encoder
 from .masking import IGNORE, random_patch_mask
 from .prediction_heads import VocabDecoder, global_predictor, transform
@@ -117,7 +117,7 @@ def _patch_dim(encoder) -> int:
     return 3 * encoder.opts.patch_size ** 2
 
 
-def build_vtm(opts: ITMOptions, ctx):
+def build_vtm(opts: ITMOptions, ctx) -> ImageTextMatching:
     joint_encoder(ctx, "vtm")
     return build_itm(opts, ctx, name="vtm")
 

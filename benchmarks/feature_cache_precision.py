@@ -49,7 +49,8 @@ def run(config: dict, cache_dir: Path, store_as) -> dict:
     from bench.plugins import get_registry
     from bench.config.matrix import trial_key
     from bench.config.schema import TrialConfig, TrialSpec
-    from bench.trial.run import TrialContext, run_trial
+    from bench.trial.context import TrialContext
+    from bench.trial.run import run_trial
 
     chosen = trial_inputs.half_if_fits
     trial_inputs.half_if_fits = store_as

@@ -16,7 +16,7 @@ from bench.trial.evaluate import Predictions
 from bench.metrics.classification import classification_metrics
 from bench.metrics.retrieval import choose_threshold, per_query_metrics, retrieval_metrics
 from bench.reporting.results import RunDir
-from bench.trial.run import prediction_table
+from bench.trial.outputs import prediction_table
 
 N_LABELS = 6
 LABELS = [f"label{i}" for i in range(N_LABELS)]

@@ -21,7 +21,11 @@ from bench.fitting import fit_encoder, fit_key
 from bench.interfaces import BuildContext, TaskInfo
 from bench.config.schema import TrialConfig, TrialSpec
 from bench.config.suite import load_suite
-from bench.trial.run import TrialContext, TrialRun, build_model, prepare_data, run_trial
+from bench.trial.build import build_model
+from bench.trial.context import TrialContext
+from bench.trial.prepare import prepare_data
+from bench.trial.run import run_trial
+from bench.trial.session import TrialRun
 from conftest import TINY_IMAGE, TINY_TEXT, tiny_trial
 
 SUITES = Path(__file__).resolve().parents[1] / "suites"

@@ -12,7 +12,8 @@ from bench.trial.cache import CacheStore, cache_key
 from bench.plugins import get_registry
 from bench.config.matrix import trial_key
 from bench.config.schema import TrialSpec
-from bench.trial.run import TrialContext, run_trial
+from bench.trial.context import TrialContext
+from bench.trial.run import run_trial
 from bench.trial.inputs import TrialInputs
 from conftest import TINY_IMAGE, TINY_TEXT, tiny_trial
 

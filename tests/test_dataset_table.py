@@ -249,7 +249,8 @@ def test_trial_row_reports_skipped_images(registry, tmp_path):
     from bench.config.matrix import trial_key
 
     from bench.config.schema import TrialConfig, TrialSpec
-    from bench.trial.run import TrialContext, run_trial
+    from bench.trial.context import TrialContext
+    from bench.trial.run import run_trial
 
     rows = []
     for i in range(30):
@@ -481,7 +482,8 @@ def test_titles_only_matching_suite_runs_and_fusions_needing_images_fail_clearly
     from conftest import TINY_TEXT, tiny_trial
 
     from bench.config.suite import load_suite
-    from bench.trial.run import TrialContext, run_trial
+    from bench.trial.context import TrialContext
+    from bench.trial.run import run_trial
 
     rows = []
     for g in range(12):

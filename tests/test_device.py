@@ -8,7 +8,8 @@ from bench.trial.device import autocast, choose_device, grad_scaler, loader_sett
 from bench.errors import BenchError
 from bench.config.matrix import trial_key
 from bench.config.schema import TrialConfig, TrialSpec
-from bench.trial.run import TrialContext, run_trial
+from bench.trial.context import TrialContext
+from bench.trial.run import run_trial
 from conftest import tiny_trial
 
 

@@ -6,7 +6,8 @@ import torch
 
 from bench.interfaces import BuildContext, EncoderOutput, TaskInfo
 from bench.config.schema import TrialConfig
-from bench.trial.run import TrialContext, build_model
+from bench.trial.build import build_model
+from bench.trial.context import TrialContext
 from conftest import tiny_trial
 
 FUSIONS = ["text_only", "image_only", "late", "late_avg_embedding", "shallow", "cross_modal_gated_attention"]

@@ -92,7 +92,8 @@ def test_head_fixed_on_the_full_train_split_and_unseen_labels_count_as_tail():
 
 def _prepared(registry, **overrides):
     from bench.config.schema import TrialConfig
-    from bench.trial.run import TrialContext, prepare_data
+    from bench.trial.context import TrialContext
+    from bench.trial.prepare import prepare_data
     from conftest import TINY_DATA, tiny_trial
 
     data = {**TINY_DATA, "options": {**TINY_DATA["options"], "n_products": 200, "n_labels": 12, "zipf": 1.2}}
@@ -131,7 +132,9 @@ def test_an_objective_needing_labels_is_refused_on_the_ssl_split_when_built(regi
     from bench.interfaces import Objective
     from bench.registry import PluginSpec, Registry
     from bench.config.schema import TrialConfig
-    from bench.trial.run import TrialContext, build_model, build_objectives, prepare_data
+    from bench.trial.build import build_model, build_objectives
+    from bench.trial.context import TrialContext
+    from bench.trial.prepare import prepare_data
     from conftest import tiny_trial
 
     class NeedsLabels(Objective):

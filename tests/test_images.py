@@ -159,7 +159,8 @@ def test_inspect_and_trial_agree_on_placeholders_and_the_leaderboard_marks_them(
     from bench.reporting.leaderboard import LeaderboardSpec, render_markdown
     from bench.config.matrix import trial_key
     from bench.config.schema import TrialConfig, TrialSpec
-    from bench.trial.run import TrialContext, run_trial
+    from bench.trial.context import TrialContext
+    from bench.trial.run import run_trial
 
     rows = []
     for i in range(40):

@@ -16,7 +16,8 @@ from bench.errors import BenchError
 from bench.interfaces import Batch, BuildContext, FusionOutput, TaskInfo
 from bench.metrics.retrieval import retrieval_metrics
 from bench.config.schema import TrialConfig
-from bench.trial.run import TrialContext, build_model
+from bench.trial.build import build_model
+from bench.trial.context import TrialContext
 from conftest import tiny_trial
 from mic_bench_plugins.objectives.metric_learning import (EmbeddingLoss, MetricOptions, Omni, OmniOptions,
                                                            contrastive_loss, hardest, pair_masks, triplet_loss)

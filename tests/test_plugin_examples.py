@@ -16,7 +16,8 @@ from bench.plugins import GuardedHooks
 from bench.registry import Registry
 from bench.running.runner import RunSummary
 from bench.config.suite import load_suite
-from bench.trial.run import TrialContext, run_trial
+from bench.trial.context import TrialContext
+from bench.trial.run import run_trial
 from conftest import TINY_DATA, TINY_IMAGE, tiny_trial
 
 ROOT = Path(__file__).resolve().parents[1]

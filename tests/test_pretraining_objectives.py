@@ -12,7 +12,8 @@ from bench.trial.records import Collate
 from bench.errors import BenchError
 from bench.interfaces import BuildContext, TaskInfo
 from bench.config.schema import TrialConfig
-from bench.trial.run import TrialContext, build_model
+from bench.trial.build import build_model
+from bench.trial.context import TrialContext
 from conftest import tiny_trial
 from mic_bench_plugins.objectives.image_text_matching import choose_donors, swap_titles
 from mic_bench_plugins.objectives.masking import IGNORE, random_patch_mask, whole_word_mask

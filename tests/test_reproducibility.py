@@ -10,7 +10,8 @@ import pytest
 from bench.config.matrix import trial_key
 
 from bench.config.schema import TrialConfig, TrialSpec
-from bench.trial.run import TrialContext, run_trial
+from bench.trial.context import TrialContext
+from bench.trial.run import run_trial
 from conftest import run_bench, tiny_trial
 
 

@@ -18,7 +18,7 @@ from bench.trial.evaluate import Predictions
 from bench.metrics.retrieval import (THRESHOLD_GRID, _ranked, choose_threshold, per_query_metrics, ranking_names,
                                      retrieval_metrics)
 from bench.config.schema import TrialConfig
-from bench.trial.run import _retrieval, prediction_table
+from bench.trial.outputs import prediction_table, retrieval_figures
 
 
 def _cosine(e: np.ndarray) -> np.ndarray:
@@ -418,7 +418,7 @@ def test_trial_row_chooses_the_threshold_on_dev_and_stores_per_query_values():
     test_emb, test_groups = _random_case(31, n=50)
     cfg = _config()
     test = _predictions(test_emb, test_groups)
-    row, per_query = _retrieval(cfg, _predictions(dev_emb, dev_groups), test)
+    row, per_query = retrieval_figures(cfg, _predictions(dev_emb, dev_groups), test)
     threshold = choose_threshold(torch.from_numpy(dev_emb), dev_groups)
     assert row["f1_threshold"] == threshold and "f1_note" not in row
     _assert_matches(row, _reference(_cosine(test_emb), test_groups, 3, threshold=threshold))
@@ -437,7 +437,7 @@ def test_no_threshold_means_null_f1_and_a_note_never_a_default(dev, why):
     dev_p = None if dev is None else _predictions(_random_case(33, n=dev[0])[0], np.array(dev[1]))
     cfg = _config()
     test = _predictions(test_emb, test_groups)
-    row, per_query = _retrieval(cfg, dev_p, test)
+    row, per_query = retrieval_figures(cfg, dev_p, test)
     assert row["f1"] is None and row["f1_all"] is None and row["f1_threshold"] is None
     assert why in row["f1_note"]
     assert row["mar@3"] is not None  # the ranking metrics need no threshold
@@ -469,7 +469,8 @@ def test_rows_stored_under_the_old_names_are_read_with_todays_meanings():
 def test_a_real_matching_trial_stores_per_query_values_that_give_its_row(registry):
     from bench.config.matrix import trial_key
     from bench.config.schema import TrialSpec
-    from bench.trial.run import TrialContext, run_trial
+    from bench.trial.context import TrialContext
+    from bench.trial.run import run_trial
     from conftest import tiny_trial
 
     stage = {"objectives": [{"name": "triplet", "options": {"margin": 1.0}}], "epochs": 1, "batch_size": 16,

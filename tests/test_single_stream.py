@@ -9,7 +9,8 @@ from bench.errors import BenchError
 from bench.interfaces import BuildContext
 from bench.config.matrix import trial_key
 from bench.config.schema import TrialSpec
-from bench.trial.run import TrialContext, run_trial
+from bench.trial.context import TrialContext
+from bench.trial.run import run_trial
 from conftest import tiny_trial
 from mic_bench_plugins.encoders.single_stream import SingleStreamEncoder, SingleStreamOptions
 from mic_bench_plugins.fusions.heads import HeadOptions

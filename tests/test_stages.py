@@ -18,7 +18,8 @@ from bench.registry import PluginSpec, Registry
 from bench.config.matrix import trial_key
 from bench.config.schema import TrialConfig, TrialSpec
 from bench.config.suite import load_suite
-from bench.trial.run import TrialContext, run_trial
+from bench.trial.context import TrialContext
+from bench.trial.run import run_trial
 from conftest import TINY_DATA, tiny_trial
 
 DATA = {**TINY_DATA, "options": {**TINY_DATA["options"], "n_products": 120}}

@@ -71,7 +71,8 @@ def _trainable(config: dict, specs: dict[str, dict], cpus: float, gpus: float, c
 
     from bench.plugins import get_registry
     from bench.running.transport import PAYLOAD, pack
-    from bench.trial.run import TrialContext, run_trial
+    from bench.trial.context import TrialContext
+    from bench.trial.run import run_trial
 
     spec = TrialSpec(**specs[config["trial_key"]])
     ctx = TrialContext(registry=get_registry(), cpus=cpus, gpus=gpus, cache_dir=cache_dir, provenance=prov,

@@ -1,0 +1,290 @@
+"""One trial's model, inputs (raw or cached features) and steps: train, select on dev, evaluate, measure."""
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from bench.config.schema import TrialConfig
+from bench.errors import BenchError
+from bench.images import placeholder_counts
+from bench.interfaces import CLASSIFICATION, IMAGE, JOINT, TEXT, Fusion
+from bench.metrics.classification import classification_metrics
+from bench.metrics.retrieval import retrieval_metrics
+from bench.trial.build import build_model, build_objectives
+from bench.trial.cache import CacheStore
+from bench.trial.context import TrialContext
+from bench.trial.device import choose_device, loader_settings
+from bench.trial.evaluate import Predictions, predict
+from bench.trial.inputs import TrialInputs
+from bench.trial.model import count_parameters
+from bench.trial.outputs import retrieval_embeddings, retrieval_figures
+from bench.trial.prepare import TrialData, seed_everything
+from bench.trial.selection import Selector
+from bench.trial.train import run_stage
+
+
+MODALITIES = (TEXT, IMAGE, JOINT)
+
+
+class TrialRun:
+    """One trial's model, its inputs (raw or cached) and its training/evaluation steps."""
+
+    def __init__(self, cfg: TrialConfig, ctx: TrialContext, data: TrialData):
+        self.cfg, self.ctx, self.data = cfg, ctx, data
+        self.device = choose_device(cfg.device, ctx.gpus)
+        if self.device.type == "cuda":  # the worker may have run another trial before this one
+            torch.cuda.reset_peak_memory_stats(self.device)
+        self.deadline = time.monotonic() + cfg.max_trial_minutes * 60 if cfg.max_trial_minutes else None
+        seed_everything(cfg.seed)
+        self.model = build_model(cfg, ctx, data.task, data.catalog).to(self.device)
+        self.loader_kw = loader_settings(self.device, ctx.cpus, cfg.dataloader_workers)
+        store = (CacheStore(Path(ctx.cache_dir) / "tensors" if ctx.cache_dir else None) if cfg.cache else None)
+        self.inputs = TrialInputs(store, data.catalog.fingerprint, self.device, cfg.amp, cfg.eval.batch_size)
+        self.objective_modules: list[torch.nn.Module] = []
+        self.used_modalities = set(self.model.fusion.requires)
+        self.train_samples, self.train_seconds = 0, 0.0
+        self.curve: list[dict[str, Any]] = []
+        self.selection: dict[str, Any] = {}
+        self.fit_report: dict[str, Any] = {}
+        self.test_per_query: dict[str, np.ndarray] | None = None  # each test query's retrieval values
+
+    def feeder(self, modality: str, records: list[dict], frozen_ok: bool = True):
+        """Cached frozen features when allowed, else (cached) preprocessed inputs."""
+        encoder = self.model.encoders[modality]
+        if self.inputs.store is not None and frozen_ok and getattr(encoder, "frozen", False):
+            return self.inputs.features(modality, encoder, records, with_sequence=self.model.fusion.uses_sequence)
+        return self.inputs.inputs(modality, encoder, records)
+
+    def train(self) -> dict[str, float]:
+        """Run the stages in order; the model's weights flow from one stage to the next."""
+        from bench.trial.records import make_loader, seen_share, served_item_ids
+
+        served: set[str] = self.fit_encoders_and_probe()  # item ids the training saw (probe, then batches)
+        losses = {}
+        train_labels = self.data.train_labels
+        for i, stage in enumerate(self.cfg.stages):
+            objectives = build_objectives(stage, self.cfg, self.ctx, self.model, self.data.task, i)
+            for objective, _ in objectives:
+                objective.to(self.device)
+                if hasattr(objective, "set_label_counts") and self.data.task.num_labels:
+                    objective.set_label_counts(torch.bincount(torch.tensor(train_labels[train_labels >= 0]),
+                                                              minlength=self.data.task.num_labels).float())
+            self.objective_modules.extend(o for o, _ in objectives)
+            self_encoded = {n for o, _ in objectives for n in o.needs}
+            modalities = set(self.model.fusion.requires) | (self_encoded & set(MODALITIES))
+            self.used_modalities |= modalities
+            records = [r for part in stage.data.split("+") for r in self.data.splits[part]]
+            if not records:
+                raise BenchError(f"stage '{stage.name}' trains on the {stage.data} split, which is empty",
+                                 field=f"trial.stages[{i}].data",
+                                 fix="give that split a fraction (splits.fractions.ssl) or use data: train")
+            sampler = stage.sampler
+            if sampler == "auto":
+                sampler = "pk" if any(o.sampler == "pk" for o, _ in objectives) else "random"
+            preprocessors = {m: self.feeder(m, records, frozen_ok=m not in self_encoded) for m in sorted(modalities)}
+            loader = make_loader(records, preprocessors, batch_size=stage.batch_size, train=True, sampler=sampler,
+                                 pk_items=stage.pk_items, seed=self.cfg.seed + i, **self.loader_kw)
+            last = i == len(self.cfg.stages) - 1
+            selector = self.selector() if last else None
+            hook = self.evaluation_hook(selector)
+            every = self.cfg.selection.every_steps if selector is not None else None
+            stats = run_stage(self.model, objectives, loader, stage, self.device, self.cfg.amp, self.deadline,
+                              on_evaluation=hook, every_steps=every)
+            served |= served_item_ids(loader, stats.steps)
+            self.train_samples += stats.samples
+            self.train_seconds += stats.seconds
+            losses[f"loss_{stage.name}"] = round(stats.loss, 5) if stats.steps else None  # nothing trained
+            losses.update({f"train_{stage.name}_{k}": round(v, 5) for k, v in stats.parts.items()})
+            if last:
+                self.finish_selection(selector, stats)
+        losses["train_items_seen_share"] = seen_share(served, self.data.splits["train"])
+        return losses
+
+    def selector(self) -> Selector | None:
+        """A dev-metric selector for the last stage, or None (``selection: last``, or no dev split)."""
+        metric = self.cfg.selection_metric()
+        self.selection = {"selection_metric": metric}
+        if metric is None:
+            return None
+        if not self.data.splits["dev"]:
+            self.selection["selection_note"] = "no dev split: the last epoch's weights are kept"
+            return None
+        sel = self.cfg.selection
+        trained = [self.model.fusion] + [e for m, e in self.model.encoders.items()
+                                         if m in self.used_modalities and not getattr(e, "frozen", False)]
+        return Selector(metric, sel.mode, sel.patience, sel.min_delta, modules=trained)
+
+    def evaluation_hook(self, selector: Selector | None):
+        """After each epoch: record the curve point; on the selected stage, evaluate dev, keep the best
+        weights, report to the scheduler, and say whether to stop."""
+        def on_evaluation(point: dict[str, Any]) -> bool:
+            stop = False
+            if selector is not None:
+                start = time.perf_counter()
+                metrics = self.dev_metrics()
+                if selector.metric not in metrics:
+                    raise BenchError(f"selection metric '{selector.metric}' is not measured by this trial "
+                                     f"(dev metrics: {', '.join(sorted(metrics)) or 'none'})",
+                                     field="trial.selection.metric",
+                                     fix="choose one of the dev metrics listed, or write selection: last")
+                stop = selector.update(point["epoch"], metrics)
+                self.selection["selection_s"] = self.selection.get("selection_s", 0.0) + time.perf_counter() - start
+                point = {**point, **metrics, "evaluation": selector.evaluations}
+            self.curve.append(point)
+            if self.ctx.report is not None:
+                best = {f"best_{k}": v for k, v in (selector.best_metrics if selector else {}).items()}
+                self.ctx.report({**_numeric(point), **best,
+                                 "best_epoch": selector.best_epoch if selector else None})
+            return stop
+
+        return on_evaluation
+
+    def dev_metrics(self) -> dict[str, float]:
+        """Dev metrics of the current weights (post-training choices such as late fusion's weight
+        are fitted on dev first, as at the end of training)."""
+        dev = self.predict("dev")
+        return self.dev_metrics_of(self.fit_on_dev(dev)) if dev is not None else {}
+
+    def dev_metrics_of(self, dev: Predictions) -> dict[str, float]:
+        """The dev_* columns from dev predictions: classification, and retrieval when the data has groups."""
+        out = {}
+        if self.data.task.kind == CLASSIFICATION and dev.logits is not None:
+            out.update({f"dev_{k}": v for k, v in classification_metrics(dev.labels.numpy(), dev.logits.numpy()).items()})
+        if self.data.task.has_groups and self.cfg.eval.retrieval != "off" and len(dev.item_ids) > 1:
+            found = retrieval_metrics(retrieval_embeddings(self.cfg, dev), dev.groups.numpy(), k=self.cfg.eval.k)
+            out.update({f"dev_{k}": v for k, v in found.items()})
+        return out
+
+    def finish_selection(self, selector: Selector | None, stats) -> None:
+        """Put the dev-best weights back before anything sees the test split."""
+        last_stage = [pt["epoch"] for pt in self.curve if pt["stage"] == stats.name]
+        self.selection.update(epochs_run=last_stage[-1] if last_stage else 0.0, stopped_early=stats.stopped_early,
+                              best_epoch=selector.best_epoch if selector else None,
+                              n_evaluations=selector.evaluations if selector else 0)
+        if selector is None:
+            return
+        if stats.steps == 0:
+            self.selection["selection_note"] = "the last stage had nothing to train: no epoch to choose"
+        elif not selector.restore():
+            self.selection["selection_note"] = (f"{selector.metric} was never a number on dev: "
+                                                "the last epoch's weights are kept")
+
+    def fit_on_dev(self, dev: Predictions) -> Predictions:
+        """Fit post-training choices (late fusion's weight) on dev; dev as the fitted fusion gives it."""
+        fusion = self.model.fusion
+        if dev.logits is None or type(fusion).fit_on_dev is Fusion.fit_on_dev:
+            return dev
+        metric = "accuracy" if self.cfg.selection_metric() == "dev_accuracy" else "macro_f1"
+        refit = fusion.fit_on_dev(dev.as_fusion_output(), dev.labels, metric=metric)
+        if refit is None:
+            return self.predict("dev")
+        return replace(dev, embedding=refit.embedding, logits=refit.logits, logits_parts=list(refit.logits_parts),
+                       kinds=dict(refit.kinds))
+
+    def fit_encoders_and_probe(self) -> set[str]:
+        """What is learnt from the train split alone, once, before the stages (and before any
+        feature of a fitted encoder is cached): fitted encoders' state (Encoder.fit, e.g. TF-IDF's
+        vocabulary and idf from train titles; cached by train content) and a fusion fitted in closed
+        form on the train split's pooled features (Fusion.fit_on_train, e.g. the linear probe).
+        Dev, test and ssl records never reach it. Kept out of the stage loop so that loop can change
+        freely; a fusion left with nothing to train makes each stage a no-op in run_stage.
+
+        Row values: each fitted encoder's report, ``encoder_fit_s`` (fitting or reading the cached
+        fit); the probe's sklearn fit counts as training (``train_s``, one pass over train items).
+        """
+        from bench.fitting import fit_encoder, is_fitted_encoder
+
+        train = self.data.splits["train"]
+        fitted = [encoder for encoder in self.model.encoders.values() if is_fitted_encoder(encoder)]
+        if fitted:
+            start = time.perf_counter()
+            for encoder in fitted:
+                self.fit_report.update(fit_encoder(encoder, train, self.inputs.store))
+            self.fit_report["encoder_fit_s"] = round(time.perf_counter() - start, 3)
+        fusion = self.model.fusion
+        if type(fusion).fit_on_train is Fusion.fit_on_train:
+            return set()
+        features = self.pooled_features(train)
+        start = time.perf_counter()
+        fusion.fit_on_train(features, torch.tensor([r["label"] for r in train], dtype=torch.long))
+        self.train_seconds += time.perf_counter() - start
+        self.train_samples += len(train)
+        return {r["item_id"] for r in train}
+
+    @torch.no_grad()
+    def pooled_features(self, records: list[dict]) -> dict[str, torch.Tensor]:
+        """The fusion's encoders' pooled vectors for these records, in order (frozen ones from the cache)."""
+        from bench.trial.records import make_loader
+        from bench.trial.device import autocast
+
+        feeders = {m: self.feeder(m, records) for m in sorted(self.model.fusion.requires)}
+        loader = make_loader(records, feeders, batch_size=self.cfg.eval.batch_size, train=False, **self.loader_kw)
+        self.model.eval()
+        chunks: dict[str, list[torch.Tensor]] = {m: [] for m in feeders}
+        for batch in loader:
+            batch = batch.to(self.device, non_blocking=self.device.type == "cuda")
+            with autocast(self.device, self.cfg.amp):
+                encoded = self.model.encode(batch, sorted(feeders))
+            for m in feeders:
+                chunks[m].append(encoded[m].pooled.float())
+        return {m: torch.cat(parts) for m, parts in chunks.items()}
+
+    def predict(self, split: str) -> Predictions | None:
+        from bench.trial.records import make_loader
+
+        records = self.data.splits[split]
+        if not records:
+            return None
+        feeders = {m: self.feeder(m, records) for m in sorted(self.model.fusion.requires)}
+        loader = make_loader(records, feeders, batch_size=self.cfg.eval.batch_size, train=False, **self.loader_kw)
+        return predict(self.model, loader, self.device, self.cfg.amp)
+
+    def evaluate(self) -> tuple[Predictions | None, Predictions]:
+        """Dev first (post-training choices such as late fusion's weight are fitted there), then test."""
+        dev = self.predict("dev")
+        if dev is not None:
+            dev = self.fit_on_dev(dev)
+        return dev, self.predict("test")
+
+    def metrics(self, dev: Predictions | None, test: Predictions) -> dict[str, Any]:
+        task, splits = self.data.task, self.data.splits
+        out: dict[str, Any] = {}
+        if task.kind == CLASSIFICATION and test.logits is not None:
+            out.update(classification_metrics(test.labels.numpy(), test.logits.numpy(), self.data.train_labels,
+                                              head_labels=self.data.head_labels))
+        if task.has_groups and self.cfg.eval.retrieval != "off":
+            found, self.test_per_query = retrieval_figures(self.cfg, dev, test)
+            out.update(found)
+        if dev is not None:
+            out.update(self.dev_metrics_of(dev))
+        used = [self.model.encoders[m] for m in sorted(self.used_modalities) if m in self.model.encoders]
+        n_params, n_trainable = count_parameters(self.model.fusion, *used, *self.objective_modules)
+        out.update(self.model.fusion.report())
+        out.update({k: round(v, 3) if k == "selection_s" else v for k, v in self.selection.items()})
+        out.update(self.fit_report)
+        out.update({
+            "train_samples_per_s": round(self.train_samples / self.train_seconds, 2) if self.train_seconds else None,
+            "eval_samples_per_s": round(len(test.item_ids) / test.seconds, 2) if test.seconds else None,
+            "train_s": round(self.train_seconds, 3),
+            "n_params": n_params, "n_trainable_params": n_trainable,
+            **{f"n_{name}": len(records) for name, records in splits.items()},
+            "device": str(self.device), "data_fingerprint": self.data.catalog.fingerprint,
+            "cache_s": round(self.inputs.seconds, 3),
+        })
+        if self.inputs.store is not None:
+            out.update(cache_hits=self.inputs.store.hits, cache_misses=self.inputs.store.misses)
+        if self.device.type == "cuda":
+            out["gpu_peak_mem_mb"] = round(torch.cuda.max_memory_allocated(self.device) / 2**20, 1)
+        out.update({f"data_{k}": v for k, v in self.data.catalog.notes.items()})
+        out.update(placeholder_counts(splits, reads_images=bool(self.used_modalities & {IMAGE, JOINT})))
+        return out
+
+
+def _numeric(values: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in values.items() if isinstance(v, (int, float, str)) and not isinstance(v, bool)}

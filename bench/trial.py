@@ -24,7 +24,7 @@ from bench.errors import BenchError, TrialFailure
 from bench.evaluate import Predictions, predict
 from bench.images import placeholder_counts
 from bench.memory import PeakMemory
-from bench.interfaces import CLASSIFICATION, IMAGE, JOINT, MATCHING, TEXT, BuildContext, Fusion, TaskInfo
+from bench.interfaces import CLASSIFICATION, IMAGE, JOINT, MATCHING, PAIRS, TEXT, BuildContext, Fusion, TaskInfo
 from bench.metrics.classification import classification_metrics, head_tail_labels
 from bench.metrics.retrieval import choose_threshold, per_query_metrics, retrieval_metrics, summarise
 from bench.model import BenchModel, count_parameters
@@ -218,7 +218,8 @@ def prepare_data(cfg: TrialConfig, ctx: TrialContext) -> TrialData:
     if cfg.task not in catalog.tasks:
         raise BenchError(f"dataset '{cfg.dataset.name}' does not support task '{cfg.task}' "
                          f"(it supports: {', '.join(sorted(catalog.tasks)) or 'none'})", field="trial.task",
-                         fix="classification needs a label column with 2+ labels; matching needs a group column")
+                         fix="classification needs a label column with 2+ labels; matching needs a group column; "
+                             "a pair-labelled dataset (deepmatcher, wdc_products) needs task: pairs")
     items, full_train_labels = prepare_items(catalog, cfg, uses_ssl=any(stage.data != "train" for stage in cfg.stages))
     label_names = catalog.label_names if cfg.task == CLASSIFICATION else []
     label_index = {name: i for i, name in enumerate(label_names)}
@@ -497,6 +498,10 @@ def _execute(spec: TrialSpec, ctx: TrialContext, curve: list[dict[str, Any]]) ->
     cfg = TrialConfig.model_validate(spec.config)
     set_threads(ctx.cpus)
     _seed_everything(cfg.seed)
+    if cfg.task == PAIRS:  # labelled pairs, split by pair (bench/pair_trial.py)
+        from bench.pair_trial import execute_pairs
+
+        return execute_pairs(cfg, ctx, curve, spec.key)
     data = prepare_data(cfg, ctx)
     run = TrialRun(cfg, ctx, data)
     run.curve = curve  # the caller keeps the curve even when training fails half-way

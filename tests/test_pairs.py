@@ -91,7 +91,7 @@ def test_deepmatcher_image_column(registry, tmp_path):
         _load(registry, "deepmatcher", {"path": str(copy), "image": "picture", "images": "img"})
     skipped = _load(registry, "deepmatcher", {"path": str(copy), "image": "picture", "images": "img",
                                               "missing_images": "skip"})
-    assert skipped.notes["dropped_pairs"] == 1 and "b:12" not in skipped.items["item_id"].to_list()
+    assert skipped.notes["dropped_pairs"] == 2 and "b:12" not in skipped.items["item_id"].to_list()
 
 
 def test_wdc_products_json_and_gzip_files(registry):
@@ -207,7 +207,7 @@ def test_catalog_pair_table_checks_and_fingerprint():
     for bad, message in ((pairs.with_columns(pl.Series("label", [1, 3])), "not 0 or 1"),
                          (pairs.with_columns(pl.Series("right_id", ["y", "w"])), "lacks"),
                          (pairs.with_columns(pl.Series("split", ["train", "ssl"])), "unknown pair split"),
-                         (pl.concat([pairs, pairs.head(1).with_columns(pl.lit(0).alias("label"))]), "both 0 and 1")):
+                         (pl.concat([pairs, pairs.head(1).with_columns(pl.lit(0, dtype=pl.Int64).alias("label"))]), "both 0 and 1")):
         with pytest.raises(BenchError, match=message):
             Catalog("c", items, pairs=bad)
 
@@ -289,12 +289,12 @@ def test_dev_and_test_pairs_never_reach_training(registry, tmp_path, monkeypatch
     """Only train pairs are served, only train-pair items are fitted on (TF-IDF vocabulary), and
     the objective sees only train pairs' labels."""
     from mic_bench_plugins.encoders.tfidf_text import TfidfTextEncoder
-    from mic_bench_plugins.objectives.labelled_pairs import PairContrastive
+    from mic_bench_plugins.objectives.labelled_pairs import PairClassification
 
     from bench.pair_trial import PairTrialRun, prepare_pair_data
 
     fitted, seen = [], []
-    original_fit, original_loss = TfidfTextEncoder.fit, PairContrastive.loss
+    original_fit, original_loss = TfidfTextEncoder.fit, PairClassification.loss
     monkeypatch.setattr(TfidfTextEncoder, "fit", lambda self, records: fitted.append(
         {r["item_id"] for r in records}) or original_fit(self, records))
 
@@ -303,9 +303,11 @@ def test_dev_and_test_pairs_never_reach_training(registry, tmp_path, monkeypatch
         seen.extend(zip(left.tolist(), right.tolist(), batch.pair_labels.tolist()))
         return original_loss(self, model, batch)
 
-    monkeypatch.setattr(PairContrastive, "loss", spy_loss)
+    monkeypatch.setattr(PairClassification, "loss", spy_loss)
+    # TF-IDF has no parameter; pair_classification's scale and bias make the stage train
     cfg = TrialConfig.model_validate(_pair_trial(encoders={"text": {"name": "tfidf_text", "options": {}}},
-                                                 fusion="text_only"))
+                                                 stages=[{"objectives": ["pair_classification"], "epochs": 2,
+                                                          "batch_size": 8}]))
     ctx = TrialContext(registry=registry, cache_dir=str(tmp_path))
     data = prepare_pair_data(cfg, ctx)
     run = PairTrialRun(cfg, ctx, data)

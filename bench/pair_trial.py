@@ -26,7 +26,7 @@ from bench.catalog import Catalog
 from bench.data import CountingBatchSampler, Records, to_records
 from bench.errors import BenchError
 from bench.evaluate import Predictions
-from bench.interfaces import PAIRS, Batch, TaskInfo
+from bench.interfaces import PAIRS, Batch, Fusion, TaskInfo
 from bench.metrics.pairs import average_precision, best_f1_threshold, pair_scores_at
 from bench.trial import MODALITIES, TrialData, TrialRun, build_objectives, load_catalog
 from bench.suite import TrialConfig
@@ -147,6 +147,9 @@ class PairTrialRun(TrialRun):
 
     def __init__(self, cfg: TrialConfig, ctx, data: PairTrialData):
         super().__init__(cfg, ctx, data)
+        if type(self.model.fusion).fit_on_train is not Fusion.fit_on_train:
+            raise BenchError(f"fusion '{cfg.fusion.name}' is fitted on item labels, which task pairs does not have",
+                             field="trial.fusion.name", fix="use an embedding fusion (text_only, image_only, late ...)")
         self.served_pairs: set[tuple[str, str]] = set()
         self.pair_row: dict[str, Any] = {}
         self.test_scores: np.ndarray | None = None

@@ -320,3 +320,29 @@ def test_dev_and_test_pairs_never_reach_training(registry, tmp_path, monkeypatch
     assert fitted == [train_items]
     only_held_out = {i for a, b in held_out for i in (a, b)} - train_items
     assert only_held_out and not fitted[0] & only_held_out
+
+
+def test_image_cells_listing_several_pictures_take_the_first_that_exists(registry, tmp_path):
+    from PIL import Image
+
+    copy = tmp_path / "abt"
+    shutil.copytree(DEEPMATCHER, copy)
+    (copy / "img").mkdir()
+    for side in ("tableA", "tableB"):
+        frame = pl.read_csv(copy / f"{side}.csv", infer_schema=False)
+        cells = [f'["gone_{i}.jpg", "{side}_{i}.png", "{side}_{i}_back.png"]' if int(i) % 2 else
+                 f"['{side}_{i}.png']" for i in frame["id"]]
+        frame.with_columns(pl.Series("pictures", cells)).write_csv(copy / f"{side}.csv")
+        for i in frame["id"]:
+            for name in (f"{side}_{i}.png", f"{side}_{i}_back.png"):
+                Image.new("RGB", (8, 8), (int(i) * 20, 0, 0)).save(copy / "img" / name)
+    catalog = _load(registry, "deepmatcher", {"path": str(copy), "image": "pictures", "images": "img"})
+    images = dict(zip(catalog.items["item_id"], catalog.items["image"]))
+    assert images["a:1"] == str(copy / "img" / "tableA_1.png")  # gone_1.jpg does not exist
+    assert images["b:2"] == str(copy / "img" / "tableB_2.png")  # Python list literal
+    table = copy / "tableB.csv"
+    table.write_text(table.read_text().replace("['tableB_4.png']", "[__import__('os').getcwd()]"))
+    with pytest.raises(BenchError) as caught:
+        _load(registry, "deepmatcher", {"path": str(copy), "image": "pictures", "images": "img"})
+    text = caught.value.render()
+    assert str(table) in text and "line 6" in text and "not a list of file names" in text

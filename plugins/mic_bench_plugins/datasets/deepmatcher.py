@@ -18,6 +18,7 @@ from bench.errors import BenchError
 from bench.registry import PluginSpec
 
 from .assemble import ColumnSources, MissingImages, finish_catalog, image_paths
+from .image_lists import first_image
 from .pair_labels import bad_label, join_text, parse_pair_label, with_pairs
 from .table_files import BadRows, csv_row_line, decode_text, read_table
 
@@ -38,7 +39,8 @@ class DeepMatcherOptions(BaseModel):
     title: str | list[str] | None = Field(None, description="attribute column(s) joined (by spaces) into the title; "
                                                             "default: title, else name")
     id_column: str = Field("id", description="the id column of both tables")
-    image: str | None = Field(None, description="an attribute column holding an image path (relative to images)")
+    image: str | None = Field(None, description="an attribute column holding an image path (relative to images), or a "
+                                                "list of paths such as [\"a.jpg\", \"b.jpg\"] (the first that exists)")
     images: str | None = Field(None, description="folder the image paths are relative to (default: the dataset folder)")
     missing_images: MissingImages = Field("error", description="error, skip (drop the item and its pairs) or blank")
     allow_outside_images: bool = Field(False, description="read image paths that lead outside the image folder")
@@ -91,6 +93,15 @@ def _line(path: Path, row: int, opts: DeepMatcherOptions) -> str:
     return csv_row_line(decode_text(path, opts.encoding), ",", row, opts.bad_rows)
 
 
+def _item_line(item_id: str, sides: dict[str, Path], opts: DeepMatcherOptions) -> str:
+    """The line of an item's row in its table (only for an error message)."""
+    side, _, raw = item_id.partition(":")
+    path = sides["table_a" if side == "a" else "table_b"]
+    frame, _ = read_table(path, fmt="csv", encoding=opts.encoding, bad_rows=opts.bad_rows)
+    ids = frame[opts.id_column].cast(pl.Utf8).str.strip_chars().to_list()
+    return _line(path, ids.index(raw), opts)
+
+
 def read_pairs(path: Path, split: str, known: set[str], opts: DeepMatcherOptions, sides: dict[str, Path]) -> pl.DataFrame:
     """One pair file as left_id, right_id, label, split; bad labels and unknown ids refused by line."""
     frame, _ = read_table(path, fmt="csv", encoding=opts.encoding, bad_rows=opts.bad_rows)
@@ -137,7 +148,10 @@ def load(opts: DeepMatcherOptions, ctx=None):
     if has_images:
         base = resolve_user_path(opts.images, option="images", kind="folder", relative_to=root) if opts.images \
             else (root or sides["table_a"].parent)
-        items = items.with_columns(pl.Series("image", image_paths(items["image"].to_list(), folder=base, pattern=None,
+        cells = [first_image(cell, base, file=str(sides["table_a" if item.startswith("a:") else "table_b"]),
+                             field=opts.image, where=lambda item=item: _item_line(item, sides, opts))
+                 for item, cell in zip(items["item_id"].to_list(), items["image"].to_list())]
+        items = items.with_columns(pl.Series("image", image_paths(cells, folder=base, pattern=None,
                                                                   base=base, allow_outside=opts.allow_outside_images,
                                                                   ids=items["item_id"].to_list(), file=source,
                                                                   field=opts.image), dtype=pl.Utf8))

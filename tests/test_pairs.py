@@ -346,3 +346,12 @@ def test_image_cells_listing_several_pictures_take_the_first_that_exists(registr
         _load(registry, "deepmatcher", {"path": str(copy), "image": "pictures", "images": "img"})
     text = caught.value.render()
     assert str(table) in text and "line 6" in text and "not a list of file names" in text
+
+
+def test_task_pairs_on_item_data_fails_the_trial_clearly(registry, tmp_path):
+    """Past the suite checks (an outside dataset, say), a catalogue without pairs fails the trial."""
+    cfg = _pair_trial(dataset={"name": "synthetic_catalog", "options": {"n_products": 40, "n_labels": 8,
+                                                                        "image_size": 32}})
+    row = run_trial(TrialSpec("nopairs", {}, {}, TrialConfig.model_validate(cfg).model_dump(mode="json")),
+                    TrialContext(registry=registry, cache_dir=str(tmp_path))).row
+    assert row["status"] == "failed" and "has no labelled pairs" in row["error"] and "trial.task" in row["error"]

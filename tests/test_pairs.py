@@ -355,3 +355,17 @@ def test_task_pairs_on_item_data_fails_the_trial_clearly(registry, tmp_path):
     row = run_trial(TrialSpec("nopairs", {}, {}, TrialConfig.model_validate(cfg).model_dump(mode="json")),
                     TrialContext(registry=registry, cache_dir=str(tmp_path))).row
     assert row["status"] == "failed" and "has no labelled pairs" in row["error"] and "trial.task" in row["error"]
+
+
+def test_a_pair_listed_twice_counts_once(registry, tmp_path):
+    folder, _ = _broken_deepmatcher(tmp_path, "train.csv", lambda t: t + "1,1,1\n4,12,0\n")
+    catalog = _load(registry, "deepmatcher", {"path": str(folder)})
+    assert catalog.notes["duplicate_pairs_dropped"] == 2 and catalog.notes["train_pairs"] == 12
+    lines = _train_lines()
+    record = json.loads(lines[0])
+    swapped = {**{k.replace("_left", "_tmp"): v for k, v in record.items()}}
+    swapped = {k.replace("_right", "_left"): v for k, v in swapped.items()}
+    swapped = {k.replace("_tmp", "_right"): v for k, v in swapped.items()}
+    path = _write_lines(tmp_path / "train.json", lines + [json.dumps(swapped)])
+    catalog = _load(registry, "wdc_products", _wdc_options(train=str(path)))
+    assert catalog.notes["duplicate_pairs_dropped"] == 1 and catalog.notes["train_pairs"] == 12

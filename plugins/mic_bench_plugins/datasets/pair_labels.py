@@ -48,11 +48,19 @@ def join_text(values: list) -> str:
 
 
 def with_pairs(catalog: Catalog, pairs: pl.DataFrame) -> Catalog:
-    """The reader's catalogue with its pairs (pairs whose item was dropped, e.g. by
-    missing_images: skip, go too and are counted in the note dropped_pairs)."""
+    """The reader's catalogue with its pairs. A pair listed again (in either order) with the same
+    label in the same split is kept once (note duplicate_pairs_dropped), so no pair weighs twice
+    in a metric; listed with another label or in another split, the catalogue refuses it. Pairs
+    whose item was dropped (e.g. by missing_images: skip) go too (note dropped_pairs)."""
+    keys = [pl.min_horizontal("left_id", "right_id").alias("_a"), pl.max_horizontal("left_id", "right_id").alias("_b")]
+    unique = pairs.with_columns(*keys).unique(subset=["_a", "_b", "label", "split"], keep="first", maintain_order=True)
+    duplicates = pairs.height - unique.height
+    pairs = unique.drop("_a", "_b")
     kept = pairs.filter(pl.col("left_id").is_in(catalog.items["item_id"]) &
                         pl.col("right_id").is_in(catalog.items["item_id"]))
     notes = dict(catalog.notes)
+    if duplicates:
+        notes["duplicate_pairs_dropped"] = duplicates
     if kept.height < pairs.height:
         notes["dropped_pairs"] = pairs.height - kept.height
     for split in ("train", "dev", "test"):

@@ -369,3 +369,12 @@ def test_a_pair_listed_twice_counts_once(registry, tmp_path):
     path = _write_lines(tmp_path / "train.json", lines + [json.dumps(swapped)])
     catalog = _load(registry, "wdc_products", _wdc_options(train=str(path)))
     assert catalog.notes["duplicate_pairs_dropped"] == 1 and catalog.notes["train_pairs"] == 12
+
+
+def test_data_inspect_reports_pairs_per_split(registry):
+    from bench.data_inspect import inspect_catalog, render_report
+
+    report = inspect_catalog(_load(registry, "deepmatcher", {"path": str(DEEPMATCHER)}), check_images=0)
+    assert report["pairs"] == {"dev": {"pairs": 5, "matches": 2}, "test": {"pairs": 8, "matches": 4},
+                               "train": {"pairs": 12, "matches": 5}}
+    assert "train 12 (5 matches)" in render_report(report)

@@ -378,3 +378,39 @@ def test_data_inspect_reports_pairs_per_split(registry):
     assert report["pairs"] == {"dev": {"pairs": 5, "matches": 2}, "test": {"pairs": 8, "matches": 4},
                                "train": {"pairs": 12, "matches": 5}}
     assert "train 12 (5 matches)" in render_report(report)
+
+
+def test_pair_losses_equal_a_loop_over_the_pairs():
+    import math
+
+    import torch
+
+    from mic_bench_plugins.objectives.labelled_pairs import (PairClassification, PairClassificationOptions,
+                                                             labelled_pair_contrastive_loss)
+
+    from bench.pair_trial import PairBatch
+
+    torch.manual_seed(0)
+    left, right = torch.randn(7, 5), torch.randn(7, 5)
+    labels = torch.tensor([1, 0, 0, 1, 0, 1, 0])
+    pos, neg = [], []
+    for a, b, y in zip(left.tolist(), right.tolist(), labels.tolist()):
+        d = math.dist(a, b)
+        (pos if y else neg).append(d * d if y else max(1.5 - d, 0.0) ** 2)
+    expected = sum(pos) / len(pos) + sum(neg) / len(neg)
+    assert float(labelled_pair_contrastive_loss(left, right, labels, margin=1.5)) == pytest.approx(expected, rel=1e-5)
+
+    class Embed(torch.nn.Module):  # the "model": returns the batch's stored vectors as its embedding
+        def forward(self, batch):
+            return type("Out", (), {"embedding": batch.inputs["text"]["vectors"]})()
+
+    batch = PairBatch(item_ids=[str(i) for i in range(14)], inputs={"text": {"vectors": torch.cat([left, right])}},
+                      labels=torch.full((14,), -1), groups=torch.full((14,), -1), pair_labels=labels)
+    objective = PairClassification(PairClassificationOptions(init_scale=4.0, init_bias=-1.0))
+    got = float(objective.loss(Embed(), batch).total.detach())
+    terms = []
+    for a, b, y in zip(left.tolist(), right.tolist(), labels.tolist()):
+        cos = sum(x * z for x, z in zip(a, b)) / (math.hypot(*a) * math.hypot(*b))
+        p = 1 / (1 + math.exp(-(4.0 * cos - 1.0)))
+        terms.append(-math.log(p) if y else -math.log(1 - p))
+    assert got == pytest.approx(sum(terms) / len(terms), rel=1e-5)

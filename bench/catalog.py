@@ -9,7 +9,8 @@ from typing import Any
 import polars as pl
 
 from bench.errors import BenchError
-from bench.interfaces import CLASSIFICATION, MATCHING
+from bench.interfaces import CLASSIFICATION, MATCHING, PAIRS
+from bench.pair_table import normalise_pairs, pairs_digest
 
 COLUMNS = ("item_id", "title", "image", "label", "group", "split")
 SPLIT_NAMES = ("train", "dev", "test", "ssl")
@@ -26,6 +27,8 @@ class Catalog:
     so `bench data inspect` can show every level; never used for training.
     ``settings`` holds the dataset options that decide what encoders see without showing in the
     table (e.g. missing_images); they are part of the fingerprint, as are the bytes of every image.
+    ``pairs`` (optional): labelled item pairs (left_id, right_id, label 0/1, split train/dev/test;
+    bench/pair_table.py) for the pairs task; part of the fingerprint.
     """
 
     name: str
@@ -35,21 +38,27 @@ class Catalog:
     fingerprint: str = ""
     label_paths: pl.Series | None = None
     settings: dict[str, Any] = field(default_factory=dict)
+    pairs: pl.DataFrame | None = None
 
     def __post_init__(self) -> None:
         self.items = normalise_items(self.items, self.source or self.name)
+        if self.pairs is not None:
+            self.pairs = normalise_pairs(self.pairs, self.items["item_id"], self.source or self.name)
         if not self.fingerprint:
-            self.fingerprint = content_fingerprint(self.items, self.settings)
+            self.fingerprint = content_fingerprint(self.items, self.settings, pairs=self.pairs)
 
     @property
     def tasks(self) -> frozenset[str]:
-        """Task kinds this data supports: classification needs labels, matching needs groups."""
+        """Task kinds this data supports: classification needs labels, matching needs groups,
+        pairs needs labelled pairs in train and test."""
         kinds = set()
         if self.items["label"].drop_nulls().n_unique() >= 2:
             kinds.add(CLASSIFICATION)
         groups = self.items["group"].drop_nulls()
         if len(groups) and groups.value_counts()["count"].max() >= 2:
             kinds.add(MATCHING)
+        if self.pairs is not None and {"train", "test"} <= set(self.pairs["split"].unique().to_list()):
+            kinds.add(PAIRS)
         return frozenset(kinds)
 
     @property
@@ -94,7 +103,7 @@ def normalise_items(items: pl.DataFrame, where: str) -> pl.DataFrame:
 
 
 def content_fingerprint(items: pl.DataFrame, settings: dict[str, Any] | None = None,
-                        cache_root: str | None = None) -> str:
+                        cache_root: str | None = None, pairs: pl.DataFrame | None = None) -> str:
     """A hash of the table's text, the bytes of every image it names, and the settings that shape
     what encoders see: the cache key for everything derived from the catalogue.
 
@@ -107,4 +116,6 @@ def content_fingerprint(items: pl.DataFrame, settings: dict[str, Any] | None = N
     contents = [None if not p else (facts[p].digest or "unreadable") for p in paths]
     digest = hashlib.sha256(items.with_columns(pl.Series("image", contents, dtype=pl.Utf8)).write_csv().encode("utf-8"))
     digest.update(json.dumps(settings or {}, sort_keys=True, default=str).encode())
+    if pairs is not None:  # a catalogue without pairs keeps the fingerprint it always had
+        digest.update(pairs_digest(pairs).encode())
     return digest.hexdigest()[:16]

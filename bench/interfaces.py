@@ -9,6 +9,7 @@ from torch import Tensor, nn
 
 TEXT, IMAGE, JOINT = "text", "image", "joint"
 CLASSIFICATION, MATCHING = "classification", "matching"
+PAIRS = "pairs"  # pair-labelled matching: labelled (left, right) item pairs, split by pair
 
 
 @dataclass

@@ -93,7 +93,8 @@ class SelectionConfig(BaseModel):
     model_config = Strict
     metric: str | None = Field(None, pattern=r"^dev_[A-Za-z0-9_@.]+$",
                                description="a dev metric of the row, e.g. dev_macro_f1 or dev_ndcg@10 "
-                                           "(default: dev_macro_f1 for classification, dev_ndcg@k for matching)")
+                                           "(default: dev_macro_f1 for classification, dev_ndcg@k for matching, "
+                                           "dev_pair_ap for pairs)")
     mode: Literal["max", "min"] = "max"
     patience: int | None = Field(5, ge=1, le=10_000, description="evaluations without improvement before stopping "
                                                                   "(null: never stop early)")
@@ -106,7 +107,7 @@ class TrialConfig(BaseModel):
 
     model_config = Strict
     dataset: Ref
-    task: Literal["classification", "matching"] = "classification"
+    task: Literal["classification", "matching", "pairs"] = "classification"
     encoders: dict[Literal["text", "image", "joint"], Ref] = Field(min_length=1)
     fusion: Ref
     stages: list[StageConfig] = Field(default_factory=lambda: [StageConfig()], min_length=1)
@@ -130,6 +131,8 @@ class TrialConfig(BaseModel):
             return None
         if self.selection.metric:
             return self.selection.metric
+        if self.task == "pairs":  # threshold-free, so it does not move with a threshold fitted on dev itself
+            return "dev_pair_ap"
         return "dev_macro_f1" if self.task == "classification" else f"dev_ndcg@{self.eval.k}"
 
 

@@ -6,6 +6,8 @@
   image) pair with a linear head on the fusion's multimodal vector. A fusion that declares
   ``mixes_modalities = False`` builds that vector from the title and the image separately (late,
   shallow) or reads one side only, so the score is blind to whether the two belong together.
+- Task pairs (labelled item pairs) needs a pair-labelled dataset and pair objectives, keeps
+  the dataset's pair split, and a pair-labelled dataset needs task pairs.
 """
 from __future__ import annotations
 
@@ -75,10 +77,50 @@ def check_pair_scoring(trial, stage, index: int, registry, file: str | None = No
 def check_trial(trial, registry, file: str, where: str = "") -> None:
     """Suite-load checks across fields of one expanded trial (a TrialConfig)."""
     suffix = f" (in the trial {where})" if where else ""
+    check_pairs_dataset(trial, file, suffix)
     for i, stage in enumerate(trial.stages):
         if registry is not None:
             for j, ref in enumerate(stage.objectives):
                 spec = registry.get("objective", ref.name, file=file, field=f"trial.stages[{i}].objectives[{j}].name")
-                check_stage_needs(stage, i, ref.name, objective_needs(spec) or (), file, suffix)
+                needs = objective_needs(spec) or ()
+                check_stage_needs(stage, i, ref.name, needs, file, suffix)
+                check_pair_objective(trial, i, j, ref.name, needs, objective_needs(spec) is None, file, suffix)
         if registry is not None:
             check_pair_scoring(trial, stage, i, registry, file, suffix)
+
+
+# Built-in datasets that hold labelled pairs only (no item labels or groups): they need task pairs.
+PAIR_DATASETS = {"deepmatcher", "wdc_products"}
+PAIR_OBJECTIVES = "pair_contrastive, pair_classification"
+
+
+def check_pairs_dataset(trial, file: str | None, suffix: str = "") -> None:
+    """Task pairs and pair-labelled data go together; the benchmark's own pair split is kept."""
+    name = trial.dataset.name
+    if name in PAIR_DATASETS and trial.task != "pairs":
+        raise BenchError(f"dataset '{name}' holds labelled pairs, which task '{trial.task}' cannot use{suffix}",
+                         file=file, field="trial.task", fix="set task: pairs")
+    if trial.task != "pairs":
+        return
+    if name == "synthetic_catalog" and not trial.dataset.options.get("pairs"):
+        raise BenchError(f"task pairs needs labelled pairs; synthetic_catalog emits them only when asked{suffix}",
+                         file=file, field="trial.dataset.options.pairs", fix="set pairs: true in the dataset options")
+    if trial.splits.fractions is not None or trial.splits.use_given is not None:
+        raise BenchError(f"task pairs keeps the dataset's own train / dev / test pairs; item splits do not apply{suffix}",
+                         file=file, field="trial.splits", fix="remove splits.fractions and splits.use_given")
+
+
+def check_pair_objective(trial, i: int, j: int, name: str, needs, unknown: bool, file: str | None,
+                         suffix: str = "") -> None:
+    """Pair objectives read pair batches, which only task pairs makes, and task pairs makes nothing else."""
+    field = f"trial.stages[{i}].objectives[{j}].name"
+    if "pairs" in needs and trial.task != "pairs":
+        raise BenchError(f"objective '{name}' trains on labelled pairs, but the task is '{trial.task}'{suffix}",
+                         file=file, field=field, fix="set task: pairs (with a pair-labelled dataset) or use an item "
+                                                     "objective (cross_entropy, contrastive, triplet ...)")
+    if trial.task == "pairs" and "pairs" not in needs and not unknown:
+        raise BenchError(f"task pairs trains on batches of labelled pairs; objective '{name}' reads single items{suffix}",
+                         file=file, field=field, fix=f"use a pair objective: {PAIR_OBJECTIVES}")
+    if trial.task == "pairs" and trial.stages[i].data != "train":
+        raise BenchError(f"task pairs trains on the train pairs; stage data '{trial.stages[i].data}' has none{suffix}",
+                         file=file, field=f"trial.stages[{i}].data", fix="set data: train")

@@ -189,8 +189,19 @@ def inspect_catalog(catalog: Catalog, check_images: int = 200, seed: int = 0) ->
         "images": image_report(items, check_images, seed),
         "duplicate_ids": int(catalog.notes.get("dropped_duplicate_ids", 0)),
         "splits": _split_counts(items),
+        "pairs": _pair_counts(getattr(catalog, "pairs", None)),
         "notes": dict(catalog.notes),
     }
+
+
+def _pair_counts(pairs: pl.DataFrame | None) -> dict[str, dict[str, int]] | None:
+    """Labelled pairs per split (task pairs): how many, and how many are matches."""
+    if pairs is None:
+        return None
+    import polars as pl
+
+    counts = pairs.group_by("split").agg(pl.len().alias("pairs"), pl.col("label").cast(pl.Int64).sum().alias("matches"))
+    return {row["split"]: {"pairs": row["pairs"], "matches": row["matches"]} for row in counts.sort("split").iter_rows(named=True)}
 
 
 def render_report(report: dict[str, Any]) -> str:
@@ -240,7 +251,10 @@ def render_report(report: dict[str, Any]) -> str:
     for bad in img["unreadable_examples"]:
         lines.append(f"  item {bad['item_id']}: {bad['error']}")
     lines.append(f"duplicate ids dropped: {report['duplicate_ids']}")
-    if report["splits"]:
+    if report.get("pairs"):
+        lines.append("labelled pairs (split by pair; items carry no split): " + ", ".join(
+            f"{k} {v['pairs']} ({v['matches']} matches)" for k, v in report["pairs"].items()))
+    elif report["splits"]:
         lines.append("splits: " + ", ".join(f"{k} {v}" for k, v in report["splits"].items()))
     else:
         lines.append("splits: none given (made per trial)")

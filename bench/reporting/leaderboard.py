@@ -12,7 +12,8 @@ from bench.errors import BenchError
 from bench.metrics.retrieval_columns import upgrade_legacy_rows
 
 QUALITY = ["accuracy", "macro_f1", "top5_accuracy", "head_macro_f1", "tail_macro_f1",
-           "ndcg@10", "mar@10", "p@10", "map@10", "mrr@10", "recall@1", "f1", "f1_all"]  # docs/metrics.md
+           "ndcg@10", "mar@10", "p@10", "map@10", "mrr@10", "recall@1", "f1", "f1_all",
+           "pair_f1", "pair_precision", "pair_recall", "pair_ap"]  # docs/metrics.md
 COST = ["train_samples_per_s", "wall_s", "peak_mem_mb", "n_params"]
 LOWER_IS_BETTER = {"wall_s", "peak_mem_mb", "n_params"}
 # bootstrap intervals shown on the leaderboard (from stored predictions), besides the sort metric's
@@ -326,5 +327,7 @@ def search_selection(suite) -> tuple[str | None, str]:
         return selection["metric"], selection.get("mode", "max")
     if suite.trial.get("task", "classification") == "classification":
         return "dev_macro_f1", "max"
+    if suite.trial.get("task") == "pairs":
+        return "dev_pair_ap", "max"
     k = (suite.trial.get("eval") or {}).get("k", 10)
     return f"dev_ndcg@{k}", "max"

@@ -79,7 +79,8 @@ def prepare_data(cfg: TrialConfig, ctx: TrialContext) -> TrialData:
     if cfg.task not in catalog.tasks:
         raise BenchError(f"dataset '{cfg.dataset.name}' does not support task '{cfg.task}' "
                          f"(it supports: {', '.join(sorted(catalog.tasks)) or 'none'})", field="trial.task",
-                         fix="classification needs a label column with 2+ labels; matching needs a group column")
+                         fix="classification needs a label column with 2+ labels; matching needs a group column; "
+                             "a pair-labelled dataset (deepmatcher, wdc_products) needs task: pairs")
     items, full_train_labels = prepare_items(catalog, cfg, uses_ssl=any(stage.data != "train" for stage in cfg.stages))
     label_names = catalog.label_names if cfg.task == CLASSIFICATION else []
     label_index = {name: i for i, name in enumerate(label_names)}

@@ -16,6 +16,7 @@ import torch
 
 from bench.config.schema import TrialConfig, TrialSpec
 from bench.errors import BenchError, TrialFailure
+from bench.interfaces import PAIRS
 from bench.trial.context import TrialContext
 from bench.trial.device import set_threads
 from bench.trial.memory import PeakMemory
@@ -75,6 +76,10 @@ def _execute(spec: TrialSpec, ctx: TrialContext, curve: list[dict[str, Any]]) ->
     cfg = TrialConfig.model_validate(spec.config)
     set_threads(ctx.cpus)
     seed_everything(cfg.seed)
+    if cfg.task == PAIRS:  # labelled pairs, split by pair (bench/trial/pairs.py)
+        from bench.trial.pairs import execute_pairs
+
+        return execute_pairs(cfg, ctx, curve, spec.key)
     data = prepare_data(cfg, ctx)
     run = TrialRun(cfg, ctx, data)
     run.curve = curve  # the caller keeps the curve even when training fails half-way

@@ -88,6 +88,13 @@ class SyntheticOptions(BaseModel):
     image_noise: float = Field(1.0, ge=0.0, le=3.0, description=(
         "scale of photo variation between listings (crop, zoom, rotation, colour shift, background); 0 = none"))
     seed: int = Field(0, description="the same seed and options always give the same catalogue")
+    pairs: bool = Field(False, description="also emit labelled pairs for task pairs: matches within a product, hard "
+                                           "and random non-matches, split by product (synthetic_pairs.py)")
+    pair_negatives: int = Field(2, ge=1, le=10, description="non-matching pairs per listing: one hard, the rest random")
+    pair_max_matches: int = Field(6, ge=1, le=45, description="at most this many matching pairs per product")
+
+
+PAIR_OPTIONS = {"pairs", "pair_negatives", "pair_max_matches"}  # derived after generation: not in the cache key
 
 
 def _label_plan(n_labels: int, rng: np.random.Generator) -> list[dict]:
@@ -331,7 +338,8 @@ def generate(opts: SyntheticOptions, folder: Path) -> pl.DataFrame:
 
 def load(opts: SyntheticOptions, ctx=None) -> Catalog:
     """Generate once per option set into the cache; later calls read the cached table."""
-    key = hashlib.sha256(json.dumps({"generator": GENERATOR_VERSION, **opts.model_dump()}, sort_keys=True)
+    key = hashlib.sha256(json.dumps({"generator": GENERATOR_VERSION, **opts.model_dump(exclude=PAIR_OPTIONS)},
+                                    sort_keys=True)
                          .encode()).hexdigest()[:12]
     base = cache_dir(getattr(ctx, "cache_dir", None)) / "synthetic_catalog" / key
     table = base / "items.parquet"
@@ -345,7 +353,13 @@ def load(opts: SyntheticOptions, ctx=None) -> Catalog:
             tmp.rename(base)
         except OSError:  # another process finished first; its copy is identical
             shutil.rmtree(tmp, ignore_errors=True)
-    return Catalog(name="synthetic_catalog", items=pl.read_parquet(table), source=f"synthetic_catalog(seed={opts.seed})")
+    items = pl.read_parquet(table)
+    pairs = None
+    if opts.pairs:
+        from .synthetic_pairs import derive_pairs
+
+        pairs = derive_pairs(items, negatives=opts.pair_negatives, max_matches=opts.pair_max_matches, seed=opts.seed)
+    return Catalog(name="synthetic_catalog", items=items, source=f"synthetic_catalog(seed={opts.seed})", pairs=pairs)
 
 
 SPECS = [PluginSpec("dataset", "synthetic_catalog",

@@ -11,6 +11,7 @@ import csv
 import gzip
 import io
 import json
+import zlib
 from pathlib import Path
 from typing import Literal
 
@@ -55,7 +56,7 @@ def decode_text(path: Path, encoding: str = "utf-8") -> str:
     """The file as text (gzip allowed, BOM dropped); a bad byte is reported with its line."""
     try:
         raw = gzip.decompress(path.read_bytes()) if path.suffix.lower() == ".gz" else path.read_bytes()
-    except (OSError, EOFError) as exc:
+    except (OSError, EOFError, zlib.error) as exc:
         raise BenchError(f"cannot read the file: {exc}", file=str(path),
                          fix="check the file is complete (a .gz file must be a whole gzip archive)") from None
     try:

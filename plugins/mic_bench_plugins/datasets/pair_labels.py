@@ -1,0 +1,68 @@
+"""What the pair-labelled readers (DeepMatcher, WDC Products) share: a label cell read as 0/1,
+attribute values joined into a title, and the catalogue built from items plus pairs.
+
+Errors name the pair file and the line of the offending pair, so a messy export is fixed in
+one look.
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+
+import polars as pl
+
+from bench.catalog import Catalog
+from bench.errors import BenchError
+
+TRUE_LABELS = {"1", "1.0", "true"}
+FALSE_LABELS = {"0", "0.0", "false"}
+
+
+def parse_pair_label(value) -> int | None:
+    """A pair's label as 0/1 ("1", 1, 1.0, true; "0", 0, 0.0, false); None for anything else."""
+    if isinstance(value, bool):
+        return int(value)
+    text = str(value).strip().lower() if value is not None else ""
+    if text in TRUE_LABELS:
+        return 1
+    if text in FALSE_LABELS:
+        return 0
+    return None
+
+
+def bad_label(value, *, file: str, where: str, field: str = "label") -> BenchError:
+    shown = "(empty)" if value is None or str(value).strip() == "" else repr(value)
+    return BenchError(f"{where}: the label {shown} is not 0 or 1", file=file, field=field,
+                      fix="label each pair 1 (match) or 0 (non-match); relabel or remove this line")
+
+
+def join_text(values: list) -> str:
+    """Attribute values joined by spaces, nulls and blanks left out."""
+    parts = []
+    for value in values:
+        if value is None:
+            continue
+        text = str(value).strip()
+        if text and text.lower() != "nan":
+            parts.append(text)
+    return " ".join(parts)
+
+
+def with_pairs(catalog: Catalog, pairs: pl.DataFrame) -> Catalog:
+    """The reader's catalogue with its pairs. A pair listed again (in either order) with the same
+    label in the same split is kept once (note duplicate_pairs_dropped), so no pair weighs twice
+    in a metric; listed with another label or in another split, the catalogue refuses it. Pairs
+    whose item was dropped (e.g. by missing_images: skip) go too (note dropped_pairs)."""
+    keys = [pl.min_horizontal("left_id", "right_id").alias("_a"), pl.max_horizontal("left_id", "right_id").alias("_b")]
+    unique = pairs.with_columns(*keys).unique(subset=["_a", "_b", "label", "split"], keep="first", maintain_order=True)
+    duplicates = pairs.height - unique.height
+    pairs = unique.drop("_a", "_b")
+    kept = pairs.filter(pl.col("left_id").is_in(catalog.items["item_id"]) &
+                        pl.col("right_id").is_in(catalog.items["item_id"]))
+    notes = dict(catalog.notes)
+    if duplicates:
+        notes["duplicate_pairs_dropped"] = duplicates
+    if kept.height < pairs.height:
+        notes["dropped_pairs"] = pairs.height - kept.height
+    for split in ("train", "dev", "test"):
+        notes[f"{split}_pairs"] = int((kept["split"] == split).sum())
+    return replace(catalog, pairs=kept.select("left_id", "right_id", "label", "split"), notes=notes, fingerprint="")

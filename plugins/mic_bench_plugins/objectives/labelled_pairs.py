@@ -1,0 +1,105 @@
+"""Objectives for the pairs task: they read the labels of the (left, right) pairs of a pair
+batch (bench/trial/pairs.py PairBatch), never item labels or groups.
+
+- ``pair_contrastive``: the pair contrastive loss of metric_learning on the labelled pairs
+  themselves: d^2 for a matching pair, max(m - d, 0)^2 for a non-matching one, d the Euclidean
+  distance of the two embeddings (L2-normalised by default). Matching and non-matching pairs
+  are averaged separately and the two means added, as ``contrastive`` does with in-batch pairs.
+- ``pair_classification``: binary cross-entropy on the logit s * cos(left, right) + b, with a
+  learned scale s (kept positive: s = exp(log_s)) and bias b. The logit rises with the cosine,
+  so the cosine the evaluation thresholds ranks pairs as the trained classifier does.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+
+from bench.errors import BenchError
+from bench.interfaces import Batch, LossOutput, Objective
+from bench.registry import PluginSpec
+
+from .metric_learning import _masked_mean
+
+
+def pair_embeddings(model, batch: Batch, normalize: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(left embeddings, right embeddings, pair labels) of a pair batch."""
+    if not hasattr(batch, "pair_labels"):
+        raise BenchError("this objective trains on labelled pairs, but the batch holds single items",
+                         field="trial.task", fix="use it with task: pairs and a pair-labelled dataset")
+    emb = model(batch).embedding
+    if normalize:
+        emb = F.normalize(emb, dim=-1)
+    left, right = batch.halves(emb)
+    return left, right, batch.pair_labels
+
+
+def labelled_pair_contrastive_loss(left: torch.Tensor, right: torch.Tensor, labels: torch.Tensor,
+                                   margin: float = 1.0) -> torch.Tensor:
+    d2 = ((left - right) ** 2).sum(1)
+    d = d2.clamp(min=1e-12).sqrt()
+    match = labels == 1
+    return _masked_mean(d2, match) + _masked_mean(F.relu(margin - d) ** 2, ~match)
+
+
+class PairContrastiveOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    margin: float = Field(1.0, gt=0, description="margin m")
+    normalize: bool = Field(True, description="L2-normalise embeddings before measuring distances")
+
+
+class PairContrastive(Objective):
+    needs = frozenset({"pairs"})
+
+    def __init__(self, opts: PairContrastiveOptions):
+        super().__init__()
+        self.opts = opts
+
+    def loss(self, model, batch: Batch) -> LossOutput:
+        left, right, labels = pair_embeddings(model, batch, self.opts.normalize)
+        total = labelled_pair_contrastive_loss(left, right, labels, self.opts.margin)
+        return LossOutput(total, {"pair_contrastive": float(total.detach())})
+
+
+class PairClassificationOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    init_scale: float = Field(10.0, gt=0, description="starting scale s of the cosine")
+    init_bias: float = Field(-5.0, description="starting bias b (with s = 10: a pair starts as a match above cos 0.5)")
+    pos_weight: float | None = Field(None, gt=0, description="weight of matching pairs in the loss "
+                                                            "(null: 1; e.g. negatives / positives for rare matches)")
+
+
+class PairClassification(Objective):
+    needs = frozenset({"pairs"})
+
+    def __init__(self, opts: PairClassificationOptions):
+        super().__init__()
+        self.opts = opts
+        self.log_scale = nn.Parameter(torch.tensor(math.log(opts.init_scale)))
+        self.bias = nn.Parameter(torch.tensor(float(opts.init_bias)))
+
+    def loss(self, model, batch: Batch) -> LossOutput:
+        left, right, labels = pair_embeddings(model, batch, normalize=True)
+        logits = self.log_scale.exp() * (left * right).sum(1) + self.bias
+        weight = None if self.opts.pos_weight is None else torch.tensor(self.opts.pos_weight, device=logits.device)
+        total = F.binary_cross_entropy_with_logits(logits.float(), labels.float(), pos_weight=weight)
+        return LossOutput(total, {"pair_bce": float(total.detach()), "pair_scale": float(self.log_scale.exp().detach())})
+
+
+def build_pair_contrastive(opts: PairContrastiveOptions, ctx) -> PairContrastive:
+    return PairContrastive(opts)
+
+
+def build_pair_classification(opts: PairClassificationOptions, ctx) -> PairClassification:
+    return PairClassification(opts)
+
+
+SPECS = [
+    PluginSpec("objective", "pair_contrastive", "task pairs: contrastive loss on labelled pairs, d^2 for a match, "
+               "max(m-d,0)^2 otherwise", build_pair_contrastive, PairContrastiveOptions),
+    PluginSpec("objective", "pair_classification", "task pairs: binary cross-entropy on a learned scale * cosine + bias "
+               "of each labelled pair", build_pair_classification, PairClassificationOptions),
+]

@@ -1,0 +1,48 @@
+"""Pairwise metrics against scikit-learn and a brute-force threshold search."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.metrics import average_precision_score, precision_recall_fscore_support
+
+from bench.metrics.pairs import average_precision, best_f1_threshold, pair_scores_at
+
+
+def _random(seed: int, n: int, ties: bool):
+    rng = np.random.default_rng(seed)
+    labels = (rng.random(n) < rng.uniform(0.1, 0.6)).astype(int)
+    labels[0] = 1
+    scores = rng.normal(labels * rng.uniform(0, 2), 1.0)
+    if ties:
+        scores = np.round(scores, 1)  # many pairs share a score
+    return scores, labels
+
+
+@pytest.mark.parametrize("seed", range(12))
+@pytest.mark.parametrize("ties", [False, True])
+def test_metrics_equal_sklearn(seed, ties):
+    scores, labels = _random(seed, 60 + 7 * seed, ties)
+    assert average_precision(scores, labels) == pytest.approx(average_precision_score(labels, scores), abs=1e-12)
+    for t in np.quantile(scores, [0.1, 0.5, 0.9]).tolist() + [scores.max() + 1]:
+        p, r, f, _ = precision_recall_fscore_support(labels, scores >= t, average="binary", zero_division=0)
+        got = pair_scores_at(scores, labels, t)
+        assert (got["precision"], got["recall"], got["f1"]) == pytest.approx((p, r, f), abs=1e-12)
+
+
+@pytest.mark.parametrize("seed", range(12))
+@pytest.mark.parametrize("ties", [False, True])
+def test_best_threshold_is_the_brute_force_best(seed, ties):
+    scores, labels = _random(seed + 100, 50, ties)
+    best_t, best_f = None, -1.0
+    for t in sorted(set(scores.tolist()), reverse=True):  # descending: ties keep the highest threshold
+        f = precision_recall_fscore_support(labels, scores >= t, average="binary", zero_division=0)[2]
+        if f > best_f + 1e-15:
+            best_t, best_f = t, f
+    t, f = best_f1_threshold(scores, labels)
+    assert t == best_t and f == pytest.approx(best_f, abs=1e-12)
+
+
+def test_no_positive_pair_gives_no_threshold_and_no_ap():
+    scores, labels = np.array([0.1, 0.5, 0.9]), np.zeros(3, dtype=int)
+    assert best_f1_threshold(scores, labels) == (None, None)
+    assert average_precision(scores, labels) is None

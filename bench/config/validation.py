@@ -58,7 +58,7 @@ def describe_validation_error(exc: ValidationError, model: type[BaseModel] | Non
 
 # ---- names that become folders or row columns ----------------------------------------------------
 
-# Columns every row may carry (bench/trial/run.py, bench/reporting/provenance.py, metrics): an axis of the same
+# Columns every row may carry (bench/trial/run.py and session.py, bench/reporting/provenance.py, metrics): an axis of the same
 # name would be overwritten by them, or overwrite them, and the row would lie.
 RESERVED_COLUMNS = frozenset({
     "trial_key", "status", "error", "traceback", "config", "seed",

@@ -108,6 +108,19 @@ def table_suite(tmp: Path, task: str = "classification", **options) -> Path:
     return suite(tmp, tiny_trial(dataset={"name": "table", "options": opts}, task=task))
 
 
+def pair_suite(tmp: Path, task: str = "pairs", spoil: Callable[[str], str] | None = None) -> Path:
+    """A task-pairs suite over a copy of the DeepMatcher fixture; ``spoil`` edits its test.csv."""
+    import shutil
+
+    folder = tmp / "abt_buy"
+    shutil.copytree(ROOT / "tests" / "fixtures" / "deepmatcher_abt_buy", folder)
+    if spoil is not None:
+        (folder / "test.csv").write_text(spoil((folder / "test.csv").read_text()))
+    return suite(tmp, tiny_trial(dataset={"name": "deepmatcher", "options": {"path": str(folder)}}, task=task,
+                                 encoders={"text": tiny_trial()["encoders"]["text"]},
+                                 stages=[{"objectives": ["pair_contrastive"], "epochs": 1, "batch_size": 8}]))
+
+
 def latin1_table_suite(tmp: Path) -> Path:
     text(tmp, "items.csv", b"id,name,category\ni0,caf\xe9,a\ni1,tea,b\n")
     return table_suite(tmp)
@@ -335,6 +348,11 @@ DATASETS = [  # bench run: dataset problems found by the preflight, before Ray s
          ["items.csv", "images", "not_a_folder.txt is a file, not a folder", "fix: set images to the folder itself"]),
     Case("run: matching task on data without groups", lambda t: ["run", table_suite(t, task="matching")],
          ["suite.yaml", "trial.task", "does not support task 'matching'", "fix: classification needs a label column"]),
+    Case("run: a labelled pair names an id missing from its table",
+         lambda t: ["run", pair_suite(t, spoil=lambda text: text.replace("9,1,0", "9,77,0"))],
+         ["test.csv", "line 7", "rtable_id 77 is not an id of tableB.csv", "fix:"]),
+    Case("run: pair-labelled dataset under another task", lambda t: ["run", pair_suite(t, task="classification")],
+         ["suite.yaml", "trial.task", "holds labelled pairs", "fix: set task: pairs"]),
 ]
 
 LEADERBOARD = [  # bench leaderboard

@@ -23,15 +23,14 @@ import torch.nn.functional as F
 from torch.utils.data import BatchSampler, DataLoader, RandomSampler
 
 from bench.catalog import Catalog
-from bench.trial.records import CountingBatchSampler, Records, to_records
+from bench.config.schema import TrialConfig
 from bench.errors import BenchError
-from bench.trial.evaluate import Predictions
 from bench.interfaces import PAIRS, Batch, Fusion, TaskInfo
 from bench.metrics.pairs import average_precision, best_f1_threshold, pair_scores_at
-from bench.trial.build import build_objectives
+from bench.trial.evaluate import Predictions
 from bench.trial.prepare import TrialData, load_catalog
-from bench.trial.session import MODALITIES, TrialRun
-from bench.config.schema import TrialConfig
+from bench.trial.records import CountingBatchSampler, Records, to_records
+from bench.trial.session import TrialRun
 
 PAIR_SPLITS = ("train", "dev", "test")
 
@@ -156,42 +155,22 @@ class PairTrialRun(TrialRun):
         self.pair_row: dict[str, Any] = {}
         self.test_scores: np.ndarray | None = None
 
-    def train(self) -> dict[str, float]:
-        """The stages in order, each on shuffled batches of the train pairs."""
-        self.fit_encoders_and_probe()
-        from bench.trial.train import run_stage
-
+    def stage_loader(self, stage, index: int, objectives: list, preprocessors):
+        """Shuffled batches of the train pairs (every stage trains on them: suite checks refuse others)."""
         train_items = self.data.splits["train"]
         by_id = {r["item_id"]: r for r in train_items}
-        pair_records = [{"left": by_id[a], "right": by_id[b], "label": label} for a, b, label in self.data.pairs["train"]]
-        losses = {}
-        for i, stage in enumerate(self.cfg.stages):
-            objectives = build_objectives(stage, self.cfg, self.ctx, self.model, self.data.task, i)
-            for objective, _ in objectives:
-                objective.to(self.device)
-            self.objective_modules.extend(o for o, _ in objectives)
-            self_encoded = {n for o, _ in objectives for n in o.needs}
-            modalities = set(self.model.fusion.requires) | (self_encoded & set(MODALITIES))
-            self.used_modalities |= modalities
-            preprocessors = {m: self.feeder(m, train_items, frozen_ok=m not in self_encoded) for m in sorted(modalities)}
-            loader = make_pair_loader(pair_records, preprocessors, batch_size=stage.batch_size, seed=self.cfg.seed + i,
-                                      **self.loader_kw)
-            last = i == len(self.cfg.stages) - 1
-            selector = self.selector() if last else None
-            every = self.cfg.selection.every_steps if selector is not None else None
-            stats = run_stage(self.model, objectives, loader, stage, self.device, self.cfg.amp, self.deadline,
-                              on_evaluation=self.evaluation_hook(selector), every_steps=every)
-            for idx in loader.batch_sampler.served(stats.steps):
-                self.served_pairs.add((pair_records[idx]["left"]["item_id"], pair_records[idx]["right"]["item_id"]))
-            self.train_samples += stats.samples
-            self.train_seconds += stats.seconds
-            losses[f"loss_{stage.name}"] = round(stats.loss, 5) if stats.steps else None
-            losses.update({f"train_{stage.name}_{k}": round(v, 5) for k, v in stats.parts.items()})
-            if last:
-                self.finish_selection(selector, stats)
+        self.pair_records = [{"left": by_id[a], "right": by_id[b], "label": label}
+                             for a, b, label in self.data.pairs["train"]]
+        return make_pair_loader(self.pair_records, preprocessors(train_items), batch_size=stage.batch_size,
+                                seed=self.cfg.seed + index, **self.loader_kw)
+
+    def note_served(self, loader, steps: int) -> None:
+        for idx in loader.batch_sampler.served(steps):
+            self.served_pairs.add((self.pair_records[idx]["left"]["item_id"], self.pair_records[idx]["right"]["item_id"]))
+
+    def seen_shares(self) -> dict[str, float | None]:
         distinct = {(a, b) for a, b, _ in self.data.pairs["train"]}
-        losses["train_pairs_seen_share"] = round(len(self.served_pairs & distinct) / len(distinct), 4) if distinct else None
-        return losses
+        return {"train_pairs_seen_share": round(len(self.served_pairs & distinct) / len(distinct), 4) if distinct else None}
 
     def fit_on_dev(self, dev: Predictions) -> Predictions:
         """Nothing is fitted on dev items here (late fusion's weight is chosen by item labels, which

@@ -63,48 +63,72 @@ class TrialRun:
 
     def train(self) -> dict[str, float]:
         """Run the stages in order; the model's weights flow from one stage to the next."""
-        from bench.trial.records import make_loader, seen_share, served_item_ids
-
-        served: set[str] = self.fit_encoders_and_probe()  # item ids the training saw (probe, then batches)
+        self.served_ids = self.fit_encoders_and_probe()  # item ids the training saw (probe, then batches)
         losses = {}
-        train_labels = self.data.train_labels
         for i, stage in enumerate(self.cfg.stages):
-            objectives = build_objectives(stage, self.cfg, self.ctx, self.model, self.data.task, i)
-            for objective, _ in objectives:
-                objective.to(self.device)
-                if hasattr(objective, "set_label_counts") and self.data.task.num_labels:
-                    objective.set_label_counts(torch.bincount(torch.tensor(train_labels[train_labels >= 0]),
-                                                              minlength=self.data.task.num_labels).float())
-            self.objective_modules.extend(o for o, _ in objectives)
+            objectives = self.stage_objectives(stage, i)
             self_encoded = {n for o, _ in objectives for n in o.needs}
             modalities = set(self.model.fusion.requires) | (self_encoded & set(MODALITIES))
             self.used_modalities |= modalities
-            records = [r for part in stage.data.split("+") for r in self.data.splits[part]]
-            if not records:
-                raise BenchError(f"stage '{stage.name}' trains on the {stage.data} split, which is empty",
-                                 field=f"trial.stages[{i}].data",
-                                 fix="give that split a fraction (splits.fractions.ssl) or use data: train")
-            sampler = stage.sampler
-            if sampler == "auto":
-                sampler = "pk" if any(o.sampler == "pk" for o, _ in objectives) else "random"
-            preprocessors = {m: self.feeder(m, records, frozen_ok=m not in self_encoded) for m in sorted(modalities)}
-            loader = make_loader(records, preprocessors, batch_size=stage.batch_size, train=True, sampler=sampler,
-                                 pk_items=stage.pk_items, seed=self.cfg.seed + i, **self.loader_kw)
+
+            def preprocessors(records: list[dict]) -> dict:
+                return {m: self.feeder(m, records, frozen_ok=m not in self_encoded) for m in sorted(modalities)}
+
+            loader = self.stage_loader(stage, i, objectives, preprocessors)
             last = i == len(self.cfg.stages) - 1
             selector = self.selector() if last else None
             hook = self.evaluation_hook(selector)
             every = self.cfg.selection.every_steps if selector is not None else None
             stats = run_stage(self.model, objectives, loader, stage, self.device, self.cfg.amp, self.deadline,
                               on_evaluation=hook, every_steps=every)
-            served |= served_item_ids(loader, stats.steps)
+            self.note_served(loader, stats.steps)
             self.train_samples += stats.samples
             self.train_seconds += stats.seconds
             losses[f"loss_{stage.name}"] = round(stats.loss, 5) if stats.steps else None  # nothing trained
             losses.update({f"train_{stage.name}_{k}": round(v, 5) for k, v in stats.parts.items()})
             if last:
                 self.finish_selection(selector, stats)
-        losses["train_items_seen_share"] = seen_share(served, self.data.splits["train"])
+        losses.update(self.seen_shares())
         return losses
+
+    def stage_objectives(self, stage, index: int) -> list:
+        """The stage's objectives, built, on the device, told the train label counts if they ask."""
+        objectives = build_objectives(stage, self.cfg, self.ctx, self.model, self.data.task, index)
+        train_labels = self.data.train_labels if self.data.task.num_labels else None
+        for objective, _ in objectives:
+            objective.to(self.device)
+            if hasattr(objective, "set_label_counts") and train_labels is not None:
+                objective.set_label_counts(torch.bincount(torch.tensor(train_labels[train_labels >= 0]),
+                                                          minlength=self.data.task.num_labels).float())
+        self.objective_modules.extend(o for o, _ in objectives)
+        return objectives
+
+    def stage_loader(self, stage, index: int, objectives: list, preprocessors):
+        """Training batches of the items of the stage's split(s); ``preprocessors(records)`` gives
+        each modality's input function for those records."""
+        from bench.trial.records import make_loader
+
+        records = [r for part in stage.data.split("+") for r in self.data.splits[part]]
+        if not records:
+            raise BenchError(f"stage '{stage.name}' trains on the {stage.data} split, which is empty",
+                             field=f"trial.stages[{index}].data",
+                             fix="give that split a fraction (splits.fractions.ssl) or use data: train")
+        sampler = stage.sampler
+        if sampler == "auto":
+            sampler = "pk" if any(o.sampler == "pk" for o, _ in objectives) else "random"
+        return make_loader(records, preprocessors(records), batch_size=stage.batch_size, train=True, sampler=sampler,
+                           pk_items=stage.pk_items, seed=self.cfg.seed + index, **self.loader_kw)
+
+    def note_served(self, loader, steps: int) -> None:
+        """Remember what the first ``steps`` batches of a stage's loader served."""
+        from bench.trial.records import served_item_ids
+
+        self.served_ids |= served_item_ids(loader, steps)
+
+    def seen_shares(self) -> dict[str, float | None]:
+        from bench.trial.records import seen_share
+
+        return {"train_items_seen_share": seen_share(self.served_ids, self.data.splits["train"])}
 
     def selector(self) -> Selector | None:
         """A dev-metric selector for the last stage, or None (``selection: last``, or no dev split)."""

@@ -62,6 +62,26 @@ def test_image_by_id_pattern_and_absolute_or_relative_paths(registry, tmp_path):
     assert error_of(registry, path=str(tmp_path / "t.csv"), images="pics", image_pattern="p.png").field == "image_pattern"
 
 
+def test_image_cells_listing_several_pictures_take_the_first_that_exists(registry, tmp_path):
+    """Scraped dumps store a list of pictures per item; the first existing file is the picture,
+    and a cell that is not a list of names is an error naming the item (never evaluated)."""
+    for name in ("p0_front.png", "p0_back.png", "p1.png", "p2.png"):
+        pf.tiny_image(tmp_path / "pics" / name, len(name), fmt="PNG")
+    rows = [["p0", "a", '["gone.jpg", "p0_front.png", "p0_back.png"]'], ["p1", "b", "['p1.png']"],
+            ["p2", "c", "p2.png"]]
+    pf.write_csv(tmp_path / "t.csv", ["id", "title", "pictures"], rows)
+    cat = load(registry, path=str(tmp_path / "t.csv"), images="pics", columns={"id": "id", "image": "pictures"})
+    assert cat.items["image"].to_list() == [str(tmp_path / "pics" / n) for n in ("p0_front.png", "p1.png", "p2.png")]
+    rows[1][2] = "[__import__('os').getcwd()]"
+    pf.write_csv(tmp_path / "t.csv", ["id", "title", "pictures"], rows)
+    err = error_of(registry, path=str(tmp_path / "t.csv"), images="pics", columns={"id": "id", "image": "pictures"})
+    assert "item p1" in err.render() and "not a list of file names" in err.render() and "t.csv" in err.render()
+    rows[1][2] = '["gone.jpg", "also_gone.jpg"]'  # none exists: the first is kept, so missing_images reports it
+    pf.write_csv(tmp_path / "t.csv", ["id", "title", "pictures"], rows)
+    err = error_of(registry, path=str(tmp_path / "t.csv"), images="pics", columns={"id": "id", "image": "pictures"})
+    assert "gone.jpg" in err.render() and "missing" in err.render()
+
+
 @pytest.mark.parametrize("fmt", ["tsv", "parquet", "jsonl"])
 def test_tsv_parquet_and_jsonl_read_like_csv(registry, tmp_path, fmt):
     frame = pl.DataFrame({"sku": ["a1", "b2", "c3"], "name": ["Red mug", "Blue mug", "Tea pot"],

@@ -20,6 +20,8 @@ from bench.data_checks import (resolve_user_path, apply_missing_images, check_im
                                check_not_empty, normalise_splits)
 from bench.errors import BenchError
 
+from .category_paths import looks_like_list
+from .image_lists import first_image
 from .label_rules import LineOf, apply_min_items, check_labels_in_train
 from .split_file import apply_split_file, read_split_file
 
@@ -49,15 +51,21 @@ def image_paths(values: list, *, folder: Path | None, pattern: str | None, base:
     """Absolute image paths from column values: an absolute path, a path relative to the image
     folder (or the table's folder), or an id turned into a file name by ``pattern`` ("{}.jpg").
 
-    Paths must stay inside that folder (see ``check_images_inside``) unless ``allow_outside``.
+    A cell holding a JSON or Python list literal of names (scraped dumps write them) takes the
+    first listed file that exists (``image_lists.first_image``). Paths must stay inside that folder
+    (see ``check_images_inside``) unless ``allow_outside``.
     """
     root = str(folder or base)
     out: list[str | None] = []
-    for value in values:
-        if value is None or str(value).strip() == "":
+    for i, value in enumerate(values):
+        name = None if value is None else str(value).strip()
+        if name and not pattern and looks_like_list(name):  # ["a.jpg", "b.jpg"]: the first that exists
+            name = first_image(name, Path(root), file=file or "", field=field,
+                               where=lambda i=i: f"item {ids[i]}" if ids else f"data row {i + 1}")
+        if not name:
             out.append(None)
             continue
-        name = pattern.format(str(value).strip()) if pattern else str(value).strip()
+        name = pattern.format(name) if pattern else name
         out.append(name if os.path.isabs(name) else os.path.join(root, name))
     if not allow_outside:
         check_images_inside(out, root, ids=ids, values=values, file=file, field=field)

@@ -179,6 +179,14 @@ class Objective(nn.Module):
     # True: the loss scores (title, image) pairs from the fusion's multimodal vector (image-text
     # matching), which is refused on a fusion that declares mixes_modalities = False.
     scores_title_image_pairs: ClassVar[bool] = False
+    # Task pairs: True for a loss that scores a (left, right) pair jointly (a cross-encoder). Its
+    # pair_scores then replaces the cosine of the two items' embeddings at evaluation, and dev
+    # selection keeps and restores its weights with the model's.
+    scores_pairs: ClassVar[bool] = False
 
     def loss(self, model: "nn.Module", batch: Batch) -> LossOutput:  # pragma: no cover
+        raise NotImplementedError
+
+    def pair_scores(self, model: "nn.Module", left: list[dict], right: list[dict]) -> Tensor:  # pragma: no cover
+        """One match score per (left, right) record pair, higher = more alike (``scores_pairs`` only)."""
         raise NotImplementedError

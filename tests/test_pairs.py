@@ -267,7 +267,7 @@ def test_pair_suite_loads_with_its_default_selection_metric(registry):
 # ------------------------------------------------------------------------------------- trials
 
 
-@pytest.mark.parametrize("objective", ["pair_contrastive", "pair_classification"])
+@pytest.mark.parametrize("objective", ["pair_contrastive", "pair_classification", "pair_cross_encoder"])
 def test_pairs_trial_end_to_end_metrics_match_sklearn(registry, tmp_path, objective):
     cfg = TrialConfig.model_validate(_pair_trial(stages=[{"objectives": [objective], "epochs": 2, "batch_size": 8,
                                                           "optimizer": {"lr": 1e-3}}])).model_dump(mode="json")
@@ -282,8 +282,47 @@ def test_pairs_trial_end_to_end_metrics_match_sklearn(registry, tmp_path, object
                                                  zero_division=0)
     assert (row["pair_precision"], row["pair_recall"], row["pair_f1"]) == pytest.approx((p, r, f), abs=1e-6)
     assert table["predicted"].to_list() == (scores >= row["pair_threshold"]).astype(int).tolist()
-    assert np.all((scores >= -1 - 1e-6) & (scores <= 1 + 1e-6))
-    assert row[f"train_train_{objective.replace('classification', 'bce')}"] is not None
+    if objective != "pair_cross_encoder":  # cosines; the cross-encoder's scores are logits
+        assert np.all((scores >= -1 - 1e-6) & (scores <= 1 + 1e-6))
+    part = {"pair_contrastive": "pair_contrastive", "pair_classification": "pair_bce", "pair_cross_encoder": "pair_bce"}
+    assert row[f"train_train_{part[objective]}"] is not None
+
+
+def test_cross_encoder_scores_pairs_by_its_head_and_selection_keeps_that_head(registry, tmp_path):
+    """The test scores are the cross-encoder's logits of the two titles read together (recomputed
+    here from the restored weights), not a cosine; dev selection restores the head with the encoder."""
+    import torch
+
+    from bench.trial.pairs import PairTrialRun, pair_similarities, prepare_pair_data
+
+    cfg = TrialConfig.model_validate(_pair_trial(stages=[{"objectives": ["pair_cross_encoder"], "epochs": 2,
+                                                          "batch_size": 8, "optimizer": {"lr": 1e-3}}]))
+    ctx = TrialContext(registry=registry, cache_dir=str(tmp_path))
+    data = prepare_pair_data(cfg, ctx)
+    run = PairTrialRun(cfg, ctx, data)
+    run.train()
+    assert run.pair_scorer is not None and run.pair_scorer.scores_pairs
+    dev, test = run.evaluate()
+    row = run.metrics(dev, test)
+    by_id = {r["item_id"]: r for r in data.splits["test"]}
+    encoder = run.model.encoders["text"]
+    with torch.no_grad():
+        tokens = encoder.tokenizer([by_id[a]["title"] for a, _, _ in data.pairs["test"]],
+                                   [by_id[b]["title"] for _, b, _ in data.pairs["test"]],
+                                   truncation="longest_first", max_length=128, padding="longest", return_tensors="pt")
+        expected = run.pair_scorer.head(encoder.model(**tokens).last_hidden_state[:, 0]).squeeze(-1).numpy()
+    np.testing.assert_allclose(run.test_scores, expected, rtol=1e-4, atol=1e-5)
+    cosines, _ = pair_similarities(test, data.pairs["test"])
+    assert not np.allclose(run.test_scores, cosines)
+    assert row["pair_ap"] is not None
+    assert any(m is run.pair_scorer for m in run.selector().modules)  # kept and restored with the encoder
+
+
+def test_cross_encoder_needs_a_transformer_text_encoder(registry, tmp_path):
+    cfg = TrialConfig.model_validate(_pair_trial(encoders={"text": {"name": "tfidf_text", "options": {}}},
+                                                 stages=[{"objectives": ["pair_cross_encoder"]}])).model_dump(mode="json")
+    row = run_trial(TrialSpec("x", {}, {}, cfg), TrialContext(registry=registry, cache_dir=str(tmp_path))).row
+    assert row["status"] == "failed" and "trial.encoders.text" in row["error"] and "hf_text" in row["error"]
 
 
 def test_dev_and_test_pairs_never_reach_training(registry, tmp_path, monkeypatch):

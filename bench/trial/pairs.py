@@ -1,4 +1,4 @@
-"""The pairs task: train on labelled (left, right) item pairs, score every pair by cosine.
+"""The pairs task: train on labelled (left, right) item pairs; score each pair by the cosine of its two embeddings, or by a cross-encoder objective.
 
 Pair-labelled benchmarks (DeepMatcher, WDC Products) split pairs, not items: one item may sit
 in a train pair and in a test pair. So:
@@ -152,8 +152,46 @@ class PairTrialRun(TrialRun):
             raise BenchError(f"fusion '{cfg.fusion.name}' is fitted on item labels, which task pairs does not have",
                              field="trial.fusion.name", fix="use an embedding fusion (text_only, image_only, late ...)")
         self.served_pairs: set[tuple[str, str]] = set()
+        self.pair_scorer = None  # an objective with scores_pairs (set per stage)
         self.pair_row: dict[str, Any] = {}
         self.test_scores: np.ndarray | None = None
+
+    def stage_objectives(self, stage, index: int) -> list:
+        """As for any trial; an objective that scores pairs jointly (a cross-encoder) becomes the
+        scorer while its stage is the latest trained (a later stage without one scores by cosine)."""
+        objectives = super().stage_objectives(stage, index)
+        scorers = [o for o, _ in objectives if o.scores_pairs]
+        if len(scorers) > 1:
+            raise BenchError(f"stage '{stage.name}' has {len(scorers)} objectives that score pairs; the pairs can be "
+                             "scored one way only", field=f"trial.stages[{index}].objectives",
+                             fix="keep one pair-scoring objective (e.g. pair_cross_encoder) in the stage")
+        self.pair_scorer = scorers[0] if scorers else None
+        return objectives
+
+    def selector(self):
+        """Dev selection also keeps the scorer's weights: its head is what scores the pairs."""
+        selector = super().selector()
+        if selector is not None and self.pair_scorer is not None:
+            selector.modules.append(self.pair_scorer)
+        return selector
+
+    def pair_scores(self, split: str, predictions: Predictions) -> tuple[np.ndarray, np.ndarray]:
+        """(score, label) of each pair of the split: the scorer's, else the embeddings' cosine."""
+        pairs = self.data.pairs[split]
+        if self.pair_scorer is None:
+            return pair_similarities(predictions, pairs)
+        by_id = {r["item_id"]: r for r in self.data.splits[split]}
+        size, scores = self.cfg.eval.batch_size, []
+        self.model.eval()
+        self.pair_scorer.eval()
+        with torch.no_grad():
+            for start in range(0, len(pairs), size):
+                chunk = pairs[start:start + size]
+                found = self.pair_scorer.pair_scores(self.model, [by_id[a] for a, _, _ in chunk],
+                                                     [by_id[b] for _, b, _ in chunk])
+                scores.append(found.float().cpu())
+        labels = np.array([label for *_, label in pairs], dtype=int)
+        return (torch.cat(scores).numpy().astype(float) if scores else np.zeros(0)), labels
 
     def stage_loader(self, stage, index: int, objectives: list, preprocessors):
         """Shuffled batches of the train pairs (every stage trains on them: suite checks refuse others)."""
@@ -179,7 +217,7 @@ class PairTrialRun(TrialRun):
 
     def dev_metrics_of(self, dev: Predictions) -> dict[str, float]:
         """dev_pair_ap and dev_pair_f1 (F1 at the threshold that is best on dev itself)."""
-        scores, labels = pair_similarities(dev, self.data.pairs["dev"])
+        scores, labels = self.pair_scores("dev", dev)
         _, best_f1 = best_f1_threshold(scores, labels)
         return {"dev_pair_ap": _round(average_precision(scores, labels)), "dev_pair_f1": _round(best_f1)}
 
@@ -194,10 +232,10 @@ class PairTrialRun(TrialRun):
         if dev is None:
             note = "no dev pairs: the F1 threshold is chosen on dev"
         else:
-            threshold, _ = best_f1_threshold(*pair_similarities(dev, self.data.pairs["dev"]))
+            threshold, _ = best_f1_threshold(*self.pair_scores("dev", dev))
             if threshold is None:
                 note = "no dev pair is a match: the F1 threshold cannot be chosen"
-        scores, labels = pair_similarities(test, self.data.pairs["test"])
+        scores, labels = self.pair_scores("test", test)
         self.test_scores = scores
         out: dict[str, Any] = {"pair_ap": _round(average_precision(scores, labels)), "pair_threshold": _round(threshold)}
         if threshold is None:

@@ -8,6 +8,10 @@ batch (bench/trial/pairs.py PairBatch), never item labels or groups.
 - ``pair_classification``: binary cross-entropy on the logit s * cos(left, right) + b, with a
   learned scale s (kept positive: s = exp(log_s)) and bias b. The logit rises with the cosine,
   so the cosine the evaluation thresholds ranks pairs as the trained classifier does.
+- ``pair_cross_encoder``: the text encoder reads both titles as one sequence ([CLS] left [SEP]
+  right [SEP]) and a linear head on [CLS] gives the match logit, trained with binary
+  cross-entropy (as BERT-based entity matchers such as Ditto do). The pair is then scored by that
+  logit, not by the cosine of two separate embeddings, so title words can attend across the pair.
 """
 from __future__ import annotations
 
@@ -89,6 +93,56 @@ class PairClassification(Objective):
         return LossOutput(total, {"pair_bce": float(total.detach()), "pair_scale": float(self.log_scale.exp().detach())})
 
 
+class PairCrossEncoderOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    max_length: int = Field(128, ge=8, le=512, description="tokens of the joined pair; the longer title is cut first")
+    dropout: float = Field(0.1, ge=0.0, lt=1.0, description="dropout on [CLS] before the head")
+    pos_weight: float | None = Field(None, gt=0, description="weight of matching pairs in the loss (null: 1)")
+
+
+class PairCrossEncoder(Objective):
+    needs = frozenset({"pairs"})
+    scores_pairs = True
+
+    def __init__(self, opts: PairCrossEncoderOptions, width: int):
+        super().__init__()
+        self.opts = opts
+        self.dropout = nn.Dropout(opts.dropout)
+        self.head = nn.Linear(width, 1)
+
+    def logits(self, model, left: list[str], right: list[str]) -> torch.Tensor:
+        """The match logit of each (left title, right title), read together by the text encoder."""
+        encoder = model.encoders["text"]
+        tokens = encoder.tokenizer(left, right, truncation="longest_first", max_length=self.opts.max_length,
+                                   padding="longest", return_tensors="pt")
+        device = self.head.weight.device
+        tokens = {k: v.to(device) for k, v in tokens.items()}
+        cls = encoder.model(**tokens).last_hidden_state[:, 0]
+        return self.head(self.dropout(cls)).squeeze(-1)
+
+    def loss(self, model, batch: Batch) -> LossOutput:
+        if not hasattr(batch, "pair_labels"):
+            raise BenchError("this objective trains on labelled pairs, but the batch holds single items",
+                             field="trial.task", fix="use it with task: pairs and a pair-labelled dataset")
+        n = len(batch.pair_labels)
+        logits = self.logits(model, batch.titles[:n], batch.titles[n:])
+        weight = None if self.opts.pos_weight is None else torch.tensor(self.opts.pos_weight, device=logits.device)
+        total = F.binary_cross_entropy_with_logits(logits.float(), batch.pair_labels.float(), pos_weight=weight)
+        return LossOutput(total, {"pair_bce": float(total.detach())})
+
+    def pair_scores(self, model, left: list[dict], right: list[dict]) -> torch.Tensor:
+        return self.logits(model, [r["title"] or "" for r in left], [r["title"] or "" for r in right])
+
+
+def build_pair_cross_encoder(opts: PairCrossEncoderOptions, ctx) -> PairCrossEncoder:
+    encoder = ctx.encoders.get("text")
+    if encoder is None or not hasattr(encoder, "tokenizer") or not hasattr(encoder, "model"):
+        raise BenchError("pair_cross_encoder reads both titles through a transformer text encoder; the trial has "
+                         f"{type(encoder).__name__ if encoder is not None else 'no text encoder'}",
+                         field="trial.encoders.text", fix="use encoders.text: hf_text (e.g. packaged:all-minilm-l6-v2)")
+    return PairCrossEncoder(opts, encoder.dim)
+
+
 def build_pair_contrastive(opts: PairContrastiveOptions, ctx) -> PairContrastive:
     return PairContrastive(opts)
 
@@ -102,4 +156,7 @@ SPECS = [
                "max(m-d,0)^2 otherwise", build_pair_contrastive, PairContrastiveOptions),
     PluginSpec("objective", "pair_classification", "task pairs: binary cross-entropy on a learned scale * cosine + bias "
                "of each labelled pair", build_pair_classification, PairClassificationOptions),
+    PluginSpec("objective", "pair_cross_encoder", "task pairs: cross-encoder, both titles in one transformer "
+               "sequence, BCE on a [CLS] head; pairs scored by its logit", build_pair_cross_encoder,
+               PairCrossEncoderOptions),
 ]

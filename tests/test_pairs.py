@@ -72,7 +72,9 @@ def test_deepmatcher_title_columns_and_file_paths(registry, tmp_path):
         _load(registry, "deepmatcher", {"path": str(copy), "valid": "dev_pairs.csv", "title": "titel"})
 
 
-def test_deepmatcher_image_column(registry, tmp_path):
+def _with_pictures(tmp_path, column: str, cell, files) -> Path:
+    """A copy of the DeepMatcher fixture whose tables gain an image column (``cell(side, id)``)
+    and an img/ folder holding ``files(side, id)``."""
     from PIL import Image
 
     copy = tmp_path / "abt"
@@ -80,10 +82,15 @@ def test_deepmatcher_image_column(registry, tmp_path):
     (copy / "img").mkdir()
     for side in ("tableA", "tableB"):
         frame = pl.read_csv(copy / f"{side}.csv", infer_schema=False)
-        frame = frame.with_columns((pl.lit(f"{side}_") + pl.col("id") + pl.lit(".png")).alias("picture"))
-        frame.write_csv(copy / f"{side}.csv")
+        frame.with_columns(pl.Series(column, [cell(side, i) for i in frame["id"]])).write_csv(copy / f"{side}.csv")
         for i in frame["id"]:
-            Image.new("RGB", (8, 8), (int(i) * 20, 0, 0)).save(copy / "img" / f"{side}_{i}.png")
+            for name in files(side, i):
+                Image.new("RGB", (8, 8), (int(i) * 20, 0, 0)).save(copy / "img" / name)
+    return copy
+
+
+def test_deepmatcher_image_column(registry, tmp_path):
+    copy = _with_pictures(tmp_path, "picture", lambda side, i: f"{side}_{i}.png", lambda side, i: [f"{side}_{i}.png"])
     catalog = _load(registry, "deepmatcher", {"path": str(copy), "image": "picture", "images": "img"})
     images = dict(zip(catalog.items["item_id"], catalog.items["image"]))
     assert images["b:12"] == str(copy / "img" / "tableB_12.png") and catalog.has_images
@@ -363,19 +370,10 @@ def test_dev_and_test_pairs_never_reach_training(registry, tmp_path, monkeypatch
 
 
 def test_image_cells_listing_several_pictures_take_the_first_that_exists(registry, tmp_path):
-    from PIL import Image
-
-    copy = tmp_path / "abt"
-    shutil.copytree(DEEPMATCHER, copy)
-    (copy / "img").mkdir()
-    for side in ("tableA", "tableB"):
-        frame = pl.read_csv(copy / f"{side}.csv", infer_schema=False)
-        cells = [f'["gone_{i}.jpg", "{side}_{i}.png", "{side}_{i}_back.png"]' if int(i) % 2 else
-                 f"['{side}_{i}.png']" for i in frame["id"]]
-        frame.with_columns(pl.Series("pictures", cells)).write_csv(copy / f"{side}.csv")
-        for i in frame["id"]:
-            for name in (f"{side}_{i}.png", f"{side}_{i}_back.png"):
-                Image.new("RGB", (8, 8), (int(i) * 20, 0, 0)).save(copy / "img" / name)
+    copy = _with_pictures(tmp_path, "pictures",
+                          lambda side, i: (f'["gone_{i}.jpg", "{side}_{i}.png", "{side}_{i}_back.png"]' if int(i) % 2
+                                           else f"['{side}_{i}.png']"),
+                          lambda side, i: [f"{side}_{i}.png", f"{side}_{i}_back.png"])
     catalog = _load(registry, "deepmatcher", {"path": str(copy), "image": "pictures", "images": "img"})
     images = dict(zip(catalog.items["item_id"], catalog.items["image"]))
     assert images["a:1"] == str(copy / "img" / "tableA_1.png")  # gone_1.jpg does not exist

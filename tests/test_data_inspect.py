@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -45,10 +46,21 @@ def test_json_report_counts_labels_groups_titles_images_and_splits(tmp_path):
     assert labels["head_labels"] + labels["tail_labels"] == 3 and labels["head_items"] >= 0.8 * 6
     assert report["groups"]["count"] == 3 and report["groups"]["sizes"]["2"] == 3
     assert report["titles"]["tokens"]["max"] == 2 and report["titles"]["chars"]["min"] == 9
-    assert report["images"] == {"with_image": 5, "without_image": 1, "placeholders": 1, "checked": 5,
-                                "unreadable": 0, "unreadable_examples": []}
+    assert report["images"] == {"with_image": 5, "without_image": 1, "placeholders": 1, "titles_only": False,
+                                "checked": 5, "unreadable": 0, "unreadable_examples": []}
     assert report["notes"] == {"blank_unreadable_images": 1}
     assert report["splits"] == {"dev": 2, "test": 2, "train": 2} and report["duplicate_ids"] == 0
+
+
+def test_a_titles_only_catalogue_has_no_placeholders():
+    """With no image at all, trials refuse parts that read images: nothing trains on a placeholder."""
+    fixture = Path(__file__).resolve().parent / "fixtures" / "deepmatcher_abt_buy"
+    result = run("deepmatcher", "--option", f"path={fixture}", "--json")
+    assert result.exit_code == 0, result.output
+    images = json.loads(result.output)["images"]
+    assert images["titles_only"] and images["placeholders"] == 0 and images["without_image"] == 25
+    text = run("deepmatcher", "--option", f"path={fixture}").output
+    assert "titles-only catalogue" in text and "grey placeholder" not in text
 
 
 def test_text_report_and_sampled_image_check(tmp_path):

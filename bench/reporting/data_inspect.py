@@ -151,7 +151,8 @@ def image_report(items: pl.DataFrame, check: int, seed: int = 0) -> dict[str, An
     Files that are missing or do not decode were already handled when the catalogue loaded
     (the dataset's missing_images, reported in the notes); an item left without an image is a
     grey placeholder in every trial that reads images, and the trial row counts the same items
-    as ``n_image_placeholders``.
+    as ``n_image_placeholders``. A catalogue with no image at all is titles-only: trials refuse
+    parts that read images, so nothing is a placeholder.
     """
     import polars as pl
 
@@ -166,8 +167,9 @@ def image_report(items: pl.DataFrame, check: int, seed: int = 0) -> dict[str, An
             load_image(path, policy="error", item_id=item_id, draft_size=64)
         except BenchError as exc:
             unreadable.append({"item_id": item_id, "image": path, "error": exc.message})
+    titles_only = with_path.height == 0  # trials refuse parts that read images: nothing is a placeholder
     return {"with_image": with_path.height, "without_image": items.height - with_path.height,
-            "placeholders": items.height - with_path.height,
+            "placeholders": 0 if titles_only else items.height - with_path.height, "titles_only": titles_only,
             "checked": len(sample), "unreadable": len(unreadable), "unreadable_examples": unreadable[:5]}
 
 
@@ -245,6 +247,8 @@ def render_report(report: dict[str, Any]) -> str:
     img = report["images"]
     lines.append(f"images: {img['with_image']} found, {img['without_image']} without an image; "
                  f"{img['unreadable']} of {img['checked']} checked do not decode")
+    if img.get("titles_only"):
+        lines.append("  a titles-only catalogue: trials refuse fusions and objectives that read images")
     if img["placeholders"]:
         lines.append(f"  placeholders: {img['placeholders']} items train and test on a grey placeholder in trials "
                      "that read images (rows count them as n_image_placeholders)")

@@ -6,7 +6,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from conftest import run_bench
+from conftest import invoke_bench, run_bench
 
 SUITE = Path(__file__).resolve().parents[1] / "suites" / "mic_fusion.yaml"
 
@@ -15,8 +15,9 @@ def _rows(out: Path) -> pl.DataFrame:
     return pl.read_parquet(next(out.glob("mic_fusion/*/trials.parquet")))
 
 
-def test_two_trial_subset_runs_under_ray(tmp_path):
-    proc = run_bench("run", SUITE, "--subset", "40", "--only", "seed=0",
+def test_two_trial_subset_runs_under_ray(tmp_path, ray_session):
+    """In this process on the shared Ray session (the subprocess path is covered by test_runner)."""
+    proc = invoke_bench("run", SUITE, "--subset", "40", "--only", "seed=0",
                      "--only", "fusion=text_only,cross_modal_gated_attention", "--out", tmp_path, "--quiet")
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = _rows(tmp_path)

@@ -13,7 +13,7 @@ from bench.running.runner import run_suite
 from bench.config.schema import TrackerRef
 from bench.config.suite import load_suite
 from bench.reporting.trackers import TRACKER_NAMES, TRACKERS, resolve_trackers
-from conftest import run_bench, tiny_trial
+from conftest import invoke_bench, tiny_trial
 
 
 def test_every_tracker_name_the_suite_accepts_has_an_implementation():
@@ -65,13 +65,13 @@ def _tensorboard_scalars(folder: Path) -> dict[str, float]:
     return out
 
 
-def test_a_real_run_feeds_tensorboard_and_mlflow_and_leaves_reports(write_suite, tmp_path, monkeypatch):
+def test_a_real_run_feeds_tensorboard_and_mlflow_and_leaves_reports(write_suite, tmp_path, monkeypatch, ray_session):
     pytest.importorskip("tensorboardX")
     pytest.importorskip("mlflow")
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     suite = write_suite({"name": "tracked", "trial": tiny_trial(), "matrix": {"fusion": ["text_only"]},
                          "trackers": [{"name": "mlflow", "options": {"experiment_name": "tracked-exp"}}]})
-    proc = run_bench("run", suite, "--out", tmp_path, "--tracker", "tensorboard", "--quiet")
+    proc = invoke_bench("run", suite, "--out", tmp_path, "--tracker", "tensorboard", "--quiet")
     assert proc.returncode == 0, proc.stderr[-3000:]
     (run,) = (tmp_path / "tracked").iterdir()
     row = pl.read_parquet(run / "trials.parquet").row(0, named=True)

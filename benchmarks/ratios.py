@@ -552,6 +552,7 @@ def measure_leaderboard(tmp: Path, size: dict, state: dict) -> dict:
     from bench.leaderboard import display_rows, leaderboard_table, render_markdown
     from bench.reporting import leaderboard_for_run, run_leaderboard_spec
 
+    quiet = wait_for_quiet("leaderboard", state["wait_s"])
     run = tmp / "leaderboard-run"
     run.mkdir()
     rows = synthetic_rows(size["rows"])
@@ -572,7 +573,9 @@ def measure_leaderboard(tmp: Path, size: dict, state: dict) -> dict:
     times["tabulate_main_table_s"] = best_of(
         lambda: tabulate(body, headers=headers, tablefmt="github", disable_numparse=True), repeats)
     med = {k: round(statistics.median(v), 4) for k, v in times.items()}
+    big = big_leaderboard(tmp, size["big_rows"])
     return {"regenerate_over_read": judge("leaderboard_ratio", med["regenerate_s"] / med["read_s"]),
+            "big_lazy": big, **quiet, "load_at_end": load_now(),
             "render_only_over_read": round(med["render_markdown_s"] / med["read_s"], 3),
             "timings": {**med, "repeats": repeats, "rows": rows.height, "columns": rows.width,
                         "groups": table.height, "failed_rows_listed": int((rows["status"] != "ok").sum()),
@@ -580,6 +583,53 @@ def measure_leaderboard(tmp: Path, size: dict, state: dict) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------
+
+def big_leaderboard(tmp: Path, n_rows: int) -> dict:
+    """A leaderboard of ``n_rows`` stored rows from a lazy scan, in a fresh process: seconds and peak MB."""
+    import pyarrow.parquet as pq
+
+    path = tmp / "big-run" / "trials.parquet"
+    path.parent.mkdir()
+    log(f"leaderboard: writing {n_rows:,} rows")
+    chunk_rows = 10_000
+    writer = None
+    for i in range(math.ceil(n_rows / chunk_rows)):  # one chunk in memory at a time
+        import polars as pl
+
+        chunk = synthetic_rows(min(chunk_rows, n_rows - i * chunk_rows), seed=i)
+        chunk = chunk.with_columns(pl.col("seed") + i * 1000).to_arrow()
+        writer = writer or pq.ParquetWriter(path, chunk.schema)
+        writer.write_table(chunk)
+    writer.close()
+    quiet = wait_for_quiet("big leaderboard", 30)
+    log(f"leaderboard: {n_rows:,} rows from a lazy scan")
+    proc = subprocess.run([sys.executable, __file__, "--big-leaderboard", str(path)], capture_output=True, text=True,
+                          cwd=ROOT)
+    if proc.returncode != 0:
+        raise RuntimeError(f"big leaderboard failed:\n{proc.stderr[-3000:]}")
+    return {**json.loads(proc.stdout.strip().splitlines()[-1]), "rows": n_rows,
+            "parquet_mb": round(path.stat().st_size / 2**20, 1), **quiet, "load_at_end": load_now()}
+
+
+def big_leaderboard_child(path: str) -> dict:
+    import resource
+
+    import polars as pl
+
+    from bench.leaderboard import LeaderboardSpec, render_markdown
+
+    suite = leaderboard_suite()["leaderboard"]
+    spec = LeaderboardSpec(group_by=list(AXES), sort=suite["sort"], metrics=suite["metrics"], pivot=suite["pivot"])
+    before_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    start = time.perf_counter()
+    text = render_markdown(pl.scan_parquet(path), spec)
+    seconds = time.perf_counter() - start
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"seconds": round(seconds, 2), "peak_rss_mb": round(peak_mb, 1),
+            "peak_rss_before_mb": round(before_mb, 1), "markdown_lines": text.count("\n"),
+            "how": "render_markdown(pl.scan_parquet(trials.parquet)): streaming aggregation, failed-trial "
+                   "lines by polars expressions; peak = the process's max RSS (imports included)"}
+
 
 # ---------------------------------------------------------------------------------------------
 # image_hashing: benchmarks/image_hashing.py's figures, run as its own process.
@@ -626,7 +676,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder and print its path")
     parser.add_argument("--output", type=Path, default=None, help="also write the JSON here (rewritten after each figure)")
     parser.add_argument("--hand-loop", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--big-leaderboard", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.big_leaderboard:
+        print(json.dumps(big_leaderboard_child(args.big_leaderboard)))
+        return 0
     if args.hand_loop:
         print(json.dumps(hand_loop(json.loads(args.hand_loop))))
         return 0

@@ -101,7 +101,11 @@ def warm_trials(plan: dict) -> dict:
             run = TrialRun(cfg, ctx, data)
             initial = copy.deepcopy(run.model.fusion.state_dict())
             before = run.inputs.store.misses
+            cpu, wall = time.process_time(), time.perf_counter()
             run.train()
+            # CPU seconds of this process per wall second: above the trial's CPUs = oversubscribed threads
+            timings.setdefault("harness_cpu_over_wall", []).append(
+                round((time.process_time() - cpu) / (time.perf_counter() - wall), 3))
             if run.inputs.store.misses != before:
                 raise SystemExit(f"{fusion_name}: the feature cache was not warm ({run.inputs.store.misses} misses)")
             timings["harness_train_s"].append(round(run.train_seconds, 3))

@@ -1,6 +1,6 @@
 """Measure the harness's headline ratios in one run and print them as JSON.
 
-    python benchmarks/ratios.py            # real size (~40 minutes on 2 cores; the catalogue is made once)
+    python benchmarks/ratios.py            # real size (~50 minutes on 2 cores; the catalogue is made once)
     python benchmarks/ratios.py --quick    # smoke check, tiny encoders and a tiny catalogue (a few minutes)
 
 - cache_speedup: the five-fusion suite x 3 seeds over frozen packaged encoders (MiniLM, EfficientNet-Lite0

@@ -79,9 +79,9 @@ def test_pooled_only_reader_then_sequence_reader_encode_once(tmp_path):
     store = CacheStore(tmp_path)
     enc = _encoder()
     pooled = TrialInputs(store, "d", torch.device("cpu"), batch_size=4).features("text", enc, RECORDS, with_sequence=False)
-    assert (store.misses, store.hits) == (2, 0)  # the features and the preprocessed inputs they came from
+    assert (store.misses, store.hits) == (1, 0)  # the features only: no inputs entry is built to feed them
     full = TrialInputs(store, "d", torch.device("cpu"), batch_size=4).features("text", enc, RECORDS, with_sequence=True)
-    assert (store.misses, store.hits) == (2, 1)
+    assert (store.misses, store.hits) == (1, 1)
     assert set(pooled(RECORDS[:2])) == {"cached_pooled"}
     assert set(full(RECORDS[:2])) == {"cached_pooled", "cached_sequence", "cached_mask"}
     assert torch.equal(pooled(RECORDS)["cached_pooled"], full(RECORDS)["cached_pooled"])
@@ -436,3 +436,32 @@ def test_a_decode_verdict_is_made_again_when_the_pixel_limit_changes(tmp_path, m
     assert verdict(2000) == (None, 0)
     problem, hashed = verdict(1500)  # limit lowered: refused again, not admitted from memory
     assert "above the limit of 1500" in problem and hashed == 1
+
+
+def test_feature_build_with_decode_workers_gives_the_encoders_own_outputs(tmp_path):
+    """A frozen image encoder's features, built with preprocessing run ahead in DataLoader workers
+    (a 2-CPU trial) and built in the main process (1 CPU), equal the encoder's own forward pass
+    over its own preprocessing, batch by batch; and no inputs entry is written to feed them."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    records = []
+    for i in range(11):  # an odd count: the last chunk is short
+        path = tmp_path / f"img{i}.{'jpg' if i % 2 else 'png'}"
+        Image.fromarray(rng.integers(0, 256, (40 + i, 48, 3), dtype=np.uint8)).save(path)
+        records.append({"item_id": f"i{i}", "title": "t", "image": str(path), "label": 0, "group": -1})
+    enc = _encoder("image")
+    enc.eval()
+    with torch.no_grad():
+        expected = torch.cat([enc(enc.preprocess(records[s:s + 4])).pooled for s in range(0, len(records), 4)])
+    built = {}
+    for cpus in (1, 2):
+        store = CacheStore(tmp_path / f"cache{cpus}")
+        table = TrialInputs(store, "d", torch.device("cpu"), batch_size=4, cpus=cpus).features(
+            "image", enc, records, with_sequence=True)
+        assert store.misses == 1 and len(list(store.root.rglob("*.safetensors"))) == 1
+        built[cpus] = table(records)
+    assert torch.equal(built[1]["cached_pooled"], expected)
+    for name, tensor in built[1].items():
+        assert torch.equal(built[2][name], tensor), name

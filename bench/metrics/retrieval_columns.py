@@ -27,23 +27,25 @@ def upgrade_legacy_rows(rows: pl.DataFrame) -> pl.DataFrame:
     It has ``f1`` but neither ``f1_all`` nor ``f1_note``: that f1 (and its threshold) followed the
     old definition, so both become null with ``f1_note`` saying why. Other rows are unchanged.
     """
+    columns = rows.collect_schema().names()  # a LazyFrame too, without resolving its schema twice
+
     def missing(col: str) -> pl.Expr:
-        return pl.col(col).is_null() if col in rows.columns else pl.lit(True)
+        return pl.col(col).is_null() if col in columns else pl.lit(True)
 
     updates = []
-    for col in rows.columns:
+    for col in columns:
         found = re.fullmatch(r"map@(\d+)", col)
         if found:
             k = found.group(1)
             legacy = pl.col(col).is_not_null() & missing(f"mrr@{k}") & missing(f"p@{k}")
-            p_now = pl.col(f"p@{k}") if f"p@{k}" in rows.columns else pl.lit(None, dtype=pl.Float64)
+            p_now = pl.col(f"p@{k}") if f"p@{k}" in columns else pl.lit(None, dtype=pl.Float64)
             updates += [pl.when(legacy).then(pl.col(col)).otherwise(p_now).alias(f"p@{k}"),
                         pl.when(legacy).then(None).otherwise(pl.col(col)).alias(col)]
-    if "f1" in rows.columns:
+    if "f1" in columns:
         legacy = pl.col("f1").is_not_null() & missing("f1_all") & missing("f1_note")
-        note_now = pl.col("f1_note") if "f1_note" in rows.columns else pl.lit(None, dtype=pl.Utf8)
+        note_now = pl.col("f1_note") if "f1_note" in columns else pl.lit(None, dtype=pl.Utf8)
         updates += [pl.when(legacy).then(None).otherwise(pl.col("f1")).alias("f1"),
                     pl.when(legacy).then(pl.lit(LEGACY_F1_NOTE)).otherwise(note_now).alias("f1_note")]
-        if "f1_threshold" in rows.columns:
+        if "f1_threshold" in columns:
             updates.append(pl.when(legacy).then(None).otherwise(pl.col("f1_threshold")).alias("f1_threshold"))
     return rows.with_columns(updates) if updates else rows

@@ -9,6 +9,7 @@ import polars as pl
 from tabulate import tabulate
 
 from bench.errors import BenchError
+from bench.reporting.markdown_table import github_table
 from bench.metrics.retrieval_columns import upgrade_legacy_rows
 
 QUALITY = ["accuracy", "macro_f1", "top5_accuracy", "head_macro_f1", "tail_macro_f1",
@@ -38,62 +39,84 @@ class LeaderboardSpec:
     select_mode: str = "max"
 
 
-def select_on_dev(rows: pl.DataFrame, spec: LeaderboardSpec, group_by: list[str]) -> pl.DataFrame:
+def select_on_dev(rows: pl.DataFrame | pl.LazyFrame, spec: LeaderboardSpec, group_by: list[str]):
     """Keep, per group, the rows of the search configuration whose mean dev metric (over its ok
-    rows) is best; the chosen metric value is added as ``selected_<metric>``."""
-    select = [a for a in spec.select if a in rows.columns]
+    rows) is best; the chosen metric value is added as ``selected_<metric>``. A LazyFrame stays lazy
+    (only the per-configuration means are collected)."""
+    names = rows.collect_schema().names()
+    select = [a for a in spec.select if a in names]
     metric = spec.select_metric
     if not select or metric is None:
         return rows
-    if metric not in rows.columns:
+    if metric not in names:
         raise BenchError(f"cannot choose configurations on dev: the rows have no column '{metric}'",
                          field="selection.metric", fix="choose a dev metric the trials record (dev_macro_f1, ...)")
     ok = rows.filter((pl.col("status") == "ok") & pl.col(metric).is_not_null() & pl.col(metric).is_not_nan())
-    if ok.is_empty():
-        return rows
     means = ok.group_by(group_by + select).agg(pl.col(metric).mean().alias(f"selected_{metric}"))
+    means = means.collect() if isinstance(means, pl.LazyFrame) else means
+    if means.is_empty():
+        return rows
     best = (means.sort(f"selected_{metric}", descending=spec.select_mode == "max", nulls_last=True)
             .group_by(group_by, maintain_order=True).first())
+    best = best.lazy() if isinstance(rows, pl.LazyFrame) else best
     chosen = rows.join(best, on=group_by + select, how="inner", nulls_equal=True)
     unrankable = rows.join(best.select(group_by), on=group_by, how="anti", nulls_equal=True)  # no ok row at all
     return pl.concat([chosen, unrankable], how="diagonal_relaxed")
 
 
-def _present(rows: pl.DataFrame, names: list[str]) -> list[str]:
-    return [m for m in names if m in rows.columns and rows[m].drop_nulls().len() > 0
-            and rows[m].dtype.is_numeric()]
+def _present(rows: pl.DataFrame | pl.LazyFrame, names: list[str]) -> list[str]:
+    """The numeric columns among ``names`` with at least one non-null value (one pass over the rows)."""
+    schema = rows.collect_schema()
+    numeric = [m for m in dict.fromkeys(names) if m in schema and schema[m].is_numeric()]
+    if not numeric:
+        return []
+    found = rows.select([pl.col(m).is_not_null().any().alias(m) for m in numeric])
+    found = (found.collect() if isinstance(found, pl.LazyFrame) else found).row(0, named=True)
+    return [m for m in names if found.get(m)]
 
 
 def group_label(values: list) -> str:
     return " / ".join(str(v) for v in values)
 
 
-def leaderboard_table(rows: pl.DataFrame, spec: LeaderboardSpec, predictions: pl.DataFrame | None = None) -> pl.DataFrame:
+def leaderboard_table(rows: pl.DataFrame | pl.LazyFrame, spec: LeaderboardSpec,
+                      predictions: pl.DataFrame | None = None) -> pl.DataFrame:
     """One row per group: n ok / failed, mean and std of every metric, mean cost, rank.
 
     With the stored test predictions it also carries bootstrap intervals and the ``near_best`` mark
-    (see bench.reporting.significance).
+    (see bench.reporting.significance). ``rows`` may be a LazyFrame (e.g. ``pl.scan_parquet``): the per-group
+    aggregation then streams, so memory follows the groups and the columns used, not the rows.
     """
-    rows = upgrade_legacy_rows(rows)
-    group_by = [g for g in spec.group_by if g in rows.columns] or ["trial_key"]
-    status = rows["status"] if "status" in rows.columns else pl.Series(["ok"] * rows.height)
-    rows = rows.with_columns(status.alias("status"))
-    rows = select_on_dev(rows, spec, group_by)
-    ok = rows.filter(pl.col("status") == "ok")
-    metrics = _present(ok, spec.metrics or QUALITY)
-    cost = _present(ok, COST)
+    streaming = isinstance(rows, pl.LazyFrame)  # a DataFrame stays eager: the same operations as always
+    frame = upgrade_legacy_rows(rows)
+    names = frame.collect_schema().names()
+    group_by = [g for g in spec.group_by if g in names] or ["trial_key"]
+    if "status" not in names:
+        frame = frame.with_columns(pl.lit("ok").alias("status"))
+    frame = select_on_dev(frame, spec, group_by)
+    schema = frame.collect_schema()
+    names = schema.names()
+    ok = frame.filter(pl.col("status") == "ok")
+    present = _present(ok, (spec.metrics or QUALITY) + COST)
+    metrics = [m for m in (spec.metrics or QUALITY) if m in present]
+    cost = [c for c in COST if c in present]
     aggs = [pl.len().alias("n")]
     for m in metrics:
         aggs += [pl.col(m).mean().alias(m), pl.col(m).std().alias(f"{m}_std")]
     aggs += [pl.col(c).mean().alias(c) for c in cost]
-    chosen = [a for a in spec.select if a in ok.columns] + [c for c in ok.columns if c.startswith("selected_")]
+    chosen = [a for a in spec.select if a in names] + [c for c in names if c.startswith("selected_")]
     aggs += [pl.col(c).first() for c in chosen]
-    if PLACEHOLDERS in ok.columns:
+    if PLACEHOLDERS in names:
         aggs.append(pl.col(PLACEHOLDERS).max().alias(PLACEHOLDERS))
-    counts = rows.group_by(group_by).agg((pl.col("status") == "failed").sum().alias("failed"),
-                                         (pl.col("status") == "stopped").sum().alias("stopped"))
-    table = (ok.group_by(group_by).agg(aggs) if ok.height else pl.DataFrame(schema={g: rows.schema[g] for g in group_by}))
-    table = counts.join(table, on=group_by, how="left").with_columns(pl.col("n").fill_null(0) if "n" in table.columns else pl.lit(0).alias("n"))
+    counts = frame.group_by(group_by).agg((pl.col("status") == "failed").sum().alias("failed"),
+                                          (pl.col("status") == "stopped").sum().alias("stopped"))
+    n_ok = ok.select(pl.len()).collect().item() if streaming else ok.height
+    empty = pl.DataFrame(schema={g: schema[g] for g in group_by})
+    table = ok.group_by(group_by).agg(aggs) if n_ok else (empty.lazy() if streaming else empty)
+    # nulls_equal: a null axis value (e.g. an option left unset) is a group like any other
+    table = counts.join(table, on=group_by, how="left", nulls_equal=True).with_columns(
+        pl.col("n").fill_null(0) if n_ok else pl.lit(0).alias("n"))
+    table = table.collect(engine="streaming") if streaming else table
     sort = spec.sort if spec.sort in table.columns else (metrics[0] if metrics else None)
     if sort:
         table = table.sort(sort, descending=sort not in LOWER_IS_BETTER, nulls_last=True)
@@ -104,7 +127,8 @@ def leaderboard_table(rows: pl.DataFrame, spec: LeaderboardSpec, predictions: pl
             table = table.with_columns(pl.Series(f"ref_{m}", [spec.reference.get(l, {}).get(m) for l in labels],
                                                  dtype=pl.Float64))
     if predictions is not None and table.height and "n" in table.columns:
-        table = _with_significance(table, rows, predictions, group_by, metrics, sort)
+        table = _with_significance(table, frame.collect() if streaming else frame, predictions, group_by, metrics,
+                                   sort)
     return table
 
 
@@ -224,10 +248,14 @@ def display_rows(table: pl.DataFrame, spec: LeaderboardSpec) -> tuple[list[str],
 def pivot_table(rows: pl.DataFrame, pivot: dict) -> tuple[list[str], list[list[str]]]:
     """rows = one axis, columns = another, cells = mean ± std of one metric (the paper's layout)."""
     r, c, v = pivot["rows"], pivot["columns"], pivot.get("value", "accuracy")
-    ok = rows.filter(pl.col("status") == "ok") if "status" in rows.columns else rows
-    if not {r, c, v} <= set(ok.columns) or ok.is_empty():
+    names = rows.collect_schema().names()
+    ok = rows.filter(pl.col("status") == "ok") if "status" in names else rows
+    if not {r, c, v} <= set(names):
         return [], []
     agg = ok.group_by([r, c]).agg(pl.col(v).mean().alias("m"), pl.col(v).std().alias("s"))
+    agg = agg.collect(engine="streaming") if isinstance(agg, pl.LazyFrame) else agg
+    if agg.is_empty():
+        return [], []
     cols = sorted(agg[c].unique().to_list(), key=lambda x: (isinstance(x, str), x))
     row_keys = sorted(agg[r].unique().to_list(), key=str)
     cells = {(a, b): (m, s) for a, b, m, s in agg.select(r, c, "m", "s").iter_rows()}
@@ -238,7 +266,7 @@ def pivot_table(rows: pl.DataFrame, pivot: dict) -> tuple[list[str], list[list[s
 def render_markdown(rows: pl.DataFrame, spec: LeaderboardSpec, predictions: pl.DataFrame | None = None) -> str:
     table = leaderboard_table(rows, spec, predictions)
     headers, body = display_rows(table, spec)
-    out = [f"# {spec.title}", "", tabulate(body, headers=headers, tablefmt="github", disable_numparse=True), ""]
+    out = [f"# {spec.title}", "", github_table(headers, body), ""]
     out.append("Quality columns are test-split means ± standard deviation over seeds; cost columns are means.")
     out += selection_note(spec)
     out += significance_note(table, spec)
@@ -249,23 +277,57 @@ def render_markdown(rows: pl.DataFrame, spec: LeaderboardSpec, predictions: pl.D
             p_headers, p_body = pivot_table(rows, {**spec.pivot, "value": value})
             if p_body:
                 out += ["", f"## {value} by {spec.pivot['rows']} and {spec.pivot['columns']}", "",
-                        tabulate(p_body, headers=p_headers, tablefmt="github", disable_numparse=True)]
-    failed = failed_trials(rows, spec)
-    if failed:
+                        github_table(p_headers, p_body)]
+    failed = failed_table(rows, spec)
+    if failed.height:
         out += ["", "## Failed trials", ""]
-        out += [f"- `{key}` {labels}: {error}" for key, labels, error in failed]
+        out += failed.select(pl.concat_str([pl.lit("- `"), "trial_key", pl.lit("` "), "labels", pl.lit(": "),
+                                            "first_line"])).to_series().to_list()
     return "\n".join(out) + "\n"
 
 
-def failed_trials(rows: pl.DataFrame, spec: LeaderboardSpec) -> list[tuple[str, str, str]]:
+def _as_python_str(column: str, frame: pl.DataFrame) -> pl.Expr:
+    """The column as Python's ``str()`` of each value writes it (None for nulls): mapped over the
+    distinct values, so a float or bool reads as in Python, not as polars would cast it."""
+    values = frame[column].drop_nulls().unique().to_list()
+    return (pl.col(column).replace_strict(values, [str(v) for v in values], return_dtype=pl.String)
+            .fill_null("None"))
+
+
+def _first_line(error: str | None) -> str:
+    return (error or "").splitlines()[0] if error else ""
+
+
+def failed_table(rows: pl.DataFrame | pl.LazyFrame, spec: LeaderboardSpec) -> pl.DataFrame:
+    """trial_key, labels (axis labels and seed) and first_line (of the error) of every failed trial.
+
+    Only the failed rows' few columns are collected; labels are built by polars expressions, with
+    Python ``str()`` applied to distinct values only (no per-row Python).
+    """
+    names = rows.collect_schema().names()
+    labels = [g for g in spec.group_by if g in names]
+    wanted = list(dict.fromkeys(["trial_key", *labels, *(c for c in ("seed", "error") if c in names)]))
+    if "status" not in names:
+        return pl.DataFrame(schema={"trial_key": pl.String, "labels": pl.String, "first_line": pl.String})
+    failed = rows.filter(pl.col("status") == "failed").select(wanted)
+    failed = failed.collect(engine="streaming") if isinstance(failed, pl.LazyFrame) else failed
+    parts = [] if labels else [pl.lit(" ")]  # "a=x b=y seed=0", or " seed=0" without labels
+    for g in labels:
+        parts += [pl.lit(f"{g}="), _as_python_str(g, failed), pl.lit(" ")]
+    parts += [pl.lit("seed="), _as_python_str("seed", failed) if "seed" in names else pl.lit("None")]
+    if "error" in names:
+        errors = failed["error"].drop_nulls().unique().to_list()
+        first = (pl.col("error").replace_strict(errors, [_first_line(e) for e in errors], return_dtype=pl.String)
+                 .fill_null(""))
+    else:
+        first = pl.lit("")
+    return failed.select(_as_python_str("trial_key", failed).alias("trial_key"), pl.concat_str(parts).alias("labels"),
+                         first.alias("first_line"))
+
+
+def failed_trials(rows: pl.DataFrame | pl.LazyFrame, spec: LeaderboardSpec) -> list[tuple[str, str, str]]:
     """(trial key, axis labels and seed, first line of the error) of every failed trial."""
-    failed = rows.filter(pl.col("status") == "failed") if "status" in rows.columns else rows.head(0)
-    out = []
-    for r in failed.iter_rows(named=True):
-        labels = " ".join(f"{g}={r[g]}" for g in spec.group_by if g in r)
-        first_line = (r.get("error") or "").splitlines()[0] if r.get("error") else ""
-        out.append((r["trial_key"], f"{labels} seed={r.get('seed')}", first_line))
-    return out
+    return list(failed_table(rows, spec).iter_rows())
 
 
 def render_csv(rows: pl.DataFrame, spec: LeaderboardSpec, predictions: pl.DataFrame | None = None) -> str:

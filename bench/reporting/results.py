@@ -154,20 +154,23 @@ def latest_run_dir(out: Path, suite_name: str) -> RunDir | None:
     return RunDir(runs[-1]) if runs else None
 
 
-def load_run(path: str | Path) -> tuple[RunDir, pl.DataFrame]:
-    """A run folder's rows for leaderboards: trials.parquet, or the row files if it is missing."""
+def load_run(path: str | Path, skip: tuple[str, ...] = ()) -> tuple[RunDir, pl.DataFrame]:
+    """A run folder's rows for leaderboards: trials.parquet, or the row files if it is missing.
+
+    ``skip`` names columns the caller never reads; they are not even read from the parquet file.
+    """
     run = RunDir(Path(path))
     if not run.path.is_dir():
         raise BenchError("run folder not found", file=path, fix="pass a folder under results/<suite>/")
     trials = run.path / TRIALS
     if trials.exists():
         try:
-            rows = pl.read_parquet(trials)
+            rows = pl.scan_parquet(trials).drop(skip, strict=False).collect() if skip else pl.read_parquet(trials)
         except Exception as exc:
             raise BenchError(f"corrupt results table ({exc})", file=trials,
                              fix="delete it; `bench leaderboard` rebuilds it from rows/") from None
     else:
-        rows = run.read_rows()
+        rows = run.read_rows().drop(skip, strict=False)
     if rows.is_empty():
         raise BenchError("the run has no finished trials yet", file=path, fix="run or resume the suite first")
     return run, rows

@@ -72,9 +72,14 @@ def write_run_reports(run_dir: str | Path, rows: pl.DataFrame, spec: Leaderboard
     return [*written, Path(run_dir) / HTML_PAGE]
 
 
+# Row columns no leaderboard, pivot, plot or page reads: the per-trial config JSON is most of a large
+# run's table, so `bench leaderboard` does not read it from disk.
+NOT_ON_LEADERBOARD = ("config",)
+
+
 def leaderboard_for_run(run_dir: str | Path, fmt: str = "md", group_by: list[str] | None = None,
                         sort: str | None = None) -> str:
-    run, rows = load_run(run_dir)
+    run, rows = load_run(run_dir, skip=NOT_ON_LEADERBOARD)
     spec = run_leaderboard_spec(run.path, rows, group_by)
     check_columns(rows, run.path, group_by or [], sort)
     if group_by:

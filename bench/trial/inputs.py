@@ -59,6 +59,7 @@ class TrialInputs:
     amp: str = "off"
     batch_size: int = 64
     seconds: float = 0.0
+    cpus: float = 1.0  # the trial's CPU share: decode workers for a feature build beside the forward pass
     _weights: dict[int, str] = field(default_factory=dict)
     _depth: int = 0  # features() builds an inputs table inside its own: time only the outer call
 
@@ -94,6 +95,23 @@ class TrialInputs:
                 return encoder.preprocess
         return self._table(key, records, encoder.preprocess)
 
+    def feature_source(self, modality: str, encoder: Encoder, records: list[dict]) -> Callable[[list[dict]], dict]:
+        """What feeds a feature build: an existing inputs entry (a read beats decoding), else the
+        encoder's preprocessing run ahead in DataLoader workers when the trial has spare CPUs.
+
+        No inputs entry is built for it: the features are the cached product, and a table of
+        224-px pixels (~600 kB an image) would cost more to write and checksum than to decode.
+        """
+        key = cache_key(kind="inputs", dataset=self.dataset_fingerprint, modality=modality,
+                        encoder=type(encoder).__qualname__, preprocess=encoder.preprocess_fingerprint(),
+                        items=items_digest(records))
+        if self.store is not None and self.store.path(key).exists():
+            return self.inputs(modality, encoder, records)
+        workers = decode_workers(self.cpus)
+        if not workers:
+            return encoder.preprocess
+        return PrefetchedPreprocess(encoder.preprocess, records, self.batch_size, workers)
+
     def features(self, modality: str, encoder: Encoder, records: list[dict], with_sequence: bool):
         """Outputs of a frozen encoder (eval mode, no grad), computed once per content and weights.
 
@@ -111,7 +129,7 @@ class TrialInputs:
         def encode(chunk: list[dict]) -> dict[str, torch.Tensor]:
             nonlocal source
             if source is None:  # only on a cache miss: a hit needs no inputs at all
-                source = self.inputs(modality, encoder, records)
+                source = self.feature_source(modality, encoder, records)
             was_training = encoder.training
             encoder.eval()
             inputs = {k: v.to(self.device) for k, v in source(chunk).items()}
@@ -130,4 +148,46 @@ class TrialInputs:
             return {**tensors, "cached_sequence": half_if_fits(tensors["cached_sequence"])}
 
         select = None if with_sequence else (lambda name: name not in SEQUENCE_KEYS)
-        return self._table(key, records, encode, finish, select)
+        try:
+            return self._table(key, records, encode, finish, select)
+        finally:
+            if isinstance(source, PrefetchedPreprocess):
+                source.close()
+
+
+def decode_workers(cpus: float) -> int:
+    """DataLoader workers that decode beside the forward pass: one per CPU beyond the first."""
+    return max(0, int(cpus) - 1)
+
+
+class PrefetchedPreprocess:
+    """``preprocess`` over ``records`` in consecutive chunks of ``batch_size``, computed ahead by
+    DataLoader workers; called with each chunk in order (as ``TrialInputs._table`` does), it returns
+    that chunk's inputs (checked by item id)."""
+
+    def __init__(self, preprocess: Callable[[list[dict]], dict], records: list[dict], batch_size: int, workers: int):
+        from torch.utils.data import DataLoader
+
+        from bench.trial.records import Records
+
+        self.loader = DataLoader(Records(records), batch_size=batch_size, shuffle=False, num_workers=workers,
+                                 collate_fn=_IdsAnd(preprocess), multiprocessing_context="fork",
+                                 prefetch_factor=2)
+        self._batches = iter(self.loader)
+
+    def __call__(self, chunk: list[dict]) -> dict[str, torch.Tensor]:
+        ids, inputs = next(self._batches)
+        if ids != [r["item_id"] for r in chunk]:
+            raise RuntimeError("prefetched inputs are out of step with the records being encoded")
+        return inputs
+
+    def close(self) -> None:
+        self._batches = None  # shuts the workers down
+
+
+class _IdsAnd:
+    def __init__(self, preprocess):
+        self.preprocess = preprocess
+
+    def __call__(self, records: list[dict]):
+        return [r["item_id"] for r in records], self.preprocess(records)

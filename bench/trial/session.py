@@ -45,7 +45,8 @@ class TrialRun:
         self.model = build_model(cfg, ctx, data.task, data.catalog).to(self.device)
         self.loader_kw = loader_settings(self.device, ctx.cpus, cfg.dataloader_workers)
         store = (CacheStore(Path(ctx.cache_dir) / "tensors" if ctx.cache_dir else None) if cfg.cache else None)
-        self.inputs = TrialInputs(store, data.catalog.fingerprint, self.device, cfg.amp, cfg.eval.batch_size)
+        self.inputs = TrialInputs(store, data.catalog.fingerprint, self.device, cfg.amp, cfg.eval.batch_size,
+                                  cpus=ctx.cpus)
         self.objective_modules: list[torch.nn.Module] = []
         self.used_modalities = set(self.model.fusion.requires)
         self.train_samples, self.train_seconds = 0, 0.0

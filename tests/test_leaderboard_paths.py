@@ -1,0 +1,138 @@
+"""The leaderboard's fast paths give the same text as before: the markdown writer equals tabulate,
+a lazy scan gives the same leaderboard as the rows in memory, the failed-trial list equals a plain
+per-row loop, and `bench leaderboard` (which does not read the config column) equals rendering
+every column."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import polars as pl
+import pytest
+import yaml
+from tabulate import tabulate
+
+from bench.reporting.leaderboard import (LeaderboardSpec, display_rows, failed_trials, leaderboard_table, pivot_table,
+                               render_csv, render_markdown)
+from bench.reporting.markdown_table import github_table
+
+
+def _rows(n: int = 600, seed: int = 0) -> pl.DataFrame:
+    rng = np.random.default_rng(seed)
+    failed = rng.random(n) < 0.1
+    fraction = rng.choice([0.1, 0.25, 1.0, 1e-05, None], n).tolist()
+    errors = rng.choice(["RuntimeError: boom\r\nTraceback ...", "", "line one\nline two", "\u2028x"], n).tolist()
+    return pl.DataFrame({
+        "trial_key": [f"k{i:05d}" for i in range(n)],
+        "fusion": rng.choice(["late", "shallow", "text_only", "日本語"], n).tolist(),
+        "fraction": pl.Series(fraction, dtype=pl.Float64),
+        "flag": rng.choice([True, False], n).tolist(),
+        "seed": rng.integers(0, 3, n).tolist(),
+        "status": np.where(failed, "failed", np.where(rng.random(n) < 0.05, "stopped", "ok")).tolist(),
+        "error": [e if f else None for e, f in zip(errors, failed)],
+        "accuracy": np.where(failed, np.nan, rng.uniform(0.3, 0.9, n)),
+        "macro_f1": pl.Series(np.where(failed, None, rng.uniform(0.3, 0.9, n)).tolist(), dtype=pl.Float64),
+        "dev_macro_f1": rng.uniform(0.3, 0.9, n),
+        "lr": rng.choice([1e-3, 1e-4], n).tolist(),
+        "wall_s": rng.uniform(1, 100, n),
+        "n_params": rng.integers(1000, 10**7, n).tolist(),
+        "config": [json.dumps({"i": i, "pad": "x" * 50}) for i in range(n)],
+    })
+
+
+SPECS = [
+    LeaderboardSpec(group_by=["fusion", "fraction"], sort="macro_f1", metrics=["accuracy", "macro_f1"],
+                    pivot={"rows": "fusion", "columns": "flag", "value": "macro_f1", "extra_values": ["accuracy"]}),
+    LeaderboardSpec(group_by=["fusion", "flag"], sort="wall_s"),
+    LeaderboardSpec(group_by=["fusion"], select=["lr"], select_metric="dev_macro_f1"),
+]
+
+
+@pytest.mark.parametrize("headers,body", [
+    (["rank", "group", "macro_f1"], [["1", "late", "0.812 ± 0.010"], ["10", "", "-"]]),
+    (["rank", ""], []),
+    (["a", "b"], [["  padded  ", "x"], ["wide 日本語", "≈best p=0.040"], ["†1", "0.1–0.2"]]),
+    (["h"], [["two\nlines"]]),  # not on the fast path: tabulate itself
+    (["only"], [[""]]),
+])
+def test_markdown_writer_equals_tabulate(headers, body):
+    assert github_table(headers, body) == tabulate(body, headers=headers, tablefmt="github", disable_numparse=True)
+
+
+@pytest.mark.parametrize("spec", SPECS)
+def test_main_table_text_equals_tabulate_of_the_same_cells(spec):
+    rows = _rows()
+    headers, body = display_rows(leaderboard_table(rows, spec), spec)
+    text = render_markdown(rows, spec)
+    assert tabulate(body, headers=headers, tablefmt="github", disable_numparse=True) in text
+
+
+@pytest.mark.parametrize("spec", SPECS)
+def test_lazy_scan_gives_the_same_leaderboard(tmp_path, spec):
+    rows = _rows()
+    path = tmp_path / "trials.parquet"
+    rows.write_parquet(path)
+    assert render_markdown(pl.scan_parquet(path), spec) == render_markdown(rows, spec)
+    eager, lazy = (leaderboard_table(r, spec) for r in (rows, pl.scan_parquet(path)))
+    assert eager.columns == lazy.columns and eager["rank"].to_list() == lazy["rank"].to_list()
+    for col in eager.columns:  # a streaming sum may differ in the last bit, never more
+        if eager[col].dtype.is_float():
+            assert np.allclose(eager[col].to_numpy(), lazy[col].to_numpy(), rtol=1e-12, atol=0, equal_nan=True), col
+        else:
+            assert eager[col].to_list() == lazy[col].to_list(), col
+    if spec.pivot:
+        assert pivot_table(pl.scan_parquet(path), spec.pivot) == pivot_table(rows, spec.pivot)
+
+
+def test_group_means_equal_a_plain_loop():
+    rows, spec = _rows(), SPECS[1]
+    table = leaderboard_table(rows, spec)
+    for r in table.iter_rows(named=True):
+        mine = [x for x in rows.iter_rows(named=True)
+                if x["fusion"] == r["fusion"] and x["flag"] == r["flag"] and x["status"] == "ok"]
+        assert r["n"] == len(mine)
+        assert r["wall_s"] == pytest.approx(sum(x["wall_s"] for x in mine) / len(mine), rel=1e-12)
+        assert r["failed"] == sum(1 for x in rows.iter_rows(named=True)
+                                  if x["fusion"] == r["fusion"] and x["flag"] == r["flag"] and x["status"] == "failed")
+
+
+def test_a_null_axis_value_is_a_group_with_its_figures():
+    rows = _rows()
+    table = leaderboard_table(rows, LeaderboardSpec(group_by=["fraction"], metrics=["accuracy"]))
+    unset = table.filter(pl.col("fraction").is_null()).row(0, named=True)
+    mine = rows.filter(pl.col("fraction").is_null() & (pl.col("status") == "ok"))
+    assert unset["n"] == mine.height > 0
+    assert unset["accuracy"] == pytest.approx(float(np.mean(mine["accuracy"].to_numpy())), rel=1e-12)
+
+
+@pytest.mark.parametrize("spec", SPECS)
+def test_failed_list_equals_a_per_row_loop(tmp_path, spec):
+    rows = _rows()
+    expected = []
+    for r in rows.filter(pl.col("status") == "failed").iter_rows(named=True):
+        labels = " ".join(f"{g}={r[g]}" for g in spec.group_by if g in r)
+        first_line = (r.get("error") or "").splitlines()[0] if r.get("error") else ""
+        expected.append((r["trial_key"], f"{labels} seed={r.get('seed')}", first_line))
+    assert failed_trials(rows, spec) == expected
+    path = tmp_path / "trials.parquet"
+    rows.write_parquet(path)
+    assert failed_trials(pl.scan_parquet(path), spec) == expected
+    no_axes = LeaderboardSpec(group_by=["absent"])
+    assert failed_trials(rows.drop("seed"), no_axes)[0][1] == " seed=None"
+
+
+def test_bench_leaderboard_without_the_config_column_gives_the_same_text(tmp_path):
+    from bench.reporting.write import leaderboard_for_run
+
+    rows = _rows()
+    run = tmp_path / "run"
+    run.mkdir()
+    rows.write_parquet(run / "trials.parquet")
+    suite = {"name": "s", "trial": {"dataset": "synthetic_catalog"}, "matrix": {"fusion": ["late"], "seed": [0]},
+             "leaderboard": {"group_by": ["fusion", "fraction"], "sort": "macro_f1", "metrics": ["accuracy", "macro_f1"]}}
+    (run / "suite.yaml").write_text(yaml.safe_dump(suite))
+    spec = LeaderboardSpec(group_by=["fusion", "fraction"], sort="macro_f1", metrics=["accuracy", "macro_f1"],
+                           title=f"Leaderboard: {suite['name']}")
+    text = leaderboard_for_run(run, "md")
+    assert text.split("\n", 1)[1] == render_markdown(rows, spec).split("\n", 1)[1]  # title aside
+    assert leaderboard_for_run(run, "csv") == render_csv(rows, spec)

@@ -111,3 +111,24 @@ def test_schedule_is_a_stage_field_and_drives_run_stage():
         lrs[name] = captured[-2]  # the rate of the last optimizer step
     assert lrs["constant"] == pytest.approx(1e-3)
     assert lrs["linear"] < 2e-4 and lrs["cosine"] < 1e-4
+
+
+@pytest.mark.parametrize("smoothing, weighted", [(0.0, False), (0.1, True)])
+def test_cross_entropy_ignores_unknown_labels_as_a_masked_loss_would(smoothing, weighted):
+    """Items with label -1 add nothing: the loss equals cross-entropy over the known items alone
+    (with class weights and label smoothing)."""
+    torch.manual_seed(0)
+    x, y = separable_features()
+    y = y.clone()
+    y[::3] = -1
+    model = BenchModel({"text": Encoder()}, UnimodalFusion("text", DIM, N_LABELS, HeadOptions())).eval()  # no dropout
+    objective = CrossEntropy(CrossEntropyOptions(class_weighted=weighted, label_smoothing=smoothing), N_LABELS)
+    if weighted:
+        objective.set_label_counts(torch.bincount(y[y >= 0], minlength=N_LABELS).float())
+    batch = Batch([str(i) for i in range(N)], {"text": {"cached_pooled": x}}, y, torch.full((N,), -1))
+    got = objective.loss(model, batch).total
+    known = y >= 0
+    logits = model(batch).logits
+    expected = torch.nn.functional.cross_entropy(logits[known], y[known], label_smoothing=smoothing,
+                                                 weight=objective.class_weights if weighted else None)
+    assert float(got.detach()) == pytest.approx(float(expected.detach()), rel=1e-5)

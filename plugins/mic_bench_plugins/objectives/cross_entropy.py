@@ -31,12 +31,12 @@ class CrossEntropy(Objective):
 
     def loss(self, model, batch: Batch) -> LossOutput:
         out = model(batch)
-        known = batch.labels >= 0
         parts = out.logits_parts or ([out.logits] if out.logits is not None else [])
         if not parts:
             raise ValueError("cross_entropy needs a fusion with a classification head")
         weight = self.class_weights if self.opts.class_weighted else None
-        losses = [F.cross_entropy(p[known], batch.labels[known], weight=weight,
+        # unknown labels (-1) are ignored by the loss itself: no masked copies of logits and labels per step
+        losses = [F.cross_entropy(p, batch.labels, weight=weight, ignore_index=-1,
                                   label_smoothing=self.opts.label_smoothing) for p in parts]
         total = torch.stack(losses).sum()
         return LossOutput(total, {"ce": float(total.detach())})

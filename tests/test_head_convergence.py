@@ -132,3 +132,25 @@ def test_cross_entropy_ignores_unknown_labels_as_a_masked_loss_would(smoothing, 
     expected = torch.nn.functional.cross_entropy(logits[known], y[known], label_smoothing=smoothing,
                                                  weight=objective.class_weights if weighted else None)
     assert float(got.detach()) == pytest.approx(float(expected.detach()), rel=1e-5)
+
+
+def test_train_mode_never_wakes_a_frozen_encoder():
+    """model.train() switches the fusion and trainable encoders; a frozen encoder stays in eval mode
+    (its dropout off, its outputs cacheable), and model.eval() reaches everything."""
+    class Frozen(Encoder):
+        def __init__(self):
+            super().__init__()
+            self.frozen = True
+            self.drop = torch.nn.Dropout(0.5)
+
+    trainable = Encoder()
+    trainable.inner = torch.nn.Dropout(0.5)
+    model = BenchModel({"text": Frozen(), "image": trainable}, UnimodalFusion("text", DIM, N_LABELS, HeadOptions()))
+    model.train()
+    assert model.training and model.fusion.training and trainable.training and trainable.inner.training
+    assert not model.encoders["text"].training and not model.encoders["text"].drop.training
+    model.eval()
+    assert not any(m.training for m in model.modules())
+    model.encoders["text"].train()  # someone woke it: the next train() puts it back
+    model.train()
+    assert not model.encoders["text"].drop.training

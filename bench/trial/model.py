@@ -38,9 +38,16 @@ class BenchModel(nn.Module):
         return self.fusion(self.encode(batch))
 
     def train(self, mode: bool = True) -> "BenchModel":
-        super().train(mode)
+        """Switch the fusion and trainable encoders; a frozen encoder is only ever put in eval mode
+        (and its hundreds of submodules are walked only when it is not there already: this runs
+        after every evaluation)."""
+        self.training = mode
+        self.encoders.training = mode
+        self.fusion.train(mode)
         for enc in self.encoders.values():
-            if getattr(enc, "frozen", False):
+            if not getattr(enc, "frozen", False):
+                enc.train(mode)
+            elif enc.training:
                 enc.eval()
         return self
 

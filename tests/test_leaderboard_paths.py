@@ -12,8 +12,8 @@ import pytest
 import yaml
 from tabulate import tabulate
 
-from bench.reporting.leaderboard import (LeaderboardSpec, display_rows, failed_trials, leaderboard_table, pivot_table,
-                               render_csv, render_markdown)
+from bench.reporting.leaderboard import (LeaderboardSpec, display_rows, failed_table, failed_trials, leaderboard_table,
+                                          pivot_table, render_csv, render_markdown)
 from bench.reporting.markdown_table import github_table
 
 
@@ -136,3 +136,12 @@ def test_bench_leaderboard_without_the_config_column_gives_the_same_text(tmp_pat
     text = leaderboard_for_run(run, "md")
     assert text.split("\n", 1)[1] == render_markdown(rows, spec).split("\n", 1)[1]  # title aside
     assert leaderboard_for_run(run, "csv") == render_csv(rows, spec)
+
+
+def test_rows_without_a_trial_key_still_make_a_leaderboard():
+    """Tables a user assembles by hand may lack trial_key: failed lines then say so."""
+    rows = pl.DataFrame({"fusion": ["a", "b", "c"], "status": ["ok", "ok", "failed"], "accuracy": [0.5, 0.6, None],
+                         "error": [None, None, "boom\nmore"]})
+    board = render_markdown(rows, LeaderboardSpec(group_by=["fusion"]))
+    assert "boom" in board and "more" not in board
+    assert failed_table(rows, LeaderboardSpec(group_by=["fusion"])).row(0) == ("(no trial_key)", "fusion=c seed=None", "boom")

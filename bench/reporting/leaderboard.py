@@ -306,7 +306,7 @@ def failed_table(rows: pl.DataFrame | pl.LazyFrame, spec: LeaderboardSpec) -> pl
     """
     names = rows.collect_schema().names()
     labels = [g for g in spec.group_by if g in names]
-    wanted = list(dict.fromkeys(["trial_key", *labels, *(c for c in ("seed", "error") if c in names)]))
+    wanted = list(dict.fromkeys([c for c in ("trial_key", *labels, "seed", "error") if c in names]))
     if "status" not in names:
         return pl.DataFrame(schema={"trial_key": pl.String, "labels": pl.String, "first_line": pl.String})
     failed = rows.filter(pl.col("status") == "failed").select(wanted)
@@ -321,7 +321,8 @@ def failed_table(rows: pl.DataFrame | pl.LazyFrame, spec: LeaderboardSpec) -> pl
                  .fill_null(""))
     else:
         first = pl.lit("")
-    return failed.select(_as_python_str("trial_key", failed).alias("trial_key"), pl.concat_str(parts).alias("labels"),
+    key = _as_python_str("trial_key", failed) if "trial_key" in names else pl.lit("(no trial_key)")
+    return failed.select(key.alias("trial_key"), pl.concat_str(parts).alias("labels"),
                          first.alias("first_line"))
 
 

@@ -14,7 +14,13 @@ import polars as pl
 from bench.errors import BenchError
 
 PAIR_COLUMNS = ("left_id", "right_id", "label", "split")
+PAIR_SCHEMA = {"left_id": pl.Utf8, "right_id": pl.Utf8, "label": pl.Int8, "split": pl.Utf8}
 PAIR_SPLITS = ("train", "dev", "test")
+
+
+def unordered_pair_key() -> list[pl.Expr]:
+    """Columns _a, _b: the pair's two ids in sorted order, so (x, y) and (y, x) are one pair."""
+    return [pl.min_horizontal("left_id", "right_id").alias("_a"), pl.max_horizontal("left_id", "right_id").alias("_b")]
 
 
 def normalise_pairs(pairs: pl.DataFrame, item_ids: pl.Series, where: str) -> pl.DataFrame:
@@ -51,8 +57,7 @@ def normalise_pairs(pairs: pl.DataFrame, item_ids: pl.Series, where: str) -> pl.
         row = unknown.row(0, named=True)
         raise BenchError(f"{unknown.height} pair(s) name an item the catalogue lacks (e.g. {row['left_id']} - "
                          f"{row['right_id']})", file=where, field="pairs", fix="every pair id must be an item id")
-    keyed = pairs.with_columns(pl.min_horizontal("left_id", "right_id").alias("_a"),
-                               pl.max_horizontal("left_id", "right_id").alias("_b"))
+    keyed = pairs.with_columns(*unordered_pair_key())
     clash = keyed.group_by("_a", "_b").agg(pl.col("split").n_unique().alias("n_splits"),
                                            pl.col("label").n_unique().alias("n_labels"),
                                            pl.col("split").unique().sort().alias("splits"))

@@ -27,12 +27,12 @@ from bench.config.schema import TrialConfig
 from bench.errors import BenchError
 from bench.interfaces import PAIRS, Batch, Fusion, TaskInfo
 from bench.metrics.pairs import average_precision, best_f1_threshold, pair_scores_at
+from bench.pair_table import PAIR_SPLITS
 from bench.trial.evaluate import Predictions
 from bench.trial.prepare import TrialData, load_catalog
 from bench.trial.records import CountingBatchSampler, Records, to_records
 from bench.trial.session import TrialRun
 
-PAIR_SPLITS = ("train", "dev", "test")
 
 
 @dataclass

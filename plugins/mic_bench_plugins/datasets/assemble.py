@@ -23,6 +23,7 @@ from bench.errors import BenchError
 from .category_paths import looks_like_list
 from .image_lists import first_image
 from .label_rules import LineOf, apply_min_items, check_labels_in_train
+from .pair_labels import settle_pairs
 from .split_file import apply_split_file, read_split_file
 
 MissingImages = Literal["error", "skip", "blank"]
@@ -107,12 +108,13 @@ def finish_catalog(name: str, frame: pl.DataFrame, *, source: str, sources: Colu
                    missing_images: MissingImages = "error", has_images: bool = True,
                    duplicate_ids: DuplicateIds = "error", label_source: str | None = None,
                    options: BaseModel | None = None, line_of: LineOf | None = None,
-                   known_ids: set[str] = frozenset()) -> Catalog:
+                   known_ids: set[str] = frozenset(), pairs: pl.DataFrame | None = None) -> Catalog:
     """Check a frame of core columns and wrap it as a Catalog (notes carry skip counts).
 
     ``options``: the reader's options; the shared ones (split_file, min_items_per_label ...) are
     applied here. ``line_of``: the file line of a frame row, for errors about one item. A
-    ``_label_path`` column (whole category paths) becomes ``Catalog.label_paths``.
+    ``_label_path`` column (whole category paths) becomes ``Catalog.label_paths``. ``pairs``:
+    labelled pairs of a pair-labelled reader, settled against the items kept (``settle_pairs``).
     """
     notes = dict(notes or {})
     extra = [c for c in ("_label_path",) if c in frame.columns]
@@ -155,8 +157,10 @@ def finish_catalog(name: str, frame: pl.DataFrame, *, source: str, sources: Colu
                                   column=sources.label, min_items=min_items)
     paths = items["_label_path"] if "_label_path" in items.columns else None
     settings = {"missing_images": missing_images} if has_images else {}
+    if pairs is not None:
+        pairs = settle_pairs(pairs, items["item_id"], notes)
     return Catalog(name=name, items=items.select(COLUMNS), source=source, notes=notes, label_paths=paths,
-                   settings=settings)
+                   settings=settings, pairs=pairs)
 
 
 def _check_classes(items: pl.DataFrame, *, file: str, sources: ColumnSources, min_items: int | None) -> None:

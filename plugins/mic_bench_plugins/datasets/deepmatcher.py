@@ -15,11 +15,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from bench.data_checks import require_columns, resolve_user_path
 from bench.errors import BenchError
+from bench.pair_table import PAIR_SCHEMA
 from bench.registry import PluginSpec
 
 from .assemble import ColumnSources, MissingImages, finish_catalog, image_paths
 from .image_lists import first_image
-from .pair_labels import bad_label, join_text, parse_pair_label, with_pairs
+from .pair_labels import bad_label, join_text, parse_pair_label
 from .table_files import BadRows, csv_row_line, decode_text, read_table
 
 SIDES = {"table_a": "a", "table_b": "b"}
@@ -128,7 +129,7 @@ def read_pairs(path: Path, split: str, known: set[str], opts: DeepMatcherOptions
                                  field=column, fix=f"add the row to {table} or remove this pair")
     return pl.DataFrame({"left_id": [f"a:{v}" for v in left], "right_id": [f"b:{v}" for v in right],
                          "label": labels, "split": [split] * len(left)},
-                        schema={"left_id": pl.Utf8, "right_id": pl.Utf8, "label": pl.Int8, "split": pl.Utf8})
+                        schema=PAIR_SCHEMA)
 
 
 def load(opts: DeepMatcherOptions, ctx=None):
@@ -155,10 +156,9 @@ def load(opts: DeepMatcherOptions, ctx=None):
                                                                   base=base, allow_outside=opts.allow_outside_images,
                                                                   ids=items["item_id"].to_list(), file=source,
                                                                   field=opts.image), dtype=pl.Utf8))
-    catalog = finish_catalog("deepmatcher", items, source=source, sources=ColumnSources(id=opts.id_column,
-                             image=opts.image or "image"), notes=notes, missing_images=opts.missing_images,
-                             has_images=has_images)
-    return with_pairs(catalog, pairs)
+    return finish_catalog("deepmatcher", items, source=source, sources=ColumnSources(id=opts.id_column,
+                          image=opts.image or "image"), notes=notes, missing_images=opts.missing_images,
+                          has_images=has_images, pairs=pairs)
 
 
 SPECS = [PluginSpec("dataset", "deepmatcher",

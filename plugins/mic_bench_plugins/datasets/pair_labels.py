@@ -1,17 +1,15 @@
 """What the pair-labelled readers (DeepMatcher, WDC Products) share: a label cell read as 0/1,
-attribute values joined into a title, and the catalogue built from items plus pairs.
+attribute values joined into a title, and the pairs the catalogue keeps.
 
 Errors name the pair file and the line of the offending pair, so a messy export is fixed in
 one look.
 """
 from __future__ import annotations
 
-from dataclasses import replace
-
 import polars as pl
 
-from bench.catalog import Catalog
 from bench.errors import BenchError
+from bench.pair_table import PAIR_COLUMNS, PAIR_SPLITS, unordered_pair_key
 
 TRUE_LABELS = {"1", "1.0", "true"}
 FALSE_LABELS = {"0", "0.0", "false"}
@@ -47,22 +45,21 @@ def join_text(values: list) -> str:
     return " ".join(parts)
 
 
-def with_pairs(catalog: Catalog, pairs: pl.DataFrame) -> Catalog:
-    """The reader's catalogue with its pairs. A pair listed again (in either order) with the same
-    label in the same split is kept once (note duplicate_pairs_dropped), so no pair weighs twice
-    in a metric; listed with another label or in another split, the catalogue refuses it. Pairs
-    whose item was dropped (e.g. by missing_images: skip) go too (note dropped_pairs)."""
-    keys = [pl.min_horizontal("left_id", "right_id").alias("_a"), pl.max_horizontal("left_id", "right_id").alias("_b")]
-    unique = pairs.with_columns(*keys).unique(subset=["_a", "_b", "label", "split"], keep="first", maintain_order=True)
+def settle_pairs(pairs: pl.DataFrame, item_ids: pl.Series, notes: dict) -> pl.DataFrame:
+    """The reader's pairs as its catalogue keeps them (``notes`` gains the counts). A pair listed
+    again (in either order) with the same label in the same split is kept once (note
+    duplicate_pairs_dropped), so no pair weighs twice in a metric; listed with another label or in
+    another split, the catalogue refuses it. Pairs whose item was dropped (e.g. by
+    missing_images: skip) go too (note dropped_pairs)."""
+    unique = pairs.with_columns(*unordered_pair_key()).unique(subset=["_a", "_b", "label", "split"], keep="first",
+                                                              maintain_order=True)
     duplicates = pairs.height - unique.height
     pairs = unique.drop("_a", "_b")
-    kept = pairs.filter(pl.col("left_id").is_in(catalog.items["item_id"]) &
-                        pl.col("right_id").is_in(catalog.items["item_id"]))
-    notes = dict(catalog.notes)
+    kept = pairs.filter(pl.col("left_id").is_in(item_ids) & pl.col("right_id").is_in(item_ids))
     if duplicates:
         notes["duplicate_pairs_dropped"] = duplicates
     if kept.height < pairs.height:
         notes["dropped_pairs"] = pairs.height - kept.height
-    for split in ("train", "dev", "test"):
+    for split in PAIR_SPLITS:
         notes[f"{split}_pairs"] = int((kept["split"] == split).sum())
-    return replace(catalog, pairs=kept.select("left_id", "right_id", "label", "split"), notes=notes, fingerprint="")
+    return kept.select(PAIR_COLUMNS)

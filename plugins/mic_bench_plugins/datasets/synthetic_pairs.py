@@ -15,6 +15,8 @@ import itertools
 import numpy as np
 import polars as pl
 
+from bench.pair_table import PAIR_SCHEMA
+
 SPLIT_SHARES = (("train", 0.6), ("dev", 0.2), ("test", 0.2))
 
 
@@ -59,5 +61,4 @@ def derive_pairs(items: pl.DataFrame, *, negatives: int, max_matches: int, seed:
             j = int(rng.integers(len(ids)))
             if groups[j] != groups[i]:
                 add(i, j, 0)
-    return pl.DataFrame(rows, schema={"left_id": pl.Utf8, "right_id": pl.Utf8, "label": pl.Int8, "split": pl.Utf8},
-                        orient="row")
+    return pl.DataFrame(rows, schema=PAIR_SCHEMA, orient="row")

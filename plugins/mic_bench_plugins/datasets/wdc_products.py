@@ -22,9 +22,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from bench.catalog import Catalog
 from bench.data_checks import resolve_user_path
 from bench.errors import BenchError
+from bench.pair_table import PAIR_SCHEMA
 from bench.registry import PluginSpec
 
-from .pair_labels import bad_label, join_text, parse_pair_label, with_pairs
+from .pair_labels import bad_label, join_text, parse_pair_label, settle_pairs
 from .table_files import decode_text, read_table
 
 FILES = {"train": "train", "valid": "dev", "test": "test"}
@@ -141,9 +142,8 @@ def load(opts: WdcProductsOptions, ctx=None) -> Catalog:
         notes["conflicting_offers_kept_first"] = offers.conflicts
     items = pl.DataFrame({"item_id": list(offers.titles), "title": list(offers.titles.values())},
                          schema={"item_id": pl.Utf8, "title": pl.Utf8})
-    pairs = pl.DataFrame(rows, schema={"left_id": pl.Utf8, "right_id": pl.Utf8, "label": pl.Int8, "split": pl.Utf8})
-    catalog = Catalog(name="wdc_products", items=items, source=str(train_path), notes=notes)
-    return with_pairs(catalog, pairs)
+    pairs = settle_pairs(pl.DataFrame(rows, schema=PAIR_SCHEMA), items["item_id"], notes)
+    return Catalog(name="wdc_products", items=items, source=str(train_path), notes=notes, pairs=pairs)
 
 
 SPECS = [PluginSpec("dataset", "wdc_products",

@@ -20,7 +20,7 @@ import numpy as np
 import polars as pl
 import torch
 import torch.nn.functional as F
-from torch.utils.data import BatchSampler, DataLoader, RandomSampler
+from torch.utils.data import DataLoader
 
 from bench.catalog import Catalog
 from bench.config.schema import TrialConfig
@@ -30,7 +30,7 @@ from bench.metrics.pairs import average_precision, best_f1_threshold, pair_score
 from bench.pair_table import PAIR_SPLITS
 from bench.trial.evaluate import Predictions
 from bench.trial.prepare import TrialData, load_catalog
-from bench.trial.records import CountingBatchSampler, Records, to_records
+from bench.trial.records import make_loader, to_records
 from bench.trial.session import TrialRun
 
 
@@ -78,14 +78,8 @@ class PairCollate:
 def make_pair_loader(pairs: list[dict], preprocessors, *, batch_size: int, seed: int, workers: int = 0,
                      pin_memory: bool = False) -> DataLoader:
     """Shuffled batches of train pairs (batch_size pairs, so 2 x batch_size items)."""
-    generator = torch.Generator().manual_seed(seed)
-    dataset = Records(pairs)
-    batches = BatchSampler(RandomSampler(dataset, generator=generator), batch_size, drop_last=len(pairs) > batch_size)
-    common = dict(collate_fn=PairCollate(preprocessors), num_workers=workers, pin_memory=pin_memory,
-                  persistent_workers=False, generator=generator)
-    if workers:
-        common["multiprocessing_context"] = "fork"
-    return DataLoader(dataset, batch_sampler=CountingBatchSampler(batches), **common)
+    return make_loader(pairs, preprocessors, batch_size=batch_size, train=True, seed=seed, workers=workers,
+                       pin_memory=pin_memory, collate=PairCollate(preprocessors))
 
 
 @dataclass

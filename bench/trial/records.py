@@ -164,12 +164,13 @@ def balanced_weights(labels: list[int]) -> torch.Tensor:
 
 def make_loader(records: list[dict[str, Any]], preprocessors: dict[str, Callable], *, batch_size: int,
                 train: bool, sampler: str = "random", pk_items: int = 2, seed: int = 0, workers: int = 0,
-                pin_memory: bool = False) -> DataLoader:
+                pin_memory: bool = False, collate: Callable[[list], Any] | None = None) -> DataLoader:
     """One DataLoader for training (shuffled / P x K / class-balanced) or evaluation (in order).
 
     A training loader's batches come through a CountingBatchSampler (see served_item_ids).
+    ``collate`` turns a list of records into a batch (default: ``Collate(preprocessors)``).
     """
-    collate = Collate(preprocessors)
+    collate = collate or Collate(preprocessors)
     dataset = Records(records)
     common = dict(collate_fn=collate, num_workers=workers, pin_memory=pin_memory,
                   persistent_workers=False)

@@ -78,20 +78,20 @@ def check_trial(trial, registry, file: str, where: str = "") -> None:
     """Suite-load checks across fields of one expanded trial (a TrialConfig)."""
     suffix = f" (in the trial {where})" if where else ""
     check_pairs_dataset(trial, file, suffix)
+    if registry is None:
+        return
     for i, stage in enumerate(trial.stages):
-        if registry is not None:
-            for j, ref in enumerate(stage.objectives):
-                spec = registry.get("objective", ref.name, file=file, field=f"trial.stages[{i}].objectives[{j}].name")
-                needs = objective_needs(spec) or ()
-                check_stage_needs(stage, i, ref.name, needs, file, suffix)
-                check_pair_objective(trial, i, j, ref.name, needs, objective_needs(spec) is None, file, suffix)
-        if registry is not None:
-            check_pair_scoring(trial, stage, i, registry, file, suffix)
+        for j, ref in enumerate(stage.objectives):
+            spec = registry.get("objective", ref.name, file=file, field=f"trial.stages[{i}].objectives[{j}].name")
+            known = objective_needs(spec)
+            check_stage_needs(stage, i, ref.name, known or (), file, suffix)
+            check_pair_objective(trial, i, j, ref.name, known or (), known is None, file, suffix)
+        check_pair_scoring(trial, stage, i, registry, file, suffix)
 
 
 # Built-in datasets that hold labelled pairs only (no item labels or groups): they need task pairs.
 PAIR_DATASETS = {"deepmatcher", "wdc_products"}
-PAIR_OBJECTIVES = "pair_contrastive, pair_classification"
+PAIR_OBJECTIVES = "pair_contrastive, pair_classification, pair_cross_encoder"
 
 
 def check_pairs_dataset(trial, file: str | None, suffix: str = "") -> None:

@@ -39,6 +39,11 @@ class LeaderboardSpec:
     select_mode: str = "max"
 
 
+def _collected(frame: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
+    """A lazy query run (streaming: memory follows the result, not the rows); a DataFrame as it is."""
+    return frame.collect(engine="streaming") if isinstance(frame, pl.LazyFrame) else frame
+
+
 def select_on_dev(rows: pl.DataFrame | pl.LazyFrame, spec: LeaderboardSpec, group_by: list[str]):
     """Keep, per group, the rows of the search configuration whose mean dev metric (over its ok
     rows) is best; the chosen metric value is added as ``selected_<metric>``. A LazyFrame stays lazy
@@ -53,7 +58,7 @@ def select_on_dev(rows: pl.DataFrame | pl.LazyFrame, spec: LeaderboardSpec, grou
                          field="selection.metric", fix="choose a dev metric the trials record (dev_macro_f1, ...)")
     ok = rows.filter((pl.col("status") == "ok") & pl.col(metric).is_not_null() & pl.col(metric).is_not_nan())
     means = ok.group_by(group_by + select).agg(pl.col(metric).mean().alias(f"selected_{metric}"))
-    means = means.collect() if isinstance(means, pl.LazyFrame) else means
+    means = _collected(means)
     if means.is_empty():
         return rows
     best = (means.sort(f"selected_{metric}", descending=spec.select_mode == "max", nulls_last=True)
@@ -71,7 +76,7 @@ def _present(rows: pl.DataFrame | pl.LazyFrame, names: list[str]) -> list[str]:
     if not numeric:
         return []
     found = rows.select([pl.col(m).is_not_null().any().alias(m) for m in numeric])
-    found = (found.collect() if isinstance(found, pl.LazyFrame) else found).row(0, named=True)
+    found = _collected(found).row(0, named=True)
     return [m for m in names if found.get(m)]
 
 
@@ -110,13 +115,13 @@ def leaderboard_table(rows: pl.DataFrame | pl.LazyFrame, spec: LeaderboardSpec,
         aggs.append(pl.col(PLACEHOLDERS).max().alias(PLACEHOLDERS))
     counts = frame.group_by(group_by).agg((pl.col("status") == "failed").sum().alias("failed"),
                                           (pl.col("status") == "stopped").sum().alias("stopped"))
-    n_ok = ok.select(pl.len()).collect().item() if streaming else ok.height
+    n_ok = _collected(ok.select(pl.len())).item()
     empty = pl.DataFrame(schema={g: schema[g] for g in group_by})
     table = ok.group_by(group_by).agg(aggs) if n_ok else (empty.lazy() if streaming else empty)
     # nulls_equal: a null axis value (e.g. an option left unset) is a group like any other
     table = counts.join(table, on=group_by, how="left", nulls_equal=True).with_columns(
         pl.col("n").fill_null(0) if n_ok else pl.lit(0).alias("n"))
-    table = table.collect(engine="streaming") if streaming else table
+    table = _collected(table)
     sort = spec.sort if spec.sort in table.columns else (metrics[0] if metrics else None)
     if sort:
         table = table.sort(sort, descending=sort not in LOWER_IS_BETTER, nulls_last=True)
@@ -127,8 +132,7 @@ def leaderboard_table(rows: pl.DataFrame | pl.LazyFrame, spec: LeaderboardSpec,
             table = table.with_columns(pl.Series(f"ref_{m}", [spec.reference.get(l, {}).get(m) for l in labels],
                                                  dtype=pl.Float64))
     if predictions is not None and table.height and "n" in table.columns:
-        table = _with_significance(table, frame.collect() if streaming else frame, predictions, group_by, metrics,
-                                   sort)
+        table = _with_significance(table, _collected(frame), predictions, group_by, metrics, sort)
     return table
 
 
@@ -253,7 +257,7 @@ def pivot_table(rows: pl.DataFrame, pivot: dict) -> tuple[list[str], list[list[s
     if not {r, c, v} <= set(names):
         return [], []
     agg = ok.group_by([r, c]).agg(pl.col(v).mean().alias("m"), pl.col(v).std().alias("s"))
-    agg = agg.collect(engine="streaming") if isinstance(agg, pl.LazyFrame) else agg
+    agg = _collected(agg)
     if agg.is_empty():
         return [], []
     cols = sorted(agg[c].unique().to_list(), key=lambda x: (isinstance(x, str), x))
@@ -310,7 +314,7 @@ def failed_table(rows: pl.DataFrame | pl.LazyFrame, spec: LeaderboardSpec) -> pl
     if "status" not in names:
         return pl.DataFrame(schema={"trial_key": pl.String, "labels": pl.String, "first_line": pl.String})
     failed = rows.filter(pl.col("status") == "failed").select(wanted)
-    failed = failed.collect(engine="streaming") if isinstance(failed, pl.LazyFrame) else failed
+    failed = _collected(failed)
     parts = [] if labels else [pl.lit(" ")]  # "a=x b=y seed=0", or " seed=0" without labels
     for g in labels:
         parts += [pl.lit(f"{g}="), _as_python_str(g, failed), pl.lit(" ")]

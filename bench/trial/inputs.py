@@ -81,13 +81,17 @@ class TrialInputs:
             self.seconds += time.perf_counter() - start
         return TensorTable([r["item_id"] for r in records], tensors, tuple(k for k in tensors if k in TOKEN_AXIS_KEYS))
 
+    def inputs_key(self, modality: str, encoder: Encoder, records: list[dict]) -> str:
+        """The cache key of the preprocessed inputs of ``records`` for ``encoder``."""
+        return cache_key(kind="inputs", dataset=self.dataset_fingerprint, modality=modality,
+                         encoder=type(encoder).__qualname__, preprocess=encoder.preprocess_fingerprint(),
+                         items=items_digest(records))
+
     def inputs(self, modality: str, encoder: Encoder, records: list[dict]) -> Callable[[list[dict]], dict]:
         """Preprocessed inputs, cached when a sample batch says the whole table stays under the size cap."""
         if self.store is None or not records:
             return encoder.preprocess
-        key = cache_key(kind="inputs", dataset=self.dataset_fingerprint, modality=modality,
-                        encoder=type(encoder).__qualname__, preprocess=encoder.preprocess_fingerprint(),
-                        items=items_digest(records))
+        key = self.inputs_key(modality, encoder, records)
         if not self.store.path(key).exists():  # the size check only matters before an entry is built
             sample = encoder.preprocess(records[: min(8, len(records))])
             per_item = sum(t.element_size() * t[0].numel() for t in sample.values()) if sample else 0
@@ -102,10 +106,7 @@ class TrialInputs:
         No inputs entry is built for it: the features are the cached product, and a table of
         224-px pixels (~600 kB an image) would cost more to write and checksum than to decode.
         """
-        key = cache_key(kind="inputs", dataset=self.dataset_fingerprint, modality=modality,
-                        encoder=type(encoder).__qualname__, preprocess=encoder.preprocess_fingerprint(),
-                        items=items_digest(records))
-        if self.store is not None and self.store.path(key).exists():
+        if self.store is not None and self.store.path(self.inputs_key(modality, encoder, records)).exists():
             return self.inputs(modality, encoder, records)
         workers = decode_workers(self.cpus)
         if not workers:

@@ -29,11 +29,16 @@ from bench.registry import PluginSpec
 from .metric_learning import _masked_mean
 
 
-def pair_embeddings(model, batch: Batch, normalize: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(left embeddings, right embeddings, pair labels) of a pair batch."""
+def require_pairs(batch: Batch) -> None:
+    """Pair objectives read pair batches (bench/trial/pairs.py PairBatch) only."""
     if not hasattr(batch, "pair_labels"):
         raise BenchError("this objective trains on labelled pairs, but the batch holds single items",
                          field="trial.task", fix="use it with task: pairs and a pair-labelled dataset")
+
+
+def pair_embeddings(model, batch: Batch, normalize: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(left embeddings, right embeddings, pair labels) of a pair batch."""
+    require_pairs(batch)
     emb = model(batch).embedding
     if normalize:
         emb = F.normalize(emb, dim=-1)
@@ -121,9 +126,7 @@ class PairCrossEncoder(Objective):
         return self.head(self.dropout(cls)).squeeze(-1)
 
     def loss(self, model, batch: Batch) -> LossOutput:
-        if not hasattr(batch, "pair_labels"):
-            raise BenchError("this objective trains on labelled pairs, but the batch holds single items",
-                             field="trial.task", fix="use it with task: pairs and a pair-labelled dataset")
+        require_pairs(batch)
         n = len(batch.pair_labels)
         logits = self.logits(model, batch.titles[:n], batch.titles[n:])
         weight = None if self.opts.pos_weight is None else torch.tensor(self.opts.pos_weight, device=logits.device)

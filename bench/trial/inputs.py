@@ -12,6 +12,7 @@ from typing import Callable
 import torch
 
 from bench.trial.cache import TOKEN_AXIS_KEYS, CacheStore, TensorTable, batched, cache_key, stack_padded
+from bench.trial.device import autocast
 from bench.interfaces import Encoder
 from bench.trial.model import EXTRA_PREFIX
 
@@ -134,8 +135,6 @@ class TrialInputs:
             was_training = encoder.training
             encoder.eval()
             inputs = {k: v.to(self.device) for k, v in source(chunk).items()}
-            from bench.trial.device import autocast
-
             with autocast(self.device, self.amp):
                 out = encoder(inputs)
             encoder.train(was_training)

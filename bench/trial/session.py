@@ -19,12 +19,13 @@ from bench.metrics.retrieval import retrieval_metrics
 from bench.trial.build import build_model, build_objectives
 from bench.trial.cache import CacheStore
 from bench.trial.context import TrialContext
-from bench.trial.device import choose_device, loader_settings
+from bench.trial.device import autocast, choose_device, loader_settings
 from bench.trial.evaluate import Predictions, predict
 from bench.trial.inputs import TrialInputs
 from bench.trial.model import count_parameters
 from bench.trial.outputs import retrieval_embeddings, retrieval_figures
 from bench.trial.prepare import TrialData, seed_everything
+from bench.trial.records import make_loader, seen_share, served_item_ids
 from bench.trial.selection import Selector
 from bench.trial.train import run_stage
 
@@ -107,8 +108,6 @@ class TrialRun:
     def stage_loader(self, stage, index: int, objectives: list, preprocessors):
         """Training batches of the items of the stage's split(s); ``preprocessors(records)`` gives
         each modality's input function for those records."""
-        from bench.trial.records import make_loader
-
         records = [r for part in stage.data.split("+") for r in self.data.splits[part]]
         if not records:
             raise BenchError(f"stage '{stage.name}' trains on the {stage.data} split, which is empty",
@@ -122,13 +121,9 @@ class TrialRun:
 
     def note_served(self, loader, steps: int) -> None:
         """Remember what the first ``steps`` batches of a stage's loader served."""
-        from bench.trial.records import served_item_ids
-
         self.served_ids |= served_item_ids(loader, steps)
 
     def seen_shares(self) -> dict[str, float | None]:
-        from bench.trial.records import seen_share
-
         return {"train_items_seen_share": seen_share(self.served_ids, self.data.splits["train"])}
 
     def selector(self) -> Selector | None:
@@ -245,30 +240,27 @@ class TrialRun:
     @torch.no_grad()
     def pooled_features(self, records: list[dict]) -> dict[str, torch.Tensor]:
         """The fusion's encoders' pooled vectors for these records, in order (frozen ones from the cache)."""
-        from bench.trial.records import make_loader
-        from bench.trial.device import autocast
-
-        feeders = {m: self.feeder(m, records) for m in sorted(self.model.fusion.requires)}
-        loader = make_loader(records, feeders, batch_size=self.cfg.eval.batch_size, train=False, **self.loader_kw)
+        modalities = sorted(self.model.fusion.requires)
         self.model.eval()
-        chunks: dict[str, list[torch.Tensor]] = {m: [] for m in feeders}
-        for batch in loader:
+        chunks: dict[str, list[torch.Tensor]] = {m: [] for m in modalities}
+        for batch in self.eval_loader(records):
             batch = batch.to(self.device, non_blocking=self.device.type == "cuda")
             with autocast(self.device, self.cfg.amp):
-                encoded = self.model.encode(batch, sorted(feeders))
-            for m in feeders:
+                encoded = self.model.encode(batch, modalities)
+            for m in modalities:
                 chunks[m].append(encoded[m].pooled.float())
         return {m: torch.cat(parts) for m, parts in chunks.items()}
 
-    def predict(self, split: str) -> Predictions | None:
-        from bench.trial.records import make_loader
+    def eval_loader(self, records: list[dict]):
+        """In-order batches of these records with the fusion's inputs (frozen encoders' from the cache)."""
+        feeders = {m: self.feeder(m, records) for m in sorted(self.model.fusion.requires)}
+        return make_loader(records, feeders, batch_size=self.cfg.eval.batch_size, train=False, **self.loader_kw)
 
+    def predict(self, split: str) -> Predictions | None:
         records = self.data.splits[split]
         if not records:
             return None
-        feeders = {m: self.feeder(m, records) for m in sorted(self.model.fusion.requires)}
-        loader = make_loader(records, feeders, batch_size=self.cfg.eval.batch_size, train=False, **self.loader_kw)
-        return predict(self.model, loader, self.device, self.cfg.amp)
+        return predict(self.model, self.eval_loader(records), self.device, self.cfg.amp)
 
     def evaluate(self) -> tuple[Predictions | None, Predictions]:
         """Dev first (post-training choices such as late fusion's weight are fitted there), then test."""

@@ -282,6 +282,7 @@ def test_pairs_trial_end_to_end_metrics_match_sklearn(registry, tmp_path, object
     row, table = outcome.row, outcome.predictions
     assert row["status"] == "ok", row.get("error")
     assert row["selection_metric"] == "dev_pair_ap" and row["n_evaluations"] == 2
+    assert 0 <= row["dev_pair_ap"] <= 1 and 0 <= row["dev_pair_f1"] <= 1  # the dev figures reach the row
     assert row["n_test_pairs"] == table.height and row["n_test_pair_matches"] == int(table["label"].sum())
     labels, scores = table["label"].to_numpy(), table["score"].to_numpy()
     assert row["pair_ap"] == pytest.approx(average_precision_score(labels, scores), abs=1e-6)

@@ -210,23 +210,27 @@ class PairTrialRun(TrialRun):
         return dev
 
     def dev_metrics_of(self, dev: Predictions) -> dict[str, float]:
-        """dev_pair_ap and dev_pair_f1 (F1 at the threshold that is best on dev itself)."""
-        scores, labels = self.pair_scores("dev", dev)
-        _, best_f1 = best_f1_threshold(scores, labels)
-        return {"dev_pair_ap": _round(average_precision(scores, labels)), "dev_pair_f1": _round(best_f1)}
+        return self.dev_columns(*self.pair_scores("dev", dev))[0]
+
+    @staticmethod
+    def dev_columns(scores: np.ndarray, labels: np.ndarray) -> tuple[dict[str, float | None], float | None]:
+        """dev_pair_ap and dev_pair_f1 (F1 at the threshold that is best on dev itself), and that threshold."""
+        threshold, best_f1 = best_f1_threshold(scores, labels)
+        return {"dev_pair_ap": _round(average_precision(scores, labels)), "dev_pair_f1": _round(best_f1)}, threshold
 
     def metrics(self, dev: Predictions | None, test: Predictions) -> dict[str, Any]:
-        out = super().metrics(dev, test)
+        out = super().metrics(None, test)  # cost and count columns; the dev columns come with the pair figures
         out.update(self.pair_metrics(dev, test))
         return out
 
     def pair_metrics(self, dev: Predictions | None, test: Predictions) -> dict[str, Any]:
-        """Test pairwise precision / recall / F1 at the dev-best threshold, and test average precision."""
-        threshold, note = None, None
+        """Dev figures and the dev-best threshold (the dev pairs scored once), then test pairwise
+        precision / recall / F1 at that threshold, and test average precision."""
+        threshold, note, dev_figures = None, None, {}
         if dev is None:
             note = "no dev pairs: the F1 threshold is chosen on dev"
         else:
-            threshold, _ = best_f1_threshold(*self.pair_scores("dev", dev))
+            dev_figures, threshold = self.dev_columns(*self.pair_scores("dev", dev))
             if threshold is None:
                 note = "no dev pair is a match: the F1 threshold cannot be chosen"
         scores, labels = self.pair_scores("test", test)
@@ -241,6 +245,7 @@ class PairTrialRun(TrialRun):
             out["pair_note"] = "; ".join(filter(None, [out.get("pair_note"), "no test pair is a match: no average precision"]))
         out.update({f"n_{split}_pairs": len(self.data.pairs[split]) for split in PAIR_SPLITS})
         out["n_test_pair_matches"] = int(labels.sum())
+        out.update(dev_figures)
         self.pair_row = out
         return out
 

@@ -249,7 +249,7 @@ class PairTrialRun(TrialRun):
         self.pair_row = out
         return out
 
-    def prediction_table(self, key: str) -> pl.DataFrame:
+    def prediction_table(self, key: str, test: Predictions) -> pl.DataFrame:
         """Each test pair with its score, and the prediction at the row's threshold (null without one)."""
         pairs = self.data.pairs["test"]
         threshold = self.pair_row.get("pair_threshold")
@@ -259,14 +259,3 @@ class PairTrialRun(TrialRun):
             "predicted": (None if threshold is None else (self.test_scores >= threshold).astype(int)),
         }, schema={"trial_key": pl.Utf8, "left_id": pl.Utf8, "right_id": pl.Utf8, "label": pl.Int8,
                    "score": pl.Float64, "predicted": pl.Int8})
-
-
-def execute_pairs(cfg: TrialConfig, ctx, curve: list[dict[str, Any]], key: str) -> tuple[dict[str, Any], pl.DataFrame]:
-    """One pairs trial: the same steps as any trial (bench/trial/run.py ``_execute``) on pair data."""
-    data = prepare_pair_data(cfg, ctx)
-    run = PairTrialRun(cfg, ctx, data)
-    run.curve = curve
-    losses = run.train()
-    dev, test = run.evaluate()
-    metrics = run.metrics(dev, test)
-    return {**metrics, **losses}, run.prediction_table(key)

@@ -20,7 +20,6 @@ from bench.interfaces import PAIRS
 from bench.trial.context import TrialContext
 from bench.trial.device import set_threads
 from bench.trial.memory import PeakMemory
-from bench.trial.outputs import prediction_table
 from bench.trial.prepare import prepare_data, seed_everything
 from bench.trial.session import TrialRun
 
@@ -76,14 +75,14 @@ def _execute(spec: TrialSpec, ctx: TrialContext, curve: list[dict[str, Any]]) ->
     cfg = TrialConfig.model_validate(spec.config)
     set_threads(ctx.cpus)
     seed_everything(cfg.seed)
-    if cfg.task == PAIRS:  # labelled pairs, split by pair (bench/trial/pairs.py)
-        from bench.trial.pairs import execute_pairs
+    if cfg.task == PAIRS:  # labelled pairs, split by pair (bench/trial/pairs.py): the same steps on pair data
+        from bench.trial.pairs import PairTrialRun, prepare_pair_data
 
-        return execute_pairs(cfg, ctx, curve, spec.key)
-    data = prepare_data(cfg, ctx)
-    run = TrialRun(cfg, ctx, data)
+        run = PairTrialRun(cfg, ctx, prepare_pair_data(cfg, ctx))
+    else:
+        run = TrialRun(cfg, ctx, prepare_data(cfg, ctx))
     run.curve = curve  # the caller keeps the curve even when training fails half-way
     losses = run.train()
     dev, test = run.evaluate()
     metrics = run.metrics(dev, test)
-    return {**metrics, **losses}, prediction_table(test, data.task.label_names, spec.key, per_query=run.test_per_query)
+    return {**metrics, **losses}, run.prediction_table(spec.key, test)

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import polars as pl
 import torch
 
 from bench.config.schema import TrialConfig
@@ -23,7 +24,7 @@ from bench.trial.device import autocast, choose_device, loader_settings
 from bench.trial.evaluate import Predictions, predict
 from bench.trial.inputs import TrialInputs
 from bench.trial.model import count_parameters
-from bench.trial.outputs import retrieval_embeddings, retrieval_figures
+from bench.trial.outputs import prediction_table, retrieval_embeddings, retrieval_figures
 from bench.trial.prepare import TrialData, seed_everything
 from bench.trial.records import make_loader, seen_share, served_item_ids
 from bench.trial.selection import Selector
@@ -268,6 +269,10 @@ class TrialRun:
         if dev is not None:
             dev = self.fit_on_dev(dev)
         return dev, self.predict("test")
+
+    def prediction_table(self, key: str, test: Predictions) -> pl.DataFrame:
+        """The test predictions kept beside the row (with each query's retrieval values)."""
+        return prediction_table(test, self.data.task.label_names, key, per_query=self.test_per_query)
 
     def metrics(self, dev: Predictions | None, test: Predictions) -> dict[str, Any]:
         task, splits = self.data.task, self.data.splits

@@ -465,3 +465,16 @@ def test_feature_build_with_decode_workers_gives_the_encoders_own_outputs(tmp_pa
     assert torch.equal(built[1]["cached_pooled"], expected)
     for name, tensor in built[1].items():
         assert torch.equal(built[2][name], tensor), name
+
+
+def test_a_trial_reads_each_feature_table_from_disk_once(tmp_path):
+    """Dev features serve an evaluation after every epoch: the second request is served from the
+    table already read, not a second checksummed read."""
+    store = CacheStore(tmp_path)
+    enc = _encoder()
+    inputs = TrialInputs(store, "d", torch.device("cpu"), batch_size=4)
+    first = inputs.features("text", enc, RECORDS, with_sequence=True)
+    again = inputs.features("text", enc, RECORDS, with_sequence=True)
+    assert again is first and (store.misses, store.hits) == (1, 0)
+    later = TrialInputs(store, "d", torch.device("cpu"), batch_size=4).features("text", enc, RECORDS, with_sequence=True)
+    assert store.hits == 1 and torch.equal(later(RECORDS)["cached_sequence"], first(RECORDS)["cached_sequence"])

@@ -33,13 +33,24 @@ def test_loader_pins_memory_only_for_cuda_and_sizes_workers_to_cpus():
     assert loader_settings(torch.device("cpu"), 4, 2)["workers"] == 2
 
 
-def test_threads_match_the_cpus_given():
+def test_threads_match_the_cpus_given(monkeypatch):
+    import numpy  # noqa: F401  (its BLAS pool is loaded before the limit, as in a trial)
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    from bench.trial.device import THREAD_ENV
+
+    for name in THREAD_ENV:  # set by set_threads; put back as they were after the test
+        monkeypatch.delenv(name, raising=False)
+
     before = torch.get_num_threads()
-    try:
-        assert set_threads(1.0) == 1 and torch.get_num_threads() == 1
-        assert set_threads(0.5) == 1  # a fractional share still gets one thread
-    finally:
-        torch.set_num_threads(before)
+    with threadpool_limits(limits=None):  # restores every pool's size afterwards
+        try:
+            assert set_threads(1.0) == 1 and torch.get_num_threads() == 1
+            assert set_threads(0.5) == 1  # a fractional share still gets one thread
+            pools = threadpool_info()
+            assert pools and all(pool["num_threads"] == 1 for pool in pools), pools  # numpy's BLAS too
+        finally:
+            torch.set_num_threads(before)
 
 
 def test_autocast_bf16_on_cpu_and_fp16_falls_back_to_bf16():

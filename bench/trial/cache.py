@@ -75,7 +75,14 @@ class TensorTable:
 
     def __call__(self, records: list[dict]) -> dict[str, torch.Tensor]:
         """The batch's rows; tensors stored in half precision come back as float32."""
-        rows = torch.tensor([self.index[r["item_id"]] for r in records], dtype=torch.long)
+        return self.take(self.rows_of(records))
+
+    def rows_of(self, records: list[dict]) -> torch.Tensor:
+        """The table row of each record (by item id)."""
+        return torch.tensor([self.index[r["item_id"]] for r in records], dtype=torch.long)
+
+    def take(self, rows: torch.Tensor) -> dict[str, torch.Tensor]:
+        """These rows of every tensor (half precision upcast, token axes trimmed to the longest)."""
         out = {k: _upcast(v.index_select(0, rows)) for k, v in self.tensors.items()}
         if self.lengths is not None and len(rows):
             longest = max(1, int(self.lengths.index_select(0, rows).max()))

@@ -22,11 +22,21 @@ def choose_device(requested: str, gpus: float) -> torch.device:
     return torch.device("cuda") if has_cuda and gpus > 0 else torch.device("cpu")
 
 
+THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
 def set_threads(cpus: float) -> int:
-    """Match torch's intra-op threads to the CPUs the scheduler gave this trial."""
+    """Match every compute thread pool to the CPUs the scheduler gave this trial: torch's intra-op
+    threads, and the BLAS / OpenMP pools numpy, scipy and scikit-learn bring (metrics run there
+    after every epoch; left at one thread per core they would spill onto a neighbour's CPU).
+    Pools loaded later start from the environment variables set here."""
+    from threadpoolctl import threadpool_limits
+
     n = max(1, int(cpus))
     torch.set_num_threads(n)
-    os.environ["OMP_NUM_THREADS"] = str(n)
+    for name in THREAD_ENV:
+        os.environ[name] = str(n)
+    threadpool_limits(limits=n)
     return n
 
 

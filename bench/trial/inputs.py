@@ -62,6 +62,8 @@ class TrialInputs:
     seconds: float = 0.0
     cpus: float = 1.0  # the trial's CPU share: decode workers for a feature build beside the forward pass
     _weights: dict[int, str] = field(default_factory=dict)
+    # feature tables read in this trial: dev features serve an evaluation after every epoch
+    _features: dict[tuple[str, bool], TensorTable] = field(default_factory=dict)
     _depth: int = 0  # features() builds an inputs table inside its own: time only the outer call
 
     def _table(self, key: str, records: list[dict], compute_batch: Callable[[list[dict]], dict],
@@ -125,6 +127,8 @@ class TrialInputs:
         key = cache_key(kind="features", layout=FEATURES_LAYOUT, dataset=self.dataset_fingerprint,
                         modality=modality, encoder=type(encoder).__qualname__, weights=self._weights[id(encoder)],
                         preprocess=encoder.preprocess_fingerprint(), items=items_digest(records), amp=self.amp)
+        if (key, with_sequence) in self._features:
+            return self._features[key, with_sequence]
         source = None
 
         @torch.no_grad()
@@ -149,7 +153,8 @@ class TrialInputs:
 
         select = None if with_sequence else (lambda name: name not in SEQUENCE_KEYS)
         try:
-            return self._table(key, records, encode, finish, select)
+            table = self._features[key, with_sequence] = self._table(key, records, encode, finish, select)
+            return table
         finally:
             if isinstance(source, PrefetchedPreprocess):
                 source.close()

@@ -15,6 +15,7 @@ import copy
 import json
 import math
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -25,7 +26,7 @@ def load() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
 
-def plain_train(fusion, tables: dict, labels, stage, seed: int) -> tuple[float, int]:
+def plain_train(fusion, tables: dict, labels, stage, seed: int) -> tuple[float, int, int]:
     """A hand-written loop: shuffled index batches, rows taken from the cached tensors, the fusion
     forward, cross-entropy on every logits head, AdamW with the stage's lr, schedule and clipping."""
     import torch
@@ -43,7 +44,7 @@ def plain_train(fusion, tables: dict, labels, stage, seed: int) -> tuple[float, 
     total = max(1, math.ceil(stage.epochs * steps_per_epoch))
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(stage.schedule, total))
     generator = torch.Generator().manual_seed(seed)
-    step = 0
+    step = samples = 0
     start = time.perf_counter()
     while step < total:
         order = torch.randperm(n, generator=generator)
@@ -69,13 +70,18 @@ def plain_train(fusion, tables: dict, labels, stage, seed: int) -> tuple[float, 
             optimizer.step()
             schedule.step()
             step += 1
+            samples += len(rows)
             if step >= total:
                 break
-    return time.perf_counter() - start, step
+    return time.perf_counter() - start, step, samples
 
 
 def warm_trials(plan: dict) -> dict:
-    """plan: suite (path), cache (folder with warm features), fusions, cpus, repeats."""
+    """plan: suite (path), cache (folder with warm features), fusions, cpus, repeats, min_seconds.
+
+    Each fusion's pair (harness, then plain) runs ``repeats`` times, and more (up to 30) until
+    the harness side has trained ``min_seconds`` in all: a sub-second trial is timed many times,
+    since another process taking the core for a moment moves one timing by tens of percent."""
     import torch
 
     from bench.trial.device import set_threads
@@ -99,7 +105,9 @@ def warm_trials(plan: dict) -> dict:
         if len(cfg.stages) != 1 or stage.objectives[0].name != "cross_entropy" or len(stage.objectives) != 1:
             raise SystemExit(f"{fusion_name}: the plain loop only mirrors one cross_entropy stage")
         timings = {"harness_train_s": [], "plain_train_s": [], "load": [load()]}
-        for _ in range(plan["repeats"]):  # harness then plain, back to back, same process state
+        while len(timings["harness_train_s"]) < plan["repeats"] or (
+                sum(timings["harness_train_s"]) < plan.get("min_seconds", 0) and len(timings["harness_train_s"]) < 30):
+            # harness then plain, back to back, same process state
             seed_everything(cfg.seed)
             data = prepare_data(cfg, ctx)
             run = TrialRun(cfg, ctx, data)
@@ -120,12 +128,18 @@ def warm_trials(plan: dict) -> dict:
             labels = torch.tensor([r["label"] for r in records], dtype=torch.long)
             fusion.load_state_dict(initial)
             seed_everything(cfg.seed)
-            seconds, steps = plain_train(fusion, tables, labels, stage, cfg.seed)
+            seconds, steps, samples = plain_train(fusion, tables, labels, stage, cfg.seed)
+            if samples != run.train_samples:
+                raise SystemExit(f"{fusion_name}: the harness trained {run.train_samples} samples, the plain loop "
+                                 f"{samples} (early stopping? set selection.patience above the epochs)")
             timings["plain_train_s"].append(round(seconds, 3))
             timings["load"].append(load())
             timings["steps"] = steps
         harness, plain = min(timings["harness_train_s"]), min(timings["plain_train_s"])
-        out["per_fusion"][fusion_name] = {"ratio": round(harness / plain, 3), **timings,
+        out["per_fusion"][fusion_name] = {"ratio": round(harness / plain, 3),
+                                          "median_ratio": round(statistics.median(timings["harness_train_s"])
+                                                                / statistics.median(timings["plain_train_s"]), 3),
+                                          "repeats": len(timings["harness_train_s"]), **timings,
                                           "n_train": len(records), "batch_size": stage.batch_size,
                                           "epochs": stage.epochs}
     return out

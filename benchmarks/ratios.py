@@ -59,7 +59,7 @@ SIZES = {
     "full": {"overhead": {"n_products": 1000, "epochs": 10, "text": "minilm_shaped"},
              "cache": {"n_products": 1700, "image_size": 224, "img_size": 224, "epochs": 4, "text": "minilm",
                        "seeds": [0, 1, 2], "max_concurrent": 2},
-             "warm": {"repeats": 2, "cpus": 1},
+             "warm": {"repeats": 2, "cpus": 1, "min_seconds": 6},
              "features": {"n": 3000, "cpus": 1},
              "parallel": {"n_products": 500, "epochs": 12, "text": "minilm_shaped"},
              "leaderboard": {"rows": 10_000, "repeats": 7, "big_rows": 1_000_000},
@@ -67,7 +67,7 @@ SIZES = {
     "quick": {"overhead": {"n_products": 60, "epochs": 2, "text": "tiny"},
               "cache": {"n_products": 60, "image_size": 48, "img_size": 32, "epochs": 1, "text": "tiny",
                         "seeds": [0, 1], "max_concurrent": 2},
-              "warm": {"repeats": 1, "cpus": 1},
+              "warm": {"repeats": 1, "cpus": 1, "min_seconds": 0},
               "features": {"n": 64, "cpus": 1},
               "parallel": {"n_products": 60, "epochs": 2, "text": "tiny"},
               "leaderboard": {"rows": 2_000, "repeats": 3, "big_rows": 20_000},
@@ -395,7 +395,8 @@ def measure_warm(tmp: Path, size: dict, state: dict) -> dict:
     log("warm_trial_ratio: harness training vs plain loop on cached features, per fusion")
     fusions = yaml.safe_load(Path(state["suite"]).read_text())["matrix"]["fusion"]
     result = child("warm_trials", {"suite": str(state["suite"]), "cache": str(state["cache"]), "fusions": fusions,
-                                   "cpus": size["cpus"], "repeats": size["repeats"]})
+                                   "cpus": size["cpus"], "repeats": size["repeats"],
+                                   "min_seconds": size["min_seconds"]})
     worst = max(result["per_fusion"].values(), key=lambda f: f["ratio"])
     out = {"worst_fusion": judge("warm_trial_ratio", worst["ratio"]),
            "per_fusion": {name: f["ratio"] for name, f in result["per_fusion"].items()},

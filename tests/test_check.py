@@ -11,7 +11,7 @@ import yaml
 from bench.reporting.check import (Baseline, MetricStats, build_baseline, compare, dump_baseline, parse_tolerances,
                          read_baseline, render_report)
 from bench.errors import BenchError
-from conftest import invoke_bench, run_bench
+from conftest import invoke_bench
 
 ROOT = Path(__file__).resolve().parents[1]
 CI_SUITE = ROOT / "suites" / "ci" / "fusion_small.yaml"
@@ -149,10 +149,11 @@ def test_committed_baseline_matches_the_ci_suite():
 # ---- the real command, real Ray runs -----------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def ci_check(tmp_path_factory):
-    """`bench check` of the CI suite against its committed baseline (one Ray run for the module)."""
+def ci_check(tmp_path_factory, ray_session):
+    """`bench check` of the CI suite against its committed baseline (one run for the module, in this
+    process on the shared Ray session; `bench run` in a fresh process is covered by test_runner)."""
     run_dir = tmp_path_factory.mktemp("ci") / "run"
-    proc = run_bench("check", CI_SUITE, "--baseline", CI_BASELINE, "--run-dir", run_dir, "--quiet")
+    proc = invoke_bench("check", CI_SUITE, "--baseline", CI_BASELINE, "--run-dir", run_dir, "--quiet")
     return proc, run_dir
 
 

@@ -54,6 +54,9 @@ SPECS = [
     (["a", "b"], [["  padded  ", "x"], ["wide 日本語", "≈best p=0.040"], ["†1", "0.1–0.2"]]),
     (["h"], [["two\nlines"]]),  # not on the fast path: tabulate itself
     (["only"], [[""]]),
+    ([" spaced header ", "b"], [[" x ", "y"]]),  # tabulate strips the cells, not the headers
+    (["mean", "wide"], [["0.5 ± 0.1", "e\u0301"], ["0.25 ± 0.125", "👍🏽 \U0001F1EF\U0001F1F5"]]),  # combining, emoji, flag
+    (["a"], [["\x1b[31mred\x1b[0m"]]),  # colour codes: tabulate itself
 ])
 def test_markdown_writer_equals_tabulate(headers, body):
     assert github_table(headers, body) == tabulate(body, headers=headers, tablefmt="github", disable_numparse=True)

@@ -220,7 +220,28 @@ def placeholder_note(table: pl.DataFrame) -> list[str]:
             f"{PLACEHOLDERS}_<split>)."]
 
 
-def display_rows(table: pl.DataFrame, spec: LeaderboardSpec) -> tuple[list[str], list[list[str]]]:
+def _fmt_column(table: pl.DataFrame, column: str, std: str | None = None, digits: int = 3) -> list[str]:
+    """``_fmt`` of every value of a column (with its std column, if the table has it), a column at a
+    time: for float columns one comprehension with the same text, else ``_fmt`` per value."""
+    values = table[column].to_list()
+    stds = table[std].to_list() if std in table.columns else None
+    floats = table[column].dtype.is_float() and (stds is None or table[std].dtype.is_float())
+    if not floats:
+        return list(map(_fmt, values, stds or [None] * len(values), [digits] * len(values)))
+    if stds is None:
+        return ["-" if v is None or v != v else f"{v:.{digits}f}" for v in values]
+    return ["-" if v is None or v != v else f"{v:.{digits}f} ± {s:.{digits}f}" if s is not None and s == s
+            else f"{v:.{digits}f}" for v, s in zip(values, stds)]
+
+
+def _count_column(table: pl.DataFrame, column: str) -> list[str]:
+    """A count as text, 0 where the table has no value (or no such column)."""
+    values = table[column].to_list() if column in table.columns else [None] * table.height
+    return [str(v or 0) for v in values]
+
+
+def display_columns(table: pl.DataFrame, spec: LeaderboardSpec) -> tuple[list[str], list[list[str]]]:
+    """The leaderboard's headers and its cells as text, one list per column."""
     group_by = [g for g in spec.group_by if g in table.columns] or ["trial_key"]
     metrics = [c for c in table.columns if c in set(spec.metrics or QUALITY)]
     cost = [c for c in COST if c in table.columns]
@@ -234,19 +255,26 @@ def display_rows(table: pl.DataFrame, spec: LeaderboardSpec) -> tuple[list[str],
     stopped = ["stopped"] if "stopped" in table.columns and (table["stopped"].fill_null(0) > 0).any() else []
     headers = ["rank", *group_by, *chosen, *shown, *[f"{m} 95% CI" for m in cis], *mark, *refs, *cost, "n",
                "failed", *stopped]
-    body = []
-    for r in table.iter_rows(named=True):
-        line = [f"{r['rank']}{PLACEHOLDER_MARK if r.get(PLACEHOLDERS) else ''}", *[str(r[g]) for g in group_by], *[_fmt(r.get(c)) for c in chosen]]
-        line += [_fmt(r.get(c)) if c.startswith("ref_") else _fmt(r.get(c), r.get(f"{c}_std")) for c in shown]
-        line += [_fmt_interval(r.get(f"{m}_ci_low"), r.get(f"{m}_ci_high")) for m in cis]
-        line += [_fmt_mark(r.get("near_best"), r.get("best_p"))] if mark else []
-        line += [_fmt(r.get(c)) for c in refs]
-        line += [_fmt(r.get(c), digits=1) if c != "n_params" else f"{int(r[c]):,}" if r.get(c) is not None else "-"
-                 for c in cost]
-        line += [str(r.get("n") or 0), str(r.get("failed") or 0)] + [str(r.get("stopped") or 0) for _ in stopped]
-        body.append(line)
+    column = lambda name: table[name].to_list() if name in table.columns else [None] * table.height  # noqa: E731
+    marks = [PLACEHOLDER_MARK if p else "" for p in column(PLACEHOLDERS)]
+    columns = [[f"{r}{m}" for r, m in zip(column("rank"), marks)], *[list(map(str, column(g))) for g in group_by]]
+    columns += [_fmt_column(table, c) for c in chosen]
+    columns += [_fmt_column(table, c) if c.startswith("ref_") else _fmt_column(table, c, f"{c}_std") for c in shown]
+    columns += [list(map(_fmt_interval, column(f"{m}_ci_low"), column(f"{m}_ci_high"))) for m in cis]
+    columns += [list(map(_fmt_mark, column("near_best"), column("best_p")))] if mark else []
+    columns += [_fmt_column(table, c) for c in refs]
+    columns += [_fmt_column(table, c, digits=1) if c != "n_params"
+                else [f"{int(v):,}" if v is not None else "-" for v in column(c)] for c in cost]
+    columns += [_count_column(table, "n"), _count_column(table, "failed")]
+    columns += [_count_column(table, "stopped") for _ in stopped]
     headers = [h if not h.startswith("ref_") else f"{h[4:]} {REFERENCE}" for h in headers]
-    return headers, body
+    return headers, columns
+
+
+def display_rows(table: pl.DataFrame, spec: LeaderboardSpec) -> tuple[list[str], list[list[str]]]:
+    """The leaderboard's headers and its cells as text, one list per row."""
+    headers, columns = display_columns(table, spec)
+    return headers, [list(row) for row in zip(*columns)]
 
 
 def pivot_table(rows: pl.DataFrame, pivot: dict) -> tuple[list[str], list[list[str]]]:

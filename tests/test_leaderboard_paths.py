@@ -148,3 +148,15 @@ def test_rows_without_a_trial_key_still_make_a_leaderboard():
     board = render_markdown(rows, LeaderboardSpec(group_by=["fusion"]))
     assert "boom" in board and "more" not in board
     assert failed_table(rows, LeaderboardSpec(group_by=["fusion"])).row(0) == ("(no trial_key)", "fusion=c seed=None", "boom")
+
+
+def test_groups_tied_on_the_sort_metric_come_in_the_order_of_their_group_values(tmp_path):
+    """Ties (equal means, or no ok row at all) no longer take polars' hash order: eager and lazy agree."""
+    names = ["k", "c", "j", "a", "h", "d", "i", "b", "g", "f", "e"]
+    rows = pl.DataFrame({"fusion": names, "status": ["ok"] * 3 + ["failed"] * 8,
+                         "accuracy": [0.5, 0.5, 0.7] + [None] * 8})
+    spec = LeaderboardSpec(group_by=["fusion"], metrics=["accuracy"])
+    expected = ["j", "c", "k", "a", "b", "d", "e", "f", "g", "h", "i"]
+    assert leaderboard_table(rows, spec)["fusion"].to_list() == expected
+    rows.write_parquet(tmp_path / "trials.parquet")
+    assert leaderboard_table(pl.scan_parquet(tmp_path / "trials.parquet"), spec)["fusion"].to_list() == expected

@@ -39,15 +39,27 @@ class LeaderboardSpec:
     select_mode: str = "max"
 
 
-def _collected(frame: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
-    """A lazy query run (streaming: memory follows the result, not the rows); a DataFrame as it is."""
-    return frame.collect(engine="streaming") if isinstance(frame, pl.LazyFrame) else frame
+def _run(query: pl.LazyFrame, streaming: bool) -> pl.DataFrame:
+    """A query over the rows, run once: streamed when the rows are a lazy scan (memory follows the
+    result, not the rows), in memory when they were read already (only the columns it uses are touched)."""
+    return query.collect(engine="streaming") if streaming else query.collect()
 
 
-def select_on_dev(rows: pl.DataFrame | pl.LazyFrame, spec: LeaderboardSpec, group_by: list[str]):
+def _grouped(frame: pl.LazyFrame, keys: list[str], aggs: list[pl.Expr], streaming: bool) -> pl.DataFrame:
+    """``frame.group_by(keys).agg(aggs)``, run once. Streamed over a lazy scan; for rows in memory, the
+    columns it reads are computed first and polars' eager group-by runs on them (quicker on a few
+    thousand rows, and the same sums as on a DataFrame)."""
+    if streaming:
+        return frame.group_by(keys).agg(aggs).collect(engine="streaming")
+    used = dict.fromkeys([*keys, *(c for a in aggs for c in a.meta.root_names())])
+    return frame.select(list(used)).collect().group_by(keys).agg(aggs)
+
+
+def select_on_dev(rows: pl.DataFrame | pl.LazyFrame, spec: LeaderboardSpec, group_by: list[str],
+                  streaming: bool | None = None):
     """Keep, per group, the rows of the search configuration whose mean dev metric (over its ok
     rows) is best; the chosen metric value is added as ``selected_<metric>``. A LazyFrame stays lazy
-    (only the per-configuration means are collected)."""
+    (only the per-configuration means are collected, streamed unless ``streaming`` is False)."""
     names = rows.collect_schema().names()
     select = [a for a in spec.select if a in names]
     metric = spec.select_metric
@@ -57,8 +69,9 @@ def select_on_dev(rows: pl.DataFrame | pl.LazyFrame, spec: LeaderboardSpec, grou
         raise BenchError(f"cannot choose configurations on dev: the rows have no column '{metric}'",
                          field="selection.metric", fix="choose a dev metric the trials record (dev_macro_f1, ...)")
     ok = rows.filter((pl.col("status") == "ok") & pl.col(metric).is_not_null() & pl.col(metric).is_not_nan())
-    means = ok.group_by(group_by + select).agg(pl.col(metric).mean().alias(f"selected_{metric}"))
-    means = _collected(means)
+    mean = pl.col(metric).mean().alias(f"selected_{metric}")
+    means = _grouped(ok, group_by + select, [mean], streaming is not False) if isinstance(ok, pl.LazyFrame) \
+        else ok.group_by(group_by + select).agg(mean)
     if means.is_empty():
         return rows
     best = (means.sort(f"selected_{metric}", descending=spec.select_mode == "max", nulls_last=True)
@@ -67,17 +80,6 @@ def select_on_dev(rows: pl.DataFrame | pl.LazyFrame, spec: LeaderboardSpec, grou
     chosen = rows.join(best, on=group_by + select, how="inner", nulls_equal=True)
     unrankable = rows.join(best.select(group_by), on=group_by, how="anti", nulls_equal=True)  # no ok row at all
     return pl.concat([chosen, unrankable], how="diagonal_relaxed")
-
-
-def _present(rows: pl.DataFrame | pl.LazyFrame, names: list[str]) -> list[str]:
-    """The numeric columns among ``names`` with at least one non-null value (one pass over the rows)."""
-    schema = rows.collect_schema()
-    numeric = [m for m in dict.fromkeys(names) if m in schema and schema[m].is_numeric()]
-    if not numeric:
-        return []
-    found = rows.select([pl.col(m).is_not_null().any().alias(m) for m in numeric])
-    found = _collected(found).row(0, named=True)
-    return [m for m in names if found.get(m)]
 
 
 def group_label(values: list) -> str:
@@ -90,41 +92,50 @@ def leaderboard_table(rows: pl.DataFrame | pl.LazyFrame, spec: LeaderboardSpec,
 
     With the stored test predictions it also carries bootstrap intervals and the ``near_best`` mark
     (see bench.reporting.significance). ``rows`` may be a LazyFrame (e.g. ``pl.scan_parquet``): the per-group
-    aggregation then streams, so memory follows the groups and the columns used, not the rows.
+    aggregation then streams, so memory follows the groups and the columns used, not the rows. Either
+    way it is one query: counts, means and spreads of every numeric metric and cost column in one
+    pass; the columns without a value among the ok rows are dropped afterwards. Rows tied on the sort
+    metric keep the order of their group values.
     """
-    streaming = isinstance(rows, pl.LazyFrame)  # a DataFrame stays eager: the same operations as always
-    frame = upgrade_legacy_rows(rows)
+    streaming = isinstance(rows, pl.LazyFrame)
+    frame = rows.lazy()
     names = frame.collect_schema().names()
     group_by = [g for g in spec.group_by if g in names] or ["trial_key"]
     if "status" not in names:
         frame = frame.with_columns(pl.lit("ok").alias("status"))
-    frame = select_on_dev(frame, spec, group_by)
+    # the choice on dev reads axes and dev_ metrics, which the upgrade never changes; upgrading after
+    # it keeps a streamed search bounded (before the choice's join, polars buffered every row)
+    frame = upgrade_legacy_rows(select_on_dev(frame, spec, group_by, streaming))
     schema = frame.collect_schema()
     names = schema.names()
-    ok = frame.filter(pl.col("status") == "ok")
-    present = _present(ok, (spec.metrics or QUALITY) + COST)
-    metrics = [m for m in (spec.metrics or QUALITY) if m in present]
-    cost = [c for c in COST if c in present]
-    aggs = [pl.len().alias("n")]
-    for m in metrics:
-        aggs += [pl.col(m).mean().alias(m), pl.col(m).std().alias(f"{m}_std")]
-    aggs += [pl.col(c).mean().alias(c) for c in cost]
+    numeric = {m for m in (spec.metrics or QUALITY) + COST if m in schema and schema[m].is_numeric()}
+    metrics = [m for m in (spec.metrics or QUALITY) if m in numeric]
+    cost = [c for c in COST if c in numeric]
     chosen = [a for a in spec.select if a in names] + [c for c in names if c.startswith("selected_")]
-    aggs += [pl.col(c).first() for c in chosen]
-    if PLACEHOLDERS in names:
-        aggs.append(pl.col(PLACEHOLDERS).max().alias(PLACEHOLDERS))
-    counts = frame.group_by(group_by).agg((pl.col("status") == "failed").sum().alias("failed"),
-                                          (pl.col("status") == "stopped").sum().alias("stopped"))
-    n_ok = _collected(ok.select(pl.len())).item()
-    empty = pl.DataFrame(schema={g: schema[g] for g in group_by})
-    table = ok.group_by(group_by).agg(aggs) if n_ok else (empty.lazy() if streaming else empty)
-    # nulls_equal: a null axis value (e.g. an option left unset) is a group like any other
-    table = counts.join(table, on=group_by, how="left", nulls_equal=True).with_columns(
-        pl.col("n").fill_null(0) if n_ok else pl.lit(0).alias("n"))
-    table = _collected(table)
+    placeholders = [PLACEHOLDERS] if PLACEHOLDERS in names else []
+    # one group-by: counts over all rows, figures over the ok rows (a null elsewhere, which mean, std
+    # and max skip: the same values as after filtering)
+    ok = pl.col("status") == "ok"
+    aggs = [(pl.col("status") == "failed").sum().alias("failed"), (pl.col("status") == "stopped").sum().alias("stopped"),
+            ok.sum().alias("n")]
+    for m in metrics:
+        aggs += [pl.when(ok).then(pl.col(m)).mean().alias(m), pl.when(ok).then(pl.col(m)).std().alias(f"{m}_std")]
+    aggs += [pl.when(ok).then(pl.col(c)).mean().alias(c) for c in cost]
+    aggs += [pl.col(c).filter(ok).first() for c in chosen]
+    aggs += [pl.when(ok).then(pl.col(c)).max().alias(c) for c in placeholders]
+    table = _grouped(frame, group_by, aggs, streaming)
+    if not table["n"].sum():  # not a single ok row: the counts alone
+        table = table.select(*group_by, "failed", "stopped", pl.lit(0).alias("n"))
+        metrics = []
+    else:  # a mean is null in every group only where no ok row has a value: such columns are left out
+        absent = [m for m in metrics + cost if table[m].null_count() == table.height]
+        table = table.drop(*absent, *[f"{m}_std" for m in absent if m in metrics])
+        metrics = [m for m in metrics if m not in absent]
     sort = spec.sort if spec.sort in table.columns else (metrics[0] if metrics else None)
     if sort:
-        table = table.sort(sort, descending=sort not in LOWER_IS_BETTER, nulls_last=True)
+        ties = [g for g in group_by if g != sort]
+        table = table.sort([sort, *ties], descending=[sort not in LOWER_IS_BETTER] + [False] * len(ties),
+                           nulls_last=True, maintain_order=True)
     table = table.with_row_index("rank", offset=1)
     if spec.reference:
         labels = [group_label(r) for r in table.select(group_by).iter_rows()]
@@ -132,7 +143,7 @@ def leaderboard_table(rows: pl.DataFrame | pl.LazyFrame, spec: LeaderboardSpec,
             table = table.with_columns(pl.Series(f"ref_{m}", [spec.reference.get(l, {}).get(m) for l in labels],
                                                  dtype=pl.Float64))
     if predictions is not None and table.height and "n" in table.columns:
-        table = _with_significance(table, _collected(frame), predictions, group_by, metrics, sort)
+        table = _with_significance(table, _run(frame, streaming), predictions, group_by, metrics, sort)
     return table
 
 
@@ -228,10 +239,12 @@ def _fmt_column(table: pl.DataFrame, column: str, std: str | None = None, digits
     floats = table[column].dtype.is_float() and (stds is None or table[std].dtype.is_float())
     if not floats:
         return list(map(_fmt, values, stds or [None] * len(values), [digits] * len(values)))
+    one = f"%.{digits}f"  # printf style: the text of f"{v:.{digits}f}", without building the spec per value
     if stds is None:
-        return ["-" if v is None or v != v else f"{v:.{digits}f}" for v in values]
-    return ["-" if v is None or v != v else f"{v:.{digits}f} ± {s:.{digits}f}" if s is not None and s == s
-            else f"{v:.{digits}f}" for v, s in zip(values, stds)]
+        return ["-" if v is None or v != v else one % v for v in values]
+    both = f"{one} ± {one}"
+    return ["-" if v is None or v != v else both % (v, s) if s is not None and s == s else one % v
+            for v, s in zip(values, stds)]
 
 
 def _count_column(table: pl.DataFrame, column: str) -> list[str]:
@@ -252,7 +265,7 @@ def display_columns(table: pl.DataFrame, spec: LeaderboardSpec) -> tuple[list[st
     cis = [m for m in metrics if f"{m}_ci_low" in table.columns]
     mark = [NEAR_BEST] if "near_best" in table.columns else []
     chosen = [a for a in spec.select if a in table.columns] + [c for c in table.columns if c.startswith("selected_")]
-    stopped = ["stopped"] if "stopped" in table.columns and (table["stopped"].fill_null(0) > 0).any() else []
+    stopped = ["stopped"] if "stopped" in table.columns and (table["stopped"].max() or 0) > 0 else []
     headers = ["rank", *group_by, *chosen, *shown, *[f"{m} 95% CI" for m in cis], *mark, *refs, *cost, "n",
                "failed", *stopped]
     column = lambda name: table[name].to_list() if name in table.columns else [None] * table.height  # noqa: E731
@@ -277,22 +290,42 @@ def display_rows(table: pl.DataFrame, spec: LeaderboardSpec) -> tuple[list[str],
     return headers, [list(row) for row in zip(*columns)]
 
 
-def pivot_table(rows: pl.DataFrame, pivot: dict) -> tuple[list[str], list[list[str]]]:
-    """rows = one axis, columns = another, cells = mean ± std of one metric (the paper's layout)."""
-    r, c, v = pivot["rows"], pivot["columns"], pivot.get("value", "accuracy")
-    names = rows.collect_schema().names()
-    ok = rows.filter(pl.col("status") == "ok") if "status" in names else rows
-    if not {r, c, v} <= set(names):
-        return [], []
-    agg = ok.group_by([r, c]).agg(pl.col(v).mean().alias("m"), pl.col(v).std().alias("s"))
-    agg = _collected(agg)
+def pivot_tables(rows: pl.DataFrame | pl.LazyFrame, pivot: dict) -> list[tuple[str, list[str], list[list[str]]]]:
+    """(value, headers, body) for the pivot's ``value`` and each of its ``extra_values``: rows = one
+    axis, columns = another, cells = mean ± std of the value over the ok rows (the paper's layout).
+    One aggregation serves every value; a value the rows lack gets empty headers and body."""
+    r, c = pivot["rows"], pivot["columns"]
+    values = [pivot.get("value", "accuracy"), *pivot.get("extra_values", [])]
+    frame = rows.lazy()
+    names = frame.collect_schema().names()
+    shown = [v for v in dict.fromkeys(values) if {r, c, v} <= set(names)]
+    if not shown:
+        return [(v, [], []) for v in values]
+    ok = frame.filter(pl.col("status") == "ok") if "status" in names else frame
+    aggs = [e for i, v in enumerate(shown)
+            for e in (pl.col(v).mean().alias(f"__mean_{i}"), pl.col(v).std().alias(f"__std_{i}"))]
+    agg = _grouped(ok, [r, c], aggs, isinstance(rows, pl.LazyFrame))
     if agg.is_empty():
-        return [], []
+        return [(v, [], []) for v in values]
     cols = sorted(agg[c].unique().to_list(), key=lambda x: (isinstance(x, str), x))
     row_keys = sorted(agg[r].unique().to_list(), key=str)
-    cells = {(a, b): (m, s) for a, b, m, s in agg.select(r, c, "m", "s").iter_rows()}
-    body = [[str(a)] + [_fmt(*cells[(a, b)]) if (a, b) in cells else "-" for b in cols] for a in row_keys]
-    return [f"{r} \\ {c} ({v})", *[str(b) for b in cols]], body
+    keys = list(zip(agg[r].to_list(), agg[c].to_list()))
+    out = []
+    for v in values:
+        if v not in shown:
+            out.append((v, [], []))
+            continue
+        i = shown.index(v)
+        cells = dict(zip(keys, zip(agg[f"__mean_{i}"].to_list(), agg[f"__std_{i}"].to_list())))
+        body = [[str(a)] + [_fmt(*cells[(a, b)]) if (a, b) in cells else "-" for b in cols] for a in row_keys]
+        out.append((v, [f"{r} \\ {c} ({v})", *[str(b) for b in cols]], body))
+    return out
+
+
+def pivot_table(rows: pl.DataFrame | pl.LazyFrame, pivot: dict) -> tuple[list[str], list[list[str]]]:
+    """The pivot of ``pivot["value"]`` alone (see ``pivot_tables``)."""
+    _, headers, body = pivot_tables(rows, {**pivot, "extra_values": []})[0]
+    return headers, body
 
 
 def render_markdown(rows: pl.DataFrame, spec: LeaderboardSpec, predictions: pl.DataFrame | None = None) -> str:
@@ -305,8 +338,7 @@ def render_markdown(rows: pl.DataFrame, spec: LeaderboardSpec, predictions: pl.D
     out += reference_note(spec)
     out += placeholder_note(table)
     if spec.pivot:
-        for value in [spec.pivot.get("value", "accuracy"), *spec.pivot.get("extra_values", [])]:
-            p_headers, p_body = pivot_table(rows, {**spec.pivot, "value": value})
+        for value, p_headers, p_body in pivot_tables(rows, spec.pivot):
             if p_body:
                 out += ["", f"## {value} by {spec.pivot['rows']} and {spec.pivot['columns']}", "",
                         github_table(p_headers, p_body)]
@@ -319,8 +351,12 @@ def render_markdown(rows: pl.DataFrame, spec: LeaderboardSpec, predictions: pl.D
 
 
 def _as_python_str(column: str, frame: pl.DataFrame) -> pl.Expr:
-    """The column as Python's ``str()`` of each value writes it (None for nulls): mapped over the
-    distinct values, so a float or bool reads as in Python, not as polars would cast it."""
+    """The column as Python's ``str()`` of each value writes it (None for nulls): text and integers
+    as they are, other types mapped over the distinct values, so a float or bool reads as in Python,
+    not as polars would cast it."""
+    dtype = frame.schema[column]
+    if dtype == pl.String or dtype.is_integer():
+        return pl.col(column).cast(pl.String).fill_null("None")
     values = frame[column].drop_nulls().unique().to_list()
     return (pl.col(column).replace_strict(values, [str(v) for v in values], return_dtype=pl.String)
             .fill_null("None"))
@@ -341,8 +377,7 @@ def failed_table(rows: pl.DataFrame | pl.LazyFrame, spec: LeaderboardSpec) -> pl
     wanted = list(dict.fromkeys([c for c in ("trial_key", *labels, "seed", "error") if c in names]))
     if "status" not in names:
         return pl.DataFrame(schema={"trial_key": pl.String, "labels": pl.String, "first_line": pl.String})
-    failed = rows.filter(pl.col("status") == "failed").select(wanted)
-    failed = _collected(failed)
+    failed = _run(rows.lazy().filter(pl.col("status") == "failed").select(wanted), isinstance(rows, pl.LazyFrame))
     parts = [] if labels else [pl.lit(" ")]  # "a=x b=y seed=0", or " seed=0" without labels
     for g in labels:
         parts += [pl.lit(f"{g}="), _as_python_str(g, failed), pl.lit(" ")]
@@ -378,8 +413,7 @@ def render_html(rows: pl.DataFrame, spec: LeaderboardSpec, images: dict[str, str
              tabulate(body, headers=headers, tablefmt="html", disable_numparse=True),
              *[f"<p>{html_lib.escape(n)}</p>" for n in notes]]
     if spec.pivot:
-        for value in [spec.pivot.get("value", "accuracy"), *spec.pivot.get("extra_values", [])]:
-            p_headers, p_body = pivot_table(rows, {**spec.pivot, "value": value})
+        for value, p_headers, p_body in pivot_tables(rows, spec.pivot):
             if p_body:
                 parts += [f"<h2>{html_lib.escape(value)} by {html_lib.escape(spec.pivot['rows'])} and "
                           f"{html_lib.escape(spec.pivot['columns'])}</h2>",

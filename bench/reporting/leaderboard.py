@@ -113,17 +113,18 @@ def leaderboard_table(rows: pl.DataFrame | pl.LazyFrame, spec: LeaderboardSpec,
     cost = [c for c in COST if c in numeric]
     chosen = [a for a in spec.select if a in names] + [c for c in names if c.startswith("selected_")]
     placeholders = [PLACEHOLDERS] if PLACEHOLDERS in names else []
-    # one group-by: counts over all rows, figures over the ok rows (a null elsewhere, which mean, std
-    # and max skip: the same values as after filtering)
+    # one group-by: counts over all rows, figures over the ok rows (masked to null elsewhere, which
+    # mean, std and max skip: the same values as after filtering)
     ok = pl.col("status") == "ok"
+    masked = frame.with_columns(pl.when(ok).then(pl.col(c)).alias(c) for c in dict.fromkeys(metrics + cost + placeholders))
     aggs = [(pl.col("status") == "failed").sum().alias("failed"), (pl.col("status") == "stopped").sum().alias("stopped"),
             ok.sum().alias("n")]
     for m in metrics:
-        aggs += [pl.when(ok).then(pl.col(m)).mean().alias(m), pl.when(ok).then(pl.col(m)).std().alias(f"{m}_std")]
-    aggs += [pl.when(ok).then(pl.col(c)).mean().alias(c) for c in cost]
+        aggs += [pl.col(m).mean(), pl.col(m).std().alias(f"{m}_std")]
+    aggs += [pl.col(c).mean() for c in cost]
     aggs += [pl.col(c).filter(ok).first() for c in chosen]
-    aggs += [pl.when(ok).then(pl.col(c)).max().alias(c) for c in placeholders]
-    table = _grouped(frame, group_by, aggs, streaming)
+    aggs += [pl.col(c).max() for c in placeholders]
+    table = _grouped(masked, group_by, aggs, streaming)
     if not table["n"].sum():  # not a single ok row: the counts alone
         table = table.select(*group_by, "failed", "stopped", pl.lit(0).alias("n"))
         metrics = []

@@ -124,18 +124,37 @@ def test_failed_list_equals_a_per_row_loop(tmp_path, spec):
     assert failed_trials(rows.drop("seed"), no_axes)[0][1] == " seed=None"
 
 
-def test_bench_leaderboard_without_the_config_column_gives_the_same_text(tmp_path):
+def _legacy_retrieval_rows(n: int = 600, seed: int = 1) -> pl.DataFrame:
+    """_rows plus retrieval columns, some stored the old way (map@10 without mrr@10 or p@10, f1 without
+    f1_all), and placeholder counts."""
+    rng = np.random.default_rng(seed)
+    some = lambda share: pl.Series([None if x < share else float(x) for x in rng.random(n)], dtype=pl.Float64)  # noqa: E731
+    return _rows(n, seed).with_columns(
+        pl.Series("map@10", rng.uniform(0, 1, n)), some(0.5).alias("mrr@10"), some(0.6).alias("p@10"),
+        pl.Series("f1", rng.uniform(0, 1, n)), some(0.5).alias("f1_all"), pl.Series("f1_threshold", rng.uniform(0, 1, n)),
+        pl.Series("n_image_placeholders", rng.choice([0, 0, 3], n)))
+
+
+@pytest.mark.parametrize("rows,board", [
+    (_rows(), {"group_by": ["fusion", "fraction"], "sort": "macro_f1", "metrics": ["accuracy", "macro_f1"]}),
+    (_legacy_retrieval_rows(), {"group_by": ["fusion"], "sort": "p@10", "metrics": ["p@10", "map@10", "f1", "accuracy"],
+                                "pivot": {"rows": "fusion", "columns": "flag", "value": "p@10", "extra_values": ["f1"]}}),
+    (_legacy_retrieval_rows(), {"group_by": ["fusion", "flag"]}),  # every quality metric
+], ids=["classification", "legacy-retrieval", "default-metrics"])
+def test_bench_leaderboard_reads_only_its_columns_and_gives_the_same_text(tmp_path, rows, board):
+    """`bench leaderboard` reads only the columns the tables use (never the config): the text is that
+    of every column, old retrieval rows included (the upgrade of their names sees all it needs)."""
+    from bench.reporting.leaderboard import columns_read
     from bench.reporting.write import leaderboard_for_run
 
-    rows = _rows()
     run = tmp_path / "run"
     run.mkdir()
     rows.write_parquet(run / "trials.parquet")
     suite = {"name": "s", "trial": {"dataset": "synthetic_catalog"}, "matrix": {"fusion": ["late"], "seed": [0]},
-             "leaderboard": {"group_by": ["fusion", "fraction"], "sort": "macro_f1", "metrics": ["accuracy", "macro_f1"]}}
+             "leaderboard": board}
     (run / "suite.yaml").write_text(yaml.safe_dump(suite))
-    spec = LeaderboardSpec(group_by=["fusion", "fraction"], sort="macro_f1", metrics=["accuracy", "macro_f1"],
-                           title=f"Leaderboard: {suite['name']}")
+    spec = LeaderboardSpec(**{k: v for k, v in board.items()}, title=f"Leaderboard: {suite['name']}")
+    assert "config" not in columns_read(spec, rows.columns)
     text = leaderboard_for_run(run, "md")
     assert text.split("\n", 1)[1] == render_markdown(rows, spec).split("\n", 1)[1]  # title aside
     assert leaderboard_for_run(run, "csv") == render_csv(rows, spec)

@@ -10,7 +10,7 @@ from tabulate import tabulate
 
 from bench.errors import BenchError
 from bench.reporting.markdown_table import github_table
-from bench.metrics.retrieval_columns import upgrade_legacy_rows
+from bench.metrics.retrieval_columns import legacy_columns, upgrade_legacy_rows
 
 QUALITY = ["accuracy", "macro_f1", "top5_accuracy", "head_macro_f1", "tail_macro_f1",
            "ndcg@10", "mar@10", "p@10", "map@10", "mrr@10", "recall@1", "f1", "f1_all",
@@ -82,6 +82,19 @@ def select_on_dev(rows: pl.DataFrame | pl.LazyFrame, spec: LeaderboardSpec, grou
     return pl.concat([chosen, unrankable], how="diagonal_relaxed")
 
 
+def columns_read(spec: LeaderboardSpec, names: list[str]) -> list[str]:
+    """The row columns a markdown or CSV leaderboard of ``spec`` reads (table, pivots, failed list,
+    intervals) among the stored ``names``, in their order: `bench leaderboard` reads only these."""
+    pivot = spec.pivot or {}
+    wanted = {"trial_key", "status", "seed", "error", PLACEHOLDERS, *spec.group_by, *spec.select,
+              *(spec.metrics or QUALITY), *COST, spec.sort, spec.select_metric,
+              *([pivot["rows"], pivot["columns"], pivot.get("value", "accuracy"), *pivot.get("extra_values", [])]
+                if pivot else [])}
+    legacy = legacy_columns(names)  # where a metric the upgrade of old rows touches is read, all it reads
+    wanted |= set(legacy) if wanted & set(legacy) else set()
+    return [c for c in names if c in wanted or c.startswith("selected_")]
+
+
 def group_label(values: list) -> str:
     return " / ".join(str(v) for v in values)
 
@@ -130,7 +143,7 @@ def leaderboard_table(rows: pl.DataFrame | pl.LazyFrame, spec: LeaderboardSpec,
         metrics = []
     else:  # a mean is null in every group only where no ok row has a value: such columns are left out
         absent = [m for m in metrics + cost if table[m].null_count() == table.height]
-        table = table.drop(*absent, *[f"{m}_std" for m in absent if m in metrics])
+        table = table.drop(*absent, *[f"{m}_std" for m in absent if m in metrics]) if absent else table
         metrics = [m for m in metrics if m not in absent]
     sort = spec.sort if spec.sort in table.columns else (metrics[0] if metrics else None)
     if sort:
@@ -343,11 +356,9 @@ def render_markdown(rows: pl.DataFrame, spec: LeaderboardSpec, predictions: pl.D
             if p_body:
                 out += ["", f"## {value} by {spec.pivot['rows']} and {spec.pivot['columns']}", "",
                         github_table(p_headers, p_body)]
-    failed = failed_table(rows, spec)
-    if failed.height:
-        out += ["", "## Failed trials", ""]
-        out += failed.select(pl.concat_str([pl.lit("- `"), "trial_key", pl.lit("` "), "labels", pl.lit(": "),
-                                            "first_line"])).to_series().to_list()
+    failed = failed_lines(rows, spec)
+    if failed:
+        out += ["", "## Failed trials", "", *failed]
     return "\n".join(out) + "\n"
 
 
@@ -367,17 +378,13 @@ def _first_line(error: str | None) -> str:
     return (error or "").splitlines()[0] if error else ""
 
 
-def failed_table(rows: pl.DataFrame | pl.LazyFrame, spec: LeaderboardSpec) -> pl.DataFrame:
-    """trial_key, labels (axis labels and seed) and first_line (of the error) of every failed trial.
-
-    Only the failed rows' few columns are collected; labels are built by polars expressions, with
-    Python ``str()`` applied to distinct values only (no per-row Python).
-    """
+def _failed_parts(rows: pl.DataFrame | pl.LazyFrame, spec: LeaderboardSpec) -> tuple[pl.DataFrame, list[pl.Expr]]:
+    """The failed rows' few columns, and the expressions of their key, labels and error's first line."""
     names = rows.collect_schema().names()
     labels = [g for g in spec.group_by if g in names]
     wanted = list(dict.fromkeys([c for c in ("trial_key", *labels, "seed", "error") if c in names]))
     if "status" not in names:
-        return pl.DataFrame(schema={"trial_key": pl.String, "labels": pl.String, "first_line": pl.String})
+        return pl.DataFrame(schema={c: pl.String for c in wanted}), [pl.lit("")] * 3
     failed = _run(rows.lazy().filter(pl.col("status") == "failed").select(wanted), isinstance(rows, pl.LazyFrame))
     parts = [] if labels else [pl.lit(" ")]  # "a=x b=y seed=0", or " seed=0" without labels
     for g in labels:
@@ -390,8 +397,28 @@ def failed_table(rows: pl.DataFrame | pl.LazyFrame, spec: LeaderboardSpec) -> pl
     else:
         first = pl.lit("")
     key = _as_python_str("trial_key", failed) if "trial_key" in names else pl.lit("(no trial_key)")
-    return failed.select(key.alias("trial_key"), pl.concat_str(parts).alias("labels"),
-                         first.alias("first_line"))
+    return failed, [key, pl.concat_str(parts), first]
+
+
+def failed_table(rows: pl.DataFrame | pl.LazyFrame, spec: LeaderboardSpec) -> pl.DataFrame:
+    """trial_key, labels (axis labels and seed) and first_line (of the error) of every failed trial.
+
+    Only the failed rows' few columns are collected; labels are built by polars expressions, with
+    Python ``str()`` applied to distinct values only (no per-row Python).
+    """
+    failed, (key, labels, first) = _failed_parts(rows, spec)
+    if failed.is_empty():  # (literal parts alone would make one row)
+        return pl.DataFrame(schema={"trial_key": pl.String, "labels": pl.String, "first_line": pl.String})
+    return failed.select(key.alias("trial_key"), labels.alias("labels"), first.alias("first_line"))
+
+
+def failed_lines(rows: pl.DataFrame | pl.LazyFrame, spec: LeaderboardSpec) -> list[str]:
+    """The markdown list of failed trials: "- `key` labels: first line of the error" (see failed_table)."""
+    failed, (key, labels, first) = _failed_parts(rows, spec)
+    if failed.is_empty():
+        return []
+    line = pl.concat_str([pl.lit("- `"), key, pl.lit("` "), labels, pl.lit(": "), first])
+    return failed.select(line).to_series().to_list()
 
 
 def failed_trials(rows: pl.DataFrame | pl.LazyFrame, spec: LeaderboardSpec) -> list[tuple[str, str, str]]:

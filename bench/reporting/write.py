@@ -7,9 +7,10 @@ from pathlib import Path
 
 import polars as pl
 
-from bench.reporting.leaderboard import LeaderboardSpec, render_csv, render_html, render_markdown, spec_from_suite
+from bench.reporting.leaderboard import (LeaderboardSpec, columns_read, render_csv, render_html, render_markdown,
+                                          spec_from_suite)
 from bench.paths import atomic_write_text
-from bench.reporting.results import PREDICTIONS, load_run
+from bench.reporting.results import PREDICTIONS, load_run, run_header
 
 HTML_PAGE = "leaderboard.html"
 
@@ -79,13 +80,17 @@ NOT_ON_LEADERBOARD = ("config",)
 
 def leaderboard_for_run(run_dir: str | Path, fmt: str = "md", group_by: list[str] | None = None,
                         sort: str | None = None) -> str:
-    run, rows = load_run(run_dir, skip=NOT_ON_LEADERBOARD)
-    spec = run_leaderboard_spec(run.path, rows, group_by)
-    check_columns(rows, run.path, group_by or [], sort)
+    """`bench leaderboard`: the settings come from the suite copy and the stored column names; the
+    markdown and CSV tables then read only the columns they use, the page every column but the config."""
+    header = run_header(run_dir)
+    spec = run_leaderboard_spec(Path(run_dir), header, group_by)
+    check_columns(header, Path(run_dir), group_by or [], sort)
     if group_by:
         spec = replace(spec, group_by=group_by)
     if sort:
         spec = replace(spec, sort=sort)
+    columns = None if fmt == "html" else columns_read(spec, header.columns)
+    run, rows = load_run(run_dir, skip=NOT_ON_LEADERBOARD, columns=columns)
     predictions = load_predictions(run.path)
     if fmt == "csv":
         return render_csv(rows, spec, predictions)

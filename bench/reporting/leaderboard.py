@@ -39,27 +39,17 @@ class LeaderboardSpec:
     select_mode: str = "max"
 
 
-def _run(query: pl.LazyFrame, streaming: bool) -> pl.DataFrame:
-    """A query over the rows, run once: streamed when the rows are a lazy scan (memory follows the
-    result, not the rows), in memory when they were read already (only the columns it uses are touched)."""
-    return query.collect(engine="streaming") if streaming else query.collect()
+def _collected(frame: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
+    """A lazy query run (streaming: memory follows the result, not the rows); a DataFrame as it is.
+    Rows already in memory stay eager throughout: polars' eager operations skip the query planning
+    that costs more than the work on a few thousand rows."""
+    return frame.collect(engine="streaming") if isinstance(frame, pl.LazyFrame) else frame
 
 
-def _grouped(frame: pl.LazyFrame, keys: list[str], aggs: list[pl.Expr], streaming: bool) -> pl.DataFrame:
-    """``frame.group_by(keys).agg(aggs)``, run once. Streamed over a lazy scan; for rows in memory, the
-    columns it reads are computed first and polars' eager group-by runs on them (quicker on a few
-    thousand rows, and the same sums as on a DataFrame)."""
-    if streaming:
-        return frame.group_by(keys).agg(aggs).collect(engine="streaming")
-    used = dict.fromkeys([*keys, *(c for a in aggs for c in a.meta.root_names())])
-    return frame.select(list(used)).collect().group_by(keys).agg(aggs)
-
-
-def select_on_dev(rows: pl.DataFrame | pl.LazyFrame, spec: LeaderboardSpec, group_by: list[str],
-                  streaming: bool | None = None):
+def select_on_dev(rows: pl.DataFrame | pl.LazyFrame, spec: LeaderboardSpec, group_by: list[str]):
     """Keep, per group, the rows of the search configuration whose mean dev metric (over its ok
     rows) is best; the chosen metric value is added as ``selected_<metric>``. A LazyFrame stays lazy
-    (only the per-configuration means are collected, streamed unless ``streaming`` is False)."""
+    (only the per-configuration means are collected)."""
     names = rows.collect_schema().names()
     select = [a for a in spec.select if a in names]
     metric = spec.select_metric
@@ -69,9 +59,8 @@ def select_on_dev(rows: pl.DataFrame | pl.LazyFrame, spec: LeaderboardSpec, grou
         raise BenchError(f"cannot choose configurations on dev: the rows have no column '{metric}'",
                          field="selection.metric", fix="choose a dev metric the trials record (dev_macro_f1, ...)")
     ok = rows.filter((pl.col("status") == "ok") & pl.col(metric).is_not_null() & pl.col(metric).is_not_nan())
-    mean = pl.col(metric).mean().alias(f"selected_{metric}")
-    means = _grouped(ok, group_by + select, [mean], streaming is not False) if isinstance(ok, pl.LazyFrame) \
-        else ok.group_by(group_by + select).agg(mean)
+    means = ok.group_by(group_by + select).agg(pl.col(metric).mean().alias(f"selected_{metric}"))
+    means = _collected(means)
     if means.is_empty():
         return rows
     best = (means.sort(f"selected_{metric}", descending=spec.select_mode == "max", nulls_last=True)
@@ -110,15 +99,14 @@ def leaderboard_table(rows: pl.DataFrame | pl.LazyFrame, spec: LeaderboardSpec,
     pass; the columns without a value among the ok rows are dropped afterwards. Rows tied on the sort
     metric keep the order of their group values.
     """
-    streaming = isinstance(rows, pl.LazyFrame)
-    frame = rows.lazy()
+    frame = rows
     names = frame.collect_schema().names()
     group_by = [g for g in spec.group_by if g in names] or ["trial_key"]
     if "status" not in names:
         frame = frame.with_columns(pl.lit("ok").alias("status"))
     # the choice on dev reads axes and dev_ metrics, which the upgrade never changes; upgrading after
     # it keeps a streamed search bounded (before the choice's join, polars buffered every row)
-    frame = upgrade_legacy_rows(select_on_dev(frame, spec, group_by, streaming))
+    frame = upgrade_legacy_rows(select_on_dev(frame, spec, group_by))
     schema = frame.collect_schema()
     names = schema.names()
     numeric = {m for m in (spec.metrics or QUALITY) + COST if m in schema and schema[m].is_numeric()}
@@ -129,7 +117,9 @@ def leaderboard_table(rows: pl.DataFrame | pl.LazyFrame, spec: LeaderboardSpec,
     # one group-by: counts over all rows, figures over the ok rows (masked to null elsewhere, which
     # mean, std and max skip: the same values as after filtering)
     ok = pl.col("status") == "ok"
-    masked = frame.with_columns(pl.when(ok).then(pl.col(c)).alias(c) for c in dict.fromkeys(metrics + cost + placeholders))
+    figures = list(dict.fromkeys(metrics + cost + placeholders))
+    masked = frame.select(*group_by, "status", *[pl.when(ok).then(pl.col(c)).alias(c) for c in figures],
+                          *[c for c in chosen if c not in group_by and c not in figures])
     aggs = [(pl.col("status") == "failed").sum().alias("failed"), (pl.col("status") == "stopped").sum().alias("stopped"),
             ok.sum().alias("n")]
     for m in metrics:
@@ -137,7 +127,7 @@ def leaderboard_table(rows: pl.DataFrame | pl.LazyFrame, spec: LeaderboardSpec,
     aggs += [pl.col(c).mean() for c in cost]
     aggs += [pl.col(c).filter(ok).first() for c in chosen]
     aggs += [pl.col(c).max() for c in placeholders]
-    table = _grouped(masked, group_by, aggs, streaming)
+    table = _collected(masked.group_by(group_by).agg(aggs))
     if not table["n"].sum():  # not a single ok row: the counts alone
         table = table.select(*group_by, "failed", "stopped", pl.lit(0).alias("n"))
         metrics = []
@@ -157,7 +147,7 @@ def leaderboard_table(rows: pl.DataFrame | pl.LazyFrame, spec: LeaderboardSpec,
             table = table.with_columns(pl.Series(f"ref_{m}", [spec.reference.get(l, {}).get(m) for l in labels],
                                                  dtype=pl.Float64))
     if predictions is not None and table.height and "n" in table.columns:
-        table = _with_significance(table, _run(frame, streaming), predictions, group_by, metrics, sort)
+        table = _with_significance(table, _collected(frame), predictions, group_by, metrics, sort)
     return table
 
 
@@ -310,15 +300,16 @@ def pivot_tables(rows: pl.DataFrame | pl.LazyFrame, pivot: dict) -> list[tuple[s
     One aggregation serves every value; a value the rows lack gets empty headers and body."""
     r, c = pivot["rows"], pivot["columns"]
     values = [pivot.get("value", "accuracy"), *pivot.get("extra_values", [])]
-    frame = rows.lazy()
-    names = frame.collect_schema().names()
+    names = rows.collect_schema().names()
     shown = [v for v in dict.fromkeys(values) if {r, c, v} <= set(names)]
     if not shown:
         return [(v, [], []) for v in values]
-    ok = frame.filter(pl.col("status") == "ok") if "status" in names else frame
+    status = ["status"] if "status" in names else []
+    used = rows.select(list(dict.fromkeys([r, c, *shown, *status])))  # the filter then copies these alone
+    ok = used.filter(pl.col("status") == "ok") if status else used
     aggs = [e for i, v in enumerate(shown)
             for e in (pl.col(v).mean().alias(f"__mean_{i}"), pl.col(v).std().alias(f"__std_{i}"))]
-    agg = _grouped(ok, [r, c], aggs, isinstance(rows, pl.LazyFrame))
+    agg = _collected(ok.group_by([r, c]).agg(aggs))
     if agg.is_empty():
         return [(v, [], []) for v in values]
     cols = sorted(agg[c].unique().to_list(), key=lambda x: (isinstance(x, str), x))
@@ -385,7 +376,8 @@ def _failed_parts(rows: pl.DataFrame | pl.LazyFrame, spec: LeaderboardSpec) -> t
     wanted = list(dict.fromkeys([c for c in ("trial_key", *labels, "seed", "error") if c in names]))
     if "status" not in names:
         return pl.DataFrame(schema={c: pl.String for c in wanted}), [pl.lit("")] * 3
-    failed = _run(rows.lazy().filter(pl.col("status") == "failed").select(wanted), isinstance(rows, pl.LazyFrame))
+    failed = _collected(rows.select(list(dict.fromkeys([*wanted, "status"]))).filter(pl.col("status") == "failed")
+                        .select(wanted))
     parts = [] if labels else [pl.lit(" ")]  # "a=x b=y seed=0", or " seed=0" without labels
     for g in labels:
         parts += [pl.lit(f"{g}="), _as_python_str(g, failed), pl.lit(" ")]

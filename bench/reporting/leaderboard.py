@@ -357,10 +357,10 @@ def _as_python_str(column: str, frame: pl.DataFrame) -> pl.Expr:
     """The column as Python's ``str()`` of each value writes it (None for nulls): text and integers
     as they are, other types mapped over the distinct values, so a float or bool reads as in Python,
     not as polars would cast it."""
-    dtype = frame.schema[column]
-    if dtype == pl.String or dtype.is_integer():
+    series = frame.get_column(column)
+    if series.dtype == pl.String or series.dtype.is_integer():
         return pl.col(column).cast(pl.String).fill_null("None")
-    values = frame[column].drop_nulls().unique().to_list()
+    values = series.drop_nulls().unique().to_list()
     return (pl.col(column).replace_strict(values, [str(v) for v in values], return_dtype=pl.String)
             .fill_null("None"))
 

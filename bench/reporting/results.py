@@ -178,20 +178,20 @@ def load_run(path: str | Path, skip: tuple[str, ...] = (), columns: list[str] | 
     return run, rows
 
 
-def run_header(path: str | Path) -> pl.DataFrame:
-    """The stored rows' columns and types as an empty frame: trials.parquet's footer alone (or the
-    row files, if it is missing), so a reader can choose its columns before it reads any rows."""
+def run_header(path: str | Path) -> pl.Schema:
+    """The stored rows' columns and types: trials.parquet's footer alone (or the row files, if it is
+    missing), so a reader can choose its columns before it reads any rows."""
     run = _run_folder(path)
     trials = run.path / TRIALS
     if trials.exists():
         try:
-            return pl.scan_parquet(trials).head(0).collect()
+            return pl.Schema(pl.read_parquet_schema(trials))
         except Exception as exc:
             raise _corrupt(trials, exc) from None
     rows = run.read_rows()
     if rows.is_empty():
         raise BenchError("the run has no finished trials yet", file=path, fix="run or resume the suite first")
-    return rows.clear()
+    return rows.schema
 
 
 def _run_folder(path: str | Path) -> RunDir:

@@ -9,7 +9,7 @@ import polars as pl
 from tabulate import tabulate
 
 from bench.errors import BenchError
-from bench.reporting.markdown_table import github_table
+from bench.reporting.markdown_table import github_table, github_table_of_columns
 from bench.metrics.retrieval_columns import legacy_columns, upgrade_legacy_rows
 
 QUALITY = ["accuracy", "macro_f1", "top5_accuracy", "head_macro_f1", "tail_macro_f1",
@@ -335,8 +335,7 @@ def pivot_table(rows: pl.DataFrame | pl.LazyFrame, pivot: dict) -> tuple[list[st
 
 def render_markdown(rows: pl.DataFrame, spec: LeaderboardSpec, predictions: pl.DataFrame | None = None) -> str:
     table = leaderboard_table(rows, spec, predictions)
-    headers, body = display_rows(table, spec)
-    out = [f"# {spec.title}", "", github_table(headers, body), ""]
+    out = [f"# {spec.title}", "", github_table_of_columns(*display_columns(table, spec)), ""]
     out.append("Quality columns are test-split means ± standard deviation over seeds; cost columns are means.")
     out += selection_note(spec)
     out += significance_note(table, spec)

@@ -49,13 +49,21 @@ def github_table(headers: list[str], body: list[list[str]]) -> str:
     Cells are left-aligned and stripped (headers are not) as tabulate does; anything its fast path does
     not cover (a cell that is not a string, a line break or tab, a control character) goes to tabulate.
     """
-    def by_tabulate() -> str:
+    if not headers or any(len(row) != len(headers) for row in body):
         return tabulate(body, headers=headers, tablefmt="github", disable_numparse=True)
+    return github_table_of_columns(headers, [list(c) for c in zip(*body)] if body else [[] for _ in headers])
 
-    if not headers or tabulate_module.PRESERVE_WHITESPACE or any(len(row) != len(headers) for row in body):
+
+def github_table_of_columns(headers: list[str], columns: list[list[str]]) -> str:
+    """``github_table`` of a table given as one list of cells per column (of equal lengths)."""
+    def by_tabulate() -> str:
+        return tabulate([list(row) for row in zip(*columns)], headers=headers, tablefmt="github", disable_numparse=True)
+
+    if not headers or tabulate_module.PRESERVE_WHITESPACE or len(columns) != len(headers):
         return by_tabulate()
-    columns = []
-    for column in zip([str(h) for h in headers], *body):
+    padded = []
+    for header, cells in zip(headers, columns):
+        column = [str(header), *cells]
         try:
             text = "".join(column)  # a TypeError: a cell that is not a string
         except TypeError:
@@ -65,16 +73,16 @@ def github_table(headers: list[str], body: list[list[str]]) -> str:
             if not text.isprintable():  # line breaks, tabs, control characters: tabulate's own handling
                 return by_tabulate()
             one_cell = _one_cell_per_character(text)
-        cells = [column[0], *map(str.strip, column[1:])]  # tabulate strips the body, not the header
+        column = [column[0], *map(str.strip, column[1:])]  # tabulate strips the body, not the header
         if one_cell:
-            width = max(len(cells[0]) + MIN_PADDING, max(map(len, cells[1:]), default=0))
-            columns.append((width, list(map(str.ljust, cells, repeat(width)))))
+            width = max(len(column[0]) + MIN_PADDING, max(map(len, column[1:]), default=0))
+            padded.append((width, list(map(str.ljust, column, repeat(width)))))
             continue
-        sizes = list(map(_width, cells))
+        sizes = list(map(_width, column))
         if min(sizes) < 0:
             return by_tabulate()
         width = max([sizes[0] + MIN_PADDING, *sizes[1:]])
-        columns.append((width, [c + " " * (width - s) for c, s in zip(cells, sizes)]))
-    lines = ["| " + " | ".join(row) + " |" for row in zip(*(cells for _, cells in columns))]
-    lines.insert(1, "|" + "|".join("-" * (width + 2) for width, _ in columns) + "|")
+        padded.append((width, [c + " " * (width - s) for c, s in zip(column, sizes)]))
+    lines = ["| " + " | ".join(row) + " |" for row in zip(*(cells for _, cells in padded))]
+    lines.insert(1, "|" + "|".join("-" * (width + 2) for width, _ in padded) + "|")
     return "\n".join(lines)

@@ -139,7 +139,7 @@ def leaderboard_table(rows: pl.DataFrame | pl.LazyFrame, spec: LeaderboardSpec,
     if sort:
         ties = [g for g in group_by if g != sort]
         table = table.sort([sort, *ties], descending=[sort not in LOWER_IS_BETTER] + [False] * len(ties),
-                           nulls_last=True, maintain_order=True)
+                           nulls_last=True, maintain_order=True, multithreaded=False)  # a few hundred rows
     table = table.with_row_index("rank", offset=1)
     if spec.reference:
         labels = [group_label(r) for r in table.select(group_by).iter_rows()]
@@ -359,7 +359,7 @@ def _as_python_str(column: str, frame: pl.DataFrame) -> pl.Expr:
     series = frame.get_column(column)
     if series.dtype == pl.String or series.dtype.is_integer():
         return pl.col(column).cast(pl.String).fill_null("None")
-    values = series.drop_nulls().unique().to_list()
+    values = [v for v in series.unique().to_list() if v is not None]
     return (pl.col(column).replace_strict(values, [str(v) for v in values], return_dtype=pl.String)
             .fill_null("None"))
 
@@ -375,14 +375,13 @@ def _failed_parts(rows: pl.DataFrame | pl.LazyFrame, spec: LeaderboardSpec) -> t
     wanted = list(dict.fromkeys([c for c in ("trial_key", *labels, "seed", "error") if c in names]))
     if "status" not in names:
         return pl.DataFrame(schema={c: pl.String for c in wanted}), [pl.lit("")] * 3
-    failed = _collected(rows.select(list(dict.fromkeys([*wanted, "status"]))).filter(pl.col("status") == "failed")
-                        .select(wanted))
+    failed = _collected(rows.select(list(dict.fromkeys([*wanted, "status"]))).filter(pl.col("status") == "failed"))
     parts = [] if labels else [pl.lit(" ")]  # "a=x b=y seed=0", or " seed=0" without labels
     for g in labels:
         parts += [pl.lit(f"{g}="), _as_python_str(g, failed), pl.lit(" ")]
     parts += [pl.lit("seed="), _as_python_str("seed", failed) if "seed" in names else pl.lit("None")]
     if "error" in names:
-        errors = failed["error"].drop_nulls().unique().to_list()
+        errors = [e for e in failed["error"].unique().to_list() if e is not None]
         first = (pl.col("error").replace_strict(errors, [_first_line(e) for e in errors], return_dtype=pl.String)
                  .fill_null(""))
     else:

@@ -179,3 +179,14 @@ def test_groups_tied_on_the_sort_metric_come_in_the_order_of_their_group_values(
     assert leaderboard_table(rows, spec)["fusion"].to_list() == expected
     rows.write_parquet(tmp_path / "trials.parquet")
     assert leaderboard_table(pl.scan_parquet(tmp_path / "trials.parquet"), spec)["fusion"].to_list() == expected
+
+
+def test_a_null_pivot_column_value_is_a_column_of_its_own():
+    """Trials that left the column axis unset get a "None" column (it used to fail to sort)."""
+    rows = _rows()
+    headers, body = pivot_table(rows, {"rows": "fusion", "columns": "fraction", "value": "macro_f1"})
+    assert headers[1:] == ["1e-05", "0.1", "0.25", "1.0", "None"]
+    unset = rows.filter(pl.col("fraction").is_null() & (pl.col("status") == "ok") & (pl.col("fusion") == "late"))
+    values = np.array(unset["macro_f1"].to_list(), dtype=float)
+    expected = f"{values.mean():.3f} ± {values.std(ddof=1):.3f}"
+    assert next(line for line in body if line[0] == "late")[-1] == expected

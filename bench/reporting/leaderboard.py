@@ -312,7 +312,8 @@ def pivot_tables(rows: pl.DataFrame | pl.LazyFrame, pivot: dict) -> list[tuple[s
     agg = _collected(ok.group_by([r, c]).agg(aggs))
     if agg.is_empty():
         return [(v, [], []) for v in values]
-    cols = sorted(agg[c].unique().to_list(), key=lambda x: (isinstance(x, str), x))
+    # a null column value (an option some trials left unset) is a column of its own, last
+    cols = sorted(agg[c].unique().to_list(), key=lambda x: (x is None, isinstance(x, str), 0 if x is None else x))
     row_keys = sorted(agg[r].unique().to_list(), key=str)
     keys = list(zip(agg[r].to_list(), agg[c].to_list()))
     out = []

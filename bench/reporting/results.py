@@ -165,7 +165,7 @@ def load_run(path: str | Path, skip: tuple[str, ...] = (), columns: list[str] | 
     if trials.exists():
         try:
             if columns is not None:
-                rows = pl.scan_parquet(trials).select(columns).collect()
+                rows = pl.read_parquet(trials, columns=columns)
             else:
                 rows = pl.scan_parquet(trials).drop(skip, strict=False).collect() if skip else pl.read_parquet(trials)
         except Exception as exc:

@@ -54,6 +54,9 @@ SPECS = [
     (["a", "b"], [["  padded  ", "x"], ["wide 日本語", "≈best p=0.040"], ["†1", "0.1–0.2"]]),
     (["h"], [["two\nlines"]]),  # not on the fast path: tabulate itself
     (["only"], [[""]]),
+    ([" spaced header ", "b"], [[" x ", "y"]]),  # tabulate strips the cells, not the headers
+    (["mean", "wide"], [["0.5 ± 0.1", "e\u0301"], ["0.25 ± 0.125", "👍🏽 \U0001F1EF\U0001F1F5"]]),  # combining, emoji, flag
+    (["a"], [["\x1b[31mred\x1b[0m"]]),  # colour codes: tabulate itself
 ])
 def test_markdown_writer_equals_tabulate(headers, body):
     assert github_table(headers, body) == tabulate(body, headers=headers, tablefmt="github", disable_numparse=True)
@@ -121,18 +124,37 @@ def test_failed_list_equals_a_per_row_loop(tmp_path, spec):
     assert failed_trials(rows.drop("seed"), no_axes)[0][1] == " seed=None"
 
 
-def test_bench_leaderboard_without_the_config_column_gives_the_same_text(tmp_path):
+def _legacy_retrieval_rows(n: int = 600, seed: int = 1) -> pl.DataFrame:
+    """_rows plus retrieval columns, some stored the old way (map@10 without mrr@10 or p@10, f1 without
+    f1_all), and placeholder counts."""
+    rng = np.random.default_rng(seed)
+    some = lambda share: pl.Series([None if x < share else float(x) for x in rng.random(n)], dtype=pl.Float64)  # noqa: E731
+    return _rows(n, seed).with_columns(
+        pl.Series("map@10", rng.uniform(0, 1, n)), some(0.5).alias("mrr@10"), some(0.6).alias("p@10"),
+        pl.Series("f1", rng.uniform(0, 1, n)), some(0.5).alias("f1_all"), pl.Series("f1_threshold", rng.uniform(0, 1, n)),
+        pl.Series("n_image_placeholders", rng.choice([0, 0, 3], n)))
+
+
+@pytest.mark.parametrize("rows,board", [
+    (_rows(), {"group_by": ["fusion", "fraction"], "sort": "macro_f1", "metrics": ["accuracy", "macro_f1"]}),
+    (_legacy_retrieval_rows(), {"group_by": ["fusion"], "sort": "p@10", "metrics": ["p@10", "map@10", "f1", "accuracy"],
+                                "pivot": {"rows": "fusion", "columns": "flag", "value": "p@10", "extra_values": ["f1"]}}),
+    (_legacy_retrieval_rows(), {"group_by": ["fusion", "flag"]}),  # every quality metric
+], ids=["classification", "legacy-retrieval", "default-metrics"])
+def test_bench_leaderboard_reads_only_its_columns_and_gives_the_same_text(tmp_path, rows, board):
+    """`bench leaderboard` reads only the columns the tables use (never the config): the text is that
+    of every column, old retrieval rows included (the upgrade of their names sees all it needs)."""
+    from bench.reporting.leaderboard import columns_read
     from bench.reporting.write import leaderboard_for_run
 
-    rows = _rows()
     run = tmp_path / "run"
     run.mkdir()
     rows.write_parquet(run / "trials.parquet")
     suite = {"name": "s", "trial": {"dataset": "synthetic_catalog"}, "matrix": {"fusion": ["late"], "seed": [0]},
-             "leaderboard": {"group_by": ["fusion", "fraction"], "sort": "macro_f1", "metrics": ["accuracy", "macro_f1"]}}
+             "leaderboard": board}
     (run / "suite.yaml").write_text(yaml.safe_dump(suite))
-    spec = LeaderboardSpec(group_by=["fusion", "fraction"], sort="macro_f1", metrics=["accuracy", "macro_f1"],
-                           title=f"Leaderboard: {suite['name']}")
+    spec = LeaderboardSpec(**{k: v for k, v in board.items()}, title=f"Leaderboard: {suite['name']}")
+    assert "config" not in columns_read(spec, rows.columns)
     text = leaderboard_for_run(run, "md")
     assert text.split("\n", 1)[1] == render_markdown(rows, spec).split("\n", 1)[1]  # title aside
     assert leaderboard_for_run(run, "csv") == render_csv(rows, spec)
@@ -145,3 +167,26 @@ def test_rows_without_a_trial_key_still_make_a_leaderboard():
     board = render_markdown(rows, LeaderboardSpec(group_by=["fusion"]))
     assert "boom" in board and "more" not in board
     assert failed_table(rows, LeaderboardSpec(group_by=["fusion"])).row(0) == ("(no trial_key)", "fusion=c seed=None", "boom")
+
+
+def test_groups_tied_on_the_sort_metric_come_in_the_order_of_their_group_values(tmp_path):
+    """Ties (equal means, or no ok row at all) no longer take polars' hash order: eager and lazy agree."""
+    names = ["k", "c", "j", "a", "h", "d", "i", "b", "g", "f", "e"]
+    rows = pl.DataFrame({"fusion": names, "status": ["ok"] * 3 + ["failed"] * 8,
+                         "accuracy": [0.5, 0.5, 0.7] + [None] * 8})
+    spec = LeaderboardSpec(group_by=["fusion"], metrics=["accuracy"])
+    expected = ["j", "c", "k", "a", "b", "d", "e", "f", "g", "h", "i"]
+    assert leaderboard_table(rows, spec)["fusion"].to_list() == expected
+    rows.write_parquet(tmp_path / "trials.parquet")
+    assert leaderboard_table(pl.scan_parquet(tmp_path / "trials.parquet"), spec)["fusion"].to_list() == expected
+
+
+def test_a_null_pivot_column_value_is_a_column_of_its_own():
+    """Trials that left the column axis unset get a "None" column (it used to fail to sort)."""
+    rows = _rows()
+    headers, body = pivot_table(rows, {"rows": "fusion", "columns": "fraction", "value": "macro_f1"})
+    assert headers[1:] == ["1e-05", "0.1", "0.25", "1.0", "None"]
+    unset = rows.filter(pl.col("fraction").is_null() & (pl.col("status") == "ok") & (pl.col("fusion") == "late"))
+    values = np.array(unset["macro_f1"].to_list(), dtype=float)
+    expected = f"{values.mean():.3f} ± {values.std(ddof=1):.3f}"
+    assert next(line for line in body if line[0] == "late")[-1] == expected

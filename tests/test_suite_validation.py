@@ -270,3 +270,32 @@ def test_validate_show_config_prints_each_trials_resolved_config(write_suite):
     shallow = yaml.safe_load("\n".join(blocks["fusion=shallow"]))
     assert shallow["fusion"]["options"] == {"hidden": 8, "dropout": 0.1, "norm": True}  # defaults filled in
     assert shallow["encoders"]["text"]["name"] == "hf_text"
+
+
+SUITE_TEXT = """\
+name: parsers
+base: &base {lr: 1.0e-4, eps: .inf, missing: .nan, flag: yes, day: 2024-05-01, octal: 0o17, plain: 1e3}
+trial:
+  <<: *base
+  note: |
+    two
+    lines
+  folded: >-
+    one
+    line
+  quoted: "tab\\there \\u00e9"
+matrix:
+  fusion: [late, 'shallow', "text_only"]
+  seed: [0, 1]
+"""
+
+
+@pytest.mark.skipif(getattr(yaml, "CSafeLoader", None) is None, reason="PyYAML without libyaml")
+def test_libyaml_reads_a_suite_as_pyyaml_does(tmp_path):
+    """Suites are parsed by libyaml when PyYAML has it; the document must be PyYAML's own."""
+    from bench.config.yaml_files import FAST_LOADER, _load_bounded, load_yaml_bounded
+
+    path = tmp_path / "suite.yaml"
+    fast, plain = (_load_bounded(SUITE_TEXT, path, cls) for cls in (FAST_LOADER, yaml.SafeLoader))
+    assert repr(fast) == repr(plain) == repr(load_yaml_bounded(SUITE_TEXT, path))
+    assert fast["trial"]["lr"] == 1e-4 and fast["trial"]["note"] == "two\nlines\n" and fast["trial"]["flag"] is True

@@ -27,8 +27,19 @@ def upgrade_legacy_rows(rows: pl.DataFrame) -> pl.DataFrame:
     It has ``f1`` but neither ``f1_all`` nor ``f1_note``: that f1 (and its threshold) followed the
     old definition, so both become null with ``f1_note`` saying why. Other rows are unchanged.
     """
-    columns = rows.collect_schema().names()  # a LazyFrame too, without resolving its schema twice
+    updates = _legacy_updates(rows.collect_schema().names())  # a LazyFrame too, without resolving its schema twice
+    return rows.with_columns(updates) if updates else rows
 
+
+def legacy_columns(columns: list[str]) -> list[str]:
+    """The columns among ``columns`` that ``upgrade_legacy_rows`` reads or writes: a reader that
+    takes only some of a table's columns takes these too, so the upgrade sees what it would in all."""
+    used = {name for e in _legacy_updates(columns) for name in (*e.meta.root_names(), e.meta.output_name())}
+    return [c for c in columns if c in used]
+
+
+def _legacy_updates(columns: list[str]) -> list[pl.Expr]:
+    """The expressions ``upgrade_legacy_rows`` applies to rows with these columns."""
     def missing(col: str) -> pl.Expr:
         return pl.col(col).is_null() if col in columns else pl.lit(True)
 
@@ -48,4 +59,4 @@ def upgrade_legacy_rows(rows: pl.DataFrame) -> pl.DataFrame:
                     pl.when(legacy).then(pl.lit(LEGACY_F1_NOTE)).otherwise(note_now).alias("f1_note")]
         if "f1_threshold" in columns:
             updates.append(pl.when(legacy).then(None).otherwise(pl.col("f1_threshold")).alias("f1_threshold"))
-    return rows.with_columns(updates) if updates else rows
+    return updates

@@ -9,8 +9,8 @@ import polars as pl
 from tabulate import tabulate
 
 from bench.errors import BenchError
-from bench.reporting.markdown_table import github_table
-from bench.metrics.retrieval_columns import upgrade_legacy_rows
+from bench.reporting.markdown_table import github_table, github_table_of_columns
+from bench.metrics.retrieval_columns import legacy_columns, upgrade_legacy_rows
 
 QUALITY = ["accuracy", "macro_f1", "top5_accuracy", "head_macro_f1", "tail_macro_f1",
            "ndcg@10", "mar@10", "p@10", "map@10", "mrr@10", "recall@1", "f1", "f1_all",
@@ -40,7 +40,9 @@ class LeaderboardSpec:
 
 
 def _collected(frame: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
-    """A lazy query run (streaming: memory follows the result, not the rows); a DataFrame as it is."""
+    """A lazy query run (streaming: memory follows the result, not the rows); a DataFrame as it is.
+    Rows already in memory stay eager throughout: polars' eager operations skip the query planning
+    that costs more than the work on a few thousand rows."""
     return frame.collect(engine="streaming") if isinstance(frame, pl.LazyFrame) else frame
 
 
@@ -69,15 +71,17 @@ def select_on_dev(rows: pl.DataFrame | pl.LazyFrame, spec: LeaderboardSpec, grou
     return pl.concat([chosen, unrankable], how="diagonal_relaxed")
 
 
-def _present(rows: pl.DataFrame | pl.LazyFrame, names: list[str]) -> list[str]:
-    """The numeric columns among ``names`` with at least one non-null value (one pass over the rows)."""
-    schema = rows.collect_schema()
-    numeric = [m for m in dict.fromkeys(names) if m in schema and schema[m].is_numeric()]
-    if not numeric:
-        return []
-    found = rows.select([pl.col(m).is_not_null().any().alias(m) for m in numeric])
-    found = _collected(found).row(0, named=True)
-    return [m for m in names if found.get(m)]
+def columns_read(spec: LeaderboardSpec, names: list[str]) -> list[str]:
+    """The row columns a markdown or CSV leaderboard of ``spec`` reads (table, pivots, failed list,
+    intervals) among the stored ``names``, in their order: `bench leaderboard` reads only these."""
+    pivot = spec.pivot or {}
+    wanted = {"trial_key", "status", "seed", "error", PLACEHOLDERS, *spec.group_by, *spec.select,
+              *(spec.metrics or QUALITY), *COST, spec.sort, spec.select_metric,
+              *([pivot["rows"], pivot["columns"], pivot.get("value", "accuracy"), *pivot.get("extra_values", [])]
+                if pivot else [])}
+    legacy = legacy_columns(names)  # where a metric the upgrade of old rows touches is read, all it reads
+    wanted |= set(legacy) if wanted & set(legacy) else set()
+    return [c for c in names if c in wanted or c.startswith("selected_")]
 
 
 def group_label(values: list) -> str:
@@ -90,41 +94,52 @@ def leaderboard_table(rows: pl.DataFrame | pl.LazyFrame, spec: LeaderboardSpec,
 
     With the stored test predictions it also carries bootstrap intervals and the ``near_best`` mark
     (see bench.reporting.significance). ``rows`` may be a LazyFrame (e.g. ``pl.scan_parquet``): the per-group
-    aggregation then streams, so memory follows the groups and the columns used, not the rows.
+    aggregation then streams, so memory follows the groups and the columns used, not the rows. Either
+    way it is one query: counts, means and spreads of every numeric metric and cost column in one
+    pass; the columns without a value among the ok rows are dropped afterwards. Rows tied on the sort
+    metric keep the order of their group values.
     """
-    streaming = isinstance(rows, pl.LazyFrame)  # a DataFrame stays eager: the same operations as always
-    frame = upgrade_legacy_rows(rows)
+    frame = rows
     names = frame.collect_schema().names()
     group_by = [g for g in spec.group_by if g in names] or ["trial_key"]
     if "status" not in names:
         frame = frame.with_columns(pl.lit("ok").alias("status"))
-    frame = select_on_dev(frame, spec, group_by)
+    # the choice on dev reads axes and dev_ metrics, which the upgrade never changes; upgrading after
+    # it keeps a streamed search bounded (before the choice's join, polars buffered every row)
+    frame = upgrade_legacy_rows(select_on_dev(frame, spec, group_by))
     schema = frame.collect_schema()
     names = schema.names()
-    ok = frame.filter(pl.col("status") == "ok")
-    present = _present(ok, (spec.metrics or QUALITY) + COST)
-    metrics = [m for m in (spec.metrics or QUALITY) if m in present]
-    cost = [c for c in COST if c in present]
-    aggs = [pl.len().alias("n")]
-    for m in metrics:
-        aggs += [pl.col(m).mean().alias(m), pl.col(m).std().alias(f"{m}_std")]
-    aggs += [pl.col(c).mean().alias(c) for c in cost]
+    numeric = {m for m in (spec.metrics or QUALITY) + COST if m in schema and schema[m].is_numeric()}
+    metrics = [m for m in (spec.metrics or QUALITY) if m in numeric]
+    cost = [c for c in COST if c in numeric]
     chosen = [a for a in spec.select if a in names] + [c for c in names if c.startswith("selected_")]
-    aggs += [pl.col(c).first() for c in chosen]
-    if PLACEHOLDERS in names:
-        aggs.append(pl.col(PLACEHOLDERS).max().alias(PLACEHOLDERS))
-    counts = frame.group_by(group_by).agg((pl.col("status") == "failed").sum().alias("failed"),
-                                          (pl.col("status") == "stopped").sum().alias("stopped"))
-    n_ok = _collected(ok.select(pl.len())).item()
-    empty = pl.DataFrame(schema={g: schema[g] for g in group_by})
-    table = ok.group_by(group_by).agg(aggs) if n_ok else (empty.lazy() if streaming else empty)
-    # nulls_equal: a null axis value (e.g. an option left unset) is a group like any other
-    table = counts.join(table, on=group_by, how="left", nulls_equal=True).with_columns(
-        pl.col("n").fill_null(0) if n_ok else pl.lit(0).alias("n"))
-    table = _collected(table)
+    placeholders = [PLACEHOLDERS] if PLACEHOLDERS in names else []
+    # one group-by: counts over all rows, figures over the ok rows (masked to null elsewhere, which
+    # mean, std and max skip: the same values as after filtering)
+    ok = pl.col("status") == "ok"
+    figures = list(dict.fromkeys(metrics + cost + placeholders))
+    masked = frame.select(*group_by, "status", *[pl.when(ok).then(pl.col(c)).alias(c) for c in figures],
+                          *[c for c in chosen if c not in group_by and c not in figures])
+    aggs = [(pl.col("status") == "failed").sum().alias("failed"), (pl.col("status") == "stopped").sum().alias("stopped"),
+            ok.sum().alias("n")]
+    for m in metrics:
+        aggs += [pl.col(m).mean(), pl.col(m).std().alias(f"{m}_std")]
+    aggs += [pl.col(c).mean() for c in cost]
+    aggs += [pl.col(c).filter(ok).first() for c in chosen]
+    aggs += [pl.col(c).max() for c in placeholders]
+    table = _collected(masked.group_by(group_by).agg(aggs))
+    if not table["n"].sum():  # not a single ok row: the counts alone
+        table = table.select(*group_by, "failed", "stopped", pl.lit(0).alias("n"))
+        metrics = []
+    else:  # a mean is null in every group only where no ok row has a value: such columns are left out
+        absent = [m for m in metrics + cost if table[m].null_count() == table.height]
+        table = table.drop(*absent, *[f"{m}_std" for m in absent if m in metrics]) if absent else table
+        metrics = [m for m in metrics if m not in absent]
     sort = spec.sort if spec.sort in table.columns else (metrics[0] if metrics else None)
     if sort:
-        table = table.sort(sort, descending=sort not in LOWER_IS_BETTER, nulls_last=True)
+        ties = [g for g in group_by if g != sort]
+        table = table.sort([sort, *ties], descending=[sort not in LOWER_IS_BETTER] + [False] * len(ties),
+                           nulls_last=True, maintain_order=True, multithreaded=False)  # a few hundred rows
     table = table.with_row_index("rank", offset=1)
     if spec.reference:
         labels = [group_label(r) for r in table.select(group_by).iter_rows()]
@@ -220,7 +235,30 @@ def placeholder_note(table: pl.DataFrame) -> list[str]:
             f"{PLACEHOLDERS}_<split>)."]
 
 
-def display_rows(table: pl.DataFrame, spec: LeaderboardSpec) -> tuple[list[str], list[list[str]]]:
+def _fmt_column(table: pl.DataFrame, column: str, std: str | None = None, digits: int = 3) -> list[str]:
+    """``_fmt`` of every value of a column (with its std column, if the table has it), a column at a
+    time: for float columns one comprehension with the same text, else ``_fmt`` per value."""
+    values = table[column].to_list()
+    stds = table[std].to_list() if std in table.columns else None
+    floats = table[column].dtype.is_float() and (stds is None or table[std].dtype.is_float())
+    if not floats:
+        return list(map(_fmt, values, stds or [None] * len(values), [digits] * len(values)))
+    one = f"%.{digits}f"  # printf style: the text of f"{v:.{digits}f}", without building the spec per value
+    if stds is None:
+        return ["-" if v is None or v != v else one % v for v in values]
+    both = f"{one} ± {one}"
+    return ["-" if v is None or v != v else both % (v, s) if s is not None and s == s else one % v
+            for v, s in zip(values, stds)]
+
+
+def _count_column(table: pl.DataFrame, column: str) -> list[str]:
+    """A count as text, 0 where the table has no value (or no such column)."""
+    values = table[column].to_list() if column in table.columns else [None] * table.height
+    return [str(v or 0) for v in values]
+
+
+def display_columns(table: pl.DataFrame, spec: LeaderboardSpec) -> tuple[list[str], list[list[str]]]:
+    """The leaderboard's headers and its cells as text, one list per column."""
     group_by = [g for g in spec.group_by if g in table.columns] or ["trial_key"]
     metrics = [c for c in table.columns if c in set(spec.metrics or QUALITY)]
     cost = [c for c in COST if c in table.columns]
@@ -231,69 +269,98 @@ def display_rows(table: pl.DataFrame, spec: LeaderboardSpec) -> tuple[list[str],
     cis = [m for m in metrics if f"{m}_ci_low" in table.columns]
     mark = [NEAR_BEST] if "near_best" in table.columns else []
     chosen = [a for a in spec.select if a in table.columns] + [c for c in table.columns if c.startswith("selected_")]
-    stopped = ["stopped"] if "stopped" in table.columns and (table["stopped"].fill_null(0) > 0).any() else []
+    stopped = ["stopped"] if "stopped" in table.columns and (table["stopped"].max() or 0) > 0 else []
     headers = ["rank", *group_by, *chosen, *shown, *[f"{m} 95% CI" for m in cis], *mark, *refs, *cost, "n",
                "failed", *stopped]
-    body = []
-    for r in table.iter_rows(named=True):
-        line = [f"{r['rank']}{PLACEHOLDER_MARK if r.get(PLACEHOLDERS) else ''}", *[str(r[g]) for g in group_by], *[_fmt(r.get(c)) for c in chosen]]
-        line += [_fmt(r.get(c)) if c.startswith("ref_") else _fmt(r.get(c), r.get(f"{c}_std")) for c in shown]
-        line += [_fmt_interval(r.get(f"{m}_ci_low"), r.get(f"{m}_ci_high")) for m in cis]
-        line += [_fmt_mark(r.get("near_best"), r.get("best_p"))] if mark else []
-        line += [_fmt(r.get(c)) for c in refs]
-        line += [_fmt(r.get(c), digits=1) if c != "n_params" else f"{int(r[c]):,}" if r.get(c) is not None else "-"
-                 for c in cost]
-        line += [str(r.get("n") or 0), str(r.get("failed") or 0)] + [str(r.get("stopped") or 0) for _ in stopped]
-        body.append(line)
+    column = lambda name: table[name].to_list() if name in table.columns else [None] * table.height  # noqa: E731
+    marks = [PLACEHOLDER_MARK if p else "" for p in column(PLACEHOLDERS)]
+    columns = [[f"{r}{m}" for r, m in zip(column("rank"), marks)], *[list(map(str, column(g))) for g in group_by]]
+    columns += [_fmt_column(table, c) for c in chosen]
+    columns += [_fmt_column(table, c) if c.startswith("ref_") else _fmt_column(table, c, f"{c}_std") for c in shown]
+    columns += [list(map(_fmt_interval, column(f"{m}_ci_low"), column(f"{m}_ci_high"))) for m in cis]
+    columns += [list(map(_fmt_mark, column("near_best"), column("best_p")))] if mark else []
+    columns += [_fmt_column(table, c) for c in refs]
+    columns += [_fmt_column(table, c, digits=1) if c != "n_params"
+                else [f"{int(v):,}" if v is not None else "-" for v in column(c)] for c in cost]
+    columns += [_count_column(table, "n"), _count_column(table, "failed")]
+    columns += [_count_column(table, "stopped") for _ in stopped]
     headers = [h if not h.startswith("ref_") else f"{h[4:]} {REFERENCE}" for h in headers]
-    return headers, body
+    return headers, columns
 
 
-def pivot_table(rows: pl.DataFrame, pivot: dict) -> tuple[list[str], list[list[str]]]:
-    """rows = one axis, columns = another, cells = mean ± std of one metric (the paper's layout)."""
-    r, c, v = pivot["rows"], pivot["columns"], pivot.get("value", "accuracy")
+def display_rows(table: pl.DataFrame, spec: LeaderboardSpec) -> tuple[list[str], list[list[str]]]:
+    """The leaderboard's headers and its cells as text, one list per row."""
+    headers, columns = display_columns(table, spec)
+    return headers, [list(row) for row in zip(*columns)]
+
+
+def pivot_tables(rows: pl.DataFrame | pl.LazyFrame, pivot: dict) -> list[tuple[str, list[str], list[list[str]]]]:
+    """(value, headers, body) for the pivot's ``value`` and each of its ``extra_values``: rows = one
+    axis, columns = another, cells = mean ± std of the value over the ok rows (the paper's layout).
+    One aggregation serves every value; a value the rows lack gets empty headers and body."""
+    r, c = pivot["rows"], pivot["columns"]
+    values = [pivot.get("value", "accuracy"), *pivot.get("extra_values", [])]
     names = rows.collect_schema().names()
-    ok = rows.filter(pl.col("status") == "ok") if "status" in names else rows
-    if not {r, c, v} <= set(names):
-        return [], []
-    agg = ok.group_by([r, c]).agg(pl.col(v).mean().alias("m"), pl.col(v).std().alias("s"))
-    agg = _collected(agg)
+    shown = [v for v in dict.fromkeys(values) if {r, c, v} <= set(names)]
+    if not shown:
+        return [(v, [], []) for v in values]
+    status = ["status"] if "status" in names else []
+    used = rows.select(list(dict.fromkeys([r, c, *shown, *status])))  # the filter then copies these alone
+    ok = used.filter(pl.col("status") == "ok") if status else used
+    aggs = [e for i, v in enumerate(shown)
+            for e in (pl.col(v).mean().alias(f"__mean_{i}"), pl.col(v).std().alias(f"__std_{i}"))]
+    agg = _collected(ok.group_by([r, c]).agg(aggs))
     if agg.is_empty():
-        return [], []
-    cols = sorted(agg[c].unique().to_list(), key=lambda x: (isinstance(x, str), x))
+        return [(v, [], []) for v in values]
+    # a null column value (an option some trials left unset) is a column of its own, last
+    cols = sorted(agg[c].unique().to_list(), key=lambda x: (x is None, isinstance(x, str), 0 if x is None else x))
     row_keys = sorted(agg[r].unique().to_list(), key=str)
-    cells = {(a, b): (m, s) for a, b, m, s in agg.select(r, c, "m", "s").iter_rows()}
-    body = [[str(a)] + [_fmt(*cells[(a, b)]) if (a, b) in cells else "-" for b in cols] for a in row_keys]
-    return [f"{r} \\ {c} ({v})", *[str(b) for b in cols]], body
+    keys = list(zip(agg[r].to_list(), agg[c].to_list()))
+    out = []
+    for v in values:
+        if v not in shown:
+            out.append((v, [], []))
+            continue
+        i = shown.index(v)
+        cells = dict(zip(keys, zip(agg[f"__mean_{i}"].to_list(), agg[f"__std_{i}"].to_list())))
+        body = [[str(a)] + [_fmt(*cells[(a, b)]) if (a, b) in cells else "-" for b in cols] for a in row_keys]
+        out.append((v, [f"{r} \\ {c} ({v})", *[str(b) for b in cols]], body))
+    return out
+
+
+def pivot_table(rows: pl.DataFrame | pl.LazyFrame, pivot: dict) -> tuple[list[str], list[list[str]]]:
+    """The pivot of ``pivot["value"]`` alone (see ``pivot_tables``)."""
+    _, headers, body = pivot_tables(rows, {**pivot, "extra_values": []})[0]
+    return headers, body
 
 
 def render_markdown(rows: pl.DataFrame, spec: LeaderboardSpec, predictions: pl.DataFrame | None = None) -> str:
     table = leaderboard_table(rows, spec, predictions)
-    headers, body = display_rows(table, spec)
-    out = [f"# {spec.title}", "", github_table(headers, body), ""]
+    out = [f"# {spec.title}", "", github_table_of_columns(*display_columns(table, spec)), ""]
     out.append("Quality columns are test-split means ± standard deviation over seeds; cost columns are means.")
     out += selection_note(spec)
     out += significance_note(table, spec)
     out += reference_note(spec)
     out += placeholder_note(table)
     if spec.pivot:
-        for value in [spec.pivot.get("value", "accuracy"), *spec.pivot.get("extra_values", [])]:
-            p_headers, p_body = pivot_table(rows, {**spec.pivot, "value": value})
+        for value, p_headers, p_body in pivot_tables(rows, spec.pivot):
             if p_body:
                 out += ["", f"## {value} by {spec.pivot['rows']} and {spec.pivot['columns']}", "",
                         github_table(p_headers, p_body)]
-    failed = failed_table(rows, spec)
-    if failed.height:
-        out += ["", "## Failed trials", ""]
-        out += failed.select(pl.concat_str([pl.lit("- `"), "trial_key", pl.lit("` "), "labels", pl.lit(": "),
-                                            "first_line"])).to_series().to_list()
+    failed = failed_lines(rows, spec)
+    if failed:
+        out += ["", "## Failed trials", "", *failed]
     return "\n".join(out) + "\n"
 
 
 def _as_python_str(column: str, frame: pl.DataFrame) -> pl.Expr:
-    """The column as Python's ``str()`` of each value writes it (None for nulls): mapped over the
-    distinct values, so a float or bool reads as in Python, not as polars would cast it."""
-    values = frame[column].drop_nulls().unique().to_list()
+    """The column as Python's ``str()`` of each value writes it (None for nulls): text and integers
+    as they are, other types mapped over the distinct values, so a float or bool reads as in Python,
+    not as polars would cast it."""
+    series = frame.get_column(column)
+    if series.dtype == pl.String or series.dtype.is_integer():
+        return pl.col(column).cast(pl.String).fill_null("None")
+    values = [v for v in series.unique().to_list() if v is not None]
     return (pl.col(column).replace_strict(values, [str(v) for v in values], return_dtype=pl.String)
             .fill_null("None"))
 
@@ -302,32 +369,47 @@ def _first_line(error: str | None) -> str:
     return (error or "").splitlines()[0] if error else ""
 
 
+def _failed_parts(rows: pl.DataFrame | pl.LazyFrame, spec: LeaderboardSpec) -> tuple[pl.DataFrame, list[pl.Expr]]:
+    """The failed rows' few columns, and the expressions of their key, labels and error's first line."""
+    names = rows.collect_schema().names()
+    labels = [g for g in spec.group_by if g in names]
+    wanted = list(dict.fromkeys([c for c in ("trial_key", *labels, "seed", "error") if c in names]))
+    if "status" not in names:
+        return pl.DataFrame(schema={c: pl.String for c in wanted}), [pl.lit("")] * 3
+    failed = _collected(rows.select(list(dict.fromkeys([*wanted, "status"]))).filter(pl.col("status") == "failed"))
+    parts = [] if labels else [pl.lit(" ")]  # "a=x b=y seed=0", or " seed=0" without labels
+    for g in labels:
+        parts += [pl.lit(f"{g}="), _as_python_str(g, failed), pl.lit(" ")]
+    parts += [pl.lit("seed="), _as_python_str("seed", failed) if "seed" in names else pl.lit("None")]
+    if "error" in names:
+        errors = [e for e in failed["error"].unique().to_list() if e is not None]
+        first = (pl.col("error").replace_strict(errors, [_first_line(e) for e in errors], return_dtype=pl.String)
+                 .fill_null(""))
+    else:
+        first = pl.lit("")
+    key = _as_python_str("trial_key", failed) if "trial_key" in names else pl.lit("(no trial_key)")
+    return failed, [key, pl.concat_str(parts), first]
+
+
 def failed_table(rows: pl.DataFrame | pl.LazyFrame, spec: LeaderboardSpec) -> pl.DataFrame:
     """trial_key, labels (axis labels and seed) and first_line (of the error) of every failed trial.
 
     Only the failed rows' few columns are collected; labels are built by polars expressions, with
     Python ``str()`` applied to distinct values only (no per-row Python).
     """
-    names = rows.collect_schema().names()
-    labels = [g for g in spec.group_by if g in names]
-    wanted = list(dict.fromkeys([c for c in ("trial_key", *labels, "seed", "error") if c in names]))
-    if "status" not in names:
+    failed, (key, labels, first) = _failed_parts(rows, spec)
+    if failed.is_empty():  # (literal parts alone would make one row)
         return pl.DataFrame(schema={"trial_key": pl.String, "labels": pl.String, "first_line": pl.String})
-    failed = rows.filter(pl.col("status") == "failed").select(wanted)
-    failed = _collected(failed)
-    parts = [] if labels else [pl.lit(" ")]  # "a=x b=y seed=0", or " seed=0" without labels
-    for g in labels:
-        parts += [pl.lit(f"{g}="), _as_python_str(g, failed), pl.lit(" ")]
-    parts += [pl.lit("seed="), _as_python_str("seed", failed) if "seed" in names else pl.lit("None")]
-    if "error" in names:
-        errors = failed["error"].drop_nulls().unique().to_list()
-        first = (pl.col("error").replace_strict(errors, [_first_line(e) for e in errors], return_dtype=pl.String)
-                 .fill_null(""))
-    else:
-        first = pl.lit("")
-    key = _as_python_str("trial_key", failed) if "trial_key" in names else pl.lit("(no trial_key)")
-    return failed.select(key.alias("trial_key"), pl.concat_str(parts).alias("labels"),
-                         first.alias("first_line"))
+    return failed.select(key.alias("trial_key"), labels.alias("labels"), first.alias("first_line"))
+
+
+def failed_lines(rows: pl.DataFrame | pl.LazyFrame, spec: LeaderboardSpec) -> list[str]:
+    """The markdown list of failed trials: "- `key` labels: first line of the error" (see failed_table)."""
+    failed, (key, labels, first) = _failed_parts(rows, spec)
+    if failed.is_empty():
+        return []
+    line = pl.concat_str([pl.lit("- `"), key, pl.lit("` "), labels, pl.lit(": "), first])
+    return failed.select(line).to_series().to_list()
 
 
 def failed_trials(rows: pl.DataFrame | pl.LazyFrame, spec: LeaderboardSpec) -> list[tuple[str, str, str]]:
@@ -350,8 +432,7 @@ def render_html(rows: pl.DataFrame, spec: LeaderboardSpec, images: dict[str, str
              tabulate(body, headers=headers, tablefmt="html", disable_numparse=True),
              *[f"<p>{html_lib.escape(n)}</p>" for n in notes]]
     if spec.pivot:
-        for value in [spec.pivot.get("value", "accuracy"), *spec.pivot.get("extra_values", [])]:
-            p_headers, p_body = pivot_table(rows, {**spec.pivot, "value": value})
+        for value, p_headers, p_body in pivot_tables(rows, spec.pivot):
             if p_body:
                 parts += [f"<h2>{html_lib.escape(value)} by {html_lib.escape(spec.pivot['rows'])} and "
                           f"{html_lib.escape(spec.pivot['columns'])}</h2>",

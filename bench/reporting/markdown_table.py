@@ -1,12 +1,17 @@
 """GitHub-markdown tables written directly: the same text as tabulate's ``github`` format with
 ``disable_numparse`` for cells that are single-line strings, without its per-cell type inference
-(which made a 400-row leaderboard's layout cost ~20 ms)."""
+(which made a 400-row leaderboard's layout cost ~20 ms). Widths are measured a column at a time."""
 from __future__ import annotations
+
+import re
+from functools import lru_cache
+from itertools import repeat
 
 import tabulate as tabulate_module
 from tabulate import tabulate
 
 MIN_PADDING = 2  # tabulate pads every header by two columns
+_NOT_ASCII = re.compile(r"[^\x00-\x7f]+")
 
 
 def _width(text: str) -> int:
@@ -16,26 +21,68 @@ def _width(text: str) -> int:
     return len(text)
 
 
+@lru_cache(maxsize=4096)
+def _one_cell_wide(char: str) -> bool:
+    """A character wcswidth counts as exactly one cell wherever it stands: printable, in the basic
+    plane (no flag or skin-tone pairs) and of width one on its own (not zero-width, joining or wide)."""
+    return ord(char) <= 0xFFFF and char.isprintable() and tabulate_module.wcwidth.wcwidth(char) == 1
+
+
+def _one_cell_per_character(text: str) -> bool:
+    """Whether every character of ``text`` is one cell wide as tabulate measures it (then a cell's
+    width is its length): always without wcwidth, else ASCII or one-cell characters only."""
+    if not tabulate_module.WIDE_CHARS_MODE or text.isascii():
+        return True
+    return all(map(_one_cell_wide, set("".join(_NOT_ASCII.findall(text)))))
+
+
+# Anything but printable ASCII and the marks a leaderboard writes (±, –, ≈, †) that are one cell wide:
+# a column without such a character needs no further look (one regex scan).
+_LEADERBOARD_MARKS = "±–≈†"
+_NOT_PLAIN = re.compile("[^\\x20-\\x7e%s]" % re.escape("".join(
+    c for c in _LEADERBOARD_MARKS if not tabulate_module.WIDE_CHARS_MODE or _one_cell_wide(c))))
+
+
 def github_table(headers: list[str], body: list[list[str]]) -> str:
     """``tabulate(body, headers, tablefmt="github", disable_numparse=True)``, written directly.
 
-    Cells are left-aligned and stripped as tabulate does; anything its fast path does not cover (a
-    cell that is not a string, a line break or tab, a control character) goes to tabulate itself.
+    Cells are left-aligned and stripped (headers are not) as tabulate does; anything its fast path does
+    not cover (a cell that is not a string, a line break or tab, a control character) goes to tabulate.
     """
-    cells = [[str(h) for h in headers]] + [[c for c in row] for row in body]
-    plain = all(isinstance(c, str) and "\n" not in c and "\t" not in c and "\r" not in c
-                for row in cells for c in row)
-    if not plain or any(len(row) != len(headers) for row in body):
+    if not headers or any(len(row) != len(headers) for row in body):
         return tabulate(body, headers=headers, tablefmt="github", disable_numparse=True)
-    cells = [[c.strip() for c in row] for row in cells]
-    sizes = [[_width(c) for c in row] for row in cells]
-    if any(s < 0 for row in sizes for s in row):
-        return tabulate(body, headers=headers, tablefmt="github", disable_numparse=True)
-    widths = [max([sizes[0][j] + MIN_PADDING] + [row[j] for row in sizes[1:]]) for j in range(len(headers))]
+    return github_table_of_columns(headers, [list(c) for c in zip(*body)] if body else [[] for _ in headers])
 
-    def line(row: list[str], size: list[int]) -> str:
-        return "| " + " | ".join(c + " " * (w - s) for c, s, w in zip(row, size, widths)) + " |"
 
-    out = [line(cells[0], sizes[0]), "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
-    out += [line(row, size) for row, size in zip(cells[1:], sizes[1:])]
-    return "\n".join(out)
+def github_table_of_columns(headers: list[str], columns: list[list[str]]) -> str:
+    """``github_table`` of a table given as one list of cells per column (of equal lengths)."""
+    def by_tabulate() -> str:
+        return tabulate([list(row) for row in zip(*columns)], headers=headers, tablefmt="github", disable_numparse=True)
+
+    if not headers or tabulate_module.PRESERVE_WHITESPACE or len(columns) != len(headers):
+        return by_tabulate()
+    padded = []
+    for header, cells in zip(headers, columns):
+        column = [str(header), *cells]
+        try:
+            text = "".join(column)  # a TypeError: a cell that is not a string
+        except TypeError:
+            return by_tabulate()
+        one_cell = True
+        if _NOT_PLAIN.search(text):
+            if not text.isprintable():  # line breaks, tabs, control characters: tabulate's own handling
+                return by_tabulate()
+            one_cell = _one_cell_per_character(text)
+        column = [column[0], *map(str.strip, column[1:])]  # tabulate strips the body, not the header
+        if one_cell:
+            width = max(len(column[0]) + MIN_PADDING, max(map(len, column[1:]), default=0))
+            padded.append((width, list(map(str.ljust, column, repeat(width)))))
+            continue
+        sizes = list(map(_width, column))
+        if min(sizes) < 0:
+            return by_tabulate()
+        width = max([sizes[0] + MIN_PADDING, *sizes[1:]])
+        padded.append((width, [c + " " * (width - s) for c, s in zip(column, sizes)]))
+    lines = ["| " + " | ".join(row) + " |" for row in zip(*(cells for _, cells in padded))]
+    lines.insert(1, "|" + "|".join("-" * (width + 2) for width, _ in padded) + "|")
+    return "\n".join(lines)

@@ -7,16 +7,18 @@ from pathlib import Path
 
 import polars as pl
 
-from bench.reporting.leaderboard import LeaderboardSpec, render_csv, render_html, render_markdown, spec_from_suite
+from bench.reporting.leaderboard import (LeaderboardSpec, columns_read, render_csv, render_html, render_markdown,
+                                          spec_from_suite)
 from bench.paths import atomic_write_text
-from bench.reporting.results import PREDICTIONS, load_run
+from bench.reporting.results import PREDICTIONS, load_run, run_header
 
 HTML_PAGE = "leaderboard.html"
 
 
 def run_leaderboard_spec(run_dir: Path, rows, group_by: list[str] | None = None) -> LeaderboardSpec:
     """The leaderboard settings of the suite as it was run (its copy in the run folder); a copy that
-    no longer validates is an error unless the caller names the grouping."""
+    no longer validates is an error unless the caller names the grouping. ``rows``: the run's rows,
+    or just their schema (``run_header``)."""
     suite_copy = Path(run_dir) / "suite.yaml"
     if suite_copy.exists():
         from bench.config.schema import Suite
@@ -35,7 +37,7 @@ def run_leaderboard_spec(run_dir: Path, rows, group_by: list[str] | None = None)
             raise BenchError("the run's copy of its suite does not validate with this version of mic-bench: "
                              + describe_validation_error(exc, Suite), file=suite_copy,
                              fix="name the grouping yourself: bench leaderboard RUN --group-by AXIS") from None
-    axes = [c for c in rows.columns if c not in ("trial_key",)][:1]
+    axes = [c for c in _schema(rows).names() if c not in ("trial_key",)][:1]
     return LeaderboardSpec(group_by=axes)
 
 
@@ -79,13 +81,17 @@ NOT_ON_LEADERBOARD = ("config",)
 
 def leaderboard_for_run(run_dir: str | Path, fmt: str = "md", group_by: list[str] | None = None,
                         sort: str | None = None) -> str:
-    run, rows = load_run(run_dir, skip=NOT_ON_LEADERBOARD)
-    spec = run_leaderboard_spec(run.path, rows, group_by)
-    check_columns(rows, run.path, group_by or [], sort)
+    """`bench leaderboard`: the settings come from the suite copy and the stored column names; the
+    markdown and CSV tables then read only the columns they use, the page every column but the config."""
+    header = run_header(run_dir)
+    spec = run_leaderboard_spec(Path(run_dir), header, group_by)
+    check_columns(header, Path(run_dir), group_by or [], sort)
     if group_by:
         spec = replace(spec, group_by=group_by)
     if sort:
         spec = replace(spec, sort=sort)
+    columns = None if fmt == "html" else columns_read(spec, header.names())
+    run, rows = load_run(run_dir, skip=NOT_ON_LEADERBOARD, columns=columns)
     predictions = load_predictions(run.path)
     if fmt == "csv":
         return render_csv(rows, spec, predictions)
@@ -107,13 +113,18 @@ def check_columns(rows, run_dir: Path, group_by: list[str], sort: str | None) ->
     from bench.errors import BenchError
     from bench.reporting.leaderboard import COST, QUALITY
 
+    schema = _schema(rows)
     for name in group_by:
-        if name not in rows.columns:
+        if name not in schema:
             meta = Path(run_dir) / "run.json"
             axes = json.loads(meta.read_text()).get("axes") if meta.exists() else None
             raise BenchError(f"the run has no column '{name}' to group by", file=run_dir, field="--group-by",
                              fix=f"use one of the run's axes: {', '.join(dict.fromkeys([*(axes or []), 'seed']))}")
-    if sort is not None and (sort not in rows.columns or not rows[sort].dtype.is_numeric()):
-        metrics = [m for m in QUALITY + COST if m in rows.columns]
+    if sort is not None and (sort not in schema or not schema[sort].is_numeric()):
+        metrics = [m for m in QUALITY + COST if m in schema]
         raise BenchError(f"the run has no metric '{sort}' to sort by", file=run_dir, field="--sort",
                          fix=f"use one of: {', '.join(metrics)}")
+
+
+def _schema(rows: pl.DataFrame | pl.Schema) -> pl.Schema:
+    return rows if isinstance(rows, pl.Schema) else rows.schema

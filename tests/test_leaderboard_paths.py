@@ -12,8 +12,8 @@ import pytest
 import yaml
 from tabulate import tabulate
 
-from bench.reporting.leaderboard import (LeaderboardSpec, display_rows, failed_table, failed_trials, leaderboard_table,
-                                          pivot_table, render_csv, render_markdown)
+from bench.reporting.leaderboard import (LeaderboardSpec, display_rows, failed_lines, failed_table, failed_trials,
+                                          leaderboard_table, pivot_table, render_csv, render_markdown)
 from bench.reporting.markdown_table import github_table
 
 
@@ -120,6 +120,9 @@ def test_failed_list_equals_a_per_row_loop(tmp_path, spec):
     path = tmp_path / "trials.parquet"
     rows.write_parquet(path)
     assert failed_trials(pl.scan_parquet(path), spec) == expected
+    lines = [f"- `{key}` {labels}: {first}" for key, labels, first in expected]
+    assert failed_lines(rows, spec) == failed_lines(pl.scan_parquet(path), spec) == lines  # Python and polars paths
+    assert list(failed_table(rows, spec).iter_rows()) == expected
     no_axes = LeaderboardSpec(group_by=["absent"])
     assert failed_trials(rows.drop("seed"), no_axes)[0][1] == " seed=None"
 

@@ -405,6 +405,8 @@ def failed_table(rows: pl.DataFrame | pl.LazyFrame, spec: LeaderboardSpec) -> pl
 
 def failed_lines(rows: pl.DataFrame | pl.LazyFrame, spec: LeaderboardSpec) -> list[str]:
     """The markdown list of failed trials: "- `key` labels: first line of the error" (see failed_table)."""
+    if isinstance(rows, pl.DataFrame):
+        return [f"- `{key}` {labels}: {first}" for key, labels, first in _failed_in_memory(rows, spec)]
     failed, (key, labels, first) = _failed_parts(rows, spec)
     if failed.is_empty():
         return []
@@ -414,7 +416,28 @@ def failed_lines(rows: pl.DataFrame | pl.LazyFrame, spec: LeaderboardSpec) -> li
 
 def failed_trials(rows: pl.DataFrame | pl.LazyFrame, spec: LeaderboardSpec) -> list[tuple[str, str, str]]:
     """(trial key, axis labels and seed, first line of the error) of every failed trial."""
+    if isinstance(rows, pl.DataFrame):
+        return _failed_in_memory(rows, spec)
     return list(failed_table(rows, spec).iter_rows())
+
+
+def _failed_in_memory(rows: pl.DataFrame, spec: LeaderboardSpec) -> list[tuple[str, str, str]]:
+    """``failed_trials`` of rows already in memory: one mask picks the failed rows (a few percent),
+    whose few columns Python then writes as text (``str`` of each value, as in ``failed_table``);
+    a lazy scan never comes here, so no Python runs per row of a large table."""
+    names = rows.columns
+    if "status" not in names:
+        return []
+    labels = [g for g in spec.group_by if g in names]
+    wanted = list(dict.fromkeys([c for c in ("trial_key", *labels, "seed", "error") if c in names]))
+    failed = pl.DataFrame([rows.get_column(c) for c in wanted]).filter(rows.get_column("status") == "failed")
+    column = lambda name, absent: (list(map(str, failed.get_column(name).to_list())) if name in wanted  # noqa: E731
+                                   else [absent] * failed.height)
+    parts = [[f"{g}={text} " for text in column(g, "")] for g in labels] or [[" "] * failed.height]
+    parts.append([f"seed={text}" for text in column("seed", "None")])  # " seed=0" without labels
+    errors = failed.get_column("error").to_list() if "error" in wanted else [None] * failed.height
+    first = {e: _first_line(e) for e in set(errors)}  # one error text is often shared by many trials
+    return list(zip(column("trial_key", "(no trial_key)"), map("".join, zip(*parts)), map(first.__getitem__, errors)))
 
 
 def render_csv(rows: pl.DataFrame, spec: LeaderboardSpec, predictions: pl.DataFrame | None = None) -> str:

@@ -304,11 +304,16 @@ def pivot_tables(rows: pl.DataFrame | pl.LazyFrame, pivot: dict) -> list[tuple[s
     shown = [v for v in dict.fromkeys(values) if {r, c, v} <= set(names)]
     if not shown:
         return [(v, [], []) for v in values]
-    status = ["status"] if "status" in names else []
-    used = rows.select(list(dict.fromkeys([r, c, *shown, *status])))  # the filter then copies these alone
-    ok = used.filter(pl.col("status") == "ok") if status else used
+    status = "status" in names
+    if isinstance(rows, pl.DataFrame):  # one call: values of rows not ok are masked to null, which mean and std skip
+        value = lambda v: pl.when(pl.col("status") == "ok").then(pl.col(v)) if status else pl.col(v)  # noqa: E731
+        ok = rows
+    else:  # a scan reads these columns alone and streams the ok rows
+        value = pl.col
+        used = rows.select(list(dict.fromkeys([r, c, *shown, *(["status"] if status else [])])))
+        ok = used.filter(pl.col("status") == "ok") if status else used
     aggs = [e for i, v in enumerate(shown)
-            for e in (pl.col(v).mean().alias(f"__mean_{i}"), pl.col(v).std().alias(f"__std_{i}"))]
+            for e in (value(v).mean().alias(f"__mean_{i}"), value(v).std().alias(f"__std_{i}"))]
     agg = _collected(ok.group_by([r, c]).agg(aggs))
     if agg.is_empty():
         return [(v, [], []) for v in values]

@@ -193,3 +193,20 @@ def test_a_null_pivot_column_value_is_a_column_of_its_own():
     values = np.array(unset["macro_f1"].to_list(), dtype=float)
     expected = f"{values.mean():.3f} ± {values.std(ddof=1):.3f}"
     assert next(line for line in body if line[0] == "late")[-1] == expected
+
+
+@pytest.mark.parametrize("values,stds", [
+    ([0.5, 0.123456, 1e6, -0.0005], [0.01, 0.2, 0.0, 1.5]),  # every cell on the one-call path
+    ([0.5, None, float("nan"), 0.25], [0.01, 0.2, 0.3, None]),  # missing means and spreads
+    ([0.5, float("inf"), float("-inf")], [float("nan"), 0.1, 0.2]),
+    ([], []),
+])
+def test_a_column_of_cells_reads_as_each_value_written_alone(values, stds):
+    """Cells written a column at a time are the text of each value formatted on its own."""
+    from bench.reporting.leaderboard import _fmt, _fmt_column, _thousands
+
+    table = pl.DataFrame({"m": pl.Series(values, dtype=pl.Float64), "m_std": pl.Series(stds, dtype=pl.Float64)})
+    assert _fmt_column(table, "m", "m_std") == [_fmt(v, s) for v, s in zip(values, stds)]
+    assert _fmt_column(table, "m", digits=1) == [_fmt(v, None, 1) for v in values]
+    for counts in ([12345.9, 7.0, 1e9], [12345.9, None], []):  # parameter counts: truncated, thousands marked
+        assert _thousands(counts) == [f"{int(v):,}" if v is not None else "-" for v in counts]

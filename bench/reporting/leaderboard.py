@@ -4,6 +4,7 @@ from __future__ import annotations
 import html as html_lib
 import math
 from dataclasses import dataclass, field
+from itertools import chain
 
 import polars as pl
 from tabulate import tabulate
@@ -245,16 +246,38 @@ def _fmt_column(table: pl.DataFrame, column: str, std: str | None = None, digits
         return list(map(_fmt, values, stds or [None] * len(values), [digits] * len(values)))
     one = f"%.{digits}f"  # printf style: the text of f"{v:.{digits}f}", without building the spec per value
     if stds is None:
+        if _all_numbers(values):
+            return _printf_each(one, values, len(values))
         return ["-" if v is None or v != v else one % v for v in values]
     both = f"{one} ± {one}"
+    if _all_numbers(values) and _all_numbers(stds):
+        return _printf_each(both, list(chain.from_iterable(zip(values, stds))), len(values))
     return ["-" if v is None or v != v else both % (v, s) if s is not None and s == s else one % v
             for v, s in zip(values, stds)]
+
+
+def _all_numbers(values: list) -> bool:
+    """No None and no NaN among the floats (a NaN, or inf and -inf, make the sum NaN: the slow path)."""
+    return None not in values and not math.isnan(sum(values))
+
+
+def _printf_each(pattern: str, args: list, n: int) -> list[str]:
+    """``[pattern % args_of_row for each of n rows]`` in one printf call: the pattern repeated n times,
+    one line each (a formatted number never holds a line break), then split."""
+    return ((pattern + "\n") * n % tuple(args)).split("\n")[:-1] if n else []
 
 
 def _count_column(table: pl.DataFrame, column: str) -> list[str]:
     """A count as text, 0 where the table has no value (or no such column)."""
     values = table[column].to_list() if column in table.columns else [None] * table.height
     return [str(v or 0) for v in values]
+
+
+def _thousands(values: list) -> list[str]:
+    """Whole numbers with thousands separators (a mean of parameter counts, truncated), "-" for None."""
+    if None in values:
+        return [f"{int(v):,}" if v is not None else "-" for v in values]
+    return ("{:,}\n" * len(values)).format(*map(int, values)).split("\n")[:-1]
 
 
 def display_columns(table: pl.DataFrame, spec: LeaderboardSpec) -> tuple[list[str], list[list[str]]]:
@@ -280,8 +303,7 @@ def display_columns(table: pl.DataFrame, spec: LeaderboardSpec) -> tuple[list[st
     columns += [list(map(_fmt_interval, column(f"{m}_ci_low"), column(f"{m}_ci_high"))) for m in cis]
     columns += [list(map(_fmt_mark, column("near_best"), column("best_p")))] if mark else []
     columns += [_fmt_column(table, c) for c in refs]
-    columns += [_fmt_column(table, c, digits=1) if c != "n_params"
-                else [f"{int(v):,}" if v is not None else "-" for v in column(c)] for c in cost]
+    columns += [_fmt_column(table, c, digits=1) if c != "n_params" else _thousands(column(c)) for c in cost]
     columns += [_count_column(table, "n"), _count_column(table, "failed")]
     columns += [_count_column(table, "stopped") for _ in stopped]
     headers = [h if not h.startswith("ref_") else f"{h[4:]} {REFERENCE}" for h in headers]

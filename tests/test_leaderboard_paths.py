@@ -210,3 +210,17 @@ def test_a_column_of_cells_reads_as_each_value_written_alone(values, stds):
     assert _fmt_column(table, "m", digits=1) == [_fmt(v, None, 1) for v in values]
     for counts in ([12345.9, 7.0, 1e9], [12345.9, None], []):  # parameter counts: truncated, thousands marked
         assert _thousands(counts) == [f"{int(v):,}" if v is not None else "-" for v in counts]
+
+
+def test_every_column_the_legacy_upgrade_touches_passes_the_name_check():
+    """columns_read skips the upgrade's own column list when no wanted name could be one of them."""
+    from bench.metrics.retrieval_columns import legacy_columns
+    from bench.reporting.leaderboard import _MAY_BE_LEGACY
+
+    names = ["accuracy", "ndcg@10", "map@10", "map@5", "mrr@5", "p@10", "p@5", "f1", "f1_all", "f1_note",
+             "f1_threshold", "pair_f1", "macro_f1", "recall@1", "mar@10"]
+    for i in range(len(names)):  # each name left out in turn, so the upgrade sees other combinations
+        some = names[:i] + names[i + 1:]
+        touched = legacy_columns(some)
+        assert touched and all(_MAY_BE_LEGACY.fullmatch(c) for c in touched)
+    assert not any(_MAY_BE_LEGACY.fullmatch(c) for c in ["accuracy", "macro_f1", "pair_f1", "ndcg@10", "recall@1"])

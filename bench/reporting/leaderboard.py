@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import html as html_lib
 import math
+import re
 from dataclasses import dataclass, field
 from itertools import chain
 
@@ -72,6 +73,10 @@ def select_on_dev(rows: pl.DataFrame | pl.LazyFrame, spec: LeaderboardSpec, grou
     return pl.concat([chosen, unrankable], how="diagonal_relaxed")
 
 
+# every name the upgrade of old retrieval rows reads or writes is one of these (bench.metrics.retrieval_columns)
+_MAY_BE_LEGACY = re.compile(r"(?:map|mrr|p)@\d+|f1(?:_all|_note|_threshold)?")
+
+
 def columns_read(spec: LeaderboardSpec, names: list[str]) -> list[str]:
     """The row columns a markdown or CSV leaderboard of ``spec`` reads (table, pivots, failed list,
     intervals) among the stored ``names``, in their order: `bench leaderboard` reads only these."""
@@ -80,8 +85,9 @@ def columns_read(spec: LeaderboardSpec, names: list[str]) -> list[str]:
               *(spec.metrics or QUALITY), *COST, spec.sort, spec.select_metric,
               *([pivot["rows"], pivot["columns"], pivot.get("value", "accuracy"), *pivot.get("extra_values", [])]
                 if pivot else [])}
-    legacy = legacy_columns(names)  # where a metric the upgrade of old rows touches is read, all it reads
-    wanted |= set(legacy) if wanted & set(legacy) else set()
+    if any(map(_MAY_BE_LEGACY.fullmatch, filter(None, wanted))):  # (the names alone rule most tables out)
+        legacy = legacy_columns(names)  # where a metric the upgrade of old rows touches is read, all it reads
+        wanted |= set(legacy) if wanted & set(legacy) else set()
     return [c for c in names if c in wanted or c.startswith("selected_")]
 
 
@@ -119,16 +125,20 @@ def leaderboard_table(rows: pl.DataFrame | pl.LazyFrame, spec: LeaderboardSpec,
     # mean, std and max skip: the same values as after filtering)
     ok = pl.col("status") == "ok"
     figures = list(dict.fromkeys(metrics + cost + placeholders))
-    masked = frame.select(*group_by, "status", *[pl.when(ok).then(pl.col(c)).alias(c) for c in figures],
-                          *[c for c in chosen if c not in group_by and c not in figures])
+    if isinstance(frame, pl.DataFrame):  # rows in memory: masked inside the aggregation, one polars call
+        source, figure = frame, lambda c: pl.when(ok).then(pl.col(c)).alias(c)
+    else:  # a scan streams just these columns
+        source = frame.select(*group_by, "status", *[pl.when(ok).then(pl.col(c)).alias(c) for c in figures],
+                              *[c for c in chosen if c not in group_by and c not in figures])
+        figure = pl.col
     aggs = [(pl.col("status") == "failed").sum().alias("failed"), (pl.col("status") == "stopped").sum().alias("stopped"),
             ok.sum().alias("n")]
     for m in metrics:
-        aggs += [pl.col(m).mean(), pl.col(m).std().alias(f"{m}_std")]
-    aggs += [pl.col(c).mean() for c in cost]
+        aggs += [figure(m).mean(), figure(m).std().alias(f"{m}_std")]
+    aggs += [figure(c).mean() for c in cost]
     aggs += [pl.col(c).filter(ok).first() for c in chosen]
-    aggs += [pl.col(c).max() for c in placeholders]
-    table = _collected(masked.group_by(group_by).agg(aggs))
+    aggs += [figure(c).max() for c in placeholders]
+    table = _collected(source.group_by(group_by).agg(aggs))
     if not table["n"].sum():  # not a single ok row: the counts alone
         table = table.select(*group_by, "failed", "stopped", pl.lit(0).alias("n"))
         metrics = []

@@ -57,6 +57,7 @@ SPECS = [
     ([" spaced header ", "b"], [[" x ", "y"]]),  # tabulate strips the cells, not the headers
     (["mean", "wide"], [["0.5 ± 0.1", "e\u0301"], ["0.25 ± 0.125", "👍🏽 \U0001F1EF\U0001F1F5"]]),  # combining, emoji, flag
     (["a"], [["\x1b[31mred\x1b[0m"]]),  # colour codes: tabulate itself
+    (["a", "日本"], [["\u3000wide space", "x\xa0"], ["\u2003em\u2003", " 100% "], ["%s %d", "\u3000"]]),  # stripped spaces, printf marks
 ])
 def test_markdown_writer_equals_tabulate(headers, body):
     assert github_table(headers, body) == tabulate(body, headers=headers, tablefmt="github", disable_numparse=True)

@@ -225,3 +225,29 @@ def test_every_column_the_legacy_upgrade_touches_passes_the_name_check():
         touched = legacy_columns(some)
         assert touched and all(_MAY_BE_LEGACY.fullmatch(c) for c in touched)
     assert not any(_MAY_BE_LEGACY.fullmatch(c) for c in ["accuracy", "macro_f1", "pair_f1", "ndcg@10", "recall@1"])
+
+
+def test_pivot_cells_equal_a_plain_loop(tmp_path):
+    """Each pivot cell is the mean ± std of the value over the ok rows of its row and column values;
+    a scan gives the same tables, also where a column value is NaN."""
+    from bench.reporting.leaderboard import pivot_tables
+
+    rows = _rows()
+    pivot = {"rows": "fusion", "columns": "flag", "value": "macro_f1", "extra_values": ["accuracy", "absent"]}
+    tables = pivot_tables(rows, pivot)
+    assert [v for v, _, _ in tables] == ["macro_f1", "accuracy", "absent"] and tables[2][1:] == ([], [])
+    for value, headers, body in tables[:2]:
+        assert headers == [f"fusion \\ flag ({value})", "False", "True"]
+        for line in body:
+            for flag, cell in zip([False, True], line[1:]):
+                ok = rows.filter((pl.col("fusion") == line[0]) & (pl.col("flag") == flag) & (pl.col("status") == "ok"))
+                values = np.array([v for v in ok[value].to_list() if v is not None], dtype=float)
+                assert cell == (f"{values.mean():.3f} ± {values.std(ddof=1):.3f}" if len(values) > 1 else
+                                f"{values.mean():.3f}" if len(values) else "-")
+    with_nan = rows.with_columns(pl.when(pl.col("seed") == 0).then(float("nan")).otherwise(pl.col("fraction")).alias("fraction"))
+    path = tmp_path / "rows.parquet"
+    with_nan.write_parquet(path)
+    for frame in (rows, with_nan):
+        frame.write_parquet(path)
+        pivot = {"rows": "fusion", "columns": "fraction", "value": "accuracy"}
+        assert pivot_tables(frame, pivot) == pivot_tables(pl.scan_parquet(path), pivot)

@@ -350,8 +350,8 @@ def pivot_tables(rows: pl.DataFrame | pl.LazyFrame, pivot: dict) -> list[tuple[s
     if agg.is_empty():
         return [(v, [], []) for v in values]
     # a null column value (an option some trials left unset) is a column of its own, last
-    cols = sorted(agg[c].unique().to_list(), key=lambda x: (x is None, isinstance(x, str), 0 if x is None else x))
-    row_keys = sorted(agg[r].unique().to_list(), key=str)
+    cols = sorted(_distinct(agg[c]), key=lambda x: (x is None, isinstance(x, str), 0 if x is None else x))
+    row_keys = sorted(_distinct(agg[r]), key=str)
     keys = list(zip(agg[r].to_list(), agg[c].to_list()))
     out = []
     for v in values:
@@ -363,6 +363,18 @@ def pivot_tables(rows: pl.DataFrame | pl.LazyFrame, pivot: dict) -> list[tuple[s
         body = [[str(a)] + [_fmt(*cells[(a, b)]) if (a, b) in cells else "-" for b in cols] for a in row_keys]
         out.append((v, [f"{r} \\ {c} ({v})", *[str(b) for b in cols]], body))
     return out
+
+
+def _distinct(series: pl.Series) -> list:
+    """The distinct values of a short column: in Python (a polars ``unique`` plans a query), but by
+    polars where a NaN is among them (Python would count each NaN apart)."""
+    values = series.to_list()
+    try:
+        if not any(v != v for v in values):
+            return list(dict.fromkeys(values))
+    except TypeError:  # values Python cannot hash
+        pass
+    return series.unique().to_list()
 
 
 def pivot_table(rows: pl.DataFrame | pl.LazyFrame, pivot: dict) -> tuple[list[str], list[list[str]]]:
@@ -467,12 +479,13 @@ def _failed_in_memory(rows: pl.DataFrame, spec: LeaderboardSpec) -> list[tuple[s
         return []
     labels = [g for g in spec.group_by if g in names]
     wanted = list(dict.fromkeys([c for c in ("trial_key", *labels, "seed", "error") if c in names]))
-    failed = pl.DataFrame([rows.get_column(c) for c in wanted]).filter(rows.get_column("status") == "failed")
-    column = lambda name, absent: (list(map(str, failed.get_column(name).to_list())) if name in wanted  # noqa: E731
-                                   else [absent] * failed.height)
-    parts = [[f"{g}={text} " for text in column(g, "")] for g in labels] or [[" "] * failed.height]
+    mask = rows.get_column("status") == "failed"
+    failed = {c: rows.get_column(c).filter(mask).to_list() for c in wanted}  # Series calls: no query to plan
+    n = int(mask.sum())
+    column = lambda name, absent: list(map(str, failed[name])) if name in failed else [absent] * n  # noqa: E731
+    parts = [[f"{g}={text} " for text in column(g, "")] for g in labels] or [[" "] * n]
     parts.append([f"seed={text}" for text in column("seed", "None")])  # " seed=0" without labels
-    errors = failed.get_column("error").to_list() if "error" in wanted else [None] * failed.height
+    errors = failed.get("error", [None] * n)
     first = {e: _first_line(e) for e in set(errors)}  # one error text is often shared by many trials
     return list(zip(column("trial_key", "(no trial_key)"), map("".join, zip(*parts)), map(first.__getitem__, errors)))
 

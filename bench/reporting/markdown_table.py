@@ -69,7 +69,9 @@ def github_table_of_columns(headers: list[str], columns: list[list[str]]) -> str
         except TypeError:
             return by_tabulate()
         one_cell = True
-        if _NOT_PLAIN.search(text):
+        if text.isascii() and text.isprintable():  # (the quick test of most columns)
+            pass
+        elif _NOT_PLAIN.search(text):
             if not text.isprintable():  # line breaks, tabs, control characters: tabulate's own handling
                 return by_tabulate()
             one_cell = _one_cell_per_character(text)

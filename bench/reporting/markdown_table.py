@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import re
 from functools import lru_cache
-from itertools import repeat
 
 import tabulate as tabulate_module
 from tabulate import tabulate

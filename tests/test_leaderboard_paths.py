@@ -12,8 +12,8 @@ import pytest
 import yaml
 from tabulate import tabulate
 
-from bench.reporting.leaderboard import (LeaderboardSpec, display_rows, failed_table, failed_trials, leaderboard_table,
-                                          pivot_table, render_csv, render_markdown)
+from bench.reporting.leaderboard import (LeaderboardSpec, display_rows, failed_lines, failed_table, failed_trials,
+                                          leaderboard_table, pivot_table, render_csv, render_markdown)
 from bench.reporting.markdown_table import github_table
 
 
@@ -57,6 +57,7 @@ SPECS = [
     ([" spaced header ", "b"], [[" x ", "y"]]),  # tabulate strips the cells, not the headers
     (["mean", "wide"], [["0.5 ± 0.1", "e\u0301"], ["0.25 ± 0.125", "👍🏽 \U0001F1EF\U0001F1F5"]]),  # combining, emoji, flag
     (["a"], [["\x1b[31mred\x1b[0m"]]),  # colour codes: tabulate itself
+    (["a", "日本"], [["\u3000wide space", "x\xa0"], ["\u2003em\u2003", " 100% "], ["%s %d", "\u3000"]]),  # stripped spaces, printf marks
 ])
 def test_markdown_writer_equals_tabulate(headers, body):
     assert github_table(headers, body) == tabulate(body, headers=headers, tablefmt="github", disable_numparse=True)
@@ -120,6 +121,9 @@ def test_failed_list_equals_a_per_row_loop(tmp_path, spec):
     path = tmp_path / "trials.parquet"
     rows.write_parquet(path)
     assert failed_trials(pl.scan_parquet(path), spec) == expected
+    lines = [f"- `{key}` {labels}: {first}" for key, labels, first in expected]
+    assert failed_lines(rows, spec) == failed_lines(pl.scan_parquet(path), spec) == lines  # Python and polars paths
+    assert list(failed_table(rows, spec).iter_rows()) == expected
     no_axes = LeaderboardSpec(group_by=["absent"])
     assert failed_trials(rows.drop("seed"), no_axes)[0][1] == " seed=None"
 
@@ -190,3 +194,60 @@ def test_a_null_pivot_column_value_is_a_column_of_its_own():
     values = np.array(unset["macro_f1"].to_list(), dtype=float)
     expected = f"{values.mean():.3f} ± {values.std(ddof=1):.3f}"
     assert next(line for line in body if line[0] == "late")[-1] == expected
+
+
+@pytest.mark.parametrize("values,stds", [
+    ([0.5, 0.123456, 1e6, -0.0005], [0.01, 0.2, 0.0, 1.5]),  # every cell on the one-call path
+    ([0.5, None, float("nan"), 0.25], [0.01, 0.2, 0.3, None]),  # missing means and spreads
+    ([0.5, float("inf"), float("-inf")], [float("nan"), 0.1, 0.2]),
+    ([], []),
+])
+def test_a_column_of_cells_reads_as_each_value_written_alone(values, stds):
+    """Cells written a column at a time are the text of each value formatted on its own."""
+    from bench.reporting.leaderboard import _fmt, _fmt_column, _thousands
+
+    table = pl.DataFrame({"m": pl.Series(values, dtype=pl.Float64), "m_std": pl.Series(stds, dtype=pl.Float64)})
+    assert _fmt_column(table, "m", "m_std") == [_fmt(v, s) for v, s in zip(values, stds)]
+    assert _fmt_column(table, "m", digits=1) == [_fmt(v, None, 1) for v in values]
+    for counts in ([12345.9, 7.0, 1e9], [12345.9, None], []):  # parameter counts: truncated, thousands marked
+        assert _thousands(counts) == [f"{int(v):,}" if v is not None else "-" for v in counts]
+
+
+def test_every_column_the_legacy_upgrade_touches_passes_the_name_check():
+    """columns_read skips the upgrade's own column list when no wanted name could be one of them."""
+    from bench.metrics.retrieval_columns import legacy_columns
+    from bench.reporting.leaderboard import _MAY_BE_LEGACY
+
+    names = ["accuracy", "ndcg@10", "map@10", "map@5", "mrr@5", "p@10", "p@5", "f1", "f1_all", "f1_note",
+             "f1_threshold", "pair_f1", "macro_f1", "recall@1", "mar@10"]
+    for i in range(len(names)):  # each name left out in turn, so the upgrade sees other combinations
+        some = names[:i] + names[i + 1:]
+        touched = legacy_columns(some)
+        assert touched and all(_MAY_BE_LEGACY.fullmatch(c) for c in touched)
+    assert not any(_MAY_BE_LEGACY.fullmatch(c) for c in ["accuracy", "macro_f1", "pair_f1", "ndcg@10", "recall@1"])
+
+
+def test_pivot_cells_equal_a_plain_loop(tmp_path):
+    """Each pivot cell is the mean ± std of the value over the ok rows of its row and column values;
+    a scan gives the same tables, also where a column value is NaN."""
+    from bench.reporting.leaderboard import pivot_tables
+
+    rows = _rows()
+    pivot = {"rows": "fusion", "columns": "flag", "value": "macro_f1", "extra_values": ["accuracy", "absent"]}
+    tables = pivot_tables(rows, pivot)
+    assert [v for v, _, _ in tables] == ["macro_f1", "accuracy", "absent"] and tables[2][1:] == ([], [])
+    for value, headers, body in tables[:2]:
+        assert headers == [f"fusion \\ flag ({value})", "False", "True"]
+        for line in body:
+            for flag, cell in zip([False, True], line[1:]):
+                ok = rows.filter((pl.col("fusion") == line[0]) & (pl.col("flag") == flag) & (pl.col("status") == "ok"))
+                values = np.array([v for v in ok[value].to_list() if v is not None], dtype=float)
+                assert cell == (f"{values.mean():.3f} ± {values.std(ddof=1):.3f}" if len(values) > 1 else
+                                f"{values.mean():.3f}" if len(values) else "-")
+    with_nan = rows.with_columns(pl.when(pl.col("seed") == 0).then(float("nan")).otherwise(pl.col("fraction")).alias("fraction"))
+    path = tmp_path / "rows.parquet"
+    with_nan.write_parquet(path)
+    for frame in (rows, with_nan):
+        frame.write_parquet(path)
+        pivot = {"rows": "fusion", "columns": "fraction", "value": "accuracy"}
+        assert pivot_tables(frame, pivot) == pivot_tables(pl.scan_parquet(path), pivot)

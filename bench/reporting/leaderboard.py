@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import html as html_lib
 import math
+import re
 from dataclasses import dataclass, field
+from itertools import chain
 
 import polars as pl
 from tabulate import tabulate
@@ -71,6 +73,10 @@ def select_on_dev(rows: pl.DataFrame | pl.LazyFrame, spec: LeaderboardSpec, grou
     return pl.concat([chosen, unrankable], how="diagonal_relaxed")
 
 
+# every name the upgrade of old retrieval rows reads or writes is one of these (bench.metrics.retrieval_columns)
+_MAY_BE_LEGACY = re.compile(r"(?:map|mrr|p)@\d+|f1(?:_all|_note|_threshold)?")
+
+
 def columns_read(spec: LeaderboardSpec, names: list[str]) -> list[str]:
     """The row columns a markdown or CSV leaderboard of ``spec`` reads (table, pivots, failed list,
     intervals) among the stored ``names``, in their order: `bench leaderboard` reads only these."""
@@ -79,8 +85,9 @@ def columns_read(spec: LeaderboardSpec, names: list[str]) -> list[str]:
               *(spec.metrics or QUALITY), *COST, spec.sort, spec.select_metric,
               *([pivot["rows"], pivot["columns"], pivot.get("value", "accuracy"), *pivot.get("extra_values", [])]
                 if pivot else [])}
-    legacy = legacy_columns(names)  # where a metric the upgrade of old rows touches is read, all it reads
-    wanted |= set(legacy) if wanted & set(legacy) else set()
+    if any(map(_MAY_BE_LEGACY.fullmatch, filter(None, wanted))):  # (the names alone rule most tables out)
+        legacy = legacy_columns(names)  # where a metric the upgrade of old rows touches is read, all it reads
+        wanted |= set(legacy) if wanted & set(legacy) else set()
     return [c for c in names if c in wanted or c.startswith("selected_")]
 
 
@@ -118,16 +125,20 @@ def leaderboard_table(rows: pl.DataFrame | pl.LazyFrame, spec: LeaderboardSpec,
     # mean, std and max skip: the same values as after filtering)
     ok = pl.col("status") == "ok"
     figures = list(dict.fromkeys(metrics + cost + placeholders))
-    masked = frame.select(*group_by, "status", *[pl.when(ok).then(pl.col(c)).alias(c) for c in figures],
-                          *[c for c in chosen if c not in group_by and c not in figures])
+    if isinstance(frame, pl.DataFrame):  # rows in memory: masked inside the aggregation, one polars call
+        source, figure = frame, lambda c: pl.when(ok).then(pl.col(c)).alias(c)
+    else:  # a scan streams just these columns
+        source = frame.select(*group_by, "status", *[pl.when(ok).then(pl.col(c)).alias(c) for c in figures],
+                              *[c for c in chosen if c not in group_by and c not in figures])
+        figure = pl.col
     aggs = [(pl.col("status") == "failed").sum().alias("failed"), (pl.col("status") == "stopped").sum().alias("stopped"),
             ok.sum().alias("n")]
     for m in metrics:
-        aggs += [pl.col(m).mean(), pl.col(m).std().alias(f"{m}_std")]
-    aggs += [pl.col(c).mean() for c in cost]
+        aggs += [figure(m).mean(), figure(m).std().alias(f"{m}_std")]
+    aggs += [figure(c).mean() for c in cost]
     aggs += [pl.col(c).filter(ok).first() for c in chosen]
-    aggs += [pl.col(c).max() for c in placeholders]
-    table = _collected(masked.group_by(group_by).agg(aggs))
+    aggs += [figure(c).max() for c in placeholders]
+    table = _collected(source.group_by(group_by).agg(aggs))
     if not table["n"].sum():  # not a single ok row: the counts alone
         table = table.select(*group_by, "failed", "stopped", pl.lit(0).alias("n"))
         metrics = []
@@ -245,16 +256,38 @@ def _fmt_column(table: pl.DataFrame, column: str, std: str | None = None, digits
         return list(map(_fmt, values, stds or [None] * len(values), [digits] * len(values)))
     one = f"%.{digits}f"  # printf style: the text of f"{v:.{digits}f}", without building the spec per value
     if stds is None:
+        if _all_numbers(values):
+            return _printf_each(one, values, len(values))
         return ["-" if v is None or v != v else one % v for v in values]
     both = f"{one} ± {one}"
+    if _all_numbers(values) and _all_numbers(stds):
+        return _printf_each(both, list(chain.from_iterable(zip(values, stds))), len(values))
     return ["-" if v is None or v != v else both % (v, s) if s is not None and s == s else one % v
             for v, s in zip(values, stds)]
+
+
+def _all_numbers(values: list) -> bool:
+    """No None and no NaN among the floats (a NaN, or inf and -inf, make the sum NaN: the slow path)."""
+    return None not in values and not math.isnan(sum(values))
+
+
+def _printf_each(pattern: str, args: list, n: int) -> list[str]:
+    """``[pattern % args_of_row for each of n rows]`` in one printf call: the pattern repeated n times,
+    one line each (a formatted number never holds a line break), then split."""
+    return ((pattern + "\n") * n % tuple(args)).split("\n")[:-1] if n else []
 
 
 def _count_column(table: pl.DataFrame, column: str) -> list[str]:
     """A count as text, 0 where the table has no value (or no such column)."""
     values = table[column].to_list() if column in table.columns else [None] * table.height
     return [str(v or 0) for v in values]
+
+
+def _thousands(values: list) -> list[str]:
+    """Whole numbers with thousands separators (a mean of parameter counts, truncated), "-" for None."""
+    if None in values:
+        return [f"{int(v):,}" if v is not None else "-" for v in values]
+    return ("{:,}\n" * len(values)).format(*map(int, values)).split("\n")[:-1]
 
 
 def display_columns(table: pl.DataFrame, spec: LeaderboardSpec) -> tuple[list[str], list[list[str]]]:
@@ -280,8 +313,7 @@ def display_columns(table: pl.DataFrame, spec: LeaderboardSpec) -> tuple[list[st
     columns += [list(map(_fmt_interval, column(f"{m}_ci_low"), column(f"{m}_ci_high"))) for m in cis]
     columns += [list(map(_fmt_mark, column("near_best"), column("best_p")))] if mark else []
     columns += [_fmt_column(table, c) for c in refs]
-    columns += [_fmt_column(table, c, digits=1) if c != "n_params"
-                else [f"{int(v):,}" if v is not None else "-" for v in column(c)] for c in cost]
+    columns += [_fmt_column(table, c, digits=1) if c != "n_params" else _thousands(column(c)) for c in cost]
     columns += [_count_column(table, "n"), _count_column(table, "failed")]
     columns += [_count_column(table, "stopped") for _ in stopped]
     headers = [h if not h.startswith("ref_") else f"{h[4:]} {REFERENCE}" for h in headers]
@@ -304,17 +336,22 @@ def pivot_tables(rows: pl.DataFrame | pl.LazyFrame, pivot: dict) -> list[tuple[s
     shown = [v for v in dict.fromkeys(values) if {r, c, v} <= set(names)]
     if not shown:
         return [(v, [], []) for v in values]
-    status = ["status"] if "status" in names else []
-    used = rows.select(list(dict.fromkeys([r, c, *shown, *status])))  # the filter then copies these alone
-    ok = used.filter(pl.col("status") == "ok") if status else used
+    status = "status" in names
+    if isinstance(rows, pl.DataFrame):  # one call: values of rows not ok are masked to null, which mean and std skip
+        value = lambda v: pl.when(pl.col("status") == "ok").then(pl.col(v)) if status else pl.col(v)  # noqa: E731
+        ok = rows
+    else:  # a scan reads these columns alone and streams the ok rows
+        value = pl.col
+        used = rows.select(list(dict.fromkeys([r, c, *shown, *(["status"] if status else [])])))
+        ok = used.filter(pl.col("status") == "ok") if status else used
     aggs = [e for i, v in enumerate(shown)
-            for e in (pl.col(v).mean().alias(f"__mean_{i}"), pl.col(v).std().alias(f"__std_{i}"))]
+            for e in (value(v).mean().alias(f"__mean_{i}"), value(v).std().alias(f"__std_{i}"))]
     agg = _collected(ok.group_by([r, c]).agg(aggs))
     if agg.is_empty():
         return [(v, [], []) for v in values]
     # a null column value (an option some trials left unset) is a column of its own, last
-    cols = sorted(agg[c].unique().to_list(), key=lambda x: (x is None, isinstance(x, str), 0 if x is None else x))
-    row_keys = sorted(agg[r].unique().to_list(), key=str)
+    cols = sorted(_distinct(agg[c]), key=lambda x: (x is None, isinstance(x, str), 0 if x is None else x))
+    row_keys = sorted(_distinct(agg[r]), key=str)
     keys = list(zip(agg[r].to_list(), agg[c].to_list()))
     out = []
     for v in values:
@@ -326,6 +363,18 @@ def pivot_tables(rows: pl.DataFrame | pl.LazyFrame, pivot: dict) -> list[tuple[s
         body = [[str(a)] + [_fmt(*cells[(a, b)]) if (a, b) in cells else "-" for b in cols] for a in row_keys]
         out.append((v, [f"{r} \\ {c} ({v})", *[str(b) for b in cols]], body))
     return out
+
+
+def _distinct(series: pl.Series) -> list:
+    """The distinct values of a short column: in Python (a polars ``unique`` plans a query), but by
+    polars where a NaN is among them (Python would count each NaN apart)."""
+    values = series.to_list()
+    try:
+        if not any(v != v for v in values):
+            return list(dict.fromkeys(values))
+    except TypeError:  # values Python cannot hash
+        pass
+    return series.unique().to_list()
 
 
 def pivot_table(rows: pl.DataFrame | pl.LazyFrame, pivot: dict) -> tuple[list[str], list[list[str]]]:
@@ -405,6 +454,8 @@ def failed_table(rows: pl.DataFrame | pl.LazyFrame, spec: LeaderboardSpec) -> pl
 
 def failed_lines(rows: pl.DataFrame | pl.LazyFrame, spec: LeaderboardSpec) -> list[str]:
     """The markdown list of failed trials: "- `key` labels: first line of the error" (see failed_table)."""
+    if isinstance(rows, pl.DataFrame):
+        return [f"- `{key}` {labels}: {first}" for key, labels, first in _failed_in_memory(rows, spec)]
     failed, (key, labels, first) = _failed_parts(rows, spec)
     if failed.is_empty():
         return []
@@ -414,7 +465,29 @@ def failed_lines(rows: pl.DataFrame | pl.LazyFrame, spec: LeaderboardSpec) -> li
 
 def failed_trials(rows: pl.DataFrame | pl.LazyFrame, spec: LeaderboardSpec) -> list[tuple[str, str, str]]:
     """(trial key, axis labels and seed, first line of the error) of every failed trial."""
+    if isinstance(rows, pl.DataFrame):
+        return _failed_in_memory(rows, spec)
     return list(failed_table(rows, spec).iter_rows())
+
+
+def _failed_in_memory(rows: pl.DataFrame, spec: LeaderboardSpec) -> list[tuple[str, str, str]]:
+    """``failed_trials`` of rows already in memory: one mask picks the failed rows (a few percent),
+    whose few columns Python then writes as text (``str`` of each value, as in ``failed_table``);
+    a lazy scan never comes here, so no Python runs per row of a large table."""
+    names = rows.columns
+    if "status" not in names:
+        return []
+    labels = [g for g in spec.group_by if g in names]
+    wanted = list(dict.fromkeys([c for c in ("trial_key", *labels, "seed", "error") if c in names]))
+    mask = rows.get_column("status") == "failed"
+    failed = {c: rows.get_column(c).filter(mask).to_list() for c in wanted}  # Series calls: no query to plan
+    n = int(mask.sum())
+    column = lambda name, absent: list(map(str, failed[name])) if name in failed else [absent] * n  # noqa: E731
+    parts = [[f"{g}={text} " for text in column(g, "")] for g in labels] or [[" "] * n]
+    parts.append([f"seed={text}" for text in column("seed", "None")])  # " seed=0" without labels
+    errors = failed.get("error", [None] * n)
+    first = {e: _first_line(e) for e in set(errors)}  # one error text is often shared by many trials
+    return list(zip(column("trial_key", "(no trial_key)"), map("".join, zip(*parts)), map(first.__getitem__, errors)))
 
 
 def render_csv(rows: pl.DataFrame, spec: LeaderboardSpec, predictions: pl.DataFrame | None = None) -> str:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import re
 from functools import lru_cache
-from itertools import repeat
 
 import tabulate as tabulate_module
 from tabulate import tabulate
@@ -61,28 +60,35 @@ def github_table_of_columns(headers: list[str], columns: list[list[str]]) -> str
 
     if not headers or tabulate_module.PRESERVE_WHITESPACE or len(columns) != len(headers):
         return by_tabulate()
-    padded = []
+    widths, heads, bodies, patterns = [], [], [], []
     for header, cells in zip(headers, columns):
-        column = [str(header), *cells]
+        header = str(header)
         try:
-            text = "".join(column)  # a TypeError: a cell that is not a string
+            text = header + "".join(cells)  # a TypeError: a cell that is not a string
         except TypeError:
             return by_tabulate()
         one_cell = True
-        if _NOT_PLAIN.search(text):
+        if text.isascii() and text.isprintable():  # (the quick test of most columns)
+            pass
+        elif _NOT_PLAIN.search(text):
             if not text.isprintable():  # line breaks, tabs, control characters: tabulate's own handling
                 return by_tabulate()
             one_cell = _one_cell_per_character(text)
-        column = [column[0], *map(str.strip, column[1:])]  # tabulate strips the body, not the header
-        if one_cell:
-            width = max(len(column[0]) + MIN_PADDING, max(map(len, column[1:]), default=0))
-            padded.append((width, list(map(str.ljust, column, repeat(width)))))
-            continue
-        sizes = list(map(_width, column))
-        if min(sizes) < 0:
-            return by_tabulate()
-        width = max([sizes[0] + MIN_PADDING, *sizes[1:]])
-        padded.append((width, [c + " " * (width - s) for c, s in zip(column, sizes)]))
-    lines = ["| " + " | ".join(row) + " |" for row in zip(*(cells for _, cells in padded))]
-    lines.insert(1, "|" + "|".join("-" * (width + 2) for width, _ in padded) + "|")
+        cells = list(map(str.strip, cells))  # tabulate strips the body, not the header
+        if one_cell:  # width = length: printf pads each row's cells in one call ("%-8s" is ljust(8))
+            width = max(len(header) + MIN_PADDING, max(map(len, cells), default=0))
+            patterns.append(f"%-{width}s")
+        else:
+            sizes = list(map(_width, [header, *cells]))
+            if min(sizes) < 0:
+                return by_tabulate()
+            width = max([sizes[0] + MIN_PADDING, *sizes[1:]])
+            cells = [c + " " * (width - s) for c, s in zip(cells, sizes[1:])]
+            patterns.append("%s")
+        widths.append(width)
+        heads.append(header + " " * (width - (len(header) if one_cell else _width(header))))
+        bodies.append(cells)
+    row = "| " + " | ".join(patterns) + " |"
+    lines = ["| " + " | ".join(heads) + " |", "|" + "|".join("-" * (width + 2) for width in widths) + "|"]
+    lines += [row % cells for cells in zip(*bodies)]
     return "\n".join(lines)

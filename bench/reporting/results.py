@@ -181,17 +181,46 @@ def load_run(path: str | Path, skip: tuple[str, ...] = (), columns: list[str] | 
 def run_header(path: str | Path) -> pl.Schema:
     """The stored rows' columns and types: trials.parquet's footer alone (or the row files, if it is
     missing), so a reader can choose its columns before it reads any rows."""
+    return stored_rows(path).header
+
+
+@dataclass
+class StoredRows:
+    """A run folder's rows before they are read: ``header`` (their columns and types) and ``read`` of
+    the columns a caller chose from it, from one opening of trials.parquet (its footer is read once)."""
+    run: RunDir
+    header: pl.Schema
+    scan: pl.LazyFrame | None = None  # trials.parquet
+    rows: pl.DataFrame | None = None  # the row files, read already, when trials.parquet is missing
+
+    def read(self, columns: list[str] | None = None, skip: tuple[str, ...] = ()) -> pl.DataFrame:
+        """``load_run``'s rows: only ``columns`` if given, else all but ``skip``."""
+        if self.scan is not None:
+            try:
+                rows = (self.scan.select(columns) if columns is not None else self.scan.drop(skip, strict=False)).collect()
+            except Exception as exc:
+                raise _corrupt(self.run.path / TRIALS, exc) from None
+        else:
+            rows = self.rows.select(columns) if columns is not None else self.rows.drop(skip, strict=False)
+        if rows.is_empty():
+            raise BenchError("the run has no finished trials yet", file=self.run.path, fix="run or resume the suite first")
+        return rows
+
+
+def stored_rows(path: str | Path) -> StoredRows:
+    """The run folder's ``StoredRows``: trials.parquet, or the row files if it is missing."""
     run = _run_folder(path)
     trials = run.path / TRIALS
     if trials.exists():
+        scan = pl.scan_parquet(trials)
         try:
-            return pl.Schema(pl.read_parquet_schema(trials))
+            return StoredRows(run, scan.collect_schema(), scan=scan)
         except Exception as exc:
             raise _corrupt(trials, exc) from None
     rows = run.read_rows()
     if rows.is_empty():
         raise BenchError("the run has no finished trials yet", file=path, fix="run or resume the suite first")
-    return rows.schema
+    return StoredRows(run, rows.schema, rows=rows)
 
 
 def _run_folder(path: str | Path) -> RunDir:

@@ -10,7 +10,7 @@ import polars as pl
 from bench.reporting.leaderboard import (LeaderboardSpec, columns_read, render_csv, render_html, render_markdown,
                                           spec_from_suite)
 from bench.paths import atomic_write_text
-from bench.reporting.results import PREDICTIONS, load_run, run_header
+from bench.reporting.results import PREDICTIONS, load_run, stored_rows
 
 HTML_PAGE = "leaderboard.html"
 
@@ -83,7 +83,8 @@ def leaderboard_for_run(run_dir: str | Path, fmt: str = "md", group_by: list[str
                         sort: str | None = None) -> str:
     """`bench leaderboard`: the settings come from the suite copy and the stored column names; the
     markdown and CSV tables then read only the columns they use, the page every column but the config."""
-    header = run_header(run_dir)
+    stored = stored_rows(run_dir)
+    header = stored.header
     spec = run_leaderboard_spec(Path(run_dir), header, group_by)
     check_columns(header, Path(run_dir), group_by or [], sort)
     if group_by:
@@ -91,8 +92,8 @@ def leaderboard_for_run(run_dir: str | Path, fmt: str = "md", group_by: list[str
     if sort:
         spec = replace(spec, sort=sort)
     columns = None if fmt == "html" else columns_read(spec, header.names())
-    run, rows = load_run(run_dir, skip=NOT_ON_LEADERBOARD, columns=columns)
-    predictions = load_predictions(run.path)
+    rows = stored.read(columns, skip=NOT_ON_LEADERBOARD)
+    predictions = load_predictions(stored.run.path)
     if fmt == "csv":
         return render_csv(rows, spec, predictions)
     if fmt == "html":

@@ -82,6 +82,36 @@ def outside_plugins(tmp_path_factory):
     uninstall(packages)
 
 
+# Every way a trial can fail, beside a trial of the outside FiLM fusion, in one suite: a `bench run`
+# start costs more than all of these trials together.
+FAULTS_MATRIX = {
+    "fine": {},
+    "film": {"fusion": "film"},
+    "raises": {"fusion": "explodes"},
+    "dies": {"fusion": "dies"},
+    "nan": {"stages": [{"objectives": ["nan_loss"], "epochs": 1}]},
+    "bad_weights": {"encoders": {"image": {"options": {"pretrained": "/no/such/weights.safetensors"}}},
+                    "fusion": "image_only"},
+    "slow": {"fusion": {"name": "sleeps", "options": {"seconds": 0.5}}, "max_trial_minutes": 0.02},
+}
+
+
+@pytest.fixture(scope="session")
+def faults_run(outside_plugins, tmp_path_factory):
+    """`bench run` of FAULTS_MATRIX in a fresh process (a fresh entry-point scan finds the outside
+    packages): (the finished process, its run folder)."""
+    import yaml
+
+    work = tmp_path_factory.mktemp("faults")
+    suite = work / "faults.yaml"
+    suite.write_text(yaml.safe_dump({"name": "faults", "trial": tiny_trial(), "matrix": {"method": FAULTS_MATRIX}}),
+                     encoding="utf-8")
+    proc = run_bench("run", suite, "--out", work / "results", "--quiet")
+    runs = sorted((work / "results" / "faults").glob("*/trials.parquet"))
+    assert runs, proc.stderr[-3000:]
+    return proc, runs[-1].parent
+
+
 def run_bench(*args, env=None, timeout=600):
     """Run the real `bench` command in a fresh process (fresh entry-point scan)."""
     import subprocess

@@ -46,31 +46,22 @@ def test_smoke_suite_runs_and_leaderboard_regenerates_identically(tmp_path):
     assert regen.returncode == 0 and regen.stdout.splitlines()[0].startswith("rank,")
 
 
-def test_failed_trials_are_recorded_and_the_suite_completes(outside_plugins, write_suite, tmp_path):
-    """One run holds every way a trial can fail (a `bench run` start costs more than these trials),
-    the timeout included: each is a failed row with its reason, and the others still finish."""
-    suite = write_suite({"name": "faults", "trial": tiny_trial(), "matrix": {"method": {
-        "fine": {},
-        "raises": {"fusion": "explodes"},
-        "dies": {"fusion": "dies"},
-        "nan": {"stages": [{"objectives": ["nan_loss"], "epochs": 1}]},
-        "bad_weights": {"encoders": {"image": {"options": {"pretrained": "/no/such/weights.safetensors"}}},
-                        "fusion": "image_only"},
-        "slow": {"fusion": {"name": "sleeps", "options": {"seconds": 0.5}}, "max_trial_minutes": 0.02},
-    }}})
-    proc = run_bench("run", suite, "--out", tmp_path, "--quiet")
+def test_failed_trials_are_recorded_and_the_suite_completes(faults_run):
+    """Every way a trial can fail, the timeout included: each is a failed row with its reason, and
+    the others still finish."""
+    proc, run = faults_run
     assert proc.returncode == 1, proc.stderr[-3000:]
-    rows = pl.read_parquet(_run_dir(tmp_path, "faults") / "trials.parquet")
+    rows = pl.read_parquet(run / "trials.parquet")
     status = dict(zip(rows["method"], rows["status"]))
     errors = dict(zip(rows["method"], rows["error"]))
-    assert status == {"fine": "ok", "raises": "failed", "dies": "failed", "nan": "failed", "bad_weights": "failed",
-                      "slow": "failed"}
+    assert status == {"fine": "ok", "film": "ok", "raises": "failed", "dies": "failed", "nan": "failed",
+                      "bad_weights": "failed", "slow": "failed"}
     assert "worker crashed" in errors["dies"]
     assert "fusion exploded on purpose" in errors["raises"]
     assert "loss became nan" in errors["nan"]
     assert "weights file not found" in errors["bad_weights"] and "/no/such/weights.safetensors" in errors["bad_weights"]
     assert "max_trial_minutes" in errors["slow"]  # the timeout marks the trial failed
-    board = (_run_dir(tmp_path, "faults") / "leaderboard.md").read_text()
+    board = (run / "leaderboard.md").read_text()
     assert "## Failed trials" in board and "fusion exploded on purpose" in board
 
 

@@ -86,7 +86,6 @@ def run_stage(model: BenchModel, objectives: list[tuple[Objective, float]], load
     total_steps = max(1, math.ceil(cfg.epochs * steps_per_epoch))
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(cfg.schedule, total_steps))
     scaler = grad_scaler(device, amp)
-    scaled = scaler.is_enabled()  # fp16 on CUDA only
     model.train()
     for o in modules:
         o.train()
@@ -112,18 +111,12 @@ def run_stage(model: BenchModel, objectives: list[tuple[Objective, float]], load
                 raise TrialFailure(f"loss became {loss} at step {step} of stage '{cfg.name}' "
                                    f"(try a lower learning rate or grad_clip)")
             optimizer.zero_grad(set_to_none=True)
-            if scaled:
-                scaler.scale(total).backward()
-                if cfg.grad_clip:
-                    scaler.unscale_(optimizer)
-                    torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-                scaler.step(optimizer)
-                scaler.update()
-            else:  # what the scaler does when disabled, without its calls on every step
-                total.backward()
-                if cfg.grad_clip:
-                    torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-                optimizer.step()
+            scaler.scale(total).backward()
+            if cfg.grad_clip:
+                scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
             schedule.step()
             stats.samples += len(batch)
             stats.steps += 1

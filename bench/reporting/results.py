@@ -154,34 +154,14 @@ def latest_run_dir(out: Path, suite_name: str) -> RunDir | None:
     return RunDir(runs[-1]) if runs else None
 
 
-def load_run(path: str | Path, skip: tuple[str, ...] = (), columns: list[str] | None = None) -> tuple[RunDir, pl.DataFrame]:
+def load_run(path: str | Path, skip: tuple[str, ...] = ()) -> tuple[RunDir, pl.DataFrame]:
     """A run folder's rows for leaderboards: trials.parquet, or the row files if it is missing.
 
     ``skip`` names columns the caller never reads; they are not even read from the parquet file.
-    ``columns``, if given, are the only ones read (see ``run_header`` for the names there are).
+    A reader that chooses its columns from the stored ones first uses ``stored_rows``.
     """
-    run = _run_folder(path)
-    trials = run.path / TRIALS
-    if trials.exists():
-        try:
-            if columns is not None:
-                rows = pl.read_parquet(trials, columns=columns)
-            else:
-                rows = pl.scan_parquet(trials).drop(skip, strict=False).collect() if skip else pl.read_parquet(trials)
-        except Exception as exc:
-            raise _corrupt(trials, exc) from None
-    else:
-        rows = run.read_rows()
-        rows = rows.select(columns) if columns is not None else rows.drop(skip, strict=False)
-    if rows.is_empty():
-        raise BenchError("the run has no finished trials yet", file=path, fix="run or resume the suite first")
-    return run, rows
-
-
-def run_header(path: str | Path) -> pl.Schema:
-    """The stored rows' columns and types: trials.parquet's footer alone (or the row files, if it is
-    missing), so a reader can choose its columns before it reads any rows."""
-    return stored_rows(path).header
+    stored = stored_rows(path)
+    return stored.run, stored.read(skip=skip)
 
 
 @dataclass

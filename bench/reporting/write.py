@@ -18,7 +18,7 @@ HTML_PAGE = "leaderboard.html"
 def run_leaderboard_spec(run_dir: Path, rows, group_by: list[str] | None = None) -> LeaderboardSpec:
     """The leaderboard settings of the suite as it was run (its copy in the run folder); a copy that
     no longer validates is an error unless the caller names the grouping. ``rows``: the run's rows,
-    or just their schema (``run_header``)."""
+    or just their schema (``stored_rows(...).header``)."""
     suite_copy = Path(run_dir) / "suite.yaml"
     if suite_copy.exists():
         from bench.config.schema import Suite

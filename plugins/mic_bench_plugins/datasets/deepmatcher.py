@@ -20,7 +20,7 @@ from bench.registry import PluginSpec
 
 from .assemble import ColumnSources, MissingImages, finish_catalog, image_paths
 from .image_lists import first_image
-from .pair_labels import bad_label, join_text, parse_pair_label
+from .pair_labels import bad_label, join_text, parse_pair_label, serialize_attributes
 from .table_files import BadRows, csv_row_line, decode_text, read_table
 
 SIDES = {"table_a": "a", "table_b": "b"}
@@ -39,6 +39,9 @@ class DeepMatcherOptions(BaseModel):
     test: str = Field("test.csv", description="test pairs")
     title: str | list[str] | None = Field(None, description="attribute column(s) joined (by spaces) into the title; "
                                                             "default: title, else name")
+    serialize: bool = Field(False, description="write the title as 'COL title VAL ... COL brand VAL ...' over the "
+                                               "title columns (Ditto's serialization for transformer matchers); "
+                                               "false: their values joined by spaces")
     id_column: str = Field("id", description="the id column of both tables")
     image: str | None = Field(None, description="an attribute column holding an image path (relative to images), or a "
                                                 "list of paths such as [\"a.jpg\", \"b.jpg\"] (the first that exists)")
@@ -83,7 +86,8 @@ def read_side(path: Path, prefix: str, opts: DeepMatcherOptions) -> tuple[pl.Dat
         raise BenchError(f"duplicate id '{ids[rows[0]]}' ({_line(path, rows[0], opts)} and "
                          f"{_line(path, rows[1], opts)}; {len(set(ids.filter(dupes)))} duplicated id(s))", file=file,
                          field=opts.id_column, fix="give every row of the table its own id; pairs name rows by id")
-    titles = [join_text(list(values)) for values in zip(*(frame[c].to_list() for c in columns))]
+    text_of = (lambda values: serialize_attributes(columns, values)) if opts.serialize else join_text
+    titles = [text_of(list(values)) for values in zip(*(frame[c].to_list() for c in columns))]
     items = pl.DataFrame({"item_id": [f"{prefix}:{i}" for i in ids], "title": titles,
                           "image": frame[opts.image].to_list() if opts.image else [None] * frame.height},
                          schema={"item_id": pl.Utf8, "title": pl.Utf8, "image": pl.Utf8})

@@ -45,6 +45,14 @@ def join_text(values: list) -> str:
     return " ".join(parts)
 
 
+def serialize_attributes(names: list[str], values: list) -> str:
+    """Attribute values written as ``COL name VAL value ...`` (Ditto's serialization, Li et al.
+    VLDB 2020): a transformer matcher then knows which words are the brand and which the model
+    number. A blank or missing value keeps its ``COL name VAL`` with nothing after it, so both
+    records of a pair show the same attribute names in the same order."""
+    return " ".join(f"COL {name} VAL {join_text([value])}".rstrip() for name, value in zip(names, values))
+
+
 def settle_pairs(pairs: pl.DataFrame, item_ids: pl.Series, notes: dict) -> pl.DataFrame:
     """The reader's pairs as its catalogue keeps them (``notes`` gains the counts). A pair listed
     again (in either order) with the same label in the same split is kept once (note

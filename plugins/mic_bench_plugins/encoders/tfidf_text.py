@@ -19,7 +19,7 @@ catalogues an ``svd_dim``.
 Defaults measured on real and generated catalogues (docs/baselines.md,
 benchmarks/baseline_defaults.py): a cap of 8,192 terms cost Walmart-Amazon pairs 6.4 (title) and
 8.8 ([title, brand, modelno]) test F1 points against 32,768, which holds the whole vocabulary of
-most title catalogues; min_df 2 lost 1.5-3 points there and 3 nDCG@10 points on the generated
+most title catalogues; min_df 2 lost 1.5-1.8 points there and 3 nDCG@10 points on the generated
 catalogue, so every train term is kept (min_df 1). A small catalogue's vocabulary fits any cap:
 suites on such data may set a narrower width (less memory, the same vectors), and so must a
 fusion whose layers grow with the square of the text width (cross_modal_gated_attention without

@@ -205,7 +205,7 @@ def test_corrupt_gzip_is_a_clear_error(registry, tmp_path):
 
 def test_a_pair_in_two_splits_is_refused(registry, tmp_path):
     folder, path = _broken_deepmatcher(tmp_path, "test.csv", lambda t: t + "0,0,1\n")
-    with pytest.raises(BenchError, match=r"a:0 - b:0 is in more than one split \(test, train"):
+    with pytest.raises(BenchError, match=r"train.csv line 2 and test.csv line 10 list the pair a:0 - b:0, in train and in test"):
         _load(registry, "deepmatcher", {"path": str(folder)})
 
 

@@ -211,9 +211,10 @@ class PairTrialRun(TrialRun):
         return {"train_pairs_seen_share": round(len(self.served_pairs & distinct) / len(distinct), 4) if distinct else None}
 
     def fit_on_dev(self, dev: Predictions) -> Predictions:
-        """Nothing is fitted on dev items here (late fusion's weight is chosen by item labels, which
-        pairs do not have); the dev pairs choose the epoch and the threshold."""
-        return dev
+        """Nothing is fitted on dev item labels here (late fusion's weight is chosen by them, and
+        pairs have none); the dev pairs choose the epoch, the threshold, and a fusion's setting
+        offered by ``Fusion.dev_choices`` (hybrid_score's weight), by the selection metric."""
+        return self.choose_on_dev(dev)
 
     def dev_metrics_of(self, dev: Predictions) -> dict[str, float]:
         return self.dev_columns(*self.pair_scores("dev", dev))[0]

@@ -11,7 +11,7 @@ batch (bench/trial/pairs.py PairBatch), never item labels or groups.
   (``in_batch_negatives``) an InfoNCE term makes each match's left item pick its right item out
   of all the batch's right items, as bi-encoder retrievers are trained.
 - ``pair_cross_encoder``: the text encoder reads both titles as one sequence ([CLS] left [SEP]
-  right [SEP]) and a linear head on [CLS] gives the match logit, trained with binary
+  right [SEP]) and a linear head on [CLS] (or the mean over the tokens) gives the match logit, trained with binary
   cross-entropy (as BERT-based entity matchers such as Ditto do). The pair is then scored by that
   logit, not by the cosine of two separate embeddings, so title words can attend across the pair.
   The joined length is settled on the train pairs (``max_length: auto``) before the first step.
@@ -139,7 +139,11 @@ class PairCrossEncoderOptions(BaseModel):
     max_length: int | Literal["auto"] = Field(
         "auto", description="tokens of the joined pair (the longer title is cut first); auto: the length 99% of the "
                             "train pairs fit in, at most the model's limit (row: pair_max_length)")
-    dropout: float = Field(0.1, ge=0.0, lt=1.0, description="dropout on [CLS] before the head")
+    pooling: Literal["encoder", "cls", "mean"] = Field(
+        "encoder", description="what the head reads: [CLS], the mean over the pair's tokens, or encoder (the text "
+                               "encoder's own pooling option: a sentence-embedding model trained with mean pooling "
+                               "has an untrained [CLS])")
+    dropout: float = Field(0.1, ge=0.0, lt=1.0, description="dropout on the pooled vector before the head")
     pos_weight: float | None = Field(None, gt=0, description="weight of matching pairs in the loss (null: 1)")
 
     @field_validator("max_length")
@@ -191,8 +195,14 @@ class PairCrossEncoder(Objective):
                                    padding="longest", return_tensors="pt")
         device = self.head.weight.device
         tokens = {k: v.to(device) for k, v in tokens.items()}
-        cls = encoder.model(**tokens).last_hidden_state[:, 0]
-        return self.head(self.dropout(cls)).squeeze(-1)
+        hidden = encoder.model(**tokens).last_hidden_state
+        pooling = getattr(encoder.opts, "pooling", "cls") if self.opts.pooling == "encoder" else self.opts.pooling
+        if pooling == "mean":
+            mask = tokens["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+        else:
+            pooled = hidden[:, 0]
+        return self.head(self.dropout(pooled)).squeeze(-1)
 
     def loss(self, model, batch: Batch) -> LossOutput:
         require_pairs(batch)

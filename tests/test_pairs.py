@@ -490,3 +490,29 @@ def test_in_batch_negatives_equal_a_loop_over_the_matches():
     got = float(in_batch_negatives_loss(left, right, labels, torch.tensor(3.0)))
     assert got == pytest.approx(sum(terms) / len(terms), rel=1e-5)
     assert float(in_batch_negatives_loss(left, right, torch.zeros(6, dtype=torch.long), torch.tensor(3.0))) == 0.0
+
+
+@pytest.mark.parametrize("encoder_pooling, option, expected", [("mean", "encoder", "mean"), ("cls", "encoder", "cls"),
+                                                               ("mean", "cls", "cls"), ("cls", "mean", "mean")])
+def test_cross_encoder_head_reads_the_pooling_of_its_encoder_or_its_own(encoder_pooling, option, expected):
+    """A sentence-embedding model trained with mean pooling has an untrained [CLS]: by default the
+    head reads what the text encoder pools; the option overrides it."""
+    import torch
+
+    from mic_bench_plugins.encoders.hf_text import HFTextEncoder, HFTextOptions
+    from mic_bench_plugins.objectives.labelled_pairs import PairCrossEncoder, PairCrossEncoderOptions
+
+    encoder = HFTextEncoder(HFTextOptions(**{**TINY_TEXT["options"], "pooling": encoder_pooling})).eval()
+    objective = PairCrossEncoder(PairCrossEncoderOptions(max_length=24, pooling=option), encoder.dim).eval()
+    model = type("Model", (), {"encoders": {"text": encoder}})()
+    left, right = ["sony bravia tv 40 inch", "canon camera"], ["sony tv 40", "nikon d3000 camera body black"]
+    with torch.no_grad():
+        got = objective.logits(model, left, right)
+        tokens = encoder.tokenizer(left, right, truncation="longest_first", max_length=24, padding="longest",
+                                   return_tensors="pt")
+        hidden = encoder.model(**tokens).last_hidden_state
+        mask = tokens["attention_mask"].unsqueeze(-1).float()
+        pooled = (hidden * mask).sum(1) / mask.sum(1) if expected == "mean" else hidden[:, 0]
+        other = hidden[:, 0] if expected == "mean" else (hidden * mask).sum(1) / mask.sum(1)
+    torch.testing.assert_close(got, objective.head(pooled).squeeze(-1))
+    assert not torch.allclose(got, objective.head(other).squeeze(-1))

@@ -11,16 +11,14 @@ import polars as pl
 from tabulate import tabulate
 
 from bench.errors import BenchError
+from bench.metrics import registry
 from bench.reporting.markdown_table import github_table, github_table_of_columns
 from bench.metrics.retrieval_columns import legacy_columns, upgrade_legacy_rows
 
-QUALITY = ["accuracy", "macro_f1", "top5_accuracy", "head_macro_f1", "tail_macro_f1",
-           "ndcg@10", "mar@10", "p@10", "map@10", "mrr@10", "recall@1", "f1", "f1_all",
-           "pair_f1", "pair_precision", "pair_recall", "pair_ap"]  # docs/metrics.md
-COST = ["train_samples_per_s", "wall_s", "peak_mem_mb", "n_params"]
-LOWER_IS_BETTER = {"wall_s", "peak_mem_mb", "n_params"}
-# bootstrap intervals shown on the leaderboard (from stored predictions), besides the sort metric's
-CI_METRICS = ["accuracy", "macro_f1", "f1", "ndcg@10", "mar@10", "map@10"]
+# the default columns come from the metric registry (any k: ndcg@5 is shown like ndcg@10)
+QUALITY = registry.quality_metrics()  # at the default k; tables use registry.quality_columns(row columns)
+COST = registry.cost_metrics()
+LOWER_IS_BETTER = {m.pattern for m in registry.METRICS if m.lower_is_better}  # see registry.lower_is_better
 NEAR_BEST = "≈best"
 REFERENCE = "(reference)"
 
@@ -82,7 +80,7 @@ def columns_read(spec: LeaderboardSpec, names: list[str]) -> list[str]:
     intervals) among the stored ``names``, in their order: `bench leaderboard` reads only these."""
     pivot = spec.pivot or {}
     wanted = {"trial_key", "status", "seed", "error", PLACEHOLDERS, *spec.group_by, *spec.select,
-              *(spec.metrics or QUALITY), *COST, spec.sort, spec.select_metric,
+              *(spec.metrics or registry.quality_columns(names)), *COST, spec.sort, spec.select_metric,
               *([pivot["rows"], pivot["columns"], pivot.get("value", "accuracy"), *pivot.get("extra_values", [])]
                 if pivot else [])}
     if any(map(_MAY_BE_LEGACY.fullmatch, filter(None, wanted))):  # (the names alone rule most tables out)
@@ -116,8 +114,9 @@ def leaderboard_table(rows: pl.DataFrame | pl.LazyFrame, spec: LeaderboardSpec,
     frame = upgrade_legacy_rows(select_on_dev(frame, spec, group_by))
     schema = frame.collect_schema()
     names = schema.names()
-    numeric = {m for m in (spec.metrics or QUALITY) + COST if m in schema and schema[m].is_numeric()}
-    metrics = [m for m in (spec.metrics or QUALITY) if m in numeric]
+    wanted = spec.metrics or registry.quality_columns(names)
+    numeric = {m for m in wanted + COST if m in schema and schema[m].is_numeric()}
+    metrics = [m for m in wanted if m in numeric]
     cost = [c for c in COST if c in numeric]
     chosen = [a for a in spec.select if a in names] + [c for c in names if c.startswith("selected_")]
     placeholders = [PLACEHOLDERS] if PLACEHOLDERS in names else []
@@ -149,7 +148,7 @@ def leaderboard_table(rows: pl.DataFrame | pl.LazyFrame, spec: LeaderboardSpec,
     sort = spec.sort if spec.sort in table.columns else (metrics[0] if metrics else None)
     if sort:
         ties = [g for g in group_by if g != sort]
-        table = table.sort([sort, *ties], descending=[sort not in LOWER_IS_BETTER] + [False] * len(ties),
+        table = table.sort([sort, *ties], descending=[registry.higher_is_better(sort)] + [False] * len(ties),
                            nulls_last=True, maintain_order=True, multithreaded=False)  # a few hundred rows
     table = table.with_row_index("rank", offset=1)
     if spec.reference:
@@ -168,7 +167,7 @@ def _with_significance(table: pl.DataFrame, rows: pl.DataFrame, predictions: pl.
 
     ranked = table.filter(pl.col("n") > 0)
     best = ranked.select(group_by).row(0) if ranked.height and sort not in LOWER_IS_BETTER else None
-    shown = [m for m in metrics if m in CI_METRICS or m == sort]
+    shown = [m for m in metrics if (registry.lookup(m) is not None and registry.lookup(m).interval) or m == sort]
     stats = group_significance(rows, predictions, group_by, shown, sort, best)
     if stats is None:
         return table
@@ -217,7 +216,7 @@ def significance_note(table: pl.DataFrame, spec: LeaderboardSpec) -> list[str]:
                    "score, not the seed spread.")
     if "near_best" in table.columns:
         metric = spec.sort if spec.sort in table.columns else next(
-            (m for m in (spec.metrics or QUALITY) if m in table.columns), "")
+            (m for m in (spec.metrics or registry.quality_columns(table.columns)) if m in table.columns), "")
         out.append(f"{NEAR_BEST}: paired bootstrap of {metric} against the best row over the test items both "
                    "were tested on; p is the share of resamples on which the best row was not ahead, and ≈ marks "
                    "rows whose gap to the best is not significant (p >= 0.05).")
@@ -293,7 +292,7 @@ def _thousands(values: list) -> list[str]:
 def display_columns(table: pl.DataFrame, spec: LeaderboardSpec) -> tuple[list[str], list[list[str]]]:
     """The leaderboard's headers and its cells as text, one list per column."""
     group_by = [g for g in spec.group_by if g in table.columns] or ["trial_key"]
-    metrics = [c for c in table.columns if c in set(spec.metrics or QUALITY)]
+    metrics = [c for c in table.columns if c in set(spec.metrics or registry.quality_columns(table.columns))]
     cost = [c for c in COST if c in table.columns]
     refs = [c for c in table.columns if c.startswith("ref_")]
     # a reference figure named like a metric sits right after that metric's column; the rest follow the marks

@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import polars as pl
 
-from bench.metrics.retrieval_columns import PER_QUERY
+from bench.metrics import registry
+from bench.metrics.classification import macro_f1_rows
 
 CLASSIFICATION_METRICS = ("accuracy", "macro_f1", "top5_accuracy")
 METRICS = CLASSIFICATION_METRICS  # classification metrics with a bootstrap; retrieval ones: see is_per_query
@@ -31,7 +32,8 @@ _BATCH = 100  # resamples scored at once: memory grows with batch x test items
 
 def is_per_query(metric: str) -> bool:
     """Retrieval row metrics: a mean of per-query values stored in the predictions table."""
-    return bool(PER_QUERY.match(metric))
+    found = registry.lookup(metric)
+    return found is not None and found.aggregation == "query" and found.split == "test"
 
 
 @dataclass
@@ -74,17 +76,7 @@ class EncodedPredictions:
                 and (metric != "top5_accuracy" or self.top_hit is not None))
 
 
-def _macro_f1(true: np.ndarray, pred: np.ndarray, n_labels: int) -> np.ndarray:
-    """Macro-F1 per row over the labels present in that row's true labels (as the trial computes it)."""
-    b = true.shape[0]
-    offset = np.arange(b)[:, None] * n_labels
-    shape = (b, n_labels)
-    tp = np.bincount((offset + true)[true == pred], minlength=b * n_labels).reshape(shape)
-    n_true = np.bincount((offset + true).ravel(), minlength=b * n_labels).reshape(shape)
-    n_pred = np.bincount((offset + pred).ravel(), minlength=b * n_labels).reshape(shape)
-    present = n_true > 0
-    f1 = np.where(present, 2 * tp / np.maximum(n_true + n_pred, 1), 0.0)
-    return f1.sum(axis=1) / np.maximum(present.sum(axis=1), 1)
+_macro_f1 = macro_f1_rows  # (rows of resampled items) the one definition, bench/metrics/classification.py
 
 
 def resamples(n_items: int, n_resamples: int, seed: int) -> Iterator[np.ndarray]:

@@ -10,6 +10,7 @@ the same resampling of items and seeds, the same all-pairs step-down that marks 
 - ``equal_seeds_2``: as ``equal_seeds`` with 2 seeds per model.
 - ``gap``: two models of true accuracy 0.70 and 0.80 on 500 items (independent errors): the share
   of leaderboards that mark the worse one must be >= 80%.
+- ``gap_seeds``: the same gap with 3 seeds per model and seed sd 0.02.
 
     python benchmarks/significance_calibration.py            # 1,000 leaderboards per scenario
     python benchmarks/significance_calibration.py --quick    # a smoke run (the test's)
@@ -65,6 +66,7 @@ SCENARIOS = (
     Scenario("equal_seeds", (0.70,) * 10, seeds=3, seed_sd=0.02, expect="<= 5% of leaderboards mark any row"),
     Scenario("equal_seeds_2", (0.70,) * 10, seeds=2, seed_sd=0.02, expect="<= 5% of leaderboards mark any row"),
     Scenario("gap", (0.80, 0.70), expect=">= 80% of leaderboards mark the worse model"),
+    Scenario("gap_seeds", (0.80, 0.70), seeds=3, seed_sd=0.02, expect="power with seeds (no target)"),
 )
 
 
@@ -78,7 +80,7 @@ def run(scenario: Scenario, n_leaderboards: int, n_resamples: int, seed: int) ->
         groups = scenario.leaderboard(rng)
         observed, draws = groups_distribution(groups, "accuracy", n_resamples, seed=b)
         _, marks = leaderboard_marks(observed, draws, ALPHA)
-        if scenario.name == "gap":
+        if scenario.name.startswith("gap"):
             worse = int(np.argmin(scenario.accuracies))
             hits += marks[worse] == ""
         else:

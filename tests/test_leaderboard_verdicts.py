@@ -158,3 +158,6 @@ def test_search_only_leaderboard_ranks_by_dev_with_the_chosen_configuration_firs
     md = render_markdown(rows, spec, load_predictions(run))
     first = next(line for line in md.splitlines() if line.startswith("| 1"))
     assert "0.1" in first and "0.325" in first
+    from bench.reporting.plots import render_plots
+
+    assert render_plots(rows, spec)  # the plots group the same way

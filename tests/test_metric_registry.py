@@ -76,3 +76,10 @@ def test_leaderboard_and_compare_show_metrics_at_k5(tmp_path):
     assert {"ndcg@5", "map@5", "mrr@5"} <= set(table.columns) and table["method"].to_list() == ["b", "a"]
     delta = compare_tables(rows, rows.with_columns(pl.col("ndcg@5") + 0.1), ["method"], ["ndcg@5"])
     assert delta["ndcg@5_delta"].to_list() == pytest.approx([0.1, 0.1])
+
+
+def test_an_axis_named_like_any_declared_metric_is_refused():
+    from bench.config.validation import column_problem
+
+    assert column_problem("p@5") and column_problem("mrr@3") and column_problem("pair_ap")
+    assert column_problem("fusion") is None

@@ -244,6 +244,13 @@ def aggregation(name: str) -> Aggregation:
     return m.aggregation if m is not None else "none"
 
 
+def direction_tags() -> dict[str, str]:
+    """What trackers tag a run with, so their UIs can be read the right way round: the metrics
+    (patterns, ``{k}`` for eval.k) where higher, and where lower, is better."""
+    return {f"metrics.{d}_is_better": ", ".join(m.pattern for m in METRICS if m.direction == d)
+            for d in ("higher", "lower")}
+
+
 def docs_table() -> str:
     """The markdown table of every declaration, as docs/metrics.md carries it (a test keeps them equal)."""
     lines = ["| column | family | better | resampled per | bootstrap | dtype | definition |",

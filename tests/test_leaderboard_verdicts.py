@@ -161,3 +161,16 @@ def test_search_only_leaderboard_ranks_by_dev_with_the_chosen_configuration_firs
     from bench.reporting.plots import render_plots
 
     assert render_plots(rows, spec)  # the plots group the same way
+
+
+def test_many_rows_give_the_same_adjusted_p_in_chunks(monkeypatch):
+    """30 rows = 435 pairs, more than one chunk of resampled differences: the same p-values as all at once."""
+    from bench.reporting import significance
+
+    rng = np.random.default_rng(4)
+    observed = rng.normal(0.7, 0.02, 30)
+    draws = observed[:, None] + rng.normal(0, 0.01, (30, 500))
+    chunked = pairwise_adjusted_p(observed, draws)
+    monkeypatch.setattr(significance, "_PAIR_CHUNK", 10_000)
+    assert np.allclose(chunked, pairwise_adjusted_p(observed, draws), equal_nan=True)
+    assert (np.nan_to_num(chunked, nan=1.0) < 0.05).any() and (chunked[~np.isnan(chunked)] <= 1).all()

@@ -18,7 +18,6 @@ from bench.metrics.retrieval_columns import legacy_columns, upgrade_legacy_rows
 # the default columns come from the metric registry (any k: ndcg@5 is shown like ndcg@10)
 QUALITY = registry.quality_metrics()  # at the default k; tables use registry.quality_columns(row columns)
 COST = registry.cost_metrics()
-LOWER_IS_BETTER = {m.pattern for m in registry.METRICS if m.lower_is_better}  # see registry.lower_is_better
 NEAR_BEST = "≈best"
 REFERENCE = "(reference)"
 

@@ -1,7 +1,8 @@
 """How often the leaderboard's "significantly worse" mark is wrong, and how often it finds a real gap.
 
-Simulated leaderboards scored by the project's own significance code (bench/reporting/significance.py:
-the same resampling of items and seeds, the same all-pairs step-down that marks rows):
+Simulated leaderboards scored by the project's own significance code (bench/reporting/significance.py,
+``mark_groups``: the permutation test when every row has one seed, the bootstrap of items and seeds
+otherwise, and the same all-pairs step-down that marks rows):
 
 - ``equal``: 10 equally good models (accuracy 0.70 on 500 test items, independent errors, one
   seed each): the share of leaderboards that mark any row significantly worse must be <= 5%.
@@ -14,8 +15,10 @@ the same resampling of items and seeds, the same all-pairs step-down that marks 
 
     python benchmarks/significance_calibration.py            # 1,000 leaderboards per scenario
     python benchmarks/significance_calibration.py --quick    # a smoke run (the test's)
+    python benchmarks/significance_calibration.py --scenario equal --seed 0 --seed 1 --seed 2
+                                                             # 3 draws of 1,000 pooled: 3,000 leaderboards
 
-Prints a markdown table (share, its Monte Carlo standard error, seconds) and writes it as JSON
+Prints a markdown table (share, its Monte Carlo standard error, seconds; draws pooled) and writes it as JSON
 with ``--json PATH``.
 """
 from __future__ import annotations
@@ -31,8 +34,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.reporting.significance import (ALPHA, N_RESAMPLES, EncodedPredictions, groups_distribution,  # noqa: E402
-                                          leaderboard_marks)
+from bench.reporting.significance import ALPHA, N_RESAMPLES, EncodedPredictions, mark_groups  # noqa: E402
 
 N_LABELS = 8
 
@@ -70,49 +72,54 @@ SCENARIOS = (
 )
 
 
-def run(scenario: Scenario, n_leaderboards: int, n_resamples: int, seed: int) -> dict:
+def run(scenario: Scenario, n_leaderboards: int, n_resamples: int, seeds: list[int]) -> dict:
     """Share of leaderboards where the outcome happened: any row marked (equal models) or the worse
-    model marked (a gap), with its Monte Carlo standard error."""
-    rng = np.random.default_rng(seed)
-    hits = 0
+    model marked (a gap), with its Monte Carlo standard error; ``n_leaderboards`` per seed, pooled."""
+    hits, methods = 0, set()
     start = time.perf_counter()
-    for b in range(n_leaderboards):
-        groups = scenario.leaderboard(rng)
-        observed, draws = groups_distribution(groups, "accuracy", n_resamples, seed=b)
-        _, marks = leaderboard_marks(observed, draws, ALPHA)
-        if scenario.name.startswith("gap"):
-            worse = int(np.argmin(scenario.accuracies))
-            hits += marks[worse] == ""
-        else:
-            hits += "" in marks
-    share = hits / n_leaderboards
+    for seed in seeds:
+        rng = np.random.default_rng(seed)
+        for b in range(n_leaderboards):
+            groups = scenario.leaderboard(rng)
+            _, marks, method = mark_groups(groups, "accuracy", n_resamples, seed=b, alpha=ALPHA)
+            methods.add(method)
+            if scenario.name.startswith("gap"):
+                worse = int(np.argmin(scenario.accuracies))
+                hits += marks[worse] == ""
+            else:
+                hits += "" in marks
+    total = n_leaderboards * len(seeds)
+    share = hits / total
     return {"scenario": scenario.name, "models": len(scenario.accuracies), "seeds": scenario.seeds,
-            "seed_sd": scenario.seed_sd, "items": scenario.n_items, "leaderboards": n_leaderboards,
-            "resamples": n_resamples, "share": share, "mc_se": float(np.sqrt(share * (1 - share) / n_leaderboards)),
-            "expect": scenario.expect, "seconds": round(time.perf_counter() - start, 1)}
+            "seed_sd": scenario.seed_sd, "items": scenario.n_items, "draws": seeds, "leaderboards": total,
+            "method": "/".join(sorted(methods)), "resamples": n_resamples, "hits": hits, "share": share,
+            "mc_se": float(np.sqrt(share * (1 - share) / total)), "expect": scenario.expect,
+            "seconds": round(time.perf_counter() - start, 1)}
 
 
 def table(results: list[dict]) -> str:
-    lines = ["| scenario | models x seeds | items | leaderboards | share | ± MC s.e. | target | s |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = ["| scenario | models x seeds (seed sd) | marks by | draws | leaderboards | share | ± MC s.e. | target | s |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in results:
-        lines.append(f"| {r['scenario']} | {r['models']} x {r['seeds']} (seed sd {r['seed_sd']}) | {r['items']} | "
-                     f"{r['leaderboards']} | {r['share']:.3f} | {r['mc_se']:.3f} | {r['expect']} | {r['seconds']} |")
+        lines.append(f"| {r['scenario']} | {r['models']} x {r['seeds']} ({r['seed_sd']}) | {r['method']} | "
+                     f"{', '.join(map(str, r['draws']))} | {r['leaderboards']} | {r['share']:.3f} | {r['mc_se']:.3f} | "
+                     f"{r['expect']} | {r['seconds']} |")
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--leaderboards", type=int, default=1000)
-    parser.add_argument("--resamples", type=int, default=N_RESAMPLES)
+    parser.add_argument("--resamples", type=int, default=N_RESAMPLES, help="shuffles or bootstrap resamples")
     parser.add_argument("--scenario", action="append", choices=[s.name for s in SCENARIOS])
     parser.add_argument("--quick", action="store_true", help="100 leaderboards of 300 resamples: a smoke run")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, action="append",
+                        help="a draw of simulated leaderboards (repeat to pool draws; default 0)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     n, resamples = (100, 300) if args.quick else (args.leaderboards, args.resamples)
     chosen = [s for s in SCENARIOS if not args.scenario or s.name in args.scenario]
-    results = [run(s, n, resamples, args.seed) for s in chosen]
+    results = [run(s, n, resamples, args.seed or [0]) for s in chosen]
     print(table(results))
     if args.json:
         args.json.write_text(json.dumps(results, indent=1) + "\n")

@@ -12,8 +12,10 @@ from sklearn.metrics import average_precision_score
 
 from bench.metrics.pairs import average_precision, pair_scores_at, predicted_matches
 from bench.reporting.leaderboard import LeaderboardSpec, leaderboard_table, render_html, render_markdown
-from bench.reporting.significance import (_weighted_average_precision, group_significance, leaderboard_marks,
-                                          pairwise_adjusted_p, trial_intervals)
+from bench.reporting import significance
+from bench.reporting.significance import (EncodedPredictions, _average_precision_rows, _weighted_average_precision,
+                                          group_significance, leaderboard_marks, mark_groups, pairwise_adjusted_p,
+                                          permutation_adjusted_p, permutation_null, trial_intervals)
 from report_runs import N_LABELS, noisy_predictions, trial, write_run
 from bench.reporting.results import load_run
 from bench.reporting.write import load_predictions
@@ -174,3 +176,103 @@ def test_many_rows_give_the_same_adjusted_p_in_chunks(monkeypatch):
     monkeypatch.setattr(significance, "_PAIR_CHUNK", 10_000)
     assert np.allclose(chunked, pairwise_adjusted_p(observed, draws), equal_nan=True)
     assert (np.nan_to_num(chunked, nan=1.0) < 0.05).any() and (chunked[~np.isnan(chunked)] <= 1).all()
+
+
+# ---- the permutation test of single-seed leaderboards ----------------------------------------------
+
+def _continuous(n_groups: int, n_units: int, rng: np.random.Generator, shift: float = 0.0) -> list[EncodedPredictions]:
+    """Per-query values of equally good groups (the first ``shift`` ahead): no ties, so p-values are not lumpy."""
+    return [EncodedPredictions(None, None, None, 0, {"mrr@10": rng.random(n_units) + (shift if g == 0 else 0.0)})
+            for g in range(n_groups)]
+
+
+def _labelled(accuracies: list[float], n: int, rng: np.random.Generator) -> list[EncodedPredictions]:
+    true = rng.integers(0, N_LABELS, n)
+    return [EncodedPredictions(true, np.where(rng.random(n) < acc, true, (true + rng.integers(1, N_LABELS, n)) % N_LABELS),
+                               (rng.random(n) < 0.95).astype(bool), N_LABELS) for acc in accuracies]
+
+
+def _pairs(signals: list[float], n: int, rng: np.random.Generator) -> list[EncodedPredictions]:
+    labels = (rng.random(n) < 0.3).astype(np.int64)
+    out = []
+    for signal in signals:
+        scores = np.round(np.tanh(rng.normal(labels * signal, 1.0) / 3), 2)  # rounded: ties within a group
+        out.append(EncodedPredictions(None, None, None, 0, pair_label=labels, pair_score=scores,
+                                      pair_pred=(scores > 0.1).astype(np.int64)))
+    return out
+
+
+def test_two_equal_models_get_uniform_permutation_p_values():
+    """Exactness: with two models equal in distribution, P(p <= a) is a (within Monte Carlo error)."""
+    rng = np.random.default_rng(0)
+    p = np.array([permutation_adjusted_p(*permutation_null(_continuous(2, 40, rng), "mrr@10", 199, seed=d))[0, 1]
+                  for d in range(600)])
+    for a in (0.05, 0.1, 0.25, 0.5, 0.75):
+        assert abs((p <= a).mean() - a) < 3.5 * np.sqrt(a * (1 - a) / len(p)), a
+
+
+def test_ten_equal_models_mark_a_row_in_at_most_alpha_of_leaderboards():
+    rng = np.random.default_rng(1)
+    wrong = [any(m == "" for m in leaderboard_marks(*permutation_null(_continuous(10, 30, rng), "mrr@10", 99, seed=d),
+                                                   permuted=True)[1]) for d in range(300)]
+    assert np.mean(wrong) <= 0.05 + 3 * np.sqrt(0.05 * 0.95 / 300)
+
+
+@pytest.mark.parametrize("metric", ["accuracy", "macro_f1", "top5_accuracy", "pair_ap", "pair_f1", "pair_precision",
+                                    "pair_recall", "mrr@10"])
+def test_unshuffled_values_are_the_metric_and_a_planted_gap_gets_p_below_001(metric):
+    rng = np.random.default_rng(2)
+    if metric.startswith("pair"):
+        trials = _pairs([3.0, 0.2, 0.2], 400, rng)
+    elif metric == "mrr@10":
+        trials = _continuous(3, 300, rng, shift=0.3)
+    else:
+        trials = _labelled([0.9, 0.5, 0.5], 300, rng)
+        if metric == "top5_accuracy":
+            for t, share in zip(trials, (0.95, 0.6, 0.6)):
+                t.top_hit = rng.random(300) < share
+    observed, shuffled = permutation_null(trials, metric, 300)
+    whole = np.arange(trials[0].n_items)[None, :]
+    assert observed == pytest.approx([t.score(metric, whole)[0] for t in trials], abs=1e-12)
+    p, marks, method = mark_groups([[t] for t in trials], metric, 300)
+    assert method == "permutation" and marks[0] == "best" and marks[1:] == ["", ""]
+    assert p[1] < 0.01 and p[1] == pytest.approx(1 / 301)  # no shuffle reaches the planted gap
+    assert permutation_adjusted_p(observed, shuffled)[1, 2] > 0.05  # the two equal ones are not told apart
+
+
+def test_identical_models_get_p_one_and_seeded_groups_the_bootstrap():
+    rng = np.random.default_rng(3)
+    (a,) = _labelled([0.7], 200, rng)
+    p, marks, method = mark_groups([[a], [a]], "macro_f1", 200)
+    assert method == "permutation" and marks == ["best", "≈"] and p[1] == 1.0
+    assert mark_groups([[a, a], [a, a]], "accuracy", 200)[2] == "bootstrap"
+
+
+def test_shuffles_in_chunks_are_the_same_shuffles(monkeypatch):
+    trials = _labelled([0.7, 0.6, 0.65], 150, np.random.default_rng(4))
+    whole = permutation_null(trials, "macro_f1", 250, seed=5)[1]
+    monkeypatch.setattr(significance, "_PERMUTED_CELLS", 3 * 150 * 7)  # 7 shuffles a chunk
+    assert np.array_equal(whole, permutation_null(trials, "macro_f1", 250, seed=5)[1])
+
+
+def test_row_average_precision_is_sklearn_with_ties():
+    rng = np.random.default_rng(6)
+    labels = (rng.random(70) < 0.4).astype(np.int64)
+    scores = np.round(rng.normal(size=(6, 70)), 1)
+    for row, value in zip(scores, _average_precision_rows(scores, labels)):
+        assert value == pytest.approx(average_precision_score(labels, row), abs=1e-12)
+
+
+def test_single_seed_leaderboard_marks_come_from_the_permutation_test(tmp_path):
+    """One seed a row: the marks are the permutation test's (p never below 1 / (shuffles + 1))."""
+    true = np.random.default_rng(8).integers(0, N_LABELS, 300)
+    good = noisy_predictions(true, 0.85, 1)
+    run = write_run(tmp_path / "run", [trial("a", {"fusion": "a"}, 0, true, good),
+                                       trial("same", {"fusion": "same"}, 0, true, good),
+                                       trial("bad", {"fusion": "bad"}, 0, true, noisy_predictions(true, 0.4, 2))])
+    _, rows = load_run(run)
+    stats = group_significance(rows, load_predictions(run), ["fusion"], ["accuracy"], "accuracy", ("a",))
+    p = dict(zip(stats["fusion"], stats["best_p"]))
+    marks = dict(zip(stats["fusion"], stats["near_best"]))
+    assert marks == {"a": "best", "same": "≈", "bad": ""}
+    assert p["same"] == 1.0 and p["bad"] == pytest.approx(1 / (significance.N_PERMUTATIONS + 1))

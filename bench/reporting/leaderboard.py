@@ -260,10 +260,11 @@ def significance_note(table: pl.DataFrame, spec: LeaderboardSpec) -> list[str]:
         units = _UNITS.get(found.aggregation, "items") if found is not None else "items"
         labelled = "best" in table["near_best"].to_list()
         out.append(f"{NEAR_BEST}: every pair of rows compared at once on test {metric}, paired over the same test "
-                   f"{units} with each row's seeds resampled along, two-sided; a row showing only p is significantly "
-                   "worse than another row, and at most "
-                   f"{ALPHA:.0%} of leaderboards mark any row wrongly (family-wise error over all rows: bootstrap max-t "
-                   "step-down over all pairs); ≈ marks rows no row beats significantly; p is the family-wise adjusted "
+                   f"{units}, two-sided; a row showing only p is significantly worse than another row, and at most "
+                   f"{ALPHA:.0%} of leaderboards mark any row wrongly (family-wise error over all rows, max-T step-down "
+                   f"over all pairs: when every row has one seed, an exact permutation test shuffling the rows' outputs "
+                   f"within each test unit; with seeds, a bootstrap of the {units} with each row's seeds resampled "
+                   "along); ≈ marks rows no row beats significantly; p is the family-wise adjusted "
                    "p of the closest comparison"
                    + ("; best is the row with the best value (no row is a reference chosen before the test)."
                       if labelled else "; no row is labelled best: test plays no part in this ranking."))

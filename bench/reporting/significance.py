@@ -2,24 +2,37 @@
 
 Seed spread says how much training noise moves a score; the test set is finite too, and with a
 few hundred test items a gap of two points is often chance. Both answers come from the stored
-test predictions alone (no retraining): resample the test units with replacement and recompute
-the metric on every resample. The unit is the metric's ``aggregation`` in the metric registry:
-labelled test items (classification), the retrieval queries a metric scores (the candidate pool
-stays the whole test split), or labelled test pairs (pair matching).
+test predictions alone (no retraining). The unit is the metric's ``aggregation`` in the metric
+registry: labelled test items (classification), the retrieval queries a metric scores (the
+candidate pool stays the whole test split), or labelled test pairs (pair matching).
 
-Seeds: a group (leaderboard row) with several seeds is scored on every resample by each seed;
-its value on the resample is the mean over its seeds plus the seed part of a bootstrap over its
-seeds (seeds drawn with replacement, the draw's deviation from the mean scaled by sqrt(m/(m-1))
-so that its variance is the unbiased s^2/m). Items and seeds are resampled together, so an
-interval or a mark reflects both the finite test set and training noise.
+Intervals: resample the test units with replacement and recompute the metric on every resample.
+A group (leaderboard row) with several seeds is scored on every resample by each seed; its value
+on the resample is the mean over its seeds plus the seed part of a bootstrap over its seeds (seeds
+drawn with replacement, the draw's deviation from the mean scaled by sqrt(m/(m-1)) so that its
+variance is the unbiased s^2/m). Items and seeds are resampled together, so an interval reflects
+both the finite test set and training noise.
 
-Marks: every pair of groups is compared at once, paired over the same resampled test units and
-two-sided, with the family-wise error across the whole leaderboard held at ``alpha`` by a
-bootstrap max-t step-down (Romano & Wolf 2005): a row is "significantly worse" when some other
-row is significantly ahead of it. No row is chosen as the reference before the test (the maximum
-is taken over all pairs on every resample), so picking the best row on the same test items
-cannot flatter it. The row with the best value is labelled "best"; "≈" marks rows that no row
-beats significantly.
+Marks: every pair of groups is compared at once, paired over the same test units and two-sided,
+with the family-wise error across the whole leaderboard held at ``alpha`` by a max-T step-down
+over all pairs; a row is "significantly worse" when some other row is significantly ahead of it.
+No row is chosen as the reference before the test (the maximum is taken over all pairs), so
+picking the best row on the same test items cannot flatter it. The row with the best value is
+labelled "best"; "≈" marks rows that no row beats significantly.
+
+- Every group one trial (one seed): a permutation test, exact. Under the complete null (no
+  group better than another) the groups' outputs on a unit are exchangeable, so the group labels
+  are shuffled independently within every unit and the metric is recomputed on the shuffled
+  predictions (macro-F1, pair F1 and pair AP too, not only additive means); the Westfall-Young
+  step-down over max |difference| gives adjusted p = (1 + #{shuffles reaching it}) / (B + 1),
+  at most ``alpha`` with probability at most ``alpha`` whatever the number of rows.
+- Some group with several seeds: the bootstrap above (units and seeds resampled together) and a
+  bootstrap max-t step-down (Romano & Wolf 2005), conservative in simulation. A unit is not the
+  unit of exchangeability here: a seed's training noise moves all its units together, so
+  shuffling groups (or (group, seed) trials) within each unit spreads one lucky seed's advantage
+  over all groups, the shuffled differences vary less than real ones, and too many rows are
+  marked. Shuffling whole trials is exact only for this test set (not for the item population)
+  and has too few arrangements with 2 or 3 seeds a row (2 x 3 seeds: 20) to reach p < 0.05.
 """
 from __future__ import annotations
 
@@ -37,10 +50,12 @@ CLASSIFICATION_METRICS = ("accuracy", "macro_f1", "top5_accuracy")
 PAIR_METRICS = ("pair_f1", "pair_precision", "pair_recall", "pair_ap")
 METRICS = CLASSIFICATION_METRICS  # classification metrics with a bootstrap; retrieval ones: see is_per_query
 N_RESAMPLES = 1000
+N_PERMUTATIONS = 1000
 LEVEL = 0.95
 ALPHA = 0.05
 _BATCH = 100  # resamples scored at once: memory grows with batch x test items
 _PAIR_CHUNK = 256  # pairs of groups whose resampled differences are held at once
+_PERMUTED_CELLS = 2_000_000  # (shuffles x groups x units) held at once: 16 MB an array
 
 _macro_f1 = macro_f1_rows  # (rows of resampled items) the one definition, bench/metrics/classification.py
 
@@ -129,6 +144,23 @@ def _weighted_average_precision(scores: np.ndarray, labels: np.ndarray, weights:
     total = tp[:, -1]
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(total > 0, (gained * precision).sum(axis=1) / total, np.nan)
+
+
+def _average_precision_rows(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Average precision (scikit-learn's, pairs of equal score decided together) of each row of
+    (rows, pairs) scores against the same labels. NaN when no pair is a match."""
+    order = np.argsort(-scores, axis=1, kind="stable")
+    s = np.take_along_axis(scores, order, axis=1)
+    tp = np.cumsum(labels[order], axis=1, dtype=float)
+    ends = np.ones_like(s, dtype=bool)
+    ends[:, :-1] = s[:, 1:] != s[:, :-1]  # last position of each run of equal scores
+    at_end = np.maximum.accumulate(np.where(ends, tp, 0.0), axis=1)  # tp at the last end so far (tp never falls)
+    before = np.concatenate([np.zeros((len(s), 1)), at_end[:, :-1]], axis=1)
+    gained = np.where(ends, tp - before, 0.0)
+    total = float(labels.sum())
+    if total == 0:
+        return np.full(len(s), np.nan)
+    return (gained * tp / np.arange(1, s.shape[1] + 1)).sum(axis=1) / total
 
 
 def _pair_scores(labels: np.ndarray, predicted: np.ndarray, metric: str) -> np.ndarray:
@@ -361,16 +393,111 @@ def _symmetric(k: int, i: np.ndarray, j: np.ndarray, p: np.ndarray) -> np.ndarra
     return out
 
 
+# ---- one seed a group: a permutation test, exact ----------------------------------------------------
+
+def permuted_values(trials: Sequence[EncodedPredictions], metric: str, shuffle: np.ndarray) -> np.ndarray:
+    """(shuffles, groups): each group's metric when its output on unit u is that of group
+    ``shuffle[b, g, u]`` (one trial a group, all aligned to the same units). Non-additive metrics
+    (macro-F1, pair precision/recall/F1, pair AP) are recomputed from the shuffled predictions."""
+    b, k, n = shuffle.shape
+    units = np.arange(n)
+    first = trials[0]
+
+    def gathered(arrays: list[np.ndarray]) -> np.ndarray:  # (shuffles, groups, units)
+        return np.stack(arrays)[shuffle, units]
+
+    def shared(name: str) -> np.ndarray:
+        values = getattr(first, name)
+        if any(not np.array_equal(getattr(t, name), values) for t in trials[1:]):
+            raise ValueError(f"{metric}: the groups' {name} differ on the same units; align them first")
+        return values
+
+    if metric in first.per_query:
+        return gathered([t.per_query[metric] for t in trials]).mean(axis=2)
+    if metric == "accuracy":
+        return gathered([t.true == t.pred for t in trials]).mean(axis=2)
+    if metric == "top5_accuracy":
+        return gathered([t.top_hit for t in trials]).mean(axis=2)
+    if metric == "macro_f1":
+        true = np.broadcast_to(shared("true"), (b * k, n))
+        pred = gathered([t.pred for t in trials]).reshape(b * k, n)
+        return macro_f1_rows(true, pred, max(t.n_labels for t in trials)).reshape(b, k)
+    if metric == "pair_ap":
+        scores = gathered([t.pair_score for t in trials]).reshape(b * k, n)
+        return _average_precision_rows(scores, shared("pair_label")).reshape(b, k)
+    if metric in PAIR_METRICS:
+        labels = np.broadcast_to(shared("pair_label"), (b * k, n))
+        return _pair_scores(labels, gathered([t.pair_pred for t in trials]).reshape(b * k, n), metric).reshape(b, k)
+    raise ValueError(f"no permutation test for metric {metric!r}")
+
+
+def permutation_null(trials: Sequence[EncodedPredictions], metric: str, n_permutations: int = N_PERMUTATIONS,
+                     seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(observed, shuffled): each group's value, shape (groups,), and its value after each of
+    ``n_permutations`` shuffles of the group labels within every unit, shape (groups, shuffles).
+
+    The unit of exchangeability is the test unit (item, query or pair): under the complete null the
+    groups' outputs on one unit are exchangeable, whatever the units' difficulty or correlation.
+    Shuffles are drawn in chunks (memory ~ chunk x groups x units); the same seed, the same shuffles."""
+    k, n = len(trials), trials[0].n_items
+    identity = np.broadcast_to(np.arange(k)[None, :, None], (1, k, n))
+    observed = permuted_values(trials, metric, identity)[0]
+    rng = np.random.default_rng([seed, 2])
+    step = max(1, _PERMUTED_CELLS // max(1, k * n))
+    shuffled = []
+    for start in range(0, n_permutations, step):
+        size = min(step, n_permutations - start)
+        shuffle = rng.random((size, n, k)).argsort(axis=2).transpose(0, 2, 1)
+        shuffled.append(permuted_values(trials, metric, shuffle))
+    return observed, np.concatenate(shuffled).T
+
+
+def permutation_adjusted_p(observed: np.ndarray, shuffled: np.ndarray) -> np.ndarray:
+    """(groups, groups) family-wise adjusted two-sided p-values of every pairwise difference from
+    the groups' values under within-unit shuffles of the group labels (``permutation_null``).
+
+    Westfall-Young step-down max-T on |difference|: pairs in decreasing order of their observed
+    |difference|; a pair's p is (1 + the number of shuffles on which the largest |difference| among
+    the pairs not more significant than it reaches its own) / (shuffles + 1), made monotone. No
+    studentizing is needed: every pair's shuffled difference has the same distribution (a random
+    pair of distinct groups on each unit). Under the complete null the observed data is one more
+    equally likely shuffle, so the chance that any p < alpha is at most alpha.
+    """
+    k = len(observed)
+    i, j = np.triu_indices(k, 1)
+    if not len(i):
+        return np.full((k, k), np.nan)
+    shuffled = shuffled[:, np.isfinite(shuffled).all(axis=0)]
+    n = shuffled.shape[1]
+    stat = np.abs(observed[i] - observed[j])
+    order = np.argsort(-stat, kind="stable")
+    running = np.full(n, -np.inf)  # max |difference| over the pairs after the current chunk
+    p_sorted = np.empty(len(order))
+    for end in range(len(order), 0, -_PAIR_CHUNK):
+        part = order[max(0, end - _PAIR_CHUNK):end]
+        d = np.abs(shuffled[i[part]] - shuffled[j[part]])
+        suffix = np.maximum(np.maximum.accumulate(d[::-1], axis=0)[::-1], running[None, :])
+        p_sorted[max(0, end - _PAIR_CHUNK):end] = (1 + (suffix >= stat[part][:, None] - 1e-12).sum(axis=1)) / (n + 1)
+        running = suffix[0]
+    p_pairs = np.empty(len(i))
+    p_pairs[order] = np.maximum.accumulate(p_sorted)
+    return _symmetric(k, i, j, p_pairs)
+
+
+# ---- the marks --------------------------------------------------------------------------------------
+
 def leaderboard_marks(observed: np.ndarray, draws: np.ndarray, alpha: float = ALPHA,
                       higher_is_better: bool = True, best: int | None = None,
-                      label_best: bool = True) -> tuple[list[float | None], list[str]]:
+                      label_best: bool = True, permuted: bool = False) -> tuple[list[float | None], list[str]]:
     """Per group: (p, mark). The best group (``best``, else the best observed value) is "best" with
     p None; any other group gets the smallest adjusted p of its comparisons with the groups at least
     as good as it, and "≈" when that p >= alpha (no group is significantly ahead of it), "" else.
-    ``label_best`` False: no group is labelled, every one is marked (a ranking not made by test)."""
+    ``draws``: bootstrap draws (``groups_distribution``), or with ``permuted`` the values under
+    shuffles (``permutation_null``). ``label_best`` False: no group is labelled, every one is
+    marked (a ranking not made by test)."""
     sign = 1.0 if higher_is_better else -1.0
     value = sign * observed
-    p = pairwise_adjusted_p(value, sign * draws)
+    p = permutation_adjusted_p(value, sign * draws) if permuted else pairwise_adjusted_p(value, sign * draws)
     best = (int(np.nanargmax(value)) if best is None else best) if label_best else -1
     out_p, marks = [], []
     for g in range(len(observed)):
@@ -384,6 +511,23 @@ def leaderboard_marks(observed: np.ndarray, draws: np.ndarray, alpha: float = AL
         out_p.append(worst)
         marks.append("≈" if worst >= alpha else "")
     return out_p, marks
+
+
+def mark_groups(groups: Sequence[Sequence[EncodedPredictions]], metric: str, n_resamples: int = N_RESAMPLES,
+                seed: int = 0, alpha: float = ALPHA, higher_is_better: bool = True, best: int | None = None,
+                label_best: bool = True) -> tuple[list[float | None], list[str], str]:
+    """(p, marks, method) of groups aligned to the same units: the permutation test when every group
+    has one trial ("permutation"), else the bootstrap of units and seeds ("bootstrap"); see the
+    module docstring. ``n_resamples`` is the number of shuffles or resamples."""
+    if all(len(g) == 1 for g in groups):
+        observed, draws = permutation_null([g[0] for g in groups], metric, n_resamples, seed)
+        method = "permutation"
+    else:
+        observed, draws = groups_distribution(groups, metric, n_resamples, seed)
+        method = "bootstrap"
+    p, marks = leaderboard_marks(observed, draws, alpha, higher_is_better, best, label_best,
+                                 permuted=method == "permutation")
+    return p, marks, method
 
 
 def any_marked_worse(observed: np.ndarray, draws: np.ndarray, alpha: float = ALPHA) -> bool:
@@ -479,7 +623,7 @@ def _marks(groups: dict, best: tuple | None, encoded: dict, target: str, n_resam
         return [(None, None)] * len(names)
     bounds = np.cumsum([0, *sizes])
     trials = [aligned[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
-    observed, draws = groups_distribution(trials, target, n_resamples, seed)
     best_index = names.index(tuple(best)) if best is not None and tuple(best) in names else None
-    p, marks = leaderboard_marks(observed, draws, alpha, registry.higher_is_better(target), best_index, label_best)
+    p, marks, _ = mark_groups(trials, target, n_resamples, seed, alpha, registry.higher_is_better(target),
+                              best_index, label_best)
     return list(zip(p, marks))

@@ -18,6 +18,10 @@ otherwise, and the same all-pairs step-down that marks rows):
     python benchmarks/significance_calibration.py --scenario equal --seed 0 --seed 1 --seed 2
                                                              # 3 draws of 1,000 pooled: 3,000 leaderboards
 
+``--seeds-averaged-per-item``: rows with seeds are marked by the permutation test on each item's
+mean over the row's seeds (group labels shuffled within each item), the alternative the
+leaderboard does not use; it shows why (a seed's training noise moves all its items together).
+
 Prints a markdown table (share, its Monte Carlo standard error, seconds; draws pooled) and writes it as JSON
 with ``--json PATH``.
 """
@@ -35,6 +39,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.reporting.significance import ALPHA, N_RESAMPLES, EncodedPredictions, mark_groups  # noqa: E402
+
+PER_ITEM = "permutation of per-item seed means"
 
 N_LABELS = 8
 
@@ -72,7 +78,14 @@ SCENARIOS = (
 )
 
 
-def run(scenario: Scenario, n_leaderboards: int, n_resamples: int, seeds: list[int]) -> dict:
+def seeds_averaged_per_item(groups: list[list[EncodedPredictions]]) -> list[list[EncodedPredictions]]:
+    """Each row as one pseudo-trial whose per-item accuracy is the mean over its seeds."""
+    return [[EncodedPredictions(None, None, None, 0, {"accuracy": np.mean([t.true == t.pred for t in g], axis=0)})]
+            for g in groups]
+
+
+def run(scenario: Scenario, n_leaderboards: int, n_resamples: int, seeds: list[int],
+        averaged: bool = False) -> dict:
     """Share of leaderboards where the outcome happened: any row marked (equal models) or the worse
     model marked (a gap), with its Monte Carlo standard error; ``n_leaderboards`` per seed, pooled."""
     hits, methods = 0, set()
@@ -81,7 +94,11 @@ def run(scenario: Scenario, n_leaderboards: int, n_resamples: int, seeds: list[i
         rng = np.random.default_rng(seed)
         for b in range(n_leaderboards):
             groups = scenario.leaderboard(rng)
-            _, marks, method = mark_groups(groups, "accuracy", n_resamples, seed=b, alpha=ALPHA)
+            if averaged and scenario.seeds > 1:
+                _, marks, _ = mark_groups(seeds_averaged_per_item(groups), "accuracy", n_resamples, seed=b, alpha=ALPHA)
+                method = PER_ITEM
+            else:
+                _, marks, method = mark_groups(groups, "accuracy", n_resamples, seed=b, alpha=ALPHA)
             methods.add(method)
             if scenario.name.startswith("gap"):
                 worse = int(np.argmin(scenario.accuracies))
@@ -115,11 +132,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--quick", action="store_true", help="100 leaderboards of 300 resamples: a smoke run")
     parser.add_argument("--seed", type=int, action="append",
                         help="a draw of simulated leaderboards (repeat to pool draws; default 0)")
+    parser.add_argument("--seeds-averaged-per-item", action="store_true",
+                        help="mark rows with seeds by shuffling per-item seed means (not the leaderboard's method)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     n, resamples = (100, 300) if args.quick else (args.leaderboards, args.resamples)
     chosen = [s for s in SCENARIOS if not args.scenario or s.name in args.scenario]
-    results = [run(s, n, resamples, args.seed or [0]) for s in chosen]
+    results = [run(s, n, resamples, args.seed or [0], args.seeds_averaged_per_item) for s in chosen]
     print(table(results))
     if args.json:
         args.json.write_text(json.dumps(results, indent=1) + "\n")

@@ -240,6 +240,20 @@ def test_unshuffled_values_are_the_metric_and_a_planted_gap_gets_p_below_001(met
     assert permutation_adjusted_p(observed, shuffled)[1, 2] > 0.05  # the two equal ones are not told apart
 
 
+def test_pair_ap_test_reads_only_each_rows_order():
+    """AP reads only the order of a row's scores, so its test must too: a row scored as a logit and
+    one as a probability (here: one row's scores shifted by +10, above all of the other's) give the
+    same shuffled values; shuffling raw scores would rank every pair from the shifted row first."""
+    rng = np.random.default_rng(9)
+    trials = _pairs([1.0, 0.5], 300, rng)
+    shifted = [EncodedPredictions(None, None, None, 0, pair_label=trials[0].pair_label,
+                                  pair_score=trials[0].pair_score + 10, pair_pred=trials[0].pair_pred), trials[1]]
+    observed, shuffled = permutation_null(trials, "pair_ap", 200, seed=3)
+    observed_shifted, shuffled_shifted = permutation_null(shifted, "pair_ap", 200, seed=3)
+    assert observed == pytest.approx(observed_shifted, abs=1e-12)
+    assert np.allclose(shuffled, shuffled_shifted, atol=1e-12)
+
+
 def test_identical_models_get_p_one_and_seeded_groups_the_bootstrap():
     rng = np.random.default_rng(3)
     (a,) = _labelled([0.7], 200, rng)

@@ -395,10 +395,24 @@ def _symmetric(k: int, i: np.ndarray, j: np.ndarray, p: np.ndarray) -> np.ndarra
 
 # ---- one seed a group: a permutation test, exact ----------------------------------------------------
 
+def _mid_ranks(values: np.ndarray) -> np.ndarray:
+    """1-based ranks, equal values sharing the mean of their ranks: the order, ties kept, nothing else."""
+    order = np.argsort(values, kind="stable")
+    ordered = values[order]
+    starts = np.r_[True, ordered[1:] != ordered[:-1]]
+    first = np.flatnonzero(starts)
+    last = np.r_[first[1:], len(ordered)] - 1
+    out = np.empty(len(values))
+    out[order] = ((first + last) / 2 + 1)[np.cumsum(starts) - 1]
+    return out
+
+
 def permuted_values(trials: Sequence[EncodedPredictions], metric: str, shuffle: np.ndarray) -> np.ndarray:
     """(shuffles, groups): each group's metric when its output on unit u is that of group
     ``shuffle[b, g, u]`` (one trial a group, all aligned to the same units). Non-additive metrics
-    (macro-F1, pair precision/recall/F1, pair AP) are recomputed from the shuffled predictions."""
+    (macro-F1, pair precision/recall/F1, pair AP) are recomputed from the shuffled predictions; pair
+    AP shuffles each pair's mid-rank within its own row's scores (AP depends only on the order, ties
+    kept), so that rows whose scores live on different scales are exchangeable in what AP reads."""
     b, k, n = shuffle.shape
     units = np.arange(n)
     first = trials[0]
@@ -422,8 +436,8 @@ def permuted_values(trials: Sequence[EncodedPredictions], metric: str, shuffle: 
         true = np.broadcast_to(shared("true"), (b * k, n))
         pred = gathered([t.pred for t in trials]).reshape(b * k, n)
         return macro_f1_rows(true, pred, max(t.n_labels for t in trials)).reshape(b, k)
-    if metric == "pair_ap":
-        scores = gathered([t.pair_score for t in trials]).reshape(b * k, n)
+    if metric == "pair_ap":  # scores as their rank within their own row: rows on different scales mix fairly
+        scores = gathered([_mid_ranks(t.pair_score) / n for t in trials]).reshape(b * k, n)
         return _average_precision_rows(scores, shared("pair_label")).reshape(b, k)
     if metric in PAIR_METRICS:
         labels = np.broadcast_to(shared("pair_label"), (b * k, n))

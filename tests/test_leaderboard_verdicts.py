@@ -289,4 +289,4 @@ def test_single_seed_leaderboard_marks_come_from_the_permutation_test(tmp_path):
     p = dict(zip(stats["fusion"], stats["best_p"]))
     marks = dict(zip(stats["fusion"], stats["near_best"]))
     assert marks == {"a": "best", "same": "≈", "bad": ""}
-    assert p["same"] == 1.0 and p["bad"] == pytest.approx(1 / (significance.N_PERMUTATIONS + 1))
+    assert p["same"] == 1.0 and p["bad"] == pytest.approx(1 / (significance.N_RESAMPLES + 1))

@@ -31,7 +31,8 @@ labelled "best"; "≈" marks rows that no row beats significantly.
   unit of exchangeability here: a seed's training noise moves all its units together, so
   shuffling groups (or (group, seed) trials) within each unit spreads one lucky seed's advantage
   over all groups, the shuffled differences vary less than real ones, and too many rows are
-  marked. Shuffling whole trials is exact only for this test set (not for the item population)
+  marked (about 40% of leaderboards of 10 equal rows with a seed sd of 0.02: see
+  ``benchmarks/significance_calibration.py --seeds-averaged-per-item``). Shuffling whole trials is exact only for this test set (not for the item population)
   and has too few arrangements with 2 or 3 seeds a row (2 x 3 seeds: 20) to reach p < 0.05.
 """
 from __future__ import annotations
@@ -49,8 +50,7 @@ from bench.metrics.ties import tie_rounded
 CLASSIFICATION_METRICS = ("accuracy", "macro_f1", "top5_accuracy")
 PAIR_METRICS = ("pair_f1", "pair_precision", "pair_recall", "pair_ap")
 METRICS = CLASSIFICATION_METRICS  # classification metrics with a bootstrap; retrieval ones: see is_per_query
-N_RESAMPLES = 1000
-N_PERMUTATIONS = 1000
+N_RESAMPLES = 1000  # bootstrap resamples, and shuffles of the permutation test
 LEVEL = 0.95
 ALPHA = 0.05
 _BATCH = 100  # resamples scored at once: memory grows with batch x test items
@@ -445,7 +445,7 @@ def permuted_values(trials: Sequence[EncodedPredictions], metric: str, shuffle: 
     raise ValueError(f"no permutation test for metric {metric!r}")
 
 
-def permutation_null(trials: Sequence[EncodedPredictions], metric: str, n_permutations: int = N_PERMUTATIONS,
+def permutation_null(trials: Sequence[EncodedPredictions], metric: str, n_permutations: int = N_RESAMPLES,
                      seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """(observed, shuffled): each group's value, shape (groups,), and its value after each of
     ``n_permutations`` shuffles of the group labels within every unit, shape (groups, shuffles).

@@ -96,7 +96,7 @@ def test_html_page_has_tables_notes_and_one_png_per_plot(ssl_run):
     assert len(board["rows"]) == 4 and all(len(r) == len(board["header"]) for r in board["rows"])
     assert board["rows"][0][board["header"].index("≈best")] == "best"
     assert pivot["header"][0] == "method \\ finetune_fraction (accuracy)" and len(pivot["rows"]) == 2
-    assert doc.headings[0] == "ssl leaderboard" and "paired bootstrap" in page
+    assert doc.headings[0] == "ssl leaderboard" and "paired over the same test items" in page and "at most 5% of leaderboards" in page
 
     _, rows = load_run(ssl_run)
     expected = render_plots(rows, run_leaderboard_spec(ssl_run, rows))

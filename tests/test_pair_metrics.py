@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, precision_recall_fscore_support
 
-from bench.metrics.pairs import average_precision, best_f1_threshold, pair_scores_at
+from bench.metrics.pairs import average_precision, best_f1_threshold, pair_scores_at, predicted_matches
 
 
 def _random(seed: int, n: int, ties: bool):
@@ -15,7 +15,7 @@ def _random(seed: int, n: int, ties: bool):
     scores = rng.normal(labels * rng.uniform(0, 2), 1.0)
     if ties:
         scores = np.round(scores, 1)  # many pairs share a score
-    return scores, labels
+    return np.round(scores, 6), labels  # at the tie resolution already (the rounding: see the float32 test)
 
 
 @pytest.mark.parametrize("seed", range(12))
@@ -46,3 +46,15 @@ def test_no_positive_pair_gives_no_threshold_and_no_ap():
     scores, labels = np.array([0.1, 0.5, 0.9]), np.zeros(3, dtype=int)
     assert best_f1_threshold(scores, labels) == (None, None)
     assert average_precision(scores, labels) is None
+
+
+def test_float32_noise_is_a_tie_in_every_pair_metric():
+    """Identical titles give cosines 0.99999988 .. 1.00000024: one tie, as if they were all 1.0."""
+    noisy = np.array([0.99999988, 1.00000024, 1.0, 0.99999994, 0.5, 0.2], dtype=np.float32).astype(float)
+    exact = np.array([1.0, 1.0, 1.0, 1.0, 0.5, 0.2])
+    labels = np.array([0, 1, 0, 1, 1, 0])
+    assert average_precision_score(labels, noisy) != pytest.approx(average_precision_score(labels, exact))  # the noise
+    assert average_precision(noisy, labels) == pytest.approx(average_precision_score(labels, exact), abs=1e-12)
+    assert best_f1_threshold(noisy, labels) == best_f1_threshold(exact, labels)
+    assert pair_scores_at(noisy, labels, 1.0) == pair_scores_at(exact, labels, 1.0)
+    assert predicted_matches(noisy, 1.0).tolist() == [1, 1, 1, 1, 0, 0]

@@ -483,3 +483,16 @@ def test_a_real_matching_trial_stores_per_query_values_that_give_its_row(registr
     assert table.height == row["n_test"]
     for name in ranking_names(5) + ["f1", "f1_all"]:
         assert table[name].mean() == pytest.approx(row[name], abs=1e-12), name
+
+
+def test_cosines_equal_but_for_float32_noise_are_ties_in_the_ranking():
+    """The query's match sits 1.8e-7 above a non-match in float32 cosine: a tie, so the non-match ranks first."""
+    emb = torch.tensor([[1.0, 0.0], [1.0, 0.0], [1.0, 6e-4]])  # query, its match (cos 1), a non-match (cos 0.99999982)
+    from bench.metrics.retrieval import similarity_blocks
+
+    raw = torch.nn.functional.normalize(emb, dim=-1) @ torch.nn.functional.normalize(emb, dim=-1).T
+    assert raw[0, 1] > raw[0, 2]  # without the tie rule the match would be first
+    (_, sims), = similarity_blocks(emb)
+    assert sims[0, 1] == sims[0, 2]
+    got = per_query_metrics(emb, np.array([0, 0, 1]), k=1)
+    assert got["recall@1"][0] == 0.0 and got["mrr@1"][0] == 0.0

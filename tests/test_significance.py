@@ -10,8 +10,9 @@ from bench.reporting.leaderboard import LeaderboardSpec, leaderboard_table, rend
 from bench.reporting.write import leaderboard_for_run, load_predictions
 from bench.reporting.results import load_run
 from bench.metrics.retrieval import ranking_names
-from bench.reporting.significance import (_macro_f1, encode_predictions, group_significance, resamples, share_not_ahead,
-                                align, trial_intervals)
+from bench.reporting.significance import (_macro_f1, encode_predictions, group_distribution, group_significance, interval,
+                                         pooled_over_seeds, resamples, share_not_ahead,
+                                         align, trial_intervals)
 from report_runs import N_LABELS, matching_run, noisy_predictions, retrieval_run, suite_copy, trial, write_run
 
 
@@ -100,9 +101,28 @@ def test_group_interval_pools_seeds_on_the_same_resamples(tmp_path):
     group_b = stats.filter(pl.col("fusion") == "b").row(0, named=True)
     mean_b = rows.filter(pl.col("fusion") == "b")["accuracy"].mean()
     assert group_b["accuracy_ci_low"] < mean_b < group_b["accuracy_ci_high"]
-    single = trial_intervals(rows, preds).filter((pl.col("trial_key") == "b0") & (pl.col("metric") == "accuracy"))
-    # averaging two seeds' errors (partly independent) gives a narrower interval than one seed alone
-    assert group_b["accuracy_ci_high"] - group_b["accuracy_ci_low"] < single["ci_high"][0] - single["ci_low"][0]
+
+
+def test_group_interval_takes_the_seed_spread_into_account(tmp_path):
+    """Two seeds far apart (accuracy 0.3 and 0.7): items alone give a narrow interval around 0.5; the
+    seed part of the resampling widens it by about the seed spread (sd of the mean of 2 seeds: 0.2)."""
+    true = _true(400, 7)
+    run = write_run(tmp_path / "run", [trial(f"a{s}", {"fusion": "a"}, s, true, noisy_predictions(true, acc, 30 + s))
+                                       for s, acc in ((0, 0.3), (1, 0.7))])
+    encoded = encode_predictions(load_predictions(run))
+    trials = align([encoded["a0"], encoded["a1"]], "accuracy")
+    items_only = interval(group_distribution(trials, "accuracy", 400, resample_seeds=False))
+    both = interval(group_distribution(trials, "accuracy", 400))
+    assert items_only[1] - items_only[0] < 0.08
+    assert both[1] - both[0] > 0.3 and both[0] < 0.35 and both[1] > 0.65
+
+
+def test_seed_resampling_is_unbiased_in_variance():
+    """The seed part of a group's draws has variance s^2/m (sample variance over m seeds), not (m-1)/m of it."""
+    values = np.array([[0.2], [0.5], [0.6]]).repeat(20000, axis=1)
+    drawn = pooled_over_seeds(values, np.random.default_rng(0))
+    assert drawn.mean() == pytest.approx(values[:, 0].mean(), abs=0.003)
+    assert drawn.var() == pytest.approx(values[:, 0].var(ddof=1) / 3, rel=0.05)
 
 
 def test_paired_comparison_uses_only_items_both_groups_were_tested_on(tmp_path):
@@ -129,7 +149,8 @@ def test_leaderboard_markdown_shows_intervals_and_the_mark_with_a_note(tmp_path)
     assert body["a"]["≈best"] == "best" and body["b"]["≈best"] == "p<0.001"
     low, high = map(float, body["a"]["accuracy 95% CI"].split("–"))
     assert low < float(body["a"]["accuracy"].split(" ± ")[0]) < high
-    assert "paired bootstrap" in text and "percentile bootstrap over test items" in text
+    assert "paired over the same test items" in text and "percentile bootstrap over test items" in text
+    assert "at most 5% of leaderboards mark any row wrongly" in text
     csv_header = leaderboard_for_run(run, "csv").splitlines()[0].split(",")
     assert {"accuracy_ci_low", "accuracy_ci_high", "best_p", "near_best"} <= set(csv_header)
 

@@ -92,6 +92,8 @@ def test_a_real_run_feeds_tensorboard_and_mlflow_and_leaves_reports(write_suite,
         assert logged.data.metrics["ndcg_at_10"] == pytest.approx(row["ndcg@10"])
     assert logged.data.params["fusion"] == "text_only" and logged.data.params["trial_key"] == row["trial_key"]
     assert logged.info.status == "FINISHED"
+    assert "macro_f1" in logged.data.tags["metrics.higher_is_better"].split(", ")  # from the metric registry
+    assert "wall_s" in logged.data.tags["metrics.lower_is_better"].split(", ")
 
     # the end of every run: leaderboard.md, leaderboard.html and the plots beside them
     assert (run / "leaderboard.md").read_text().startswith("# tracked leaderboard")

@@ -94,7 +94,9 @@ def column_problem(name: str, *, seed_axis: bool = False) -> str | None:
     """Why an axis name would collide with a row column (None when it does not)."""
     if name == "seed" and seed_axis:
         return None
-    if name in RESERVED_COLUMNS or RESERVED_PATTERN.search(name):
+    from bench.metrics.registry import lookup
+
+    if name in RESERVED_COLUMNS or RESERVED_PATTERN.search(name) or lookup(name) is not None:  # any declared metric
         return f"'{name}' is also a column of every trial row (status, metrics, cost, provenance)"
     return None
 

@@ -11,15 +11,23 @@ embeddings, or a pair-scoring objective's logit); a pair is predicted a match wh
 - ``average_precision``: threshold-free ``average_precision_score`` (sum over thresholds of
   (R_n - R_{n-1}) P_n, no interpolation).
 Without a matching pair the threshold, its F1 and the average precision are None.
+Scores are first rounded to 1e-6 (``bench.metrics.ties``): float32 noise makes no order.
 """
 from __future__ import annotations
 
 import numpy as np
 from sklearn.metrics import average_precision_score, precision_recall_curve, precision_recall_fscore_support
 
+from bench.metrics.ties import tie_rounded
+
 
 def _arrays(scores, labels) -> tuple[np.ndarray, np.ndarray]:
-    return np.asarray(scores, dtype=float), np.asarray(labels, dtype=int)
+    return tie_rounded(scores), np.asarray(labels, dtype=int)
+
+
+def predicted_matches(scores, threshold: float) -> np.ndarray:
+    """1 where the (tie-rounded) score reaches the threshold: the prediction stored per test pair."""
+    return (tie_rounded(scores) >= threshold).astype(int)
 
 
 def best_f1_threshold(scores, labels) -> tuple[float | None, float | None]:
@@ -39,7 +47,7 @@ def pair_scores_at(scores, labels, threshold: float) -> dict[str, float]:
     """Precision, recall and F1 of the match class with score >= threshold predicted a match
     (0 where undefined)."""
     scores, labels = _arrays(scores, labels)
-    p, r, f, _ = precision_recall_fscore_support(labels, (scores >= threshold).astype(int), average="binary",
+    p, r, f, _ = precision_recall_fscore_support(labels, predicted_matches(scores, threshold), average="binary",
                                                  labels=[0, 1], pos_label=1, zero_division=0)
     return {"precision": float(p), "recall": float(r), "f1": float(f)}
 

@@ -33,7 +33,8 @@ The returned set of a query is every other item with similarity >= t.
   query with a known group, products with a single item included (such a query scores 1 when
   nothing is returned, so this figure rises with the share of single-item products).
 
-Scores of several embedding kinds combine by their maximum (VT-BERT's retrieval score).
+Scores of several embedding kinds combine by their maximum (VT-BERT's retrieval score), rounded
+to 1e-6 before ranking (``bench.metrics.ties``: float32 noise is a tie, not an order).
 Similarities are computed in blocks of queries, so memory stays O(block x n).
 """
 from __future__ import annotations
@@ -43,6 +44,7 @@ import torch
 import torch.nn.functional as F
 
 from bench.metrics.retrieval_columns import PER_QUERY, ranking_names  # noqa: F401  (names live there, torch-free)
+from bench.metrics.ties import tie_rounded_tensor
 
 THRESHOLD_GRID = np.round(np.arange(-0.2, 1.0001, 0.02), 4)
 BLOCK = 1024
@@ -54,7 +56,8 @@ def _normalised(embeddings: torch.Tensor | dict[str, torch.Tensor]) -> list[torc
 
 
 def similarity_blocks(embeddings, block: int = BLOCK):
-    """Yield (start, sims[b, n]) with the max over embedding kinds of cosine similarity."""
+    """Yield (start, sims[b, n]) with the max over embedding kinds of cosine similarity, rounded to
+    1e-6 (``bench.metrics.ties``: cosines equal but for float32 noise are ties in every ranking)."""
     kinds = _normalised(embeddings)
     n = kinds[0].shape[0]
     for start in range(0, n, block):
@@ -62,7 +65,7 @@ def similarity_blocks(embeddings, block: int = BLOCK):
         for e in kinds:
             s = e[start:start + block] @ e.T
             sims = s if sims is None else torch.maximum(sims, s)
-        yield start, sims
+        yield start, tie_rounded_tensor(sims)
 
 
 def query_blocks(embeddings, groups: torch.Tensor, block: int = BLOCK):

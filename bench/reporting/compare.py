@@ -7,7 +7,8 @@ import polars as pl
 from tabulate import tabulate
 
 from bench.errors import BenchError
-from bench.reporting.leaderboard import QUALITY, LeaderboardSpec, leaderboard_table
+from bench.metrics.registry import quality_columns
+from bench.reporting.leaderboard import LeaderboardSpec, leaderboard_table
 from bench.reporting.results import load_run
 
 
@@ -64,11 +65,12 @@ def compare_runs(run_a: str | Path, run_b: str | Path, group_by: list[str] | Non
     if not group_by:
         raise BenchError("the two runs share no axis to group by", field="--group-by",
                          fix="pass --group-by with a column both runs have")
-    metrics = metrics or [m for m in QUALITY if _numeric(rows_a, m) and _numeric(rows_b, m)]
+    known = quality_columns(dict.fromkeys([*rows_a.columns, *rows_b.columns]))  # any k, registry order
+    metrics = metrics or [m for m in known if _numeric(rows_a, m) and _numeric(rows_b, m)]
     missing = [m for m in metrics if not (_numeric(rows_a, m) or _numeric(rows_b, m))]
     if missing or not metrics:
         raise BenchError(f"no metric {', '.join(missing) or 'in common'} in either run", field="--metric",
-                         fix=f"pick from: {', '.join(m for m in QUALITY if _numeric(rows_a, m) or _numeric(rows_b, m))}")
+                         fix=f"pick from: {', '.join(m for m in known if _numeric(rows_a, m) or _numeric(rows_b, m))}")
     table = compare_tables(rows_a, rows_b, group_by, metrics)
     return render_comparison(table, group_by, metrics, str(run_a), str(run_b))
 

@@ -11,16 +11,13 @@ import polars as pl
 from tabulate import tabulate
 
 from bench.errors import BenchError
+from bench.metrics import registry
 from bench.reporting.markdown_table import github_table, github_table_of_columns
 from bench.metrics.retrieval_columns import legacy_columns, upgrade_legacy_rows
 
-QUALITY = ["accuracy", "macro_f1", "top5_accuracy", "head_macro_f1", "tail_macro_f1",
-           "ndcg@10", "mar@10", "p@10", "map@10", "mrr@10", "recall@1", "f1", "f1_all",
-           "pair_f1", "pair_precision", "pair_recall", "pair_ap"]  # docs/metrics.md
-COST = ["train_samples_per_s", "wall_s", "peak_mem_mb", "n_params"]
-LOWER_IS_BETTER = {"wall_s", "peak_mem_mb", "n_params"}
-# bootstrap intervals shown on the leaderboard (from stored predictions), besides the sort metric's
-CI_METRICS = ["accuracy", "macro_f1", "f1", "ndcg@10", "mar@10", "map@10"]
+# the default columns come from the metric registry (any k: ndcg@5 is shown like ndcg@10)
+QUALITY = registry.quality_metrics()  # at the default k; tables use registry.quality_columns(row columns)
+COST = registry.cost_metrics()
 NEAR_BEST = "≈best"
 REFERENCE = "(reference)"
 
@@ -82,7 +79,7 @@ def columns_read(spec: LeaderboardSpec, names: list[str]) -> list[str]:
     intervals) among the stored ``names``, in their order: `bench leaderboard` reads only these."""
     pivot = spec.pivot or {}
     wanted = {"trial_key", "status", "seed", "error", PLACEHOLDERS, *spec.group_by, *spec.select,
-              *(spec.metrics or QUALITY), *COST, spec.sort, spec.select_metric,
+              *(spec.metrics or registry.quality_columns(names)), *COST, spec.sort, spec.select_metric,
               *([pivot["rows"], pivot["columns"], pivot.get("value", "accuracy"), *pivot.get("extra_values", [])]
                 if pivot else [])}
     if any(map(_MAY_BE_LEGACY.fullmatch, filter(None, wanted))):  # (the names alone rule most tables out)
@@ -108,23 +105,27 @@ def leaderboard_table(rows: pl.DataFrame | pl.LazyFrame, spec: LeaderboardSpec,
     """
     frame = rows
     names = frame.collect_schema().names()
-    group_by = [g for g in spec.group_by if g in names] or ["trial_key"]
+    dev_ranked = search_only(spec, names)
+    group_by = ([a for a in spec.select if a in names] if dev_ranked
+                else [g for g in spec.group_by if g in names] or ["trial_key"])
     if "status" not in names:
         frame = frame.with_columns(pl.lit("ok").alias("status"))
     # the choice on dev reads axes and dev_ metrics, which the upgrade never changes; upgrading after
     # it keeps a streamed search bounded (before the choice's join, polars buffered every row)
-    frame = upgrade_legacy_rows(select_on_dev(frame, spec, group_by))
+    frame = upgrade_legacy_rows(frame if dev_ranked else select_on_dev(frame, spec, group_by))
     schema = frame.collect_schema()
     names = schema.names()
-    numeric = {m for m in (spec.metrics or QUALITY) + COST if m in schema and schema[m].is_numeric()}
-    metrics = [m for m in (spec.metrics or QUALITY) if m in numeric]
+    wanted = spec.metrics or registry.quality_columns(names)
+    numeric = {m for m in wanted + COST if m in schema and schema[m].is_numeric()}
+    metrics = [m for m in wanted if m in numeric]
     cost = [c for c in COST if c in numeric]
-    chosen = [a for a in spec.select if a in names] + [c for c in names if c.startswith("selected_")]
+    chosen = [] if dev_ranked else [a for a in spec.select if a in names] + [c for c in names if c.startswith("selected_")]
+    dev_mean = [spec.select_metric] if dev_ranked else []  # a search-only suite: rows ranked by this dev mean
     placeholders = [PLACEHOLDERS] if PLACEHOLDERS in names else []
     # one group-by: counts over all rows, figures over the ok rows (masked to null elsewhere, which
     # mean, std and max skip: the same values as after filtering)
     ok = pl.col("status") == "ok"
-    figures = list(dict.fromkeys(metrics + cost + placeholders))
+    figures = list(dict.fromkeys(metrics + cost + placeholders + dev_mean))
     if isinstance(frame, pl.DataFrame):  # rows in memory: masked inside the aggregation, one polars call
         source, figure = frame, lambda c: pl.when(ok).then(pl.col(c)).alias(c)
     else:  # a scan streams just these columns
@@ -138,6 +139,7 @@ def leaderboard_table(rows: pl.DataFrame | pl.LazyFrame, spec: LeaderboardSpec,
     aggs += [figure(c).mean() for c in cost]
     aggs += [pl.col(c).filter(ok).first() for c in chosen]
     aggs += [figure(c).max() for c in placeholders]
+    aggs += [figure(c).fill_nan(None).mean().alias(f"selected_{c}") for c in dev_mean]
     table = _collected(source.group_by(group_by).agg(aggs))
     if not table["n"].sum():  # not a single ok row: the counts alone
         table = table.select(*group_by, "failed", "stopped", pl.lit(0).alias("n"))
@@ -147,9 +149,16 @@ def leaderboard_table(rows: pl.DataFrame | pl.LazyFrame, spec: LeaderboardSpec,
         table = table.drop(*absent, *[f"{m}_std" for m in absent if m in metrics]) if absent else table
         metrics = [m for m in metrics if m not in absent]
     sort = spec.sort if spec.sort in table.columns else (metrics[0] if metrics else None)
-    if sort:
+    if dev_ranked and f"selected_{spec.select_metric}" in table.columns:  # test never orders a search's configurations
+        ties = [g for g in group_by]
+        table = table.sort([f"selected_{spec.select_metric}", *ties],
+                           descending=[spec.select_mode == "max"] + [False] * len(ties), nulls_last=True,
+                           maintain_order=True, multithreaded=False)
+        sort = spec.select_metric[len("dev_"):] if spec.select_metric.startswith("dev_") else None
+        sort = sort if sort in metrics else (metrics[0] if metrics else None)  # the test figure the marks compare
+    elif sort:
         ties = [g for g in group_by if g != sort]
-        table = table.sort([sort, *ties], descending=[sort not in LOWER_IS_BETTER] + [False] * len(ties),
+        table = table.sort([sort, *ties], descending=[registry.higher_is_better(sort)] + [False] * len(ties),
                            nulls_last=True, maintain_order=True, multithreaded=False)  # a few hundred rows
     table = table.with_row_index("rank", offset=1)
     if spec.reference:
@@ -158,18 +167,38 @@ def leaderboard_table(rows: pl.DataFrame | pl.LazyFrame, spec: LeaderboardSpec,
             table = table.with_columns(pl.Series(f"ref_{m}", [spec.reference.get(l, {}).get(m) for l in labels],
                                                  dtype=pl.Float64))
     if predictions is not None and table.height and "n" in table.columns:
-        table = _with_significance(table, _collected(frame), predictions, group_by, metrics, sort)
+        table = _with_significance(table, _collected(frame), predictions, group_by, metrics, sort, dev_ranked)
     return table
 
 
+def table_groups(table: pl.DataFrame, spec: LeaderboardSpec) -> list[str]:
+    """The columns a leaderboard table was grouped by: the axes, else (a search-only suite) the
+    search's configuration columns, else the trial key."""
+    axes = [g for g in spec.group_by if g in table.columns]
+    if axes or "trial_key" in table.columns:
+        return axes or ["trial_key"]
+    return [a for a in spec.select if a in table.columns] or ["trial_key"]
+
+
+def search_only(spec: LeaderboardSpec, names: list[str]) -> bool:
+    """A search with no axis to group by but the seed: each row is one sampled configuration, ranked by
+    its mean dev metric over its seeds (the dev-chosen configuration first); test never orders."""
+    return (not [g for g in spec.group_by if g in names] and spec.select_metric is not None
+            and bool([a for a in spec.select if a in names]) and spec.select_metric in names)
+
+
 def _with_significance(table: pl.DataFrame, rows: pl.DataFrame, predictions: pl.DataFrame, group_by: list[str],
-                       metrics: list[str], sort: str | None) -> pl.DataFrame:
+                       metrics: list[str], sort: str | None, dev_ranked: bool = False) -> pl.DataFrame:
+    """Intervals of the metrics flagged ``interval`` in the registry (and of the sort metric), and
+    the marks on the sort metric. The row labelled best is the first (a test ranking's top); in a
+    dev-ranked search no row is labelled: every configuration is marked, the dev-chosen one too."""
     from bench.reporting.significance import group_significance
 
     ranked = table.filter(pl.col("n") > 0)
-    best = ranked.select(group_by).row(0) if ranked.height and sort not in LOWER_IS_BETTER else None
-    shown = [m for m in metrics if m in CI_METRICS or m == sort]
-    stats = group_significance(rows, predictions, group_by, shown, sort, best)
+    best = (ranked.select(group_by).row(0) if ranked.height and not dev_ranked and sort is not None
+            and registry.higher_is_better(sort) else None)
+    shown = [m for m in metrics if (registry.lookup(m) is not None and registry.lookup(m).interval) or m == sort]
+    stats = group_significance(rows, predictions, group_by, shown, sort, best, label_best=not dev_ranked)
     if stats is None:
         return table
     return table.join(stats, on=group_by, how="left", maintain_order="left", nulls_equal=True)
@@ -199,29 +228,59 @@ def _fmt_mark(mark, p) -> str:
     return f"{mark} {share}".strip()
 
 
-def selection_note(spec: LeaderboardSpec) -> list[str]:
+def selection_note(spec: LeaderboardSpec, table: pl.DataFrame | None = None) -> list[str]:
     if not spec.select or not spec.select_metric:
         return []
+    if table is not None and "trial_key" not in table.columns and not [g for g in spec.group_by if g in table.columns]:
+        return [f"Search: one row per configuration ({', '.join(table_groups(table, spec))}), its seeds averaged, "
+                f"ranked by mean {spec.select_metric} over its seeds (selected_{spec.select_metric}); the first row "
+                "is the configuration chosen on dev. Test figures are shown beside and play no part in the order "
+                "or the choice."]
     return [f"Search: within each group the configuration ({', '.join(spec.select)}) with the best mean "
             f"{spec.select_metric} over its seeds is chosen (selected_{spec.select_metric}); quality columns "
             "are that configuration's test figures. The test split plays no part in the choice."]
 
 
+_UNITS = {"item": "items", "query": "queries", "pair": "pairs"}
+
+
 def significance_note(table: pl.DataFrame, spec: LeaderboardSpec) -> list[str]:
     """The sentences that explain the interval and mark columns (only those present)."""
+    from bench.reporting.significance import ALPHA, LEVEL, N_RESAMPLES
+
     out = []
     if any(c.endswith("_ci_low") for c in table.columns):
-        out.append("95% CI columns: percentile bootstrap over test items (1000 resamples of the stored test "
-                   "predictions, seeds of a group scored on the same resamples and averaged; retrieval metrics "
-                   "resample the queries they score); they show how much the finite test set alone moves the "
-                   "score, not the seed spread.")
+        out.append(f"{LEVEL:.0%} CI columns: percentile bootstrap over test items and seeds ({N_RESAMPLES} resamples "
+                   "of the stored test predictions; a row's seeds are drawn with replacement along with the items, "
+                   "so the interval holds both the finite test set and the seed spread; retrieval metrics resample "
+                   "the queries they score, pair metrics the labelled pairs).")
     if "near_best" in table.columns:
-        metric = spec.sort if spec.sort in table.columns else next(
-            (m for m in (spec.metrics or QUALITY) if m in table.columns), "")
-        out.append(f"{NEAR_BEST}: paired bootstrap of {metric} against the best row over the test items both "
-                   "were tested on; p is the share of resamples on which the best row was not ahead, and ≈ marks "
-                   "rows whose gap to the best is not significant (p >= 0.05).")
+        metric = _marked_metric(table, spec)
+        found = registry.lookup(metric)
+        units = _UNITS.get(found.aggregation, "items") if found is not None else "items"
+        labelled = "best" in table["near_best"].to_list()
+        out.append(f"{NEAR_BEST}: every pair of rows compared at once on test {metric}, paired over the same test "
+                   f"{units}, two-sided; a row showing only p is significantly worse than another row, and at most "
+                   f"{ALPHA:.0%} of leaderboards mark any row wrongly (family-wise error over all rows, max-T step-down "
+                   f"over all pairs: when every row has one seed, an exact permutation test shuffling the rows' outputs "
+                   f"within each test unit; with seeds, a bootstrap of the {units} with each row's seeds resampled "
+                   "along); ≈ marks rows no row beats significantly; p is the family-wise adjusted "
+                   "p of the closest comparison"
+                   + ("; best is the row with the best value (no row is a reference chosen before the test)."
+                      if labelled else "; no row is labelled best: test plays no part in this ranking."))
     return out
+
+
+def _marked_metric(table: pl.DataFrame, spec: LeaderboardSpec) -> str:
+    """The metric the marks compare (as ``leaderboard_table`` chose it)."""
+    if spec.select_metric and f"selected_{spec.select_metric}" in table.columns and "trial_key" not in table.columns \
+            and not [g for g in spec.group_by if g in table.columns]:
+        test = spec.select_metric[len("dev_"):] if spec.select_metric.startswith("dev_") else None
+        if test in table.columns:
+            return test
+    if spec.sort in table.columns:
+        return spec.sort
+    return next((m for m in (spec.metrics or registry.quality_columns(table.columns)) if m in table.columns), "")
 
 
 def reference_note(spec: LeaderboardSpec) -> list[str]:
@@ -292,8 +351,8 @@ def _thousands(values: list) -> list[str]:
 
 def display_columns(table: pl.DataFrame, spec: LeaderboardSpec) -> tuple[list[str], list[list[str]]]:
     """The leaderboard's headers and its cells as text, one list per column."""
-    group_by = [g for g in spec.group_by if g in table.columns] or ["trial_key"]
-    metrics = [c for c in table.columns if c in set(spec.metrics or QUALITY)]
+    group_by = table_groups(table, spec)
+    metrics = [c for c in table.columns if c in set(spec.metrics or registry.quality_columns(table.columns))]
     cost = [c for c in COST if c in table.columns]
     refs = [c for c in table.columns if c.startswith("ref_")]
     # a reference figure named like a metric sits right after that metric's column; the rest follow the marks
@@ -301,7 +360,8 @@ def display_columns(table: pl.DataFrame, spec: LeaderboardSpec) -> tuple[list[st
     refs = [c for c in refs if c not in shown]
     cis = [m for m in metrics if f"{m}_ci_low" in table.columns]
     mark = [NEAR_BEST] if "near_best" in table.columns else []
-    chosen = [a for a in spec.select if a in table.columns] + [c for c in table.columns if c.startswith("selected_")]
+    chosen = [a for a in spec.select if a in table.columns and a not in group_by] + \
+        [c for c in table.columns if c.startswith("selected_")]
     stopped = ["stopped"] if "stopped" in table.columns and (table["stopped"].max() or 0) > 0 else []
     headers = ["rank", *group_by, *chosen, *shown, *[f"{m} 95% CI" for m in cis], *mark, *refs, *cost, "n",
                "failed", *stopped]
@@ -387,7 +447,7 @@ def render_markdown(rows: pl.DataFrame, spec: LeaderboardSpec, predictions: pl.D
     table = leaderboard_table(rows, spec, predictions)
     out = [f"# {spec.title}", "", github_table_of_columns(*display_columns(table, spec)), ""]
     out.append("Quality columns are test-split means ± standard deviation over seeds; cost columns are means.")
-    out += selection_note(spec)
+    out += selection_note(spec, table)
     out += significance_note(table, spec)
     out += reference_note(spec)
     out += placeholder_note(table)
@@ -500,7 +560,8 @@ def render_html(rows: pl.DataFrame, spec: LeaderboardSpec, images: dict[str, str
     table = leaderboard_table(rows, spec, predictions)
     headers, body = display_rows(table, spec)
     notes = ["Quality columns are test-split means ± standard deviation over seeds; cost columns are means.",
-             *significance_note(table, spec), *reference_note(spec), *placeholder_note(table)]
+             *selection_note(spec, table), *significance_note(table, spec), *reference_note(spec),
+             *placeholder_note(table)]
     parts = [f"<h1>{html_lib.escape(spec.title)}</h1>",
              tabulate(body, headers=headers, tablefmt="html", disable_numparse=True),
              *[f"<p>{html_lib.escape(n)}</p>" for n in notes]]

@@ -13,7 +13,8 @@ from pathlib import Path
 import polars as pl
 from matplotlib.figure import Figure
 
-from bench.reporting.leaderboard import LOWER_IS_BETTER, QUALITY, LeaderboardSpec, group_label, leaderboard_table
+from bench.metrics import registry
+from bench.reporting.leaderboard import LeaderboardSpec, group_label, leaderboard_table, table_groups
 from bench.paths import atomic_path
 
 PLOTS = "plots"
@@ -38,14 +39,14 @@ def _number(value) -> float:
 
 
 def _groups(table: pl.DataFrame, spec: LeaderboardSpec) -> tuple[list[str], pl.DataFrame]:
-    group_by = [g for g in spec.group_by if g in table.columns] or ["trial_key"]
+    group_by = table_groups(table, spec)
     done = table.filter(pl.col("n") > 0) if "n" in table.columns else table
     return [group_label(r) for r in done.select(group_by).iter_rows()], done
 
 
 def _headline_metrics(table: pl.DataFrame, spec: LeaderboardSpec) -> list[str]:
     """The ranking metric, plus macro-F1 when the table has it (the usual classification headline)."""
-    present = [m for m in (spec.metrics or QUALITY) if m in table.columns]
+    present = [m for m in (spec.metrics or registry.quality_columns(table.columns)) if m in table.columns]
     first = spec.sort if spec.sort in present else (present[0] if present else None)
     return [m for m in dict.fromkeys([first, "macro_f1"]) if m in present]
 
@@ -76,7 +77,7 @@ def quality_vs_cost(table: pl.DataFrame, spec: LeaderboardSpec, metric: str) -> 
     the others (e.g. the fine-tune fraction), so crowded plots stay readable.
     """
     _, done = _groups(table, spec)
-    group_by = [g for g in spec.group_by if g in done.columns] or ["trial_key"]
+    group_by = table_groups(done, spec)
     colour_by, label_by = (group_by[0], group_by[1:]) if len(group_by) > 1 else (None, group_by)
     fig = Figure(figsize=(7, 4.5))
     ax = fig.add_subplot()
@@ -166,7 +167,7 @@ def figures(rows: pl.DataFrame, spec: LeaderboardSpec) -> dict[str, Figure]:
     for m in headline:
         out[_file_name("bars", m)] = metric_bars(table, spec, m)
     quality = "macro_f1" if "macro_f1" in headline else (headline[0] if headline else None)
-    if quality and COST_AXIS in table.columns and quality not in LOWER_IS_BETTER:
+    if quality and COST_AXIS in table.columns and not registry.lower_is_better(quality):
         out[_file_name("quality-vs-cost", quality)] = quality_vs_cost(table, spec, quality)
     if spec.pivot:
         for value in dict.fromkeys([spec.pivot.get("value", "accuracy"), *spec.pivot.get("extra_values", [])]):

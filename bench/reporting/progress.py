@@ -13,9 +13,10 @@ from typing import TextIO
 
 import polars as pl
 
-from bench.reporting.leaderboard import QUALITY, LeaderboardSpec, group_label, leaderboard_table
+from bench.metrics.registry import quality_columns
+from bench.reporting.leaderboard import LeaderboardSpec, group_label, leaderboard_table, table_groups
 
-HEADLINE = ("macro_f1", "accuracy", "f1", "ndcg@10")
+HEADLINE = ("macro_f1", "accuracy", "f1")  # then the row's first quality column in registry order (ndcg@k at any k)
 
 
 def _duration(seconds: float) -> str:
@@ -66,7 +67,8 @@ class RunState:
 
 def trial_line(state: RunState, row: dict, label: str) -> str:
     """The plain line for one finished trial."""
-    metric = next((f"{m}={row[m]:.3f}" for m in HEADLINE if isinstance(row.get(m), (int, float))), "")
+    metric = next((f"{m}={row[m]:.3f}" for m in [*HEADLINE, *quality_columns(row)]
+                   if isinstance(row.get(m), (int, float))), "")
     eta = state.eta()
     line = (f"[{state.done}/{state.total}] {row.get('status', '?'):6s} {label} {metric} "
             f"({row.get('wall_s') or 0:.0f}s; elapsed {state.elapsed:.0f}s, "
@@ -83,10 +85,10 @@ def best_row_text(rows: pl.DataFrame, spec: LeaderboardSpec) -> str:
     table = leaderboard_table(rows, spec).filter(pl.col("n") > 0)
     if table.is_empty():
         return ""
-    group_by = [g for g in spec.group_by if g in table.columns] or ["trial_key"]
+    group_by = table_groups(table, spec)
     top = table.row(0, named=True)
     metric = spec.sort if spec.sort in table.columns else next(
-        (m for m in (spec.metrics or QUALITY) if m in table.columns), None)
+        (m for m in (spec.metrics or quality_columns(table.columns)) if m in table.columns), None)
     text = " ".join(f"{g}={top[g]}" for g in group_by) if len(group_by) > 1 else group_label([top[group_by[0]]])
     if metric and top.get(metric) is not None:
         std = top.get(f"{metric}_std")

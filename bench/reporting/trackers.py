@@ -3,7 +3,8 @@
 All optional: a suite lists them (``trackers: [tensorboard, mlflow]``) or ``bench run --tracker``
 adds them. Each tracker's package is checked before the run starts, so a missing one is a clear
 error naming what to install instead of a failure after the first trial. Every tracker gets one
-result per trial: the metrics and costs of its row.
+result per trial: the metrics and costs of its row. MLflow runs are tagged with which metrics are
+better higher and which lower (from the metric registry).
 """
 from __future__ import annotations
 
@@ -128,7 +129,9 @@ def _mlflow(options: MLflowOptions, ctx: TrackerContext):
         def log_trial_result(self, iteration, trial, result):
             super().log_trial_result(iteration, trial, {k.replace("@", "_at_"): v for k, v in result.items()})
 
-    return MLflowTracker(tracking_uri=uri, experiment_name=experiment, tags={"suite": ctx.suite_name},
+    from bench.metrics.registry import direction_tags
+
+    return MLflowTracker(tracking_uri=uri, experiment_name=experiment, tags={"suite": ctx.suite_name, **direction_tags()},
                          save_artifact=options.save_artifact)
 
 

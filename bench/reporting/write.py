@@ -112,7 +112,8 @@ def check_columns(rows, run_dir: Path, group_by: list[str], sort: str | None) ->
     import json
 
     from bench.errors import BenchError
-    from bench.reporting.leaderboard import COST, QUALITY
+    from bench.metrics.registry import quality_columns
+    from bench.reporting.leaderboard import COST
 
     schema = _schema(rows)
     for name in group_by:
@@ -122,7 +123,7 @@ def check_columns(rows, run_dir: Path, group_by: list[str], sort: str | None) ->
             raise BenchError(f"the run has no column '{name}' to group by", file=run_dir, field="--group-by",
                              fix=f"use one of the run's axes: {', '.join(dict.fromkeys([*(axes or []), 'seed']))}")
     if sort is not None and (sort not in schema or not schema[sort].is_numeric()):
-        metrics = [m for m in QUALITY + COST if m in schema]
+        metrics = quality_columns(schema.names()) + [m for m in COST if m in schema]
         raise BenchError(f"the run has no metric '{sort}' to sort by", file=run_dir, field="--sort",
                          fix=f"use one of: {', '.join(metrics)}")
 

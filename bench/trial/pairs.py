@@ -26,7 +26,7 @@ from bench.catalog import Catalog
 from bench.config.schema import TrialConfig
 from bench.errors import BenchError
 from bench.interfaces import PAIRS, Batch, Fusion, TaskInfo
-from bench.metrics.pairs import average_precision, best_f1_threshold, pair_scores_at
+from bench.metrics.pairs import average_precision, best_f1_threshold, pair_scores_at, predicted_matches
 from bench.pair_table import PAIR_SPLITS
 from bench.trial.device import autocast
 from bench.trial.evaluate import Predictions
@@ -264,6 +264,6 @@ class PairTrialRun(TrialRun):
         return pl.DataFrame({
             "trial_key": [key] * len(pairs), "left_id": [a for a, _, _ in pairs], "right_id": [b for _, b, _ in pairs],
             "label": [label for *_, label in pairs], "score": self.test_scores,
-            "predicted": (None if threshold is None else (self.test_scores >= threshold).astype(int)),
+            "predicted": None if threshold is None else predicted_matches(self.test_scores, threshold),
         }, schema={"trial_key": pl.Utf8, "left_id": pl.Utf8, "right_id": pl.Utf8, "label": pl.Int8,
                    "score": pl.Float64, "predicted": pl.Int8})

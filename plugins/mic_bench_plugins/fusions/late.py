@@ -13,11 +13,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from pydantic import Field
-from sklearn.metrics import f1_score
 from torch import Tensor, nn
 
 from bench.errors import BenchError
 from bench.interfaces import IMAGE, TEXT, EncoderOutput, Fusion, FusionOutput
+from bench.metrics.classification import macro_f1
 from bench.registry import PluginSpec
 
 from .heads import HeadOptions, make_head, num_labels
@@ -103,7 +103,7 @@ def selection_score(y_true: np.ndarray, y_pred: np.ndarray, metric: str) -> floa
     """accuracy, or macro-F1 over the labels present in y_true (as the trial row reports it)."""
     if metric == "accuracy":
         return float((y_true == y_pred).mean())
-    return float(f1_score(y_true, y_pred, labels=sorted(set(y_true.tolist())), average="macro", zero_division=0))
+    return macro_f1(y_true, y_pred)
 
 
 def better_single_modality(scores: np.ndarray, text_logits: Tensor, image_logits: Tensor, labels: Tensor) -> bool:

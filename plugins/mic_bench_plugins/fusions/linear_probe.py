@@ -151,7 +151,7 @@ class LinearProbeFusion(Fusion):
     def fit_on_dev(self, outputs: FusionOutput, labels: Tensor, metric: str = "macro_f1") -> None:
         """Keep the C with the best dev ``metric`` (accuracy or macro-F1, the suite's selection metric;
         ties: nearest C = 1); nothing to do for a given C."""
-        from sklearn.metrics import f1_score
+        from bench.metrics.classification import macro_f1
 
         known = labels >= 0
         if len(self.c_values) < 2 or not known.any() or len(outputs.logits_parts) != len(self.c_values):
@@ -162,7 +162,7 @@ class LinearProbeFusion(Fusion):
             pred = logits[known].argmax(-1).numpy()
             if metric == "accuracy":
                 return float((pred == y).mean())
-            return float(f1_score(y, pred, labels=sorted(set(y.tolist())), average="macro", zero_division=0))
+            return macro_f1(y, pred)
 
         scores = [score(p) for p in outputs.logits_parts]
         best = max(scores)

@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from bench.config.matrix import (AXIS_PATHS, PLUGIN_AXES, axis_values, check_axes, check_search, count_trials,
                                  merge_named_value, sample_search, set_path, trial_key)
 from bench.config.schema import LoadedSuite, Ref, Suite, TrialConfig, TrialSpec
-from bench.config.validation import describe_validation_error
+from bench.config.validation import check_leaderboard, describe_validation_error
 from bench.config.yaml_files import read_with_includes
 from bench.errors import BenchError
 
@@ -86,6 +86,7 @@ def load_suite(path: str | Path, registry=None, subset: int | None = None) -> Lo
             raise BenchError(f"two matrix entries give the same trial ({seen[t.key].label()} and {t.label()})",
                              file=file, field="matrix", fix="remove the duplicate axis value")
         seen[t.key] = t
+    check_leaderboard(suite, trials, file)
     text_hash = hashlib.sha256(json.dumps(raw, sort_keys=True, default=str).encode()).hexdigest()[:16]
     return LoadedSuite(path=path, suite=suite, trials=trials, text_hash=text_hash, raw=raw)
 

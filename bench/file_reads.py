@@ -65,9 +65,16 @@ def open_regular(path: str | os.PathLike) -> IO[bytes]:
 
 
 def read_at_most(handle: IO[bytes], limit: int) -> bytes | None:
-    """Up to ``limit`` bytes of ``handle``; None when it holds more."""
-    data = handle.read(limit + 1)
-    return None if len(data) > limit else data
+    """Up to ``limit`` bytes of ``handle``; None when it holds more. Read in blocks: one read of
+    ``limit`` bytes would allocate the whole bound even for a small file."""
+    parts, total = [], 0
+    while total <= limit:
+        block = handle.read(min(READ_CHUNK, limit + 1 - total))
+        if not block:
+            break
+        parts.append(block)
+        total += len(block)
+    return None if total > limit else b"".join(parts)
 
 
 def read_regular(path: str | os.PathLike, limit: int, *, option: str | None = None, what: str = "file",

@@ -12,7 +12,6 @@ Lines are parsed with the json module, never evaluated.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Literal
 
@@ -26,7 +25,7 @@ from bench.pair_table import PAIR_SCHEMA
 from bench.registry import PluginSpec
 
 from .pair_labels import bad_label, join_text, parse_pair_label, settle_pairs
-from .table_files import decode_text, read_table
+from .table_files import decode_text, json_object, read_table
 
 FILES = {"train": "train", "valid": "dev", "test": "test"}
 
@@ -79,7 +78,7 @@ def _offer_id(value, *, file: str, where: str, field: str) -> str:
 def read_pair_file(path: Path, split: str, opts: WdcProductsOptions, offers: Offers,
                    keep: set[str] | None = None) -> tuple[list[dict], list[dict]]:
     """(pairs, pairs moved to dev by valid_pair_ids) of one JSON-lines file."""
-    text = decode_text(path)  # gzip read whole: a corrupt or cut .gz is a BenchError naming the file
+    text = decode_text(path)  # inflated in blocks and bounded; a corrupt, cut or bomb .gz is a BenchError
     file = str(path)
     pairs, moved = [], []
     for number, line in enumerate(text.splitlines(), start=1):
@@ -87,7 +86,7 @@ def read_pair_file(path: Path, split: str, opts: WdcProductsOptions, offers: Off
             continue
         where = f"line {number}"
         try:
-            record = json.loads(line)
+            record = json_object(line)
         except ValueError as exc:
             raise BenchError(f"{where} is not valid JSON ({exc})", file=file, field=where,
                              fix="one JSON object per line (the WDC files are JSON lines); repair or remove the line") from None

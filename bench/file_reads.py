@@ -39,7 +39,11 @@ def not_regular_reason(path: str | os.PathLike) -> str | None:
         mode = os.stat(path).st_mode
     except OSError:
         return None
-    return None if stat.S_ISREG(mode) else f"is {file_kind(mode)}, not a regular file"
+    return None if stat.S_ISREG(mode) else _reason(mode)
+
+
+def _reason(mode: int) -> str:
+    return "is a folder, not a file" if stat.S_ISDIR(mode) else f"is {file_kind(mode)}, not a regular file"
 
 
 def open_regular(path: str | os.PathLike) -> IO[bytes]:
@@ -55,7 +59,7 @@ def open_regular(path: str | os.PathLike) -> IO[bytes]:
     try:
         mode = os.fstat(fd).st_mode
         if not stat.S_ISREG(mode):
-            raise NotRegularFile(f"is {file_kind(mode)}, not a regular file")
+            raise NotRegularFile(_reason(mode))
         if hasattr(os, "set_blocking"):
             os.set_blocking(fd, True)
         return os.fdopen(fd, "rb")

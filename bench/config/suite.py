@@ -11,6 +11,7 @@ from pydantic import ValidationError
 
 from bench.config.matrix import (AXIS_PATHS, PLUGIN_AXES, axis_values, check_axes, check_search, count_trials,
                                  merge_named_value, sample_search, set_path, trial_key)
+from bench.config.data_paths import check_data_paths
 from bench.config.schema import LoadedSuite, Ref, Suite, TrialConfig, TrialSpec
 from bench.config.validation import check_leaderboard, describe_validation_error
 from bench.config.yaml_files import read_with_includes
@@ -119,5 +120,7 @@ def plugin_refs(trial: TrialConfig) -> list[tuple[str, str, Ref]]:
 def check_plugins(trial: TrialConfig, registry, file: str) -> None:
     """Every plugin name exists and its options validate, before anything runs."""
     for kind, field_name, ref in plugin_refs(trial):
-        registry.get(kind, ref.name, file=file, field=f"{field_name}.name").parse_options(
+        options = registry.get(kind, ref.name, file=file, field=f"{field_name}.name").parse_options(
             ref.options, file=file, field=f"{field_name}.options")
+        if kind == "dataset":  # the data is there and readable, without loading it
+            check_data_paths(options, file=file, field=f"{field_name}.options")

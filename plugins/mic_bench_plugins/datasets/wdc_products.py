@@ -19,6 +19,7 @@ import polars as pl
 from pydantic import BaseModel, ConfigDict, Field
 
 from bench.catalog import Catalog
+from bench.config.data_paths import DATA_PATH
 from bench.data_checks import resolve_user_path
 from bench.errors import BenchError
 from bench.pair_table import PAIR_SCHEMA
@@ -32,11 +33,12 @@ FILES = {"train": "train", "valid": "dev", "test": "test"}
 
 class WdcProductsOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    train: str = Field(description="training pairs, JSON lines (.json or .json.gz)")
-    valid: str | None = Field(None, description="validation pairs (the dev split), JSON lines")
-    test: str = Field(description="test pairs (the gold standard), JSON lines")
-    valid_pair_ids: str | None = Field(None, description="LSPC: a CSV with a pair_id column naming the training "
-                                                         "pairs that form the validation set")
+    train: str = Field(json_schema_extra=DATA_PATH, description="training pairs, JSON lines (.json or .json.gz)")
+    valid: str | None = Field(None, json_schema_extra=DATA_PATH, description="validation pairs (the dev split), JSON lines")
+    test: str = Field(json_schema_extra=DATA_PATH, description="test pairs (the gold standard), JSON lines")
+    valid_pair_ids: str | None = Field(None, json_schema_extra=DATA_PATH,
+                                       description="LSPC: a CSV with a pair_id column naming the training "
+                                                   "pairs that form the validation set")
     title: list[str] = Field(["title"], min_length=1, description="offer attributes joined (by spaces) into the "
                                                                   "title, e.g. [brand, title]; each read as NAME_left "
                                                                   "and NAME_right")

@@ -106,7 +106,8 @@ def gunzip_at_most(compressed: IO[bytes] | bytes, limit: int) -> bytes | None:
     output passes the bound, unlike gzip.decompress, which inflates the whole archive first.
     Raises zlib.error / EOFError for a corrupt or cut archive; an empty file inflates to nothing.
     """
-    out = bytearray()
+    parts: list[bytes] = []  # a growing bytearray would copy itself on each reallocation: twice the memory
+    total = 0
     inflater = zlib.decompressobj(wbits=31)
     fed = False
     for block in _blocks(compressed):
@@ -117,13 +118,15 @@ def gunzip_at_most(compressed: IO[bytes] | bytes, limit: int) -> bytes | None:
                     break
                 inflater = zlib.decompressobj(wbits=31)
             fed = True
-            out += inflater.decompress(data, limit + 1 - len(out))
-            if len(out) > limit:
+            chunk = inflater.decompress(data, min(READ_CHUNK, limit + 1 - total))
+            parts.append(chunk)
+            total += len(chunk)
+            if total > limit:
                 return None
             data = inflater.unused_data if inflater.eof else inflater.unconsumed_tail
     if fed and not inflater.eof:
         raise EOFError("compressed file ended before the end-of-stream marker was reached")
-    return bytes(out)
+    return b"".join(parts)
 
 
 def _blocks(source: IO[bytes] | bytes):

@@ -38,7 +38,8 @@ def check_data_paths(options: BaseModel, *, file: str, field: str) -> None:
         path = path if path.is_absolute() else Path.cwd() / path
         where = f"{field}.{name}"
         if not path.exists():
-            raise BenchError(f"file not found: {raw} (looked in {path})", file=file, field=where,
+            looked = "" if Path(raw).expanduser().is_absolute() else f" (looked in {path})"
+            raise BenchError(f"file not found: {raw}{looked}", file=file, field=where,
                              fix=f"check the spelling, or give an absolute path in the dataset option {name}")
         if path.is_dir():
             if not os.access(path, os.R_OK | os.X_OK):

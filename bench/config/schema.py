@@ -131,12 +131,17 @@ class TrialConfig(BaseModel):
     max_trial_minutes: Float | None = Field(None, gt=0)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     amp: Literal["off", "bf16", "fp16"] = "off"
-    dataloader_workers: Annotated[Int, Field(ge=0, le=256)] | Literal["auto"] = "auto"
+    dataloader_workers: Annotated[int, Field(ge=0, le=256)] | Literal["auto"] = "auto"
     cache: bool = Field(True, description="cache preprocessed inputs and frozen-encoder features (content-addressed)")
     subset: Int | None = Field(None, ge=1, description="cap every split at this many items (smoke and CI runs)")
     selection: SelectionConfig | Literal["last"] = Field(
         default_factory=SelectionConfig,
         description="keep the dev-best epoch of the last stage (default), or `last` to keep the final weights")
+
+    @field_validator("dataloader_workers", mode="before")
+    @classmethod
+    def _workers_not_yes_no(cls, value):
+        return _not_yes_no(value)  # on the field: inside the union it would rename the error's location
 
     def selection_metric(self) -> str | None:
         """The dev metric that picks the epoch (None with `selection: last`)."""

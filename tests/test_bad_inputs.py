@@ -858,7 +858,9 @@ SUITE_TRAPS = [  # suite files that YAML or pydantic would read silently wrong, 
     Case("validate: pair file of wdc_products missing",
          lambda t: ["validate", suite(t, tiny_trial(
              dataset={"name": "wdc_products", "options": {"train": str(text(t, "train.json", "")),
-                                                          "test": str(t / "gone.json.gz")}}, task="pairs"))],
+                                                          "test": str(t / "gone.json.gz")}}, task="pairs",
+             encoders={"text": tiny_trial()["encoders"]["text"]},
+             stages=[{"objectives": ["pair_contrastive"], "epochs": 1, "batch_size": 8}]))],
          ["trial.dataset.options.test", "file not found", "gone.json.gz"]),
 ]
 

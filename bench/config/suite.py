@@ -104,6 +104,9 @@ def _validate_trial(config: dict, file: str, labels: dict, registry) -> dict:
         check_plugins(trial, registry, file)
     from bench.config.trial_checks import check_trial  # cross-field checks (ssl labels, image-text matching)
     check_trial(trial, registry, file, where)
+    if registry is not None:  # the data is there and readable (not loaded): after the suite's own rules
+        options = registry.get("dataset", trial.dataset.name).parse_options(trial.dataset.options, file=file)
+        check_data_paths(options, file=file, field="trial.dataset.options")
     return trial.model_dump(mode="json")
 
 
@@ -120,7 +123,5 @@ def plugin_refs(trial: TrialConfig) -> list[tuple[str, str, Ref]]:
 def check_plugins(trial: TrialConfig, registry, file: str) -> None:
     """Every plugin name exists and its options validate, before anything runs."""
     for kind, field_name, ref in plugin_refs(trial):
-        options = registry.get(kind, ref.name, file=file, field=f"{field_name}.name").parse_options(
+        registry.get(kind, ref.name, file=file, field=f"{field_name}.name").parse_options(
             ref.options, file=file, field=f"{field_name}.options")
-        if kind == "dataset":  # the data is there and readable, without loading it
-            check_data_paths(options, file=file, field=f"{field_name}.options")

@@ -8,6 +8,7 @@ between), and read or inflated up to a stated number of bytes.
 """
 from __future__ import annotations
 
+import io
 import os
 import stat
 import zlib
@@ -69,9 +70,21 @@ def open_regular(path: str | os.PathLike) -> IO[bytes]:
 
 
 def read_at_most(handle: IO[bytes], limit: int) -> bytes | None:
-    """Up to ``limit`` bytes of ``handle``; None when it holds more. Read in blocks: one read of
-    ``limit`` bytes would allocate the whole bound even for a small file."""
-    parts, total = [], 0
+    """Up to ``limit`` bytes of ``handle``; None when it holds more.
+
+    A regular file whose size fits is read in one piece (one allocation, as read() would); a
+    larger one is not read at all; anything else (a size of 0 that lies, a file still growing)
+    in blocks, so a small file never allocates the whole bound."""
+    try:
+        size = os.fstat(handle.fileno()).st_size
+    except (OSError, AttributeError, io.UnsupportedOperation):
+        size = 0
+    if size > limit:
+        return None
+    first = handle.read(size + 1) if size else b""
+    if len(first) <= size and size:
+        return first
+    parts, total = [first] if first else [], len(first)
     while total <= limit:
         block = handle.read(min(READ_CHUNK, limit + 1 - total))
         if not block:

@@ -1,6 +1,7 @@
 """The small interfaces every plugin codes against (see docs/writing-a-plugin.md)."""
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -156,6 +157,17 @@ class Fusion(nn.Module):
         by ``metric`` ("accuracy" or "macro_f1"), the metric the suite selects models by.
         May return the dev outputs as the fitted fusion gives them (saves predicting dev again,
         at every dev evaluation); None makes the trial predict dev again."""
+
+    def dev_choices(self, outputs: FusionOutput) -> Iterable[tuple[Any, FusionOutput]]:
+        """Settings this fusion can take after training, each with the dev outputs it would give
+        (from ``outputs``, the dev outputs as it gives them now), for the trial to choose among by
+        its own selection metric, whatever the task (dev_pair_ap for pairs, dev_ndcg@k for
+        matching, ...); the trial then calls ``choose_on_dev`` with the best (ties: the first).
+        Default: nothing to choose."""
+        return ()
+
+    def choose_on_dev(self, setting: Any, metric: str) -> None:
+        """Keep ``setting``, chosen among ``dev_choices`` on dev by ``metric``."""
 
     def report(self) -> dict[str, Any]:
         """Values to record in the trial row (e.g. the chosen late-fusion weight)."""

@@ -66,12 +66,14 @@ def normalise_pairs(pairs: pl.DataFrame, item_ids: pl.Series, where: str) -> pl.
         row = leak.row(0, named=True)
         raise BenchError(f"the pair {row['_a']} - {row['_b']} is in more than one split ({', '.join(row['splits'])}; "
                          f"{leak.height} such pair(s))", file=where, field="pairs.split",
-                         fix="each pair belongs to one split: a pair in train and dev/test leaks the answer into training")
+                         fix="each pair belongs to one split: a pair in train and dev/test leaks the answer into training "
+                             "(the deepmatcher and wdc_products readers settle this with cross_split_pairs)")
     conflict = clash.filter(pl.col("n_labels") > 1)
     if conflict.height:
         row = conflict.row(0, named=True)
         raise BenchError(f"the pair {row['_a']} - {row['_b']} is labelled both 0 and 1", file=where,
-                         field="pairs.label", fix="keep one label per pair")
+                         field="pairs.label", fix="keep one label per pair (the deepmatcher and wdc_products readers "
+                                                  "settle this with conflicting_pairs)")
     return pairs
 
 

@@ -339,7 +339,9 @@ def test_tfidf_feeds_every_fusion(registry, fusion):
     from bench.trial.records import Collate
     from mic_bench_plugins.objectives.model_probe import kind_widths
 
-    cfg = TrialConfig.model_validate(tiny_trial(encoders={"text": TFIDF, "image": TINY_IMAGE}, fusion=fusion))
+    # cross-modal attention is text-width squared (its default width is the text encoder's): a narrow vocabulary
+    narrow = {"name": "tfidf_text", "options": {"max_features": 2048}}
+    cfg = TrialConfig.model_validate(tiny_trial(encoders={"text": narrow, "image": TINY_IMAGE}, fusion=fusion))
     model = build_model(cfg, TrialContext(registry=registry), TaskInfo("classification", ["a", "b", "c"], False))
     fit_encoder(model.encoders["text"], _records(TRAIN_TITLES), None)
     records = [{**r, "image": None} for r in _records(TEST_TITLES)]

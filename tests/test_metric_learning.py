@@ -349,3 +349,42 @@ def test_the_row_records_the_share_of_train_items_training_served(registry):
     n, bs = half["n_train"], 16
     steps = math.ceil(0.5 * (n // bs))  # shuffled batches without repeats within the epoch
     assert half["train_items_seen_share"] == pytest.approx(round(steps * bs / n, 4))
+
+
+def test_in_batch_negatives_matches_a_loop_over_anchors():
+    from mic_bench_plugins.objectives.metric_learning import in_batch_negatives_loss
+
+    emb = torch.nn.functional.normalize(EMB + 0.1, dim=-1)
+    scale = 20.0
+    terms = []
+    for i in range(len(GROUPS)):
+        positives = [j for j in range(len(GROUPS)) if j != i and GROUPS[i] >= 0 and GROUPS[j] == GROUPS[i]]
+        if not positives:
+            continue  # the unknown product's listing has no positive: left out
+        others = [j for j in range(len(GROUPS)) if j != i]
+        sim = lambda j: scale * float(emb[i] @ emb[j])  # noqa: E731
+        terms.append(-math.log(sum(math.exp(sim(j)) for j in positives) / sum(math.exp(sim(j)) for j in others)))
+    got = in_batch_negatives_loss(emb, emb, GROUPS, scale)
+    assert float(got) == pytest.approx(sum(terms) / len(terms), rel=1e-5)
+    none = in_batch_negatives_loss(emb, emb, torch.tensor([0, 1, 2, 3, 4, 5, 6, -1]), scale)
+    assert float(none) == 0.0  # no listing has a positive in this batch
+
+
+def test_in_batch_negatives_is_a_registered_objective_that_trains(registry, matching_task):
+    objective = registry.create("objective", "in_batch_negatives", {}, BuildContext(task=matching_task), field="x")
+    assert objective.sampler == "pk" and objective.needs == {"groups"}
+    emb = torch.nn.Parameter(torch.randn(8, 4))
+    groups = torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])
+
+    class Fixed(nn.Module):
+        def forward(self, batch):
+            return FusionOutput(embedding=emb)
+
+    batch = Batch(item_ids=[str(i) for i in range(8)], inputs={}, labels=groups.clone(), groups=groups)
+    before = objective.loss(Fixed(), batch).total.item()
+    optimizer = torch.optim.SGD([emb], lr=0.5)
+    for _ in range(30):
+        optimizer.zero_grad()
+        objective.loss(Fixed(), batch).total.backward()
+        optimizer.step()
+    assert objective.loss(Fixed(), batch).total.item() < before / 2

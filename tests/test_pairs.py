@@ -70,6 +70,11 @@ def test_deepmatcher_title_columns_and_file_paths(registry, tmp_path):
     assert titles["a:0"] == "sony bravia theater black micro system davis50b"  # empty price left out
     with pytest.raises(BenchError, match="title"):
         _load(registry, "deepmatcher", {"path": str(copy), "valid": "dev_pairs.csv", "title": "titel"})
+    serialized = _load(registry, "deepmatcher", {"path": str(copy), "valid": "dev_pairs.csv", "title": ["name", "price"],
+                                                 "serialize": True})
+    titles = dict(zip(serialized.items["item_id"], serialized.items["title"]))
+    assert titles["a:1"] == "COL name VAL canon powershot sd1100is digital camera silver COL price VAL $199.99"
+    assert titles["a:0"] == "COL name VAL sony bravia theater black micro system davis50b COL price VAL"
 
 
 def _with_pictures(tmp_path, column: str, cell, files) -> Path:
@@ -200,7 +205,7 @@ def test_corrupt_gzip_is_a_clear_error(registry, tmp_path):
 
 def test_a_pair_in_two_splits_is_refused(registry, tmp_path):
     folder, path = _broken_deepmatcher(tmp_path, "test.csv", lambda t: t + "0,0,1\n")
-    with pytest.raises(BenchError, match=r"a:0 - b:0 is in more than one split \(test, train"):
+    with pytest.raises(BenchError, match=r"train.csv line 2 and test.csv line 10 list the pair a:0 - b:0, in train and in test"):
         _load(registry, "deepmatcher", {"path": str(folder)})
 
 
@@ -317,13 +322,21 @@ def test_cross_encoder_scores_pairs_by_its_head_and_selection_keeps_that_head(re
     with torch.no_grad():
         tokens = encoder.tokenizer([by_id[a]["title"] for a, _, _ in data.pairs["test"]],
                                    [by_id[b]["title"] for _, b, _ in data.pairs["test"]],
-                                   truncation="longest_first", max_length=128, padding="longest", return_tensors="pt")
+                                   truncation="longest_first", max_length=run.pair_scorer.max_length,
+                                   padding="longest", return_tensors="pt")
         expected = run.pair_scorer.head(encoder.model(**tokens).last_hidden_state[:, 0]).squeeze(-1).numpy()
     np.testing.assert_allclose(run.test_scores, expected, rtol=1e-4, atol=1e-5)
     cosines, _ = pair_similarities(test, data.pairs["test"])
     assert not np.allclose(run.test_scores, cosines)
     assert row["pair_ap"] is not None
     assert any(m is run.pair_scorer for m in run.selector().modules)  # kept and restored with the encoder
+    # max_length auto: the joined length 99% of the train pairs fit in, and the share it cuts
+    lengths = [len(encoder.tokenizer(by_a["title"], by_b["title"])["input_ids"])
+               for by_a, by_b in ((dict((r["item_id"], r) for r in data.splits["train"])[a],
+                                   dict((r["item_id"], r) for r in data.splits["train"])[b])
+                                  for a, b, _ in data.pairs["train"])]
+    assert row["pair_max_length"] == int(np.ceil(np.quantile(lengths, 0.99)))
+    assert row["pair_truncated_share"] == round(sum(n > row["pair_max_length"] for n in lengths) / len(lengths), 4)
 
 
 def test_cross_encoder_needs_a_transformer_text_encoder(registry, tmp_path):
@@ -453,3 +466,53 @@ def test_pair_losses_equal_a_loop_over_the_pairs():
         p = 1 / (1 + math.exp(-(4.0 * cos - 1.0)))
         terms.append(-math.log(p) if y else -math.log(1 - p))
     assert got == pytest.approx(sum(terms) / len(terms), rel=1e-5)
+
+
+def test_in_batch_negatives_equal_a_loop_over_the_matches():
+    """Each match's left item against every right item of the batch (softmax over scale * cosine);
+    a right item identical to the match's own is not a negative; no match: zero."""
+    import math
+
+    import torch
+    import torch.nn.functional as F
+
+    from mic_bench_plugins.objectives.labelled_pairs import in_batch_negatives_loss
+
+    torch.manual_seed(1)
+    left, right = F.normalize(torch.randn(6, 4), dim=-1), F.normalize(torch.randn(6, 4), dim=-1)
+    right[4] = right[0]  # pair 4 names the same right item as pair 0
+    labels = torch.tensor([1, 0, 1, 0, 0, 0])
+    terms = []
+    for i in (0, 2):
+        keep = [j for j in range(6) if j == i or not torch.equal(right[j], right[i])]
+        logits = [3.0 * float(left[i] @ right[j]) for j in keep]
+        terms.append(-(logits[keep.index(i)] - math.log(sum(math.exp(v) for v in logits))))
+    got = float(in_batch_negatives_loss(left, right, labels, torch.tensor(3.0)))
+    assert got == pytest.approx(sum(terms) / len(terms), rel=1e-5)
+    assert float(in_batch_negatives_loss(left, right, torch.zeros(6, dtype=torch.long), torch.tensor(3.0))) == 0.0
+
+
+@pytest.mark.parametrize("encoder_pooling, option, expected", [("mean", "encoder", "mean"), ("cls", "encoder", "cls"),
+                                                               ("mean", "cls", "cls"), ("cls", "mean", "mean")])
+def test_cross_encoder_head_reads_the_pooling_of_its_encoder_or_its_own(encoder_pooling, option, expected):
+    """A sentence-embedding model trained with mean pooling has an untrained [CLS]: by default the
+    head reads what the text encoder pools; the option overrides it."""
+    import torch
+
+    from mic_bench_plugins.encoders.hf_text import HFTextEncoder, HFTextOptions
+    from mic_bench_plugins.objectives.labelled_pairs import PairCrossEncoder, PairCrossEncoderOptions
+
+    encoder = HFTextEncoder(HFTextOptions(**{**TINY_TEXT["options"], "pooling": encoder_pooling})).eval()
+    objective = PairCrossEncoder(PairCrossEncoderOptions(max_length=24, pooling=option), encoder.dim).eval()
+    model = type("Model", (), {"encoders": {"text": encoder}})()
+    left, right = ["sony bravia tv 40 inch", "canon camera"], ["sony tv 40", "nikon d3000 camera body black"]
+    with torch.no_grad():
+        got = objective.logits(model, left, right)
+        tokens = encoder.tokenizer(left, right, truncation="longest_first", max_length=24, padding="longest",
+                                   return_tensors="pt")
+        hidden = encoder.model(**tokens).last_hidden_state
+        mask = tokens["attention_mask"].unsqueeze(-1).float()
+        pooled = (hidden * mask).sum(1) / mask.sum(1) if expected == "mean" else hidden[:, 0]
+        other = hidden[:, 0] if expected == "mean" else (hidden * mask).sum(1) / mask.sum(1)
+    torch.testing.assert_close(got, objective.head(pooled).squeeze(-1))
+    assert not torch.allclose(got, objective.head(other).squeeze(-1))

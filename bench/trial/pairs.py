@@ -28,6 +28,7 @@ from bench.errors import BenchError
 from bench.interfaces import PAIRS, Batch, Fusion, TaskInfo
 from bench.metrics.pairs import average_precision, best_f1_threshold, pair_scores_at
 from bench.pair_table import PAIR_SPLITS
+from bench.trial.device import autocast
 from bench.trial.evaluate import Predictions
 from bench.trial.prepare import TrialData, load_catalog
 from bench.trial.records import make_loader, to_records
@@ -147,6 +148,7 @@ class PairTrialRun(TrialRun):
                              field="trial.fusion.name", fix="use an embedding fusion (text_only, image_only, late ...)")
         self.served_pairs: set[tuple[str, str]] = set()
         self.pair_scorer = None  # an objective with scores_pairs (set per stage)
+        self.scorer_notes: dict[str, Any] = {}  # what the scorer settled on the train pairs (e.g. pair_max_length)
         self.pair_row: dict[str, Any] = {}
         self.test_scores: np.ndarray | None = None
 
@@ -178,7 +180,7 @@ class PairTrialRun(TrialRun):
         size, scores = self.cfg.eval.batch_size, []
         self.model.eval()
         self.pair_scorer.eval()
-        with torch.no_grad():
+        with torch.no_grad(), autocast(self.device, self.cfg.amp):
             for start in range(0, len(pairs), size):
                 chunk = pairs[start:start + size]
                 found = self.pair_scorer.pair_scores(self.model, [by_id[a] for a, _, _ in chunk],
@@ -193,6 +195,10 @@ class PairTrialRun(TrialRun):
         by_id = {r["item_id"]: r for r in train_items}
         self.pair_records = [{"left": by_id[a], "right": by_id[b], "label": label}
                              for a, b, label in self.data.pairs["train"]]
+        if self.pair_scorer is not None and hasattr(self.pair_scorer, "fit_train_pairs"):
+            self.scorer_notes.update(self.pair_scorer.fit_train_pairs(
+                self.model, [p["left"]["title"] or "" for p in self.pair_records],
+                [p["right"]["title"] or "" for p in self.pair_records]))
         return make_pair_loader(self.pair_records, preprocessors(train_items), batch_size=stage.batch_size,
                                 seed=self.cfg.seed + index, **self.loader_kw)
 
@@ -205,9 +211,10 @@ class PairTrialRun(TrialRun):
         return {"train_pairs_seen_share": round(len(self.served_pairs & distinct) / len(distinct), 4) if distinct else None}
 
     def fit_on_dev(self, dev: Predictions) -> Predictions:
-        """Nothing is fitted on dev items here (late fusion's weight is chosen by item labels, which
-        pairs do not have); the dev pairs choose the epoch and the threshold."""
-        return dev
+        """Nothing is fitted on dev item labels here (late fusion's weight is chosen by them, and
+        pairs have none); the dev pairs choose the epoch, the threshold, and a fusion's setting
+        offered by ``Fusion.dev_choices`` (hybrid_score's weight), by the selection metric."""
+        return self.choose_on_dev(dev)
 
     def dev_metrics_of(self, dev: Predictions) -> dict[str, float]:
         return self.dev_columns(*self.pair_scores("dev", dev))[0]
@@ -245,6 +252,7 @@ class PairTrialRun(TrialRun):
             out["pair_note"] = "; ".join(filter(None, [out.get("pair_note"), "no test pair is a match: no average precision"]))
         out.update({f"n_{split}_pairs": len(self.data.pairs[split]) for split in PAIR_SPLITS})
         out["n_test_pair_matches"] = int(labels.sum())
+        out.update(self.scorer_notes)
         out.update(dev_figures)
         self.pair_row = out
         return out

@@ -1,6 +1,7 @@
 """One trial's model, inputs (raw or cached features) and steps: train, select on dev, evaluate, measure."""
 from __future__ import annotations
 
+import math
 import random
 import time
 from dataclasses import replace
@@ -11,7 +12,7 @@ import numpy as np
 import polars as pl
 import torch
 
-from bench.config.schema import TrialConfig
+from bench.config.schema import SelectionConfig, TrialConfig
 from bench.errors import BenchError
 from bench.images import placeholder_counts
 from bench.interfaces import CLASSIFICATION, IMAGE, JOINT, TEXT, Fusion
@@ -198,6 +199,7 @@ class TrialRun:
 
     def fit_on_dev(self, dev: Predictions) -> Predictions:
         """Fit post-training choices (late fusion's weight) on dev; dev as the fitted fusion gives it."""
+        dev = self.choose_on_dev(dev)
         fusion = self.model.fusion
         if dev.logits is None or type(fusion).fit_on_dev is Fusion.fit_on_dev:
             return dev
@@ -207,6 +209,25 @@ class TrialRun:
             return self.predict("dev")
         return replace(dev, embedding=refit.embedding, logits=refit.logits, logits_parts=list(refit.logits_parts),
                        kinds=dict(refit.kinds))
+
+    def choose_on_dev(self, dev: Predictions) -> Predictions:
+        """The fusion's setting (``Fusion.dev_choices``, e.g. hybrid_score's weight) that is best on
+        dev by the trial's selection metric (the task's default under `selection: last`); ties go
+        to the fusion's first. Dev as the chosen setting gives it."""
+        metric = self.cfg.selection_metric() or self.cfg.model_copy(update={"selection": SelectionConfig()}
+                                                                    ).selection_metric()
+        sign = -1.0 if isinstance(self.cfg.selection, SelectionConfig) and self.cfg.selection.mode == "min" else 1.0
+        best = None
+        for setting, out in self.model.fusion.dev_choices(dev.as_fusion_output()):
+            candidate = replace(dev, embedding=out.embedding, logits=out.logits, logits_parts=list(out.logits_parts),
+                                kinds=dict(out.kinds))
+            value = self.dev_metrics_of(candidate).get(metric)
+            if value is not None and not math.isnan(value) and (best is None or sign * value > sign * best[0]):
+                best = (value, setting, candidate)
+        if best is None:
+            return dev
+        self.model.fusion.choose_on_dev(best[1], metric)
+        return best[2]
 
     def fit_encoders_and_probe(self) -> set[str]:
         """What is learnt from the train split alone, once, before the stages (and before any

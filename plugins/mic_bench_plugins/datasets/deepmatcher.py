@@ -20,7 +20,8 @@ from bench.registry import PluginSpec
 
 from .assemble import ColumnSources, MissingImages, finish_catalog, image_paths
 from .image_lists import first_image
-from .pair_labels import bad_label, join_text, parse_pair_label
+from .pair_labels import (CONFLICTING_PAIRS_HELP, CROSS_SPLIT_PAIRS_HELP, ConflictingPairs, CrossSplitPairs,
+                          bad_label, join_text, parse_pair_label, resolve_repeated_pairs, serialize_attributes)
 from .table_files import BadRows, csv_row_line, decode_text, read_table
 
 SIDES = {"table_a": "a", "table_b": "b"}
@@ -39,6 +40,9 @@ class DeepMatcherOptions(BaseModel):
     test: str = Field("test.csv", description="test pairs")
     title: str | list[str] | None = Field(None, description="attribute column(s) joined (by spaces) into the title; "
                                                             "default: title, else name")
+    serialize: bool = Field(False, description="write the title as 'COL title VAL ... COL brand VAL ...' over the "
+                                               "title columns (Ditto's serialization for transformer matchers); "
+                                               "false: their values joined by spaces")
     id_column: str = Field("id", description="the id column of both tables")
     image: str | None = Field(None, description="an attribute column holding an image path (relative to images), or a "
                                                 "list of paths such as [\"a.jpg\", \"b.jpg\"] (the first that exists)")
@@ -47,6 +51,8 @@ class DeepMatcherOptions(BaseModel):
     allow_outside_images: bool = Field(False, description="read image paths that lead outside the image folder")
     bad_rows: BadRows = Field("error", description="CSV rows with the wrong field count: error, skip or join_last")
     encoding: str = "utf-8"
+    conflicting_pairs: ConflictingPairs = Field("error", description=CONFLICTING_PAIRS_HELP)
+    cross_split_pairs: CrossSplitPairs = Field("error", description=CROSS_SPLIT_PAIRS_HELP)
 
 
 def _path(opts: DeepMatcherOptions, option: str, root: Path | None) -> Path:
@@ -83,7 +89,8 @@ def read_side(path: Path, prefix: str, opts: DeepMatcherOptions) -> tuple[pl.Dat
         raise BenchError(f"duplicate id '{ids[rows[0]]}' ({_line(path, rows[0], opts)} and "
                          f"{_line(path, rows[1], opts)}; {len(set(ids.filter(dupes)))} duplicated id(s))", file=file,
                          field=opts.id_column, fix="give every row of the table its own id; pairs name rows by id")
-    titles = [join_text(list(values)) for values in zip(*(frame[c].to_list() for c in columns))]
+    text_of = (lambda values: serialize_attributes(columns, values)) if opts.serialize else join_text
+    titles = [text_of(list(values)) for values in zip(*(frame[c].to_list() for c in columns))]
     items = pl.DataFrame({"item_id": [f"{prefix}:{i}" for i in ids], "title": titles,
                           "image": frame[opts.image].to_list() if opts.image else [None] * frame.height},
                          schema={"item_id": pl.Utf8, "title": pl.Utf8, "image": pl.Utf8})
@@ -104,10 +111,16 @@ def _item_line(item_id: str, sides: dict[str, Path], opts: DeepMatcherOptions) -
 
 
 def read_pairs(path: Path, split: str, known: set[str], opts: DeepMatcherOptions, sides: dict[str, Path]) -> pl.DataFrame:
-    """One pair file as left_id, right_id, label, split; bad labels and unknown ids refused by line."""
+    """One pair file as left_id, right_id, label, split, and each pair's file and row (``_file``,
+    ``_row``: for messages about repeated pairs); bad labels and unknown ids refused by line."""
     frame, _ = read_table(path, fmt="csv", encoding=opts.encoding, bad_rows=opts.bad_rows)
     file = str(path)
     require_columns(frame.columns, {"ltable_id": "ltable_id", "rtable_id": "rtable_id", "label": "label"}, file=file)
+    if frame.height == 0:
+        option = next(o for o, s in PAIR_FILES.items() if s == split)
+        raise BenchError("the pair file is empty: a header and no pair", file=file, field=option,
+                         fix="point the option at the benchmark's pair file" +
+                             ("; to run without dev pairs set valid: null" if option == "valid" else ""))
     left = frame["ltable_id"].cast(pl.Utf8).str.strip_chars().to_list()
     right = frame["rtable_id"].cast(pl.Utf8).str.strip_chars().to_list()
     raw_labels = frame["label"].to_list()
@@ -128,8 +141,9 @@ def read_pairs(path: Path, split: str, known: set[str], opts: DeepMatcherOptions
                 raise BenchError(f"{where()}: {column} {value_id} is not an id of {table.name}", file=file,
                                  field=column, fix=f"add the row to {table} or remove this pair")
     return pl.DataFrame({"left_id": [f"a:{v}" for v in left], "right_id": [f"b:{v}" for v in right],
-                         "label": labels, "split": [split] * len(left)},
-                        schema=PAIR_SCHEMA)
+                         "label": labels, "split": [split] * len(left), "_file": [file] * len(left),
+                         "_row": list(range(len(left)))},
+                        schema={**PAIR_SCHEMA, "_file": pl.Utf8, "_row": pl.Int64})
 
 
 def load(opts: DeepMatcherOptions, ctx=None):
@@ -144,6 +158,8 @@ def load(opts: DeepMatcherOptions, ctx=None):
     known = set(items["item_id"].to_list())
     pairs = pl.concat([read_pairs(_path(opts, option, root), split, known, opts, sides)
                        for option, split in PAIR_FILES.items() if getattr(opts, option) is not None])
+    pairs = resolve_repeated_pairs(pairs, notes, locate=lambda file, row: _line(Path(file), row, opts),
+                                   conflicting=opts.conflicting_pairs, cross_split=opts.cross_split_pairs)
     source = str(sides["table_a"])
     has_images = opts.image is not None
     if has_images:

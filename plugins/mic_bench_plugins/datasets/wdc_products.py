@@ -25,7 +25,8 @@ from bench.errors import BenchError
 from bench.pair_table import PAIR_SCHEMA
 from bench.registry import PluginSpec
 
-from .pair_labels import bad_label, join_text, parse_pair_label, settle_pairs
+from .pair_labels import (CONFLICTING_PAIRS_HELP, CROSS_SPLIT_PAIRS_HELP, ConflictingPairs, CrossSplitPairs,
+                          bad_label, join_text, parse_pair_label, resolve_repeated_pairs, settle_pairs)
 from .table_files import decode_text, json_object, read_table
 
 FILES = {"train": "train", "valid": "dev", "test": "test"}
@@ -44,6 +45,8 @@ class WdcProductsOptions(BaseModel):
                                                                   "and NAME_right")
     conflicting_offers: Literal["error", "keep_first"] = Field(
         "error", description="an offer id whose title differs between lines: error, or keep the first")
+    conflicting_pairs: ConflictingPairs = Field("error", description=CONFLICTING_PAIRS_HELP)
+    cross_split_pairs: CrossSplitPairs = Field("error", description=CROSS_SPLIT_PAIRS_HELP)
 
 
 class Offers:
@@ -101,7 +104,7 @@ def read_pair_file(path: Path, split: str, opts: WdcProductsOptions, offers: Off
             raise bad_label(record.get("label"), file=file, where=where)
         for side, offer in zip(("left", "right"), ids):
             offers.add(offer, join_text([record.get(f"{name}_{side}") for name in opts.title]), where, file)
-        pair = {"left_id": ids[0], "right_id": ids[1], "label": label, "split": split}
+        pair = {"left_id": ids[0], "right_id": ids[1], "label": label, "split": split, "_file": file, "_row": number}
         pair_id = str(record.get("pair_id") or f"{ids[0]}#{ids[1]}")
         if keep is not None and pair_id in keep:
             moved.append({**pair, "split": "dev", "pair_id": pair_id})
@@ -143,7 +146,10 @@ def load(opts: WdcProductsOptions, ctx=None) -> Catalog:
         notes["conflicting_offers_kept_first"] = offers.conflicts
     items = pl.DataFrame({"item_id": list(offers.titles), "title": list(offers.titles.values())},
                          schema={"item_id": pl.Utf8, "title": pl.Utf8})
-    pairs = settle_pairs(pl.DataFrame(rows, schema=PAIR_SCHEMA), items["item_id"], notes)
+    pairs = resolve_repeated_pairs(pl.DataFrame(rows, schema={**PAIR_SCHEMA, "_file": pl.Utf8, "_row": pl.Int64}),
+                                   notes, locate=lambda file, number: f"line {number}",
+                                   conflicting=opts.conflicting_pairs, cross_split=opts.cross_split_pairs)
+    pairs = settle_pairs(pairs, items["item_id"], notes)
     return Catalog(name="wdc_products", items=items, source=str(train_path), notes=notes, pairs=pairs)
 
 

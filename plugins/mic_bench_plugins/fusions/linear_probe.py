@@ -8,7 +8,10 @@ without parameters) and gradient training never moves the fitted classifier.
 
 C (inverse regularisation) is either given, or one probe per value of ``c_grid`` is fitted on
 train and the value with the best dev accuracy is kept (``fit_on_dev``; ties go to the value
-nearest sklearn's default C = 1); without a dev split the default C = 1 is used. ``logits`` are the
+nearest sklearn's default C = 1); without a dev split the default C = 1 is used. The default grid
+0.01 ... 100 holds the dev-best C of every catalogue measured (docs/baselines.md): 0.01-0.1 on
+standardised MiniLM features, 1-100 on unstandardised TF-IDF vectors, whose unit-length sparse
+rows want weak regularisation. ``logits`` are the
 classifier's log-probabilities, log(max(p, 1e-12)) as in late fusion; labels absent from train
 get p = 0. The embedding (retrieval) is the concatenation of the unit-length pooled vectors.
 """
@@ -39,8 +42,9 @@ class LinearProbeOptions(BaseModel):
     modalities: list[Literal["text", "image", "joint"]] | None = Field(
         None, description="encoders whose pooled vectors are concatenated (default: every encoder of the trial)")
     C: float | None = Field(None, gt=0, description="inverse regularisation; None: the best of c_grid on dev")
-    c_grid: list[float] = Field(default_factory=lambda: [0.01, 0.1, 1.0, 10.0], min_length=1,
-                                description="values of C tried when C is not given")
+    c_grid: list[float] = Field(default_factory=lambda: [0.01, 0.1, 1.0, 10.0, 100.0], min_length=1,
+                                description="values of C tried when C is not given (docs/baselines.md: how it "
+                                            "was chosen)")
     standardize: bool = Field(True, description="scale every feature to train mean 0, variance 1 first")
     max_iter: int = Field(2000, ge=10, description="lbfgs iterations per fit")
 

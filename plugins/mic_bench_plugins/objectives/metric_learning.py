@@ -11,6 +11,11 @@ same batch; items of an unknown group (-1) are only ever negatives.
   negative; "all" uses every pair.
 - ``triplet``: max(m + d(a, p) - d(a, n), 0); mining "hard" is batch-hard (hardest positive and
   hardest negative per anchor, Hermans et al. 2017), "all" averages every valid triplet.
+- ``in_batch_negatives``: InfoNCE over the batch (MultipleNegativesRankingLoss in
+  sentence-transformers, with every listing of the anchor's product a positive): per anchor,
+  -log(sum over positives exp(s cos) / sum over every other item exp(s cos)), scale s = 20. Every
+  other product in the batch is a negative, none is mined away, and the cosine is what retrieval
+  ranks by; it is the loss sentence encoders such as MiniLM were trained with.
 - ``omni``: the triplet (or contrastive) loss for pairs of embedding kinds
   {text, image, multimodal}: anchors of one kind against positives / negatives of another. When
   the kinds differ, an item's own other-kind embedding is a positive too. Kinds narrower or
@@ -98,6 +103,20 @@ def triplet_loss(x: Tensor, y: Tensor, groups: Tensor, margin: float = 1.0, mini
     rows = torch.arange(len(groups), device=x.device)
     terms = F.relu(margin + d[rows, far] - d[rows, near])
     return _masked_mean(terms, has_pos & has_neg)
+
+
+def in_batch_negatives_loss(x: Tensor, y: Tensor, groups: Tensor, scale: float = 20.0) -> Tensor:
+    """Multi-positive InfoNCE on cosine similarities (x, y unit length); anchors without a positive
+    in the batch are left out."""
+    positive, _ = pair_masks(groups)
+    eye = torch.eye(len(groups), dtype=torch.bool, device=x.device)
+    logits = (scale * x @ y.T).masked_fill(eye, float("-inf"))
+    has_pos = positive.any(1)
+    if not bool(has_pos.any()):
+        return _zero(x, y)
+    everything = torch.logsumexp(logits[has_pos], dim=1)
+    positives = torch.logsumexp(logits[has_pos].masked_fill(~positive[has_pos], float("-inf")), dim=1)
+    return (everything - positives).mean()
 
 
 LOSSES = {"contrastive": contrastive_loss, "triplet": triplet_loss}
@@ -191,6 +210,32 @@ class Omni(Objective):
         return LossOutput(total, parts)
 
 
+class InBatchNegativesOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    scale: float = Field(20.0, gt=0, le=1000, description="s: the inverse temperature on cosine similarities "
+                                                          "(sentence-transformers' default 20)")
+
+
+class InBatchNegatives(Objective):
+    """InfoNCE over the batch on the unit-length FusionOutput.embedding."""
+
+    needs = frozenset({"groups"})
+    sampler = "pk"
+
+    def __init__(self, opts: InBatchNegativesOptions):
+        super().__init__()
+        self.opts = opts
+
+    def loss(self, model, batch: Batch) -> LossOutput:
+        emb = F.normalize(model(batch).embedding, dim=-1)
+        total = in_batch_negatives_loss(emb, emb, batch.groups, self.opts.scale)
+        return LossOutput(total, {"in_batch_negatives": float(total.detach())})
+
+
+def build_in_batch_negatives(opts: InBatchNegativesOptions, ctx) -> InBatchNegatives:
+    return InBatchNegatives(opts)
+
+
 def build_contrastive(opts: MetricOptions, ctx) -> EmbeddingLoss:
     return EmbeddingLoss("contrastive", opts)
 
@@ -208,6 +253,9 @@ SPECS = [
                "otherwise; hard-pair mining", build_contrastive, MetricOptions),
     PluginSpec("objective", "triplet", "batch-hard triplet loss on the embedding: max(m + d(a,p) - d(a,n), 0)",
                build_triplet, MetricOptions),
+    PluginSpec("objective", "in_batch_negatives", "InfoNCE over the batch (MultipleNegativesRanking): "
+               "-log sum_pos exp(s cos) / sum_others exp(s cos), every other product a negative",
+               build_in_batch_negatives, InBatchNegativesOptions),
     PluginSpec("objective", "omni", "triplet/contrastive loss over pairs of embedding kinds {text, image, "
                "multimodal} (multimodal_only, all9 or listed pairs)", build_omni, OmniOptions),
 ]

@@ -330,3 +330,20 @@ def test_includes_are_bounded_in_number_not_only_in_cycles(tmp_path, registry):
         else:
             with pytest.raises(BenchError, match=f"the includes read more than {MAX_INCLUDED_FILES} files"):
                 load_suite(tmp_path / "s.yaml", registry)
+
+
+def test_leaderboard_names_are_checked_against_axes_and_metrics(tmp_path, registry):
+    def suite_with(leaderboard: dict):
+        path = tmp_path / "s.yaml"
+        path.write_text(yaml.safe_dump({"name": "x", "trial": tiny_trial(), "matrix": {"fusion": ["text_only", "late"]},
+                                        "leaderboard": leaderboard}))
+        return path
+
+    # a value a plugin reports in its rows (a fitted weight) may be shown; a misspelt metric may not
+    assert load_suite(suite_with({"metrics": ["accuracy", "ndcg@5", "dev_macro_f1", "hybrid_weight"]}), registry)
+    for board, field in (({"metrics": ["acuracy"]}, "leaderboard.metrics[0]"), ({"sort": "hybrid_weight"}, "leaderboard.sort"),
+                         ({"group_by": ["fuson"]}, "leaderboard.group_by[0]"),
+                         ({"pivot": {"rows": "fusion", "columns": "sed"}}, "leaderboard.pivot.columns")):
+        with pytest.raises(BenchError) as info:
+            load_suite(suite_with(board), registry)
+        assert info.value.field == field

@@ -1,6 +1,7 @@
 """Turn pydantic validation errors into one readable line per problem."""
 from __future__ import annotations
 
+import difflib
 import re
 
 from pydantic import BaseModel, ValidationError
@@ -133,8 +134,6 @@ def is_metric(name: str) -> bool:
 
 
 def _closest(name: str, names: list[str]) -> str:
-    import difflib
-
     close = difflib.get_close_matches(name, names, n=3)
     return f"did you mean {', '.join(repr(c) for c in close)}? " if close else ""
 
@@ -157,15 +156,21 @@ def check_leaderboard(suite, trials: list, file: str) -> None:
         if name not in allowed_axes:
             raise BenchError(f"'{name}' is not an axis of this suite (its axes: {', '.join(allowed_axes)})",
                              file=file, field=field, fix=f"{_closest(name, allowed_axes)}group by matrix or search axes")
-    metrics = [("leaderboard.sort", lb.sort)] if lb.sort else []
-    metrics += [(f"leaderboard.metrics[{i}]", m) for i, m in enumerate(lb.metrics or [])]
+    if lb.sort and not is_metric(lb.sort):
+        raise BenchError(f"'{lb.sort}' is not a metric a trial row holds", file=file, field="leaderboard.sort",
+                         fix=f"{_closest(lb.sort, known_metrics())}see docs/metrics.md for the metric names")
+    # shown columns may also be values a plugin reports in its rows (a fitted weight such as
+    # hybrid_weight), which no list holds: refused only when a metric's name is misspelt
+    shown = [(f"leaderboard.metrics[{i}]", m) for i, m in enumerate(lb.metrics or [])]
     if lb.pivot is not None:
-        metrics += [("leaderboard.pivot.value", lb.pivot.value)]
-        metrics += [(f"leaderboard.pivot.extra_values[{i}]", m) for i, m in enumerate(lb.pivot.extra_values)]
-    for field, name in metrics:
-        if not is_metric(name):
+        shown += [("leaderboard.pivot.value", lb.pivot.value)]
+        shown += [(f"leaderboard.pivot.extra_values[{i}]", m) for i, m in enumerate(lb.pivot.extra_values)]
+    for field, name in shown:
+        close = difflib.get_close_matches(name.removeprefix("dev_"), known_metrics(), n=3, cutoff=0.8)
+        if not is_metric(name) and close:
             raise BenchError(f"'{name}' is not a metric a trial row holds", file=file, field=field,
-                             fix=f"{_closest(name, known_metrics())}see docs/metrics.md for the metric names")
+                             fix=f"did you mean {', '.join(repr(c) for c in close)}? see docs/metrics.md for the "
+                                 "metric names")
     _check_reference(suite, trials, file)
 
 

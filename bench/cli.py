@@ -190,23 +190,29 @@ def cache():
     """Inspect or clear the cache of preprocessed inputs, frozen-encoder features and generated data."""
 
 
-def _cache_root(cache_dir):
-    from bench.paths import cache_dir as resolve
+def _cache_root(cache_dir) -> Path:
+    """--cache-dir, else $MIC_BENCH_CACHE, else ~/.cache/mic-bench; nothing is created."""
+    import os
 
-    return resolve(cache_dir)
+    from bench.paths import CACHE_ENV
+
+    return Path(cache_dir or os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "mic-bench").expanduser()
 
 
 @cache.command("info")
 @click.option("--cache-dir", type=click.Path(path_type=Path), default=None, help="default $MIC_BENCH_CACHE")
 def cache_info(cache_dir):
-    """Where the cache is, how many entries, how big."""
-    from bench.trial.cache import CacheStore
+    """Where the cache is, how many entries, how big (reads only)."""
+    from bench.cache_folder import summarize
 
     root = _cache_root(cache_dir)
-    info = CacheStore(root / "tensors").info()
-    total = sum(f.stat().st_size for f in root.rglob("*") if f.is_file())
-    click.echo(f"cache folder: {root}\ntensor entries: {info['entries']} ({info['bytes'] / 2**20:.1f} MiB)\n"
-               f"everything: {total / 2**20:.1f} MiB")
+    info = summarize(root)
+    if not info.exists:
+        click.echo(f"cache folder: {root} (does not exist yet)")
+        return
+    unreadable = f"\nunreadable folders (not counted): {info.unreadable}" if info.unreadable else ""
+    click.echo(f"cache folder: {root}\ntensor entries: {info.tensor_entries} ({info.tensor_bytes / 2**20:.1f} MiB)\n"
+               f"everything: {info.total_bytes / 2**20:.1f} MiB{unreadable}")
 
 
 @cache.command("clear")
@@ -214,25 +220,16 @@ def cache_info(cache_dir):
 @click.option("--yes", is_flag=True, help="do not ask")
 def cache_clear(cache_dir, yes):
     """Delete every cache entry (they are recomputed when needed)."""
-    import os
-    import shutil
+    from bench.cache_folder import clear
+    from bench.paths import is_cache_root
 
-    from bench.paths import CACHE_ENV, CACHE_MARKER, is_cache_root
-
-    root = Path(cache_dir or os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "mic-bench").expanduser()
+    root = _cache_root(cache_dir)
     if not root.is_dir():
         click.echo(f"nothing to clear: {root} does not exist")
         return
-    if not is_cache_root(root):
-        raise BenchError(f"not a mic-bench cache folder (it has no {CACHE_MARKER} marker); nothing was deleted",
-                         file=root, field="--cache-dir",
-                         fix=f"pass the cache folder itself; if it is one made before the marker existed, "
-                             f"create the marker: touch {root / CACHE_MARKER}")
-    if not yes:
+    if not yes and is_cache_root(root):
         click.confirm(f"delete everything under {root}?", abort=True)
-    for child in root.iterdir():
-        if child.name != CACHE_MARKER:
-            shutil.rmtree(child) if child.is_dir() else child.unlink()
+    clear(root)
     click.echo(f"cleared {root}")
 
 

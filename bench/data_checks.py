@@ -33,6 +33,12 @@ def resolve_user_path(raw: str | os.PathLike, *, option: str, kind: str = "file"
             return candidate.resolve()
     wrong_kind = [c for c in tried if c.exists()]
     if wrong_kind:
+        from bench.file_reads import not_regular_reason
+
+        odd = not_regular_reason(wrong_kind[0])
+        if odd and kind == "file" and not wrong_kind[0].is_dir():  # a FIFO would block the reader, a device never end
+            raise BenchError(f"{wrong_kind[0]} {odd}", file=file, field=option,
+                             fix=f"set {option} to a regular file (FIFOs, devices and sockets are not read)")
         other = "a folder" if kind == "file" else "a file"
         raise BenchError(f"{wrong_kind[0]} is {other}, not a {kind}", file=file, field=option,
                          fix=f"set {option} to the {kind} itself")

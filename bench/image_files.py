@@ -22,7 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-from bench.images import ImageDecodeError, decode_image, max_image_pixels
+from bench.file_reads import NotRegularFile, open_regular
+from bench.images import ImageDecodeError, decode_image, max_image_pixels, read_image_bytes
 
 log = logging.getLogger(__name__)
 READ_CHUNK = 1 << 20
@@ -47,7 +48,7 @@ class FileFacts:
 def file_digest(path: str | os.PathLike) -> str:
     """blake2b-128 of a file's bytes, read in 1 MiB blocks."""
     digest = hashlib.blake2b(digest_size=16)
-    with open(path, "rb") as handle:
+    with open_regular(path) as handle:  # a FIFO would block, a device never end
         while block := handle.read(READ_CHUNK):
             digest.update(block)
     return digest.hexdigest()
@@ -167,8 +168,11 @@ class ImageManifest:
         try:
             if not check:
                 return FileFacts(file_digest(path)), hashed_at
-            with open(path, "rb") as handle:
-                data = handle.read()
+            data = read_image_bytes(path)  # a regular file of a bounded size, or the reason it is not
+        except ImageDecodeError as exc:
+            return FileFacts(None, str(exc), True), hashed_at
+        except NotRegularFile as exc:
+            return FileFacts(None, str(exc), True), hashed_at
         except IsADirectoryError:
             return FileFacts(None, "is a folder, not a file", True), hashed_at
         except OSError as exc:

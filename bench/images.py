@@ -18,12 +18,19 @@ import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from bench.errors import BenchError
+from bench.file_reads import NotRegularFile, open_regular, read_at_most
 
 BLANK_SIZE = (32, 32)
 BLANK_COLOUR = (128, 128, 128)
 MAX_PIXELS_ENV = "MIC_BENCH_MAX_IMAGE_PIXELS"
 DEFAULT_MAX_PIXELS = 64_000_000  # 8000 x 8000: above any catalogue photo, far below a decompression bomb
-SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
+# Modes Pillow's convert("RGB") turns into the picture a viewer shows (LAB and HSV included, 8 bits a
+# channel). 32-bit integer ("I") and float ("F") pixels have no range of their own: to_rgb maps
+# the ranges that have a known meaning and refuses the rest, as it refuses any mode not listed.
+CONVERTIBLE_MODES = ("1", "L", "P", "RGB", "RGBA", "RGBX", "RGBa", "CMYK", "YCbCr", "LAB", "HSV", "LA", "La", "PA")
+MAX_BYTES_ENV = "MIC_BENCH_MAX_IMAGE_BYTES"
+DEFAULT_MAX_BYTES = 64 << 20  # 64 MiB: above any catalogue photo; a file beyond it is not read into memory
 DECODE_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError,
                  Image.DecompressionBombWarning, TypeError, IndexError, KeyError, ZeroDivisionError)
 PLACEHOLDER_FIX = ("replace the file; or set missing_images: skip (drop such items) or missing_images: blank "
@@ -45,6 +52,43 @@ def max_image_pixels() -> int:
     return value
 
 
+def max_image_bytes() -> int:
+    """The largest image file read: $MIC_BENCH_MAX_IMAGE_BYTES or 64 MiB."""
+    raw = os.environ.get(MAX_BYTES_ENV, "").strip()
+    if not raw:
+        return DEFAULT_MAX_BYTES
+    try:
+        value = int(float(raw))
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise BenchError(f"{raw!r} is not a positive number of bytes", file="environment", field=MAX_BYTES_ENV,
+                         fix=f"set it to a number such as 200000000, or unset it for the default {DEFAULT_MAX_BYTES}")
+    return value
+
+
+def read_image_bytes(path: str | os.PathLike) -> bytes:
+    """A picture file's bytes: a regular file (a FIFO or device would block or never end) of at most
+    ``max_image_bytes()``; otherwise ImageDecodeError with the reason."""
+    limit = max_image_bytes()
+    try:
+        with open_regular(path) as handle:
+            size = os.fstat(handle.fileno()).st_size
+            data = read_at_most(handle, limit) if size <= limit else None
+    except NotRegularFile as exc:
+        raise ImageDecodeError(str(exc)) from None
+    except FileNotFoundError:
+        raise ImageDecodeError("is missing") from None
+    except IsADirectoryError:
+        raise ImageDecodeError("is a folder, not a file") from None
+    except OSError as exc:
+        raise ImageDecodeError(f"cannot be read ({exc.strerror or exc})") from None
+    if data is None:
+        raise ImageDecodeError(f"is {size} bytes, above the limit of {limit} bytes per image file (raise "
+                               f"{MAX_BYTES_ENV} if the picture is real)")
+    return data
+
+
 class ImageDecodeError(ValueError):
     """Why one file is not a usable picture (a short reason, without the path)."""
 
@@ -56,6 +100,8 @@ def decode_image(source: str | os.PathLike | IO[bytes], draft_size: int | None =
     before any pixel is allocated. ``draft_size`` lets JPEG decoding shrink big photos by DCT
     scaling while both sides stay at least ``draft_size``.
     """
+    if isinstance(source, (str, os.PathLike)):
+        source = io.BytesIO(read_image_bytes(source))
     limit = max_image_pixels()
     # the header is read without Pillow's bomb guard (it would name twice our limit): our own check
     # below names the canvas; Pillow's guard is back at our limit for whatever load() does.
@@ -82,7 +128,7 @@ def decode_image(source: str | os.PathLike | IO[bytes], draft_size: int | None =
     except FileNotFoundError:
         raise ImageDecodeError("is missing") from None
     except UnidentifiedImageError:
-        empty = isinstance(source, (str, os.PathLike)) and os.path.getsize(source) == 0
+        empty = isinstance(source, io.BytesIO) and not source.getbuffer().nbytes
         raise ImageDecodeError("is empty (0 bytes)" if empty else "is not an image Pillow can read") from None
     except DECODE_ERRORS as exc:
         raise ImageDecodeError(f"cannot be decoded ({type(exc).__name__}: {exc})") from None
@@ -96,11 +142,18 @@ def _bomb_reason(width: int, height: int, limit: int) -> str:
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
-    """RGB as displayed: 16-bit scaled to 8-bit, CMYK via its ICC profile, transparency onto white."""
-    if img.mode in SIXTEEN_BIT_MODES:
-        values = np.asarray(img, dtype=np.float64)
-        grey = np.clip(np.rint(values / 257.0), 0, 255).astype(np.uint8)
-        return Image.fromarray(grey, mode="L").convert("RGB")
+    """RGB as displayed: 16-bit scaled to 8-bit, CMYK via its ICC profile, transparency onto white.
+
+    32-bit pixels are scaled from the range their values mean: integers within 0..65535 as 16-bit
+    grey (how 16-bit data often arrives in mode I), floats within 0..1 as intensities. Any other
+    range, a NaN or infinite pixel, or a mode not known to convert raises ImageDecodeError: a
+    clipped picture would train as black and white without a word.
+    """
+    if img.mode in SIXTEEN_BIT_MODES or img.mode in ("I", "F"):
+        return _grey_from_wide(img)
+    if img.mode not in CONVERTIBLE_MODES:
+        raise ImageDecodeError(f"has pixel mode {img.mode}, which has no known conversion to RGB; save it as "
+                               "8-bit RGB or grey")
     if img.mode == "CMYK":
         return _cmyk_to_rgb(img)
     if img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info:
@@ -108,6 +161,27 @@ def to_rgb(img: Image.Image) -> Image.Image:
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(white, rgba).convert("RGB")
     return img if img.mode == "RGB" else img.convert("RGB")
+
+
+def _grey_from_wide(img: Image.Image) -> Image.Image:
+    """16- and 32-bit grey (modes I;16*, I, F) as 8-bit RGB, scaled from the range the values mean."""
+    values = np.asarray(img, dtype=np.float64)
+    if not np.isfinite(values).all():
+        bad = int((~np.isfinite(values)).sum())
+        raise ImageDecodeError(f"has {bad} pixels that are NaN or infinite (32-bit float pixels, mode F)")
+    low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
+    if img.mode == "F":
+        if low < 0 or high > 1:
+            raise ImageDecodeError(f"has 32-bit float pixels from {low:g} to {high:g}; only 0..1 has a known "
+                                   "meaning (save the picture as 8 or 16 bits, or scale it to 0..1)")
+        scale = 255.0
+    else:
+        if low < 0 or high > 65535:
+            raise ImageDecodeError(f"has 32-bit integer pixels from {low:g} to {high:g}, beyond the 16-bit range "
+                                   "0..65535 (save the picture as 8 or 16 bits)")
+        scale = 255.0 / 65535.0
+    grey = np.clip(np.rint(values * scale), 0, 255).astype(np.uint8)
+    return Image.fromarray(grey, mode="L").convert("RGB")
 
 
 def _cmyk_to_rgb(img: Image.Image) -> Image.Image:

@@ -706,6 +706,199 @@ IMAGES = [  # pictures that are not pictures, and image paths that leave the ima
 ]
 
 
+# ---- suite files and data files that would be read wrongly, or without end -----------------------
+
+def with_fields(tmp: Path, extra: str, *, matrix: str = "matrix:\n  fusion: [text_only, late]\n") -> Path:
+    """The tiny suite (a fusion axis) plus raw YAML text (a repeated key, yes/no values ...)."""
+    base = yaml.safe_dump({"name": "bad", "trial": tiny_trial()})
+    return text(tmp, "suite.yaml", base + matrix + extra)
+
+
+def repeated_stage_key(tmp: Path) -> Path:
+    body = yaml.safe_dump({"name": "bad", "trial": tiny_trial(stages=[])}).replace(
+        "stages: []", "stages:\n  - objectives: [cross_entropy]\n    epochs: 1\n    batch_size: 16\n    epochs: 3")
+    return text(tmp, "suite.yaml", body)
+
+
+def include_fan_out(tmp: Path, files: int = 6, times: int = 10) -> Path:
+    """f0.yaml includes f1.yaml ten times, f1 includes f2 ten times ...: 10**6 reads from 7 small files."""
+    for i in range(files):
+        text(tmp, f"f{i}.yaml", "include: [" + ", ".join([f"f{i + 1}.yaml"] * times) + "]\n")
+    text(tmp, f"f{files}.yaml", "description: shared\n")
+    return text(tmp, "suite.yaml", yaml.safe_dump({"name": "bad", "trial": tiny_trial()}) + "include: f0.yaml\n")
+
+
+def fifo(path: Path) -> Path:
+    """A named pipe nobody writes to: a plain open() for reading would wait forever."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists():
+        path.unlink()
+    os.mkfifo(path)
+    return path
+
+
+def fifo_included(tmp: Path) -> Path:
+    fifo(tmp / "base.yaml")
+    return text(tmp, "suite.yaml", yaml.safe_dump({"name": "bad", "trial": tiny_trial()}) + "include: base.yaml\n")
+
+
+def missing_label_spellings(tmp: Path) -> Path:
+    """Labels a, NaN, null, NA, N/A, None: one class once the usual spellings of 'missing' are missing."""
+    cells = ["a", "NaN", "null", "NA", "N/A", "None", "a", ""]
+    pf.write_csv(tmp / "items.csv", ["id", "name", "category"], [[f"i{i}", f"product {i}", c] for i, c in enumerate(cells)])
+    return table_suite(tmp)
+
+
+def nan_id_parquet(tmp: Path) -> Path:
+    pl.DataFrame({"id": [1.0, float("nan"), 3.0, 4.0], "name": ["a", "b", "c", "d"],
+                  "category": ["x", "y", "x", "y"]}).write_parquet(tmp / "items.parquet")
+    return table_suite(tmp, path=str(tmp / "items.parquet"))
+
+
+def repeated_json_key(tmp: Path) -> Path:
+    text(tmp, "items.jsonl", '{"id": "i0", "name": "kettle", "category": "a"}\n'
+                             '{"id": "i1", "name": "tea", "category": "b", "category": "a"}\n')
+    return table_suite(tmp, path=str(tmp / "items.jsonl"))
+
+
+def utf16_table(tmp: Path) -> Path:
+    text(tmp, "items.csv", "id,name,category\ni0,café,a\ni1,tea,b\n".encode("utf-16"))
+    return table_suite(tmp, encoding="latin-1")
+
+
+def two_name_columns(tmp: Path) -> Path:
+    pf.write_csv(tmp / "items.csv", ["id", "name", "category", "name"],
+                 [[f"i{i}", f"product {i}", "ab"[i % 2], f"other {i}"] for i in range(8)])
+    return table_suite(tmp)
+
+
+def gzip_bomb_pairs(tmp: Path) -> Path:
+    """WDC pair files: a ~70 KB .json.gz inflating to 65 MiB of blanks (1000 times its size)."""
+    import gzip
+
+    bomb_file = text(tmp, "train.json.gz", gzip.compress(b" " * (65 << 20), compresslevel=1))
+    return suite(tmp, tiny_trial(dataset={"name": "wdc_products", "options": {"train": str(bomb_file),
+                                                                              "test": str(bomb_file)}},
+                                 task="pairs", encoders={"text": tiny_trial()["encoders"]["text"]},
+                                 stages=[{"objectives": ["pair_contrastive"], "epochs": 1, "batch_size": 8}]))
+
+
+def fifo_picture(picture: Path, tmp: Path) -> None:
+    fifo(picture)
+
+
+def dev_zero(picture: Path, tmp: Path) -> str:
+    return "/dev/zero"
+
+
+def sparse_3gb(picture: Path, tmp: Path) -> None:
+    """A real JPEG followed by a sparse hole: 3 GB on paper, nothing on disk."""
+    with open(picture, "ab") as handle:
+        handle.truncate(3 << 30)
+
+
+def float_tiff(values: list) -> Callable[[Path, Path], None]:
+    """A 32-bit float TIFF (mode F) written by Pillow, under the picture's .jpg name."""
+    def spoil(picture: Path, tmp: Path) -> None:
+        import numpy as np
+        from PIL import Image
+
+        Image.fromarray(np.array([values], dtype=np.float32)).save(picture, format="TIFF")
+    return spoil
+
+
+def cache_with_entries(tmp: Path) -> Path:
+    return text(tmp, "cache.txt", "not a folder")
+
+
+SUITE_TRAPS = [  # suite files that YAML or pydantic would read silently wrong, or read forever
+    Case("validate: `matrix:` twice (the first's axes would vanish)",
+         lambda t: ["validate", with_fields(t, "matrix:\n  seed: [0, 1]\n")],
+         ["suite.yaml", "the key 'matrix' appears twice in one mapping (lines", "fix: keep one 'matrix:'"]),
+    Case("validate: `epochs` twice in one stage", lambda t: ["validate", repeated_stage_key(t)],
+         ["suite.yaml", "the key 'epochs' appears twice in one mapping", "second would silently replace the first"]),
+    Case("validate: `seed: [yes, no]` (yes/no read as 1 and 0)",
+         lambda t: ["validate", with_fields(t, "", matrix="matrix:\n  seed: [yes, no]\n")],
+         ["suite.yaml", "trial.seed", "true is a yes/no value where a number is meant"]),
+    Case("validate: a yes/no axis value where the trial holds a number",
+         lambda t: ["validate", with_fields(t, "", matrix="matrix:\n  stages.0.epochs: [on, 2]\n")],
+         ["matrix.stages.0.epochs", "the value true is a yes/no value but 'stages.0.epochs' holds a number",
+          "fix: write the numbers"]),
+    Case("validate: batch_size: yes",
+         lambda t: ["validate", stage(t, batch_size=True)],
+         ["trial.stages[0].batch_size", "yes/no value where a number is meant"]),
+    Case("validate: learning rate 1.0e38", lambda t: ["validate", stage(t, optimizer={"lr": 1e38})],
+         ["trial.stages[0].optimizer.lr", "less than or equal to 10"]),
+    Case("validate: include fan-out (each file includes the next ten times)",
+         lambda t: ["validate", include_fan_out(t)],
+         ["include", "the includes read more than 100 files", "fix: include each shared file once"]),
+    Case("validate: the suite file is a FIFO", lambda t: ["validate", fifo(t / "suite.yaml")],
+         ["suite.yaml", "the suite file is a FIFO (named pipe), not a regular file", "fix: pass a .yaml file"]),
+    Case("validate: an include names a FIFO", lambda t: ["validate", fifo_included(t)],
+         ["suite.yaml: include", "base.yaml is a FIFO (named pipe), not a regular file"]),
+    Case("validate: leaderboard group_by and sort misspelt",
+         lambda t: ["validate", with_fields(t, "leaderboard: {group_by: [fuson], sort: acuracy}\n")],
+         ["suite.yaml", "leaderboard.group_by[0]", "'fuson' is not an axis of this suite", "did you mean 'fusion'"]),
+    Case("validate: leaderboard sort misspelt",
+         lambda t: ["validate", with_fields(t, "leaderboard: {sort: acuracy}\n")],
+         ["leaderboard.sort", "'acuracy' is not a metric a trial row holds", "did you mean 'accuracy'"]),
+    Case("validate: reference keyed by a group that does not exist",
+         lambda t: ["validate", with_fields(t, "reference: {lat: {macro_f1: 0.7}}\n")],
+         ["reference.lat", "no group of the leaderboard is called 'lat' (grouped by fusion: text_only, late)",
+          "did you mean 'late'"]),
+    Case("validate: reference naming a metric that does not exist",
+         lambda t: ["validate", with_fields(t, "reference: {late: {macro_fi: 0.7}}\n")],
+         ["reference.late.macro_fi", "'macro_fi' is not a metric", "did you mean 'macro_f1'"]),
+    Case("validate: dataset file missing (checked without loading)",
+         lambda t: ["validate", table_suite(t, path=str(t / "missing.csv"))],
+         ["suite.yaml", "trial.dataset.options.path", "file not found", "missing.csv", "fix: check the spelling"]),
+    Case("validate: dataset file is a FIFO",
+         lambda t: ["validate", table_suite(t, path=str(fifo(t / "pipe.csv")))],
+         ["trial.dataset.options.path", "pipe.csv is a FIFO (named pipe), not a regular file"]),
+    Case("validate: pair file of wdc_products missing",
+         lambda t: ["validate", suite(t, tiny_trial(
+             dataset={"name": "wdc_products", "options": {"train": str(text(t, "train.json", "")),
+                                                          "test": str(t / "gone.json.gz")}}, task="pairs",
+             encoders={"text": tiny_trial()["encoders"]["text"]},
+             stages=[{"objectives": ["pair_contrastive"], "epochs": 1, "batch_size": 8}]))],
+         ["trial.dataset.options.test", "file not found", "gone.json.gz"]),
+]
+
+DATA_TRAPS = [  # data files read wrongly (a class called NaN), or without end (FIFOs, bombs, /dev/zero)
+    Case("run: CSV separator of two characters", lambda t: ["run", table_suite(t, separator=";;")],
+         ["suite.yaml", "trial.dataset.options", "separator: String should have at most 1 character"]),
+    Case("run: CSV with two `name` columns", lambda t: ["run", two_name_columns(t)],
+         ["items.csv", "line 1", "the header names the column 'name' twice (columns 2 and 4)",
+          "fix: rename one of the two columns"]),
+    Case("run: UTF-16 table read as latin-1", lambda t: ["run", utf16_table(t)],
+         ["items.csv", "encoding", "the file looks like UTF-16 text", "not latin-1", "fix: set encoding: utf-16"]),
+    Case("run: JSON-lines object with a repeated key", lambda t: ["run", repeated_json_key(t)],
+         ["items.jsonl", "line 2", "the key 'category' appears twice in one object"]),
+    Case("run: label cells NaN, null, NA, N/A, None (missing, not classes)",
+         lambda t: ["run", missing_label_spellings(t)],
+         ["items.csv", "category", "has one class only ('a')"]),
+    Case("run: NaN in a Parquet id column", lambda t: ["run", nan_id_parquet(t)],
+         ["items.parquet", "columns.id (id)", "1 rows have no id (data rows 2)"]),
+    Case("run: .json.gz inflating 1000 times its size", lambda t: ["run", gzip_bomb_pairs(t)],
+         ["train.json.gz", "the table file inflates to more than 67108864 bytes", "decompression bomb"]),
+    Case("run: an image path that is a FIFO", lambda t: ["run", picture_suite(t, fifo_picture)],
+         ["items.csv", "1 of 8 image files are not usable pictures",
+          "i3.jpg is a FIFO (named pipe), not a regular file)"]),
+    Case("data inspect: /dev/zero as an image (allow_outside_images)",
+         lambda t: inspect_pictures(t, dev_zero, allow_outside_images=True),
+         ["1 of 8 image files are not usable pictures", "/dev/zero is a character device, not a regular file"]),
+    Case("run: a 3 GB file named .jpg", lambda t: ["run", picture_suite(t, sparse_3gb)],
+         ["i3.jpg is 3221225472 bytes, above the limit of 67108864 bytes per image file",
+          "MIC_BENCH_MAX_IMAGE_BYTES"]),
+    Case("run: 32-bit float TIFF with a NaN pixel", lambda t: ["run", picture_suite(t, float_tiff([0.0, float("nan")]))],
+         ["i3.jpg has 1 pixels that are NaN or infinite (32-bit float pixels, mode F)"]),
+    Case("run: 32-bit float TIFF with pixels 0..200", lambda t: ["run", picture_suite(t, float_tiff([0.0, 200.0]))],
+         ["i3.jpg has 32-bit float pixels from 0 to 200; only 0..1 has a known meaning"]),
+    Case("cache info: --cache-dir is a file", lambda t: ["cache", "info", "--cache-dir", cache_with_entries(t)],
+         ["cache.txt", "--cache-dir", "this is a file, not a cache folder"]),
+]
+
+
 SECTIONS = {
     "Suite files": SUITE_FILES,
     "Names that escape or collide": NAMES,
@@ -720,6 +913,8 @@ SECTIONS = {
     "bench check and bench baseline": CHECK_ARGUMENTS,
     "Gates that could pass vacuously": GATES,
     "bench plugins": PLUGINS,
+    "Suite files read wrongly or without end": SUITE_TRAPS,
+    "Data files read wrongly or without end": DATA_TRAPS,
 }
 CASES = [c for title, cases in SECTIONS.items() for c in cases for c.section in [title]]
 CASE_IDS = [c.id for c in CASES]

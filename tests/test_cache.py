@@ -478,3 +478,45 @@ def test_a_trial_reads_each_feature_table_from_disk_once(tmp_path):
     assert again is first and (store.misses, store.hits) == (1, 0)
     later = TrialInputs(store, "d", torch.device("cpu"), batch_size=4).features("text", enc, RECORDS, with_sequence=True)
     assert store.hits == 1 and torch.equal(later(RECORDS)["cached_sequence"], first(RECORDS)["cached_sequence"])
+
+
+# -- bench cache info / clear ----------------------------------------------------------------------
+def _invoke(*args):
+    from click.testing import CliRunner
+
+    from bench.cli import cli
+
+    return CliRunner().invoke(cli, [str(a) for a in args], obj={}, prog_name="bench")
+
+
+def test_cache_info_changes_nothing_wherever_it_is_pointed(tmp_path):
+    nowhere = tmp_path / "not" / "yet"
+    result = _invoke("cache", "info", "--cache-dir", nowhere)
+    assert result.exit_code == 0 and "does not exist yet" in result.output
+    assert not (tmp_path / "not").exists()
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    (plain / "notes.txt").write_text("mine")
+    assert _invoke("cache", "info", "--cache-dir", plain).exit_code == 0
+    assert sorted(p.name for p in plain.iterdir()) == ["notes.txt"]  # no marker, no tensors/ folder
+
+
+def test_cache_clear_removes_links_as_links_and_nothing_they_point_at(tmp_path):
+    from bench.paths import CACHE_MARKER, cache_dir
+
+    outside = tmp_path / "outside"
+    (outside / "sub").mkdir(parents=True)
+    (outside / "sub" / "keep.txt").write_text("keep me")
+    cache = cache_dir(tmp_path / "cache")
+    (cache / "tensors" / "ab").mkdir(parents=True)
+    (cache / "tensors" / "ab" / "k.safetensors").write_bytes(b"x")
+    (cache / "to_folder").symlink_to(outside, target_is_directory=True)  # rmtree would refuse it half way
+    (cache / "tensors" / "to_sub").symlink_to(outside / "sub", target_is_directory=True)
+    (cache / "to_file").symlink_to(outside / "sub" / "keep.txt")
+    (cache / "dangling").symlink_to(tmp_path / "gone")
+    info = _invoke("cache", "info", "--cache-dir", cache)
+    assert info.exit_code == 0 and "tensor entries: 1 " in info.output  # links not followed
+    result = _invoke("cache", "clear", "--yes", "--cache-dir", cache)
+    assert result.exit_code == 0, result.output
+    assert [p.name for p in cache.iterdir()] == [CACHE_MARKER]
+    assert (outside / "sub" / "keep.txt").read_text() == "keep me"

@@ -558,3 +558,66 @@ def test_vectorised_category_cut_agrees_with_the_cell_parser():
             for cell, label, path in zip(sample, labels.to_list(), paths.to_list()):
                 parts = parse_path(cell, ">>")
                 assert label == label_of(parts, level, form) and path == ("\x1f".join(parts) or None)
+
+
+# -- missing-value spellings, repeated columns and keys, wide encodings, bombs ----------------------
+def test_missing_value_spellings_are_missing_not_classes_unless_told(registry, tmp_path):
+    cells = ["a", "b", "NaN", "null", "NA", "N/A", "None", "", "a", "b"]
+    pf.write_csv(tmp_path / "m.csv", ["id", "name", "category", "group"],
+                 [[f"i{i}", f"p {i}", c, "null" if i == 0 else f"g{i}"] for i, c in enumerate(cells)])
+    columns = {"id": "id", "title": "name", "label": "category", "group": "group"}
+    items = load(registry, path=str(tmp_path / "m.csv"), columns=columns).items
+    assert sorted(items["label"].drop_nulls().unique().to_list()) == ["a", "b"]
+    assert items["label"].null_count() == 6 and items["group"].null_count() == 1
+    kept = load(registry, path=str(tmp_path / "m.csv"), columns=columns, missing_values=[]).items
+    assert {"NaN", "null", "NA", "N/A", "None"} <= set(kept["label"].drop_nulls().to_list())
+    assert kept["label"].null_count() == 1  # an empty cell stays missing
+
+
+def test_utf16_tables_are_named_and_read_when_told(registry, tmp_path):
+    body = "id,name,category\n" + "".join(f"i{i},café {i},{'ab'[i % 2]}\n" for i in range(6))
+    columns = {"id": "id", "title": "name", "label": "category"}
+    for codec, named in (("utf-16", "utf-16"), ("utf-16-le", "utf-16-le"), ("utf-16-be", "utf-16-be")):
+        path = tmp_path / f"{codec}.csv"
+        path.write_bytes(body.encode(codec))
+        for told in ("utf-8", "latin-1"):
+            with pytest.raises(BenchError) as info:
+                load(registry, path=str(path), columns=columns, encoding=told)
+            assert info.value.field == "encoding" and f"set encoding: {named}" in info.value.fix
+        assert load(registry, path=str(path), columns=columns, encoding=named).items["title"][0] == "café 0"
+
+
+def test_gzip_bomb_is_refused_with_bounded_memory(registry, tmp_path):
+    """A .jsonl.gz of 0.25 MB inflating to 256 MiB: refused once 64 MiB are out (GZIP_FLOOR, above
+    GZIP_MAX_RATIO x its size), having held no more than about that (gzip.decompress: all 256 MiB)."""
+    import tracemalloc
+    import zlib
+
+    path = tmp_path / "bomb.jsonl.gz"
+    packer = zlib.compressobj(9, zlib.DEFLATED, 31)
+    block = b" " * (1 << 20)
+    with open(path, "wb") as handle:
+        for _ in range(256):
+            handle.write(packer.compress(block))
+        handle.write(packer.flush())
+    tracemalloc.start()
+    try:
+        with pytest.raises(BenchError) as info:
+            load(registry, path=str(path), columns={"id": "id"})
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert "inflates to more than 67108864 bytes" in info.value.message and info.value.file == str(path)
+    assert peak < 100 * 2**20, f"peak {peak / 2**20:.0f} MiB"
+
+
+def test_repeated_json_keys_are_refused_or_skipped(registry, tmp_path):
+    path = tmp_path / "r.jsonl"
+    path.write_text("".join(f'{{"id": "i{i}", "name": "p {i}", "category": "{"ab"[i % 2]}"}}\n' for i in range(6))
+                    + '{"id": "i9", "name": "x", "category": "a", "category": "b"}\n')
+    columns = {"id": "id", "title": "name", "label": "category"}
+    with pytest.raises(BenchError) as info:
+        load(registry, path=str(path), columns=columns)
+    assert info.value.field == "line 7" and "the key 'category' appears twice" in info.value.message
+    catalog = load(registry, path=str(path), columns=columns, bad_rows="skip")
+    assert catalog.items.height == 6 and catalog.notes["skipped_bad_rows"] == 1

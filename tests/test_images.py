@@ -30,6 +30,67 @@ def test_sixteen_bit_grey_is_scaled_not_clipped(tmp_path):
     assert [img.getpixel((x, 0)) for x in range(4)] == [(0, 0, 0), (128, 128, 128), (255, 255, 255), (4, 4, 4)]
 
 
+def _tiff(path, values, mode=None):
+    """A real TIFF written by Pillow from a numpy array (float32 -> mode F, int32 -> mode I)."""
+    Image.fromarray(values, mode=mode).save(path, format="TIFF")
+    assert Image.open(path).mode == {np.dtype(np.float32): "F", np.dtype(np.int32): "I",
+                                     np.dtype(np.uint16): "I;16"}[values.dtype]
+    return path
+
+
+def test_32_bit_tiffs_are_scaled_from_their_range_not_clipped(tmp_path):
+    floats = _tiff(tmp_path / "f.tif", np.array([[0.0, 0.25, 0.5, 1.0]], dtype=np.float32))
+    assert [_pixel(floats, (x, 0)) for x in range(4)] == [(0, 0, 0), (64, 64, 64), (128, 128, 128), (255, 255, 255)]
+    ints = _tiff(tmp_path / "i.tif", np.array([[0, 1000, 128 * 257, 65535]], dtype=np.int32))
+    assert [_pixel(ints, (x, 0)) for x in range(4)] == [(0, 0, 0), (4, 4, 4), (128, 128, 128), (255, 255, 255)]
+    sixteen = _tiff(tmp_path / "s.tif", np.array([[0, 1000, 128 * 257, 65535]], dtype=np.uint16))
+    assert [_pixel(sixteen, (x, 0)) for x in range(4)] == [(0, 0, 0), (4, 4, 4), (128, 128, 128), (255, 255, 255)]
+
+
+@pytest.mark.parametrize("values, reason", [
+    (np.array([[0.0, np.nan]], dtype=np.float32), "1 pixels that are nan or infinite"),
+    (np.array([[0.0, np.inf]], dtype=np.float32), "1 pixels that are nan or infinite"),
+    (np.array([[0.0, 200.0]], dtype=np.float32), "32-bit float pixels from 0 to 200"),
+    (np.array([[-1.0, 0.5]], dtype=np.float32), "32-bit float pixels from -1 to 0.5"),
+    (np.array([[0, 70_000]], dtype=np.int32), "32-bit integer pixels from 0 to 70000"),
+    (np.array([[-5, 10]], dtype=np.int32), "32-bit integer pixels from -5 to 10"),
+])
+def test_32_bit_tiffs_without_a_known_range_are_refused_naming_the_file(tmp_path, values, reason):
+    path = _tiff(tmp_path / "odd.tif", values)
+    with pytest.raises(BenchError) as info:
+        load_image(str(path), item_id="sku9")
+    assert reason in info.value.message.lower() and info.value.file == str(path) and "sku9" in info.value.message
+
+
+def test_a_fifo_or_device_is_refused_without_blocking(tmp_path):
+    import os
+
+    fifo = tmp_path / "pipe.jpg"
+    os.mkfifo(fifo)  # no writer: opening it for a plain read would block forever
+    for path, kind in ((fifo, "is a fifo"), ("/dev/zero", "is a character device")):
+        with pytest.raises(BenchError) as info:
+            load_image(str(path), item_id="sku1")
+        assert kind in info.value.message.lower() and info.value.file == str(path)
+
+
+def test_image_files_above_the_byte_limit_are_not_read(tmp_path, monkeypatch):
+    from bench.image_files import ImageManifest
+    from bench.images import MAX_BYTES_ENV
+
+    path = pf.tiny_image(tmp_path / "big.jpg")
+    with open(path, "ab") as handle:  # a sparse tail: the file claims 3 GB, nothing is read
+        handle.truncate(3 << 30)
+    with pytest.raises(BenchError) as info:
+        load_image(str(path), item_id="sku2")
+    assert f"is {3 << 30} bytes, above the limit of {64 << 20} bytes" in info.value.message
+    assert MAX_BYTES_ENV in info.value.message
+    facts = ImageManifest(tmp_path / "cache").scan([str(path)], check=True)[str(path)]
+    assert facts.digest is None and "above the limit" in facts.problem
+    monkeypatch.setenv(MAX_BYTES_ENV, "100")
+    with pytest.raises(BenchError, match="above the limit of 100 bytes"):
+        load_image(str(pf.tiny_image(tmp_path / "small.jpg")))
+
+
 def test_cmyk_converts_to_rgb(tmp_path):
     Image.new("CMYK", (16, 16), (0, 255, 255, 0)).save(tmp_path / "red.tif")  # lossless: exact
     assert _pixel(tmp_path / "red.tif") == (255, 0, 0)

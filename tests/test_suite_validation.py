@@ -299,3 +299,51 @@ def test_libyaml_reads_a_suite_as_pyyaml_does(tmp_path):
     fast, plain = (_load_bounded(SUITE_TEXT, path, cls) for cls in (FAST_LOADER, yaml.SafeLoader))
     assert repr(fast) == repr(plain) == repr(load_yaml_bounded(SUITE_TEXT, path))
     assert fast["trial"]["lr"] == 1e-4 and fast["trial"]["note"] == "two\nlines\n" and fast["trial"]["flag"] is True
+
+
+@pytest.mark.parametrize("loader", ["libyaml", "pure"])
+def test_repeated_keys_are_refused_by_both_parsers_and_merge_keys_are_not(loader, tmp_path, monkeypatch):
+    from bench.config import yaml_files
+
+    if loader == "pure":
+        monkeypatch.setattr(yaml_files, "FAST_LOADER", None)
+    elif yaml_files.FAST_LOADER is None:
+        pytest.skip("PyYAML without libyaml")
+    merged = yaml_files.load_yaml_bounded("base: &b {epochs: 1, lr: 2}\nstage:\n  <<: *b\n  epochs: 3\n", tmp_path)
+    assert merged["stage"] == {"epochs": 3, "lr": 2}
+    assert yaml_files.load_yaml_bounded("a: 1\n'1': x\n1: y\n", tmp_path) == {"a": 1, "1": "x", 1: "y"}
+    with pytest.raises(BenchError) as info:
+        yaml_files.load_yaml_bounded("name: x\nstages:\n  - epochs: 1\n    lr: 2\n    epochs: 3\n", tmp_path)
+    assert "the key 'epochs' appears twice in one mapping (lines 3 and 5)" in info.value.message
+    assert info.value.field == "line 5"
+
+
+def test_includes_are_bounded_in_number_not_only_in_cycles(tmp_path, registry):
+    from bench.config.yaml_files import MAX_INCLUDED_FILES
+
+    (tmp_path / "shared.yaml").write_text("description: shared\n")
+    for many in (MAX_INCLUDED_FILES, MAX_INCLUDED_FILES + 1):
+        (tmp_path / "s.yaml").write_text(yaml.safe_dump({"name": "x", "trial": tiny_trial()})
+                                         + "include: [" + ", ".join(["shared.yaml"] * many) + "]\n")
+        if many == MAX_INCLUDED_FILES:
+            assert load_suite(tmp_path / "s.yaml", registry).suite.description == "shared"
+        else:
+            with pytest.raises(BenchError, match=f"the includes read more than {MAX_INCLUDED_FILES} files"):
+                load_suite(tmp_path / "s.yaml", registry)
+
+
+def test_leaderboard_names_are_checked_against_axes_and_metrics(tmp_path, registry):
+    def suite_with(leaderboard: dict):
+        path = tmp_path / "s.yaml"
+        path.write_text(yaml.safe_dump({"name": "x", "trial": tiny_trial(), "matrix": {"fusion": ["text_only", "late"]},
+                                        "leaderboard": leaderboard}))
+        return path
+
+    # a value a plugin reports in its rows (a fitted weight) may be shown; a misspelt metric may not
+    assert load_suite(suite_with({"metrics": ["accuracy", "ndcg@5", "dev_macro_f1", "hybrid_weight"]}), registry)
+    for board, field in (({"metrics": ["acuracy"]}, "leaderboard.metrics[0]"), ({"sort": "hybrid_weight"}, "leaderboard.sort"),
+                         ({"group_by": ["fuson"]}, "leaderboard.group_by[0]"),
+                         ({"pivot": {"rows": "fusion", "columns": "sed"}}, "leaderboard.pivot.columns")):
+        with pytest.raises(BenchError) as info:
+            load_suite(suite_with(board), registry)
+        assert info.value.field == field

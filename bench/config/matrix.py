@@ -83,6 +83,7 @@ def set_path(config: dict, path: str, value: Any, *, file: str, axis: str) -> No
                 raise BenchError(f"'{part}' is not an index of the list at '{where}'",
                                  file=file, field=field, fix="use a valid list index, e.g. stages.0.epochs") from None
             if last:
+                _refuse_yes_no_for_number(node[idx], value, path, file=file, field=field)
                 node[idx] = copy.deepcopy(value)
             else:
                 node = node[idx]
@@ -91,6 +92,7 @@ def set_path(config: dict, path: str, value: Any, *, file: str, axis: str) -> No
             raise BenchError(f"'{where}' is {_kind(node)} ({node!r}), so '{path}' cannot go into it", file=file,
                              field=field, fix=f"set '{where}' itself, or point the axis at a mapping or list")
         if last:
+            _refuse_yes_no_for_number(node.get(part), value, path, file=file, field=field)
             node[part] = copy.deepcopy(value)
             continue
         child = node.get(part)
@@ -103,6 +105,15 @@ def set_path(config: dict, path: str, value: Any, *, file: str, axis: str) -> No
                              "into it", file=file, field=field,
                              fix=f"set '{'.'.join(parts[:i + 1])}' itself, or point the axis at a mapping or list")
         node = node[part]
+
+
+def _refuse_yes_no_for_number(old: Any, value: Any, path: str, *, file: str, field: str) -> None:
+    """An axis value of yes/no where the trial holds a number: YAML's `yes`/`no`/`on`/`off` are
+    booleans, which a number field (or a plugin option) would read as 1 and 0 without a word."""
+    if isinstance(value, bool) and isinstance(old, (int, float)) and not isinstance(old, bool):
+        raise BenchError(f"the value {str(value).lower()} is a yes/no value but '{path}' holds a number ({old!r}); "
+                         "YAML reads yes, no, on, off, true and false as yes/no", file=file, field=field,
+                         fix="write the numbers, e.g. [0, 1]")
 
 
 def _kind(value: Any) -> str:

@@ -5,13 +5,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from bench.trial.schedules import ScheduleName
 from bench.reporting.trackers import TrackerName
 
 # Unknown fields, inf and nan are refused everywhere: `epochs: .inf` would train forever, nan compares false.
 Strict = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+def _not_yes_no(value):
+    """pydantic reads True as 1: `seed: [yes, no]` would run seeds 1 and 0 without a word."""
+    if isinstance(value, bool):
+        raise ValueError(f"{str(value).lower()} is a yes/no value where a number is meant (YAML reads yes, no, "
+                         "on, off, true and false as yes/no); write the number")
+    return value
+
+
+Int = Annotated[int, BeforeValidator(_not_yes_no)]
+Float = Annotated[float, BeforeValidator(_not_yes_no)]
+MAX_LR = 10.0  # far above any useful rate; 1e38 overflows float32 inside the optimizer
 SEED = Field(0, ge=0, le=2**32 - 1, description="numpy seeds must fit in 32 bits")
 MIN_DEFAULT_HEAD_LR = 1e-3  # heads start from random weights: see OptimizerConfig.head_lr
 
@@ -36,17 +49,17 @@ class TrackerRef(Ref):
 
 
 class ObjectiveRef(Ref):
-    weight: float = Field(1.0, ge=0.0)
+    weight: Float = Field(1.0, ge=0.0, le=1000.0, description="the loss is summed with this factor")
 
 
 class OptimizerConfig(BaseModel):
     model_config = Strict
     name: Literal["adamw", "adam", "sgd"] = "adamw"
-    lr: float = Field(1e-4, gt=0)
-    head_lr: float | None = Field(None, gt=0, description=(
+    lr: Float = Field(1e-4, gt=0, le=MAX_LR)
+    head_lr: Float | None = Field(None, gt=0, le=MAX_LR, description=(
         "learning rate of everything but the encoders (default: max(lr, 1e-3), since a randomly "
         "initialised head at a fine-tuning rate such as 1e-4 does not converge in a few epochs)"))
-    weight_decay: float = Field(0.01, ge=0)
+    weight_decay: Float = Field(0.01, ge=0, le=100.0)
 
     @model_validator(mode="after")
     def _default_head_lr(self):
@@ -60,12 +73,12 @@ class StageConfig(BaseModel):
     name: str = "train"
     objectives: list[ObjectiveRef] = Field(default_factory=lambda: [ObjectiveRef(name="cross_entropy")], min_length=1)
     data: Literal["train", "ssl", "train+ssl"] = "train"
-    epochs: float = Field(1.0, gt=0, le=10_000)
-    batch_size: int = Field(32, ge=2, le=65_536)
+    epochs: Float = Field(1.0, gt=0, le=10_000)
+    batch_size: Int = Field(32, ge=2, le=65_536)
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
     sampler: Literal["auto", "random", "pk", "balanced"] = "auto"
-    pk_items: int = Field(2, ge=2, le=1024, description="items per group in a P x K batch")
-    grad_clip: float | None = Field(1.0, gt=0)
+    pk_items: Int = Field(2, ge=2, le=1024, description="items per group in a P x K batch")
+    grad_clip: Float | None = Field(1.0, gt=0, le=1e6)
     schedule: ScheduleName = Field("linear", description=(
         "learning-rate schedule after a 10% linear warm-up: linear (decay to 0), cosine (decay to 0) "
         "or constant (see bench/trial/schedules.py)"))
@@ -73,15 +86,15 @@ class StageConfig(BaseModel):
 
 class SplitConfig(BaseModel):
     model_config = Strict
-    fractions: dict[Literal["train", "dev", "test", "ssl"], float] | None = None
+    fractions: dict[Literal["train", "dev", "test", "ssl"], Float] | None = None
     use_given: bool | None = None
-    seed: int = SEED
+    seed: Int = SEED
 
 
 class EvalConfig(BaseModel):
     model_config = Strict
-    k: int = Field(10, ge=1, le=10_000)
-    batch_size: int = Field(64, ge=1, le=65_536)
+    k: Int = Field(10, ge=1, le=10_000)
+    batch_size: Int = Field(64, ge=1, le=65_536)
     retrieval: Literal["auto", "off", "embedding", "max_of_kinds"] = "auto"
 
 
@@ -96,10 +109,10 @@ class SelectionConfig(BaseModel):
                                            "(default: dev_macro_f1 for classification, dev_ndcg@k for matching, "
                                            "dev_pair_ap for pairs)")
     mode: Literal["max", "min"] = "max"
-    patience: int | None = Field(5, ge=1, le=10_000, description="evaluations without improvement before stopping "
+    patience: Int | None = Field(5, ge=1, le=10_000, description="evaluations without improvement before stopping "
                                                                   "(null: never stop early)")
-    min_delta: float = Field(0.0, ge=0, allow_inf_nan=False)
-    every_steps: int | None = Field(None, ge=1, description="also evaluate every N training steps (long epochs)")
+    min_delta: Float = Field(0.0, ge=0, allow_inf_nan=False)
+    every_steps: Int | None = Field(None, ge=1, description="also evaluate every N training steps (long epochs)")
 
 
 class TrialConfig(BaseModel):
@@ -112,18 +125,23 @@ class TrialConfig(BaseModel):
     fusion: Ref
     stages: list[StageConfig] = Field(default_factory=lambda: [StageConfig()], min_length=1)
     splits: SplitConfig = Field(default_factory=SplitConfig)
-    finetune_fraction: float = Field(1.0, gt=0, le=1)
-    seed: int = SEED
+    finetune_fraction: Float = Field(1.0, gt=0, le=1)
+    seed: Int = SEED
     eval: EvalConfig = Field(default_factory=EvalConfig)
-    max_trial_minutes: float | None = Field(None, gt=0)
+    max_trial_minutes: Float | None = Field(None, gt=0)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     amp: Literal["off", "bf16", "fp16"] = "off"
     dataloader_workers: Annotated[int, Field(ge=0, le=256)] | Literal["auto"] = "auto"
     cache: bool = Field(True, description="cache preprocessed inputs and frozen-encoder features (content-addressed)")
-    subset: int | None = Field(None, ge=1, description="cap every split at this many items (smoke and CI runs)")
+    subset: Int | None = Field(None, ge=1, description="cap every split at this many items (smoke and CI runs)")
     selection: SelectionConfig | Literal["last"] = Field(
         default_factory=SelectionConfig,
         description="keep the dev-best epoch of the last stage (default), or `last` to keep the final weights")
+
+    @field_validator("dataloader_workers", mode="before")
+    @classmethod
+    def _workers_not_yes_no(cls, value):
+        return _not_yes_no(value)  # on the field: inside the union it would rename the error's location
 
     def selection_metric(self) -> str | None:
         """The dev metric that picks the epoch (None with `selection: last`)."""
@@ -144,25 +162,25 @@ class SchedulerConfig(BaseModel):
     name: Literal["asha", "median"]
     metric: str = Field(pattern=r"^dev_[A-Za-z0-9_@.]+$", description="a dev metric, e.g. dev_macro_f1")
     mode: Literal["max", "min"] = "max"
-    grace_period: int = Field(1, ge=1, le=10_000, description="evaluations every trial gets before it may stop")
-    max_t: int | None = Field(None, ge=1, le=100_000, description="asha: evaluations after which it stops a trial "
+    grace_period: Int = Field(1, ge=1, le=10_000, description="evaluations every trial gets before it may stop")
+    max_t: Int | None = Field(None, ge=1, le=100_000, description="asha: evaluations after which it stops a trial "
                                                                   "itself (default: never; trials end with their epochs)")
-    reduction_factor: float = Field(3.0, gt=1, le=100, allow_inf_nan=False, description="asha: keep 1/factor per rung")
-    min_samples_required: int = Field(3, ge=1, le=10_000, description="median: trials needed before comparing")
+    reduction_factor: Float = Field(3.0, gt=1, le=100, allow_inf_nan=False, description="asha: keep 1/factor per rung")
+    min_samples_required: Int = Field(3, ge=1, le=10_000, description="median: trials needed before comparing")
 
 
 class SearchConfig(BaseModel):
     model_config = Strict
     scheduler: SchedulerConfig | None = None
     space: dict[str, dict[Literal["loguniform", "uniform", "randint", "choice", "grid"], list]] = Field(default_factory=dict)
-    samples: int = Field(1, ge=1, le=10_000)
-    seed: int = SEED
+    samples: Int = Field(1, ge=1, le=10_000)
+    seed: Int = SEED
 
 
 class Resources(BaseModel):
     model_config = Strict
-    cpu: float = Field(1.0, gt=0, le=4096)
-    gpu: float = Field(0.0, ge=0, le=1024)
+    cpu: Float = Field(1.0, gt=0, le=4096)
+    gpu: Float = Field(0.0, ge=0, le=1024)
 
 
 class PivotConfig(BaseModel):
@@ -189,9 +207,9 @@ class Suite(BaseModel):
     matrix: dict[str, list | dict[str, Any]] = Field(default_factory=dict)
     search: SearchConfig | None = None
     resources: Resources = Field(default_factory=Resources)
-    max_concurrent: int | None = Field(None, ge=1)
+    max_concurrent: Int | None = Field(None, ge=1)
     leaderboard: LeaderboardConfig = Field(default_factory=LeaderboardConfig)
-    reference: dict[str, dict[str, float]] = Field(default_factory=dict)
+    reference: dict[str, dict[str, Float]] = Field(default_factory=dict)
     reference_source: str = ""
     trackers: list[TrackerRef] = Field(default_factory=list, description="experiment trackers: tensorboard, mlflow, wandb")
 

@@ -11,8 +11,9 @@ from pydantic import ValidationError
 
 from bench.config.matrix import (AXIS_PATHS, PLUGIN_AXES, axis_values, check_axes, check_search, count_trials,
                                  merge_named_value, sample_search, set_path, trial_key)
+from bench.config.data_paths import check_data_paths
 from bench.config.schema import LoadedSuite, Ref, Suite, TrialConfig, TrialSpec
-from bench.config.validation import describe_validation_error
+from bench.config.validation import check_leaderboard, describe_validation_error
 from bench.config.yaml_files import read_with_includes
 from bench.errors import BenchError
 
@@ -86,6 +87,7 @@ def load_suite(path: str | Path, registry=None, subset: int | None = None) -> Lo
             raise BenchError(f"two matrix entries give the same trial ({seen[t.key].label()} and {t.label()})",
                              file=file, field="matrix", fix="remove the duplicate axis value")
         seen[t.key] = t
+    check_leaderboard(suite, trials, file)
     text_hash = hashlib.sha256(json.dumps(raw, sort_keys=True, default=str).encode()).hexdigest()[:16]
     return LoadedSuite(path=path, suite=suite, trials=trials, text_hash=text_hash, raw=raw)
 
@@ -102,6 +104,9 @@ def _validate_trial(config: dict, file: str, labels: dict, registry) -> dict:
         check_plugins(trial, registry, file)
     from bench.config.trial_checks import check_trial  # cross-field checks (ssl labels, image-text matching)
     check_trial(trial, registry, file, where)
+    if registry is not None:  # the data is there and readable (not loaded): after the suite's own rules
+        options = registry.get("dataset", trial.dataset.name).parse_options(trial.dataset.options, file=file)
+        check_data_paths(options, file=file, field="trial.dataset.options")
     return trial.model_dump(mode="json")
 
 

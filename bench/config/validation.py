@@ -1,6 +1,7 @@
 """Turn pydantic validation errors into one readable line per problem."""
 from __future__ import annotations
 
+import difflib
 import re
 
 from pydantic import BaseModel, ValidationError
@@ -112,3 +113,99 @@ def axis_name_problem(name: object, *, seed_axis: bool = True) -> str | None:
     if len(name) > 200:
         return "it is longer than 200 characters"
     return column_problem(name, seed_axis=seed_axis)
+
+
+# ---- leaderboard settings: axes and metrics that exist ------------------------------------------
+
+# Row metrics besides the leaderboard's QUALITY and COST lists (bench/metrics, bench/trial/run.py).
+MORE_METRICS = ("eval_samples_per_s", "train_s", "cache_s", "gpu_peak_mem_mb", "n_trainable_params",
+                "f1_threshold", "pair_threshold", "n_test_pair_matches")
+METRIC_PATTERN = re.compile(r"^(dev_)?((ndcg|mar|p|map|mrr|recall)@\d+|top\d+_accuracy)$")
+
+
+def known_metrics() -> list[str]:
+    from bench.reporting.leaderboard import COST, QUALITY
+
+    return list(dict.fromkeys([*QUALITY, *COST, *MORE_METRICS]))
+
+
+def is_metric(name: str) -> bool:
+    """A column a trial row can hold a figure in: a declared metric or cost, its dev_ form, or an @k variant."""
+    plain = name.removeprefix("dev_")
+    return plain in known_metrics() or bool(METRIC_PATTERN.match(name))
+
+
+def _closest(name: str, names: list[str]) -> str:
+    close = difflib.get_close_matches(name, names, n=3)
+    return f"did you mean {', '.join(repr(c) for c in close)}? " if close else ""
+
+
+def check_leaderboard(suite, trials: list, file: str) -> None:
+    """`leaderboard:` and `reference:` name axes, metrics and groups the run will have.
+
+    A misspelt group_by would group by trial key, a misspelt sort would sort by the first metric,
+    and a reference keyed by a group that never occurs would show nothing: all silently.
+    """
+    from bench.errors import BenchError
+
+    axes = [*suite.matrix, *(suite.search.space if suite.search else [])]
+    allowed_axes = list(dict.fromkeys([*axes, "seed"]))
+    lb = suite.leaderboard
+    named = [(f"leaderboard.group_by[{i}]", g) for i, g in enumerate(lb.group_by or [])]
+    if lb.pivot is not None:
+        named += [("leaderboard.pivot.rows", lb.pivot.rows), ("leaderboard.pivot.columns", lb.pivot.columns)]
+    for field, name in named:
+        if name not in allowed_axes:
+            raise BenchError(f"'{name}' is not an axis of this suite (its axes: {', '.join(allowed_axes)})",
+                             file=file, field=field, fix=f"{_closest(name, allowed_axes)}group by matrix or search axes")
+    if lb.sort and not is_metric(lb.sort):
+        raise BenchError(f"'{lb.sort}' is not a metric a trial row holds", file=file, field="leaderboard.sort",
+                         fix=f"{_closest(lb.sort, known_metrics())}see docs/metrics.md for the metric names")
+    # shown columns may also be values a plugin reports in its rows (a fitted weight such as
+    # hybrid_weight), which no list holds: refused only when a metric's name is misspelt
+    shown = [(f"leaderboard.metrics[{i}]", m) for i, m in enumerate(lb.metrics or [])]
+    if lb.pivot is not None:
+        shown += [("leaderboard.pivot.value", lb.pivot.value)]
+        shown += [(f"leaderboard.pivot.extra_values[{i}]", m) for i, m in enumerate(lb.pivot.extra_values)]
+    for field, name in shown:
+        close = difflib.get_close_matches(name.removeprefix("dev_"), known_metrics(), n=3, cutoff=0.8)
+        if not is_metric(name) and close:
+            raise BenchError(f"'{name}' is not a metric a trial row holds", file=file, field=field,
+                             fix=f"did you mean {', '.join(repr(c) for c in close)}? see docs/metrics.md for the "
+                                 "metric names")
+    _check_reference(suite, trials, file)
+
+
+def _check_reference(suite, trials: list, file: str) -> None:
+    """Reference keys are group labels of this suite; figure names are metrics (or a metric with a
+    suffix naming the published setting, such as macro_f1_B)."""
+    from bench.errors import BenchError
+
+    if not suite.reference:
+        return
+    group_by = suite.leaderboard.group_by or [a for a in suite.matrix if a != "seed"]
+    if group_by:
+        labels = [" / ".join(str(_axis_value(t, g)) for g in group_by) for t in trials]
+    else:
+        labels = [t.key for t in trials]
+    labels = list(dict.fromkeys(labels))
+    for key, figures in suite.reference.items():
+        if key not in labels:
+            shown = ", ".join(labels[:10]) + (" ..." if len(labels) > 10 else "")
+            raise BenchError(f"no group of the leaderboard is called '{key}' (grouped by "
+                             f"{', '.join(group_by) or 'trial_key'}: {shown})", file=file,
+                             field=f"reference.{key}", fix=f"{_closest(key, labels)}key each reference by a group label")
+        for name in figures:
+            base = next((m for m in known_metrics() if name.startswith(m + "_")), None)
+            if not is_metric(name) and base is None and not METRIC_PATTERN.match(name.split("_")[0]):
+                raise BenchError(f"'{name}' is not a metric (nor a metric with a suffix, such as macro_f1_B)",
+                                 file=file, field=f"reference.{key}.{name}",
+                                 fix=f"{_closest(name, known_metrics())}name the figure after the metric it quotes")
+
+
+def _axis_value(trial, axis: str):
+    if axis in trial.axes:
+        return trial.axes[axis]
+    if axis in trial.hyper:
+        return trial.hyper[axis]
+    return trial.config.get(axis)

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import ast
 import gzip
-import json
+import io
+import zlib
 from pathlib import Path
 from typing import Iterator, Literal
 
@@ -19,11 +20,13 @@ from pydantic import ConfigDict, Field
 
 from bench.data_checks import resolve_user_path
 from bench.errors import BenchError
+from bench.file_reads import NotRegularFile, open_regular
 from bench.registry import PluginSpec
 
 from .assemble import ColumnSources, ImageFolderOptions, check_pattern, finish_catalog, with_image_paths
 from .catalog_options import GivenSplitOptions, PathLabelOptions
 from .category_paths import PATH_JOIN, label_of
+from .table_files import GZIP_FLOOR, GZIP_MAX_RATIO, RepeatedKey, json_object
 from .text_fields import html_to_text
 
 
@@ -49,7 +52,9 @@ def parse_record(line: str) -> dict:
     if len(line) > MAX_RECORD_CHARS:
         raise ValueError(f"longer than {MAX_RECORD_CHARS} characters")
     try:
-        record = json.loads(line)
+        record = json_object(line)
+    except RepeatedKey:
+        raise
     except ValueError:
         record = ast.literal_eval(line)
     if not isinstance(record, dict):
@@ -58,17 +63,32 @@ def parse_record(line: str) -> dict:
 
 
 def _lines(path: Path, encoding: str) -> Iterator[tuple[int, str]]:
-    opener = gzip.open if path.suffix.lower() == ".gz" else open
-    number = 0
+    """Numbered non-blank lines, streamed: a regular file only, a line read up to MAX_RECORD_CHARS
+    at a time, and a .gz inflating past GZIP_MAX_RATIO times its size refused (a bomb)."""
+    gzipped = path.suffix.lower() == ".gz"
+    limit = max(GZIP_FLOOR, GZIP_MAX_RATIO * path.stat().st_size) if gzipped else None
+    number, total = 0, 0
     try:
-        with opener(path, "rt", encoding=encoding) as handle:
-            for number, line in enumerate(handle, start=1):
-                if line.strip():
-                    yield number, line
+        with open_regular(path) as raw:
+            binary = gzip.GzipFile(fileobj=raw, mode="rb") if gzipped else raw
+            with io.TextIOWrapper(binary, encoding=encoding) as handle:
+                while line := handle.readline(MAX_RECORD_CHARS + 1):
+                    number += 1
+                    total += len(line)
+                    if limit is not None and total > limit:
+                        raise BenchError(f"the file inflates to more than {limit} characters ({GZIP_MAX_RATIO} times "
+                                         "its compressed size)", file=str(path),
+                                         fix="check it is the right file: text compresses 5 to 20 times, far less "
+                                             "than this (a decompression bomb)")
+                    if line.strip():
+                        yield number, line
+    except NotRegularFile as exc:
+        raise BenchError(f"the metadata file {exc}", file=str(path), field="path",
+                         fix="point path at the file itself (FIFOs, devices and sockets are not read)") from None
     except UnicodeDecodeError:
         raise BenchError(f"line {number + 1} is not valid {encoding} text", file=str(path), field="encoding",
                          fix="set encoding: latin-1 in the dataset options, or re-save the file as UTF-8") from None
-    except (OSError, EOFError) as exc:
+    except (OSError, EOFError, zlib.error) as exc:
         raise BenchError(f"cannot read the file after line {number}: {exc}", file=str(path),
                          fix="check the download is complete (gzip files must not be truncated)") from None
 

@@ -43,12 +43,19 @@ class ColumnMap(BaseModel):
     split: str | None = Field(None, description="train / dev / test / ssl (val, valid -> dev); null = split later")
 
 
+# How exports spell a missing value (pandas' defaults): read as missing in id, label, group and split
+# cells, never as a class called "NaN" or a product group "null".
+MISSING_VALUES = ("", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN", "<NA>",
+                  "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null")
+
+
 class TableOptions(PathLabelOptions, GivenSplitOptions, ImageFolderOptions):
     model_config = ConfigDict(extra="forbid")
     path: str = Field(description="the table file")
     format: Format = Field("auto", description="auto (from the extension), csv, tsv, parquet or jsonl")
     encoding: str = Field("utf-8", description="text encoding of CSV/TSV/JSON files, e.g. latin-1")
-    separator: str | None = Field(None, description="CSV field separator (default , for csv and tab for tsv)")
+    separator: str | None = Field(None, min_length=1, max_length=1,
+                                  description="CSV field separator, one character (default , for csv and tab for tsv)")
     bad_rows: BadRows = Field("error", description="rows with the wrong number of fields: error, skip, or "
                                                    "join_last (extra separators belong to the last column)")
     columns: ColumnMap = Field(default_factory=ColumnMap)
@@ -59,6 +66,9 @@ class TableOptions(PathLabelOptions, GivenSplitOptions, ImageFolderOptions):
     image_pattern: str | None = Field(None, description='file name from the image column or the id, e.g. "{}.jpg"')
     label_separator: str = Field(">", min_length=1, description="separator of hierarchical labels, e.g. > or >> "
                                                                 "(several characters are one separator)")
+    missing_values: list[str] = Field(list(MISSING_VALUES), description=(
+        "cells read as missing in the id, label, group and split columns (after stripping spaces): pandas' list "
+        "(NA, N/A, NaN, null, None, ...) by default; [] keeps such words as values (an empty cell is always missing)"))
     duplicate_ids: DuplicateIds = Field("error", description="error, or keep_first (drop later repeats)")
     name: str | None = Field(None, description="catalogue name (default: the file name)")
 
@@ -124,8 +134,13 @@ def _core_columns(frame: pl.DataFrame, opts: TableOptions) -> list[pl.Expr]:
     cols = opts.columns
     clean = strip_html if opts.strip_html else (lambda e: e)
     title_parts = [clean(as_text(frame, c)) for c in [cols.title, *opts.text_columns] if c is not None]
+    missing = set(opts.missing_values) | {""}
+
+    def present(expr: pl.Expr) -> pl.Expr:  # NaN, NA, null ... are no id, class, group or split
+        return pl.when(expr.is_in(list(missing))).then(None).otherwise(expr)
+
     exprs = [
-        (as_text(frame, cols.id).str.strip_chars() if cols.id else
+        (present(as_text(frame, cols.id).str.strip_chars()) if cols.id else
          pl.int_range(pl.len()).cast(pl.Utf8)).alias("item_id"),
         (join_text(title_parts, opts.text_separator).fill_null("") if title_parts else pl.lit("")).alias("title"),
     ]
@@ -133,13 +148,13 @@ def _core_columns(frame: pl.DataFrame, opts: TableOptions) -> list[pl.Expr]:
         exprs.append(as_text(frame, cols.image).alias("image"))
     if cols.label:
         label = _label_text(frame, cols.label).str.strip_chars()
-        exprs.append(pl.when(label == "").then(None).otherwise(label).alias("label"))
+        exprs.append(present(label).alias("label"))
     if cols.group:
         group = as_text(frame, cols.group).str.strip_chars()
-        exprs.append(pl.when(group == "").then(None).otherwise(group).alias("group"))
+        exprs.append(present(group).alias("group"))
     if cols.split:
         split = as_text(frame, cols.split).str.strip_chars()
-        exprs.append(pl.when(split == "").then(None).otherwise(split).alias("split"))
+        exprs.append(present(split).alias("split"))
     return exprs
 
 

@@ -8,16 +8,16 @@ rows with nulls; the frame itself is built by polars.
 from __future__ import annotations
 
 import csv
-import gzip
 import io
 import json
-import zlib
+import os
 from pathlib import Path
 from typing import Literal
 
 import polars as pl
 
 from bench.errors import BenchError
+from bench.file_reads import NotRegularFile, open_regular, read_maybe_gzip
 
 FIELD_LIMIT = 2**31 - 1  # product descriptions can exceed the csv module's 128 KB default
 
@@ -46,19 +46,57 @@ def read_table(path: Path, *, fmt: Format = "auto", encoding: str = "utf-8", sep
     kind = detect_format(path, fmt)
     if kind == "parquet":
         return _read_parquet(path), {}
+    separator = check_separator(separator, path)
     text = decode_text(path, encoding)
     if kind == "jsonl":
         return _read_jsonl(text, path, bad_rows)
     return read_csv_text(text, path, separator or ("\t" if kind == "tsv" else ","), bad_rows)
 
 
+def check_separator(separator: str | None, path: Path) -> str | None:
+    """The csv module splits on one character; a longer separator is a TypeError deep inside it."""
+    if separator is not None and len(separator) != 1:
+        raise BenchError(f"the separator {separator!r} is {len(separator)} characters; CSV fields are separated by "
+                         "one character", file=str(path), field="separator",
+                         fix="set separator to one character, e.g. ',', ';', '|' or '\\t' (tab)")
+    return separator
+
+
+MAX_TABLE_ENV = "MIC_BENCH_MAX_TABLE_BYTES"
+DEFAULT_MAX_TABLE_BYTES = 16 << 30  # text read into memory at once: far above a catalogue, below a runaway file
+GZIP_MAX_RATIO = 100  # text compresses 5-20 times; a file inflating 100 times over is a bomb or the wrong file
+GZIP_FLOOR = 64 << 20  # below this, any ratio is fine
+
+
+def max_table_bytes() -> int:
+    """The most bytes of text a table file may hold (inflated): $MIC_BENCH_MAX_TABLE_BYTES or 16 GiB."""
+    raw = os.environ.get(MAX_TABLE_ENV, "").strip()
+    try:
+        value = int(float(raw)) if raw else DEFAULT_MAX_TABLE_BYTES
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise BenchError(f"{raw!r} is not a positive number of bytes", file="environment", field=MAX_TABLE_ENV,
+                         fix=f"set it to a number of bytes, or unset it for the default {DEFAULT_MAX_TABLE_BYTES}")
+    return value
+
+
+def read_text_bytes(path: Path) -> bytes:
+    """A table file's bytes, inflated if it ends in .gz: a regular file only, streamed, and bounded
+    by max_table_bytes() and, for .gz, by GZIP_MAX_RATIO times its compressed size."""
+    limit = max_table_bytes()
+    if path.suffix.lower() == ".gz":
+        try:
+            limit = min(limit, max(GZIP_FLOOR, GZIP_MAX_RATIO * path.stat().st_size))
+        except OSError:
+            pass
+    return read_maybe_gzip(path, limit, what="table file")
+
+
 def decode_text(path: Path, encoding: str = "utf-8") -> str:
     """The file as text (gzip allowed, BOM dropped); a bad byte is reported with its line."""
-    try:
-        raw = gzip.decompress(path.read_bytes()) if path.suffix.lower() == ".gz" else path.read_bytes()
-    except (OSError, EOFError, zlib.error) as exc:
-        raise BenchError(f"cannot read the file: {exc}", file=str(path),
-                         fix="check the file is complete (a .gz file must be a whole gzip archive)") from None
+    raw = read_text_bytes(path)
+    check_not_utf16(raw, encoding, path)
     try:
         text = raw.decode(encoding)
     except LookupError:
@@ -71,6 +109,39 @@ def decode_text(path: Path, encoding: str = "utf-8") -> str:
                          fix="set encoding: latin-1 (or cp1252) in the dataset options, "
                              "or re-save the file as UTF-8") from None
     return text[1:] if text.startswith("\ufeff") else text
+
+
+UTF16_CODECS = ("utf-16", "utf_16", "utf16", "utf-16-le", "utf-16-be", "utf_16_le", "utf_16_be", "utf-32", "utf_32",
+                 "utf32", "utf-32-le", "utf-32-be", "utf_32_le", "utf_32_be")
+
+
+def wide_encoding(raw: bytes) -> str | None:
+    """utf-16 / utf-32 when the bytes carry their byte-order mark or, without one, the NUL byte of
+    every other byte that ASCII text in UTF-16 shows; None otherwise."""
+    if raw.startswith((b"\xff\xfe\x00\x00", b"\x00\x00\xfe\xff")):
+        return "utf-32"
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return "utf-16"
+    head = raw[:4096]
+    if len(head) >= 8:
+        even, odd = head[0::2], head[1::2]
+        if odd.count(0) > 0.4 * len(odd):  # "a\0b\0": the low byte first
+            return "utf-16-le"
+        if even.count(0) > 0.4 * len(even):
+            return "utf-16-be"
+    return None
+
+
+def check_not_utf16(raw: bytes, encoding: str, path: Path) -> None:
+    """A UTF-16 file read as utf-8 fails at its first byte, and read as latin-1 it 'works': every
+    other character a NUL. Say what the file is instead."""
+    if encoding.lower().replace(" ", "") in UTF16_CODECS:
+        return
+    found = wide_encoding(raw)
+    if found:
+        raise BenchError(f"the file looks like {found.upper()} text (a byte-order mark or NUL bytes between "
+                         f"the characters), not {encoding}", file=str(path), field="encoding",
+                         fix=f"set encoding: {found} in the dataset options, or re-save the file as UTF-8")
 
 
 def read_csv_text(text: str, path: Path, separator: str = ",", bad_rows: BadRows = "error",
@@ -95,6 +166,7 @@ def _read_csv_rows(text: str, path: Path, separator: str, bad_rows: BadRows,
     try:
         header = next(reader)
         width = len(header)
+        _refuse_repeated_columns(header, path)
         for row in reader:
             if row and len(row) != width:
                 bad.append((reader.line_num, len(row)))
@@ -181,7 +253,7 @@ def _jsonl_row_line(text: str, row: int, bad_rows: BadRows) -> str:
             continue
         if bad_rows == "skip":
             try:
-                if not isinstance(json.loads(line), dict):
+                if not isinstance(json_object(line), dict):
                     continue
             except ValueError:
                 continue
@@ -204,12 +276,58 @@ def _unique_names(header: list[str]) -> list[str]:
     return out
 
 
+def _refuse_repeated_columns(header: list[str], path: Path) -> None:
+    """Two columns of one name: a mapping to that name would read one of them silently."""
+    seen: dict[str, int] = {}
+    for position, name in enumerate(header, start=1):
+        key = name.strip()
+        if key in seen:
+            raise BenchError(f"the header names the column '{key}' twice (columns {seen[key]} and {position})",
+                             file=str(path), field="line 1",
+                             fix="rename one of the two columns in the file's header line")
+        seen[key] = position
+
+
 def _read_parquet(path: Path) -> pl.DataFrame:
     try:
-        return pl.read_parquet(path)
+        with open_regular(path) as handle:
+            return pl.read_parquet(handle)
+    except NotRegularFile as exc:
+        raise BenchError(f"the table file {exc}", file=str(path),
+                         fix="point the option at the file itself (FIFOs, devices and sockets are not read)") from None
     except (pl.exceptions.PolarsError, OSError) as exc:
         raise BenchError(f"cannot read the Parquet file: {str(exc).splitlines()[0]}", file=str(path),
                          fix="check the file is complete Parquet, or set format: csv / jsonl if it is not Parquet") from None
+
+
+class RepeatedKey(ValueError):
+    """A JSON object names one key twice (JSON readers keep one of the values without a word)."""
+
+
+def _unique_pairs(pairs: list[tuple[str, object]]) -> dict:
+    seen = set()
+    for key, _ in pairs:
+        if key in seen:
+            raise RepeatedKey(f"the key {key!r} appears twice in one object; JSON readers keep one of the two values "
+                              "silently")
+        seen.add(key)
+    return dict(pairs)
+
+
+def json_object(line: str):
+    """json.loads that refuses an object naming a key twice (RepeatedKey, a ValueError)."""
+    return json.loads(line, object_pairs_hook=_unique_pairs)
+
+
+def _has_repeated_key(text: str) -> bool:
+    for line in text.splitlines():
+        try:
+            json_object(line)
+        except RepeatedKey:
+            return True
+        except ValueError:
+            continue
+    return False
 
 
 def _read_jsonl(text: str, path: Path, bad_rows: BadRows) -> tuple[pl.DataFrame, dict]:
@@ -220,9 +338,10 @@ def _read_jsonl(text: str, path: Path, bad_rows: BadRows) -> tuple[pl.DataFrame,
     is read line by line so the bad line can be named or skipped.
     """
     try:
-        frame = pl.read_ndjson(io.BytesIO(text.encode("utf-8")), infer_schema_length=None)
-        if frame.height:
-            return frame, {}
+        if not _has_repeated_key(text):  # polars would keep one of the two values silently
+            frame = pl.read_ndjson(io.BytesIO(text.encode("utf-8")), infer_schema_length=None)
+            if frame.height:
+                return frame, {}
     except pl.exceptions.PolarsError:
         pass
     records, skipped = [], 0
@@ -230,7 +349,7 @@ def _read_jsonl(text: str, path: Path, bad_rows: BadRows) -> tuple[pl.DataFrame,
         if not line.strip():
             continue
         try:
-            record = json.loads(line)
+            record = json_object(line)
             if not isinstance(record, dict):
                 raise ValueError("not a JSON object")
         except ValueError as exc:

@@ -12,7 +12,6 @@ Lines are parsed with the json module, never evaluated.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Literal
 
@@ -20,6 +19,7 @@ import polars as pl
 from pydantic import BaseModel, ConfigDict, Field
 
 from bench.catalog import Catalog
+from bench.config.data_paths import DATA_PATH
 from bench.data_checks import resolve_user_path
 from bench.errors import BenchError
 from bench.pair_table import PAIR_SCHEMA
@@ -27,18 +27,19 @@ from bench.registry import PluginSpec
 
 from .pair_labels import (CONFLICTING_PAIRS_HELP, CROSS_SPLIT_PAIRS_HELP, ConflictingPairs, CrossSplitPairs,
                           bad_label, join_text, parse_pair_label, resolve_repeated_pairs, settle_pairs)
-from .table_files import decode_text, read_table
+from .table_files import decode_text, json_object, read_table
 
 FILES = {"train": "train", "valid": "dev", "test": "test"}
 
 
 class WdcProductsOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    train: str = Field(description="training pairs, JSON lines (.json or .json.gz)")
-    valid: str | None = Field(None, description="validation pairs (the dev split), JSON lines")
-    test: str = Field(description="test pairs (the gold standard), JSON lines")
-    valid_pair_ids: str | None = Field(None, description="LSPC: a CSV with a pair_id column naming the training "
-                                                         "pairs that form the validation set")
+    train: str = Field(json_schema_extra=DATA_PATH, description="training pairs, JSON lines (.json or .json.gz)")
+    valid: str | None = Field(None, json_schema_extra=DATA_PATH, description="validation pairs (the dev split), JSON lines")
+    test: str = Field(json_schema_extra=DATA_PATH, description="test pairs (the gold standard), JSON lines")
+    valid_pair_ids: str | None = Field(None, json_schema_extra=DATA_PATH,
+                                       description="LSPC: a CSV with a pair_id column naming the training "
+                                                   "pairs that form the validation set")
     title: list[str] = Field(["title"], min_length=1, description="offer attributes joined (by spaces) into the "
                                                                   "title, e.g. [brand, title]; each read as NAME_left "
                                                                   "and NAME_right")
@@ -82,7 +83,7 @@ def _offer_id(value, *, file: str, where: str, field: str) -> str:
 def read_pair_file(path: Path, split: str, opts: WdcProductsOptions, offers: Offers,
                    keep: set[str] | None = None) -> tuple[list[dict], list[dict]]:
     """(pairs, pairs moved to dev by valid_pair_ids) of one JSON-lines file."""
-    text = decode_text(path)  # gzip read whole: a corrupt or cut .gz is a BenchError naming the file
+    text = decode_text(path)  # inflated in blocks and bounded; a corrupt, cut or bomb .gz is a BenchError
     file = str(path)
     pairs, moved = [], []
     for number, line in enumerate(text.splitlines(), start=1):
@@ -90,7 +91,7 @@ def read_pair_file(path: Path, split: str, opts: WdcProductsOptions, offers: Off
             continue
         where = f"line {number}"
         try:
-            record = json.loads(line)
+            record = json_object(line)
         except ValueError as exc:
             raise BenchError(f"{where} is not valid JSON ({exc})", file=file, field=where,
                              fix="one JSON object per line (the WDC files are JSON lines); repair or remove the line") from None

@@ -29,6 +29,7 @@ from bench.interfaces import PAIRS, Batch, Fusion, TaskInfo
 from bench.metrics.pairs import average_precision, best_f1_threshold, pair_scores_at
 from bench.pair_table import PAIR_SPLITS
 from bench.trial.evaluate import Predictions
+from bench.trial.output_checks import check_pair_scores
 from bench.trial.prepare import TrialData, load_catalog
 from bench.trial.records import make_loader, to_records
 from bench.trial.session import TrialRun
@@ -183,6 +184,7 @@ class PairTrialRun(TrialRun):
                 chunk = pairs[start:start + size]
                 found = self.pair_scorer.pair_scores(self.model, [by_id[a] for a, _, _ in chunk],
                                                      [by_id[b] for _, b, _ in chunk])
+                check_pair_scores(found, plugin=f"objective '{type(self.pair_scorer).__name__}'", pairs=len(chunk))
                 scores.append(found.float().cpu())
         labels = np.array([label for *_, label in pairs], dtype=int)
         return (torch.cat(scores).numpy().astype(float) if scores else np.zeros(0)), labels

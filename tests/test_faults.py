@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -243,3 +244,42 @@ def test_reaping_ends_only_the_processes_of_a_session_whose_driver_died(tmp_path
         for proc in (*workers.values(), bystander):
             proc.kill()
             proc.wait()
+
+
+def test_ctrl_c_during_a_trial_leaves_it_for_resume_and_no_ray_process(tmp_path):
+    """SIGINT to the `bench run` process group (what Ctrl-C in a terminal sends) while a trial trains:
+    Tune stops the trial, no row is written, the summary says it was interrupted and left for
+    --resume (not failed), the exit code is 130, and the run's Ray processes are gone."""
+    import time
+
+    from bench.running.ray_sessions import orphans
+    from test_runner import _session_record
+
+    long_trial = tiny_trial(encoders={"text": tiny_trial()["encoders"]["text"]}, selection="last",
+                            stages=[{"objectives": ["cross_entropy"], "epochs": 5000, "batch_size": 4}])
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(json.dumps({"name": "interrupted", "trial": long_trial}))
+    proc = subprocess.Popen([sys.executable, "-m", "bench.cli", "run", str(suite), "--out", str(tmp_path / "results"),
+                             "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    def trial_folders():  # Tune makes a trial's folder when the trial starts
+        return [p for p in tmp_path.glob("results/interrupted/*/tune/*/*") if p.is_dir()]
+
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and not trial_folders():
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        time.sleep(0.5)
+    assert trial_folders(), "the trial never started"
+    record = _session_record(proc.pid)
+    time.sleep(3)  # inside the trial's training
+    os.killpg(proc.pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=240)
+    assert proc.returncode == 130, err[-3000:]
+    assert "(0 ok, 0 failed, 1 interrupted (no row: `bench run --resume` runs them)" in out, out + err[-3000:]
+    run = next((tmp_path / "results" / "interrupted").iterdir())
+    assert not list((run / "rows").glob("*.parquet")) if (run / "rows").exists() else True
+    for _ in range(20):  # Ray's processes end with the driver; give them a moment
+        if not orphans(record):
+            break
+        time.sleep(0.5)
+    assert orphans(record) == [], "Ray processes of the interrupted run are still running"

@@ -287,8 +287,9 @@ def test_pairs_trial_end_to_end_metrics_match_sklearn(registry, tmp_path, object
     labels, scores = table["label"].to_numpy(), table["score"].to_numpy()
     assert row["pair_ap"] == pytest.approx(average_precision_score(labels, scores), abs=1e-6)
     p, r, f, _ = precision_recall_fscore_support(labels, scores >= row["pair_threshold"], average="binary",
-                                                 zero_division=0)
-    assert (row["pair_precision"], row["pair_recall"], row["pair_f1"]) == pytest.approx((p, r, f), abs=1e-6)
+                                                 zero_division=np.nan)
+    assert row["pair_precision"] is None if np.isnan(p) else row["pair_precision"] == pytest.approx(p, abs=1e-6)
+    assert (row["pair_recall"], row["pair_f1"]) == pytest.approx((r, f), abs=1e-6)
     assert table["predicted"].to_list() == (scores >= row["pair_threshold"]).astype(int).tolist()
     if objective != "pair_cross_encoder":  # cosines; the cross-encoder's scores are logits
         assert np.all((scores >= -1 - 1e-6) & (scores <= 1 + 1e-6))
@@ -453,3 +454,20 @@ def test_pair_losses_equal_a_loop_over_the_pairs():
         p = 1 / (1 + math.exp(-(4.0 * cos - 1.0)))
         terms.append(-math.log(p) if y else -math.log(1 - p))
     assert got == pytest.approx(sum(terms) / len(terms), rel=1e-5)
+
+
+def test_a_test_split_without_a_matching_pair_gives_null_figures_with_a_note(registry, tmp_path):
+    """Precision, recall and F1 of the match class are undefined without a match to find: null with
+    pair_note in an ok row, never 0.0 (which a leaderboard would rank)."""
+
+    folder = tmp_path / "abt_buy"
+    shutil.copytree(DEEPMATCHER, folder)
+    lines = (folder / "test.csv").read_text().splitlines()
+    (folder / "test.csv").write_text("\n".join([lines[0]] + [line.rsplit(",", 1)[0] + ",0" for line in lines[1:]]) + "\n")
+    cfg = TrialConfig.model_validate(_pair_trial(dataset={"name": "deepmatcher", "options": {"path": str(folder)}})
+                                     ).model_dump(mode="json")
+    row = run_trial(TrialSpec("pairs", {}, {}, cfg), TrialContext(registry=registry, cache_dir=str(tmp_path))).row
+    assert row["status"] == "ok", row.get("error")
+    assert row["n_test_pair_matches"] == 0 and row["pair_threshold"] is not None  # chosen on dev, which has matches
+    assert (row["pair_precision"], row["pair_recall"], row["pair_f1"], row["pair_ap"]) == (None, None, None, None)
+    assert "no test pair is a match: no average precision, precision, recall or F1" in row["pair_note"]

@@ -243,8 +243,11 @@ class PairTrialRun(TrialRun):
         else:
             found = pair_scores_at(scores, labels, threshold)
             out.update({f"pair_{k}": _round(v) for k, v in found.items()})
+            if found["precision"] is None and labels.sum():
+                out["pair_note"] = "no test pair scores above the threshold: precision is undefined"
         if out["pair_ap"] is None:
-            out["pair_note"] = "; ".join(filter(None, [out.get("pair_note"), "no test pair is a match: no average precision"]))
+            out["pair_note"] = "; ".join(filter(None, [out.get("pair_note"), "no test pair is a match: no average "
+                                                       "precision, precision, recall or F1"]))
         out.update({f"n_{split}_pairs": len(self.data.pairs[split]) for split in PAIR_SPLITS})
         out["n_test_pair_matches"] = int(labels.sum())
         out.update(dev_figures)

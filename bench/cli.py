@@ -10,6 +10,7 @@ import click
 
 from bench.errors import BenchError
 from bench.reporting.trackers import TRACKER_NAMES
+from bench.reporting.visible_text import visible
 
 
 class BenchGroup(click.Group):
@@ -21,7 +22,7 @@ class BenchGroup(click.Group):
         except BenchError as exc:
             if ctx.obj and ctx.obj.get("debug"):
                 raise
-            click.echo(f"error: {exc.render()}", err=True)
+            click.echo(f"error: {visible(exc.render(), newlines=True)}", err=True)  # control characters escaped
             sys.exit(exc.exit_code)
 
 

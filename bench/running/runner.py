@@ -6,13 +6,15 @@ knows exactly which trials finished, and only the others run again.
 """
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import sys
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import polars as pl
@@ -115,6 +117,7 @@ def _make_callback(run: RunDir, specs: dict[str, TrialSpec], progress, board: Le
 
     from bench.plugins import lifecycle_hooks
     from bench.reporting.progress import best_row_text
+    from bench.reporting.visible_text import visible
 
     class RowCallback(Callback):
         """In the driver: writes every trial's files from its final report (or the row of a trial
@@ -153,9 +156,12 @@ def _make_callback(run: RunDir, specs: dict[str, TrialSpec], progress, board: Le
                 row = run.write_row_or_note({**row, **prov}, curve=curve_from_reports(points, key))
             self.ended.add(key)
             rows = run.consolidate()
-            lifecycle_hooks(run.path).bench_trial_finished(result=row)
+            lifecycle_hooks(run.path).bench_trial_finished(result=read_only(row))
             rows = rows.filter(pl.col("trial_key").is_in(list(specs))) if not rows.is_empty() else rows
-            progress.trial_finished(key, row, specs[key].label(), best_row_text(rows, board))
+            stored = rows.filter(pl.col("trial_key") == key) if not rows.is_empty() else rows
+            shown = stored.row(0, named=True) if stored.height == 1 and row.get("status") == stored["status"][0] else row
+            shown = {k: visible(v) if isinstance(v, str) else v for k, v in shown.items()}
+            progress.trial_finished(key, shown, visible(specs[key].label()), visible(best_row_text(rows, board)))
 
         def on_trial_complete(self, iteration, trials, trial, **info):
             self._finish(trial, None)
@@ -341,8 +347,14 @@ def run_suite(loaded: LoadedSuite, registry, *, out: str | Path = "results", res
     summary = RunSummary(run.path, suite.name, len(specs), len(finished), ok, failed, rows, stopped, len(unfinished))
     from bench.plugins import lifecycle_hooks
 
-    lifecycle_hooks(run.path).bench_suite_finished(run=summary)
+    lifecycle_hooks(run.path).bench_suite_finished(run=replace(summary, rows=summary.rows.clone()))
     return summary
+
+
+def read_only(row: dict[str, Any]) -> MappingProxyType:
+    """What a lifecycle hook gets: a read-only copy, so a hook cannot change the row that is stored
+    or shown (nor, through a nested value, anything else)."""
+    return MappingProxyType(copy.deepcopy(row))
 
 
 def check_catalogues(loaded: LoadedSuite, *, out: str | Path, resume: bool, run_dir: str | Path | None,

@@ -85,9 +85,9 @@ def validate(suite_file, subset, only, show_config):
     from bench.config.suite import load_suite, select_trials
     registry = get_registry()
     loaded = select_trials(load_suite(suite_file, registry, subset=subset), list(only))
-    click.echo(f"{loaded.suite.name}: {len(loaded.trials)} trials")
+    click.echo(f"{visible(loaded.suite.name)}: {len(loaded.trials)} trials")
     for t in loaded.trials:
-        click.echo(f"  {t.key}  {t.label()}")
+        click.echo(f"  {t.key}  {visible(t.label())}")
         if show_config:
             text = yaml.safe_dump(with_option_defaults(t.config, registry), sort_keys=False)
             click.echo("    " + text.rstrip().replace("\n", "\n    "))

@@ -42,8 +42,8 @@ def refuse_stale(run: RunDir, stale: dict[str, tuple[str, str]], specs: dict[str
         return
     labels = ", ".join(specs[k].label() for k in list(stale)[:3]) + (" ..." if len(stale) > 3 else "")
     stored, now = next(iter(stale.values()))
-    raise BenchError(f"the data changed since {len(stale)} finished trial(s) of this run were recorded ({labels}): "
-                     f"catalogue fingerprint {stored[:12]} then, {now[:12]} now; resuming would mix two catalogues "
+    raise BenchError(f"the data changed since {len(stale)} finished trial(s) of this run were recorded: {labels} "
+                     f"(catalogue fingerprint {stored[:12]} then, {now[:12]} now); resuming would mix two catalogues "
                      "in one leaderboard", file=run.path, field="--resume",
                      fix=f"start a new run (without --resume), or pass {RERUN_FLAG} to run those trials again "
                          "on today's data")

@@ -158,6 +158,7 @@ def _make_callback(run: RunDir, specs: dict[str, TrialSpec], progress, board: Le
             rows = run.consolidate()
             lifecycle_hooks(run.path).bench_trial_finished(result=read_only(row))
             rows = rows.filter(pl.col("trial_key").is_in(list(specs))) if not rows.is_empty() else rows
+            # the line shows the row as stored (the row itself when it could not be written)
             stored = rows.filter(pl.col("trial_key") == key) if not rows.is_empty() else rows
             shown = stored.row(0, named=True) if stored.height == 1 and row.get("status") == stored["status"][0] else row
             shown = {k: visible(v) if isinstance(v, str) else v for k, v in shown.items()}
@@ -283,7 +284,6 @@ def run_suite(loaded: LoadedSuite, registry, *, out: str | Path = "results", res
     ``rerun_stale``: run again the finished trials of a resumed run recorded on another catalogue
     than ``datasets`` fingerprints (else such a run is refused, see ``check_catalogues``)."""
     from bench.reporting.trackers import resolve_trackers
-
     from bench.running.stale_rows import drop_stale
 
     out = Path(out)

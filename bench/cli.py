@@ -10,6 +10,7 @@ import click
 
 from bench.errors import BenchError
 from bench.reporting.trackers import TRACKER_NAMES
+from bench.reporting.visible_text import visible
 
 
 class BenchGroup(click.Group):
@@ -21,7 +22,7 @@ class BenchGroup(click.Group):
         except BenchError as exc:
             if ctx.obj and ctx.obj.get("debug"):
                 raise
-            click.echo(f"error: {exc.render()}", err=True)
+            click.echo(f"error: {visible(exc.render(), newlines=True)}", err=True)  # control characters escaped
             sys.exit(exc.exit_code)
 
 
@@ -84,9 +85,9 @@ def validate(suite_file, subset, only, show_config):
     from bench.config.suite import load_suite, select_trials
     registry = get_registry()
     loaded = select_trials(load_suite(suite_file, registry, subset=subset), list(only))
-    click.echo(f"{loaded.suite.name}: {len(loaded.trials)} trials")
+    click.echo(f"{visible(loaded.suite.name)}: {len(loaded.trials)} trials")
     for t in loaded.trials:
-        click.echo(f"  {t.key}  {t.label()}")
+        click.echo(f"  {t.key}  {visible(t.label())}")
         if show_config:
             text = yaml.safe_dump(with_option_defaults(t.config, registry), sort_keys=False)
             click.echo("    " + text.rstrip().replace("\n", "\n    "))
@@ -98,6 +99,8 @@ def validate(suite_file, subset, only, show_config):
               help="results folder (one sub-folder per run)")
 @click.option("--resume", is_flag=True, help="continue the latest run of this suite under --out")
 @click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path), default=None, help="write into (or resume) this run folder")
+@click.option("--rerun-stale", is_flag=True,
+              help="on --resume: run again the finished trials recorded on data that has changed since")
 @click.option("--max-concurrent", type=click.IntRange(min=1), default=None, help="trials at once (default: as CPUs allow)")
 @click.option("--address", default=None, help="join an existing Ray cluster (e.g. auto or ray://host:10001)")
 @click.option("--tune-storage", default=None, metavar="PATH_OR_URI",
@@ -109,13 +112,13 @@ def validate(suite_file, subset, only, show_config):
 @click.option("--tracker", "trackers", multiple=True, type=click.Choice(TRACKER_NAMES),
               help="also log trials to this tracker (repeatable; adds to the suite's trackers:)")
 @click.option("--quiet", is_flag=True, help="plain lines, one per finished trial, instead of the live view")
-def run(suite_file, out, resume, run_dir, max_concurrent, address, tune_storage, subset, cache_dir, only, trackers,
-        quiet):
+def run(suite_file, out, resume, run_dir, rerun_stale, max_concurrent, address, tune_storage, subset, cache_dir, only,
+        trackers, quiet):
     """Run a suite's trial matrix with Ray Tune and write rows and a leaderboard."""
     from bench.plugins import get_registry
     from bench.paths import cache_dir as make_cache_dir
     from bench.running.preflight import check_writable_folder
-    from bench.running.runner import preflight_ray, run_suite
+    from bench.running.runner import check_catalogues, preflight_ray, run_suite
     from bench.config.suite import load_suite, select_trials
     registry = get_registry()
     loaded = select_trials(load_suite(suite_file, registry, subset=subset), list(only))
@@ -128,16 +131,20 @@ def run(suite_file, out, resume, run_dir, max_concurrent, address, tune_storage,
 
     # the driver reads every dataset once: errors exit 2 now, and workers check their data against it
     datasets = preflight(loaded, registry, cache_dir=cache)
+    # a resumed run whose data changed since its rows were recorded: exit 2 before Ray starts
+    check_catalogues(loaded, out=out, resume=resume, run_dir=run_dir, datasets=datasets, rerun_stale=rerun_stale)
     # an unreachable cluster, a trial it cannot hold, a node without the suite's plugins: exit 2 before any folder
     nodes = preflight_ray(loaded, address, registry)
     summary = run_suite(loaded, registry, out=out, resume=resume, run_dir=run_dir, max_concurrent=max_concurrent,
                         address=address, cache_dir=cache, quiet=quiet, trackers=trackers, datasets=datasets,
-                        nodes=nodes, tune_storage=tune_storage)
+                        nodes=nodes, tune_storage=tune_storage, rerun_stale=rerun_stale)
     board = summary.run_dir / "leaderboard.md"
     if board.exists():
         click.echo(board.read_text())
     stopped = f", {summary.stopped} stopped by the scheduler" if summary.stopped else ""
-    click.echo(f"run folder: {summary.run_dir}  ({summary.ok} ok, {summary.failed} failed{stopped}, "
+    interrupted = (f", {summary.interrupted} interrupted (no row: `bench run --resume` runs them)"
+                   if summary.interrupted else "")
+    click.echo(f"run folder: {summary.run_dir}  ({summary.ok} ok, {summary.failed} failed{stopped}{interrupted}, "
                f"{summary.kept} kept from before)")
     sys.exit(summary.exit_code)
 

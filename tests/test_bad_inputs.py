@@ -899,6 +899,66 @@ DATA_TRAPS = [  # data files read wrongly (a class called NaN), or without end (
 ]
 
 
+# ---- stored results that would mislead: refused, naming the file ------------------------------------
+
+def stale_run(tmp: Path) -> list:
+    """A table suite, and a run of it whose finished row was recorded on other data (another fingerprint)."""
+    from bench.config.suite import load_suite
+    from bench.plugins import get_registry
+
+    path = table_suite(tmp)
+    key = load_suite(path, get_registry()).trials[0].key
+    run = RunDir(tmp / "old" / "bad" / "20260101-000000-000001")
+    run.write_row({"trial_key": key, "status": "ok", "error": "", "accuracy": 0.5, "data_fingerprint": "0" * 64})
+    run.write_meta({"suite": "bad", "started": "2026-01-01T00:00:00+00:00"})
+    return ["run", path, "--resume", "--out", tmp / "old"]
+
+
+def spoilt_row(tmp: Path, edit: Callable[[RunDir], None]) -> Path:
+    """run_folder with one of its row files spoilt by ``edit``, after trials.parquet was merged."""
+    folder = run_folder(tmp)
+    run = RunDir(folder)
+    run.consolidate()
+    edit(run)
+    return folder
+
+
+def _copied(run: RunDir) -> None:
+    import shutil
+
+    shutil.copy(run.rows_dir / "k1.parquet", run.rows_dir / "k1-copy.parquet")
+
+
+def _text_metric(run: RunDir) -> None:
+    pl.read_parquet(run.rows_dir / "k1.parquet").with_columns(pl.lit("0.6").alias("accuracy")).write_parquet(
+        run.rows_dir / "k1.parquet")
+    later = (run.path / "trials.parquet").stat().st_mtime_ns + 10**9
+    os.utime(run.rows_dir / "k1.parquet", ns=(later, later))
+
+
+def _no_status(run: RunDir) -> None:
+    pl.read_parquet(run.rows_dir / "k1.parquet").drop("status").write_parquet(run.rows_dir / "k1.parquet")
+    later = (run.path / "trials.parquet").stat().st_mtime_ns + 10**9
+    os.utime(run.rows_dir / "k1.parquet", ns=(later, later))
+
+
+STORED_RESULTS = [  # rows and runs that would make a leaderboard say something untrue
+    Case("run --resume after the data changed", stale_run,
+         ["old/bad/20260101-000000-000001: --resume", "the data changed since 1 finished trial(s) of this run",
+          "resuming would mix two catalogues", "fix: start a new run (without --resume), or pass --rerun-stale"]),
+    Case("leaderboard: a row file copied under a second name", lambda t: ["leaderboard", spoilt_row(t, _copied)],
+         ["rows/k1.parquet: trial_key", "two row files hold trial k1: k1-copy.parquet and k1.parquet",
+          "fix: keep only k1.parquet"]),
+    Case("leaderboard: a metric stored as text", lambda t: ["leaderboard", spoilt_row(t, _text_metric)],
+         ["rows/k1.parquet: accuracy", "metric 'accuracy' is stored as String, not as a number",
+          "fix: delete that file and run `bench run --resume`"]),
+    Case("leaderboard: a row file without a status column", lambda t: ["leaderboard", spoilt_row(t, _no_status)],
+         ["rows/k1.parquet", "not a result row: no status column", "fix: delete that file"]),
+]
+
+# ---- end of the stored-results block ---------------------------------------------------------------
+
+
 SECTIONS = {
     "Suite files": SUITE_FILES,
     "Names that escape or collide": NAMES,
@@ -915,6 +975,7 @@ SECTIONS = {
     "bench plugins": PLUGINS,
     "Suite files read wrongly or without end": SUITE_TRAPS,
     "Data files read wrongly or without end": DATA_TRAPS,
+    "Stored results that would mislead": STORED_RESULTS,
 }
 CASES = [c for title, cases in SECTIONS.items() for c in cases for c.section in [title]]
 CASE_IDS = [c.id for c in CASES]

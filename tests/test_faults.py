@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -243,3 +244,86 @@ def test_reaping_ends_only_the_processes_of_a_session_whose_driver_died(tmp_path
         for proc in (*workers.values(), bystander):
             proc.kill()
             proc.wait()
+
+
+def test_ctrl_c_during_a_trial_leaves_it_for_resume_and_no_ray_process(tmp_path):
+    """SIGINT to the `bench run` process group (what Ctrl-C in a terminal sends) while a trial trains:
+    Tune stops the trial, no row is written, the summary says it was interrupted and left for
+    --resume (not failed), the exit code is 130, and the run's Ray processes are gone."""
+    import time
+
+    from bench.running.ray_sessions import orphans
+    from test_runner import _session_record
+
+    long_trial = tiny_trial(encoders={"text": tiny_trial()["encoders"]["text"]}, selection="last",
+                            stages=[{"objectives": ["cross_entropy"], "epochs": 5000, "batch_size": 4}])
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(json.dumps({"name": "interrupted", "trial": long_trial}))
+    proc = subprocess.Popen([sys.executable, "-m", "bench.cli", "run", str(suite), "--out", str(tmp_path / "results"),
+                             "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    def trial_folders():  # Tune makes a trial's folder when the trial starts
+        return [p for p in tmp_path.glob("results/interrupted/*/tune/*/*") if p.is_dir()]
+
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and not trial_folders():
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        time.sleep(0.5)
+    assert trial_folders(), "the trial never started"
+    record = _session_record(proc.pid)
+    time.sleep(3)  # inside the trial's training
+    os.killpg(proc.pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=240)
+    assert proc.returncode == 130, err[-3000:]
+    assert "(0 ok, 0 failed, 1 interrupted (no row: `bench run --resume` runs them)" in out, out + err[-3000:]
+    run = next((tmp_path / "results" / "interrupted").iterdir())
+    assert not list((run / "rows").glob("*.parquet")) if (run / "rows").exists() else True
+    for _ in range(20):  # Ray's processes end with the driver; give them a moment
+        if not orphans(record):
+            break
+        time.sleep(0.5)
+    assert orphans(record) == [], "Ray processes of the interrupted run are still running"
+
+
+def test_a_hook_that_edits_its_row_changes_neither_the_stored_row_nor_the_progress_line(tmp_path):
+    """bench_trial_finished gets a read-only copy: a hook that marks a failed trial ok (and its label
+    with an ANSI escape) raises, which is recorded; the row on disk and the line shown stay the truth."""
+    import io
+    from types import SimpleNamespace
+
+    from bench import hookimpl
+    from bench.config.schema import TrialSpec
+    from bench.plugins import _lifecycle_manager
+    from bench.reporting.leaderboard import LeaderboardSpec
+    from bench.reporting.progress import RunProgress
+    from bench.running.runner import _make_callback
+    from bench.running.transport import PAYLOAD, pack
+    from bench.trial.run import base_row
+
+    class Editor:
+        @hookimpl
+        def bench_trial_finished(self, result):
+            result["status"], result["macro_f1"] = "ok", 1.0  # what the hook sees must not be the row itself
+            result["fusion"] = "\x1b[32mgreen"
+
+    spec = TrialSpec("k0", {"fusion": "late\x1b[31m"}, {}, {"seed": 0})
+    run = RunDir(tmp_path / "run")
+    stream = io.StringIO()
+    progress = RunProgress("s", 1, quiet=True, stream=stream)
+    callback = _make_callback(run, {"k0": spec}, progress, LeaderboardSpec(group_by=["fusion"]), {})
+    trial = SimpleNamespace(config={"trial_key": "k0"}, local_path=None)
+    pm = _lifecycle_manager()
+    editor = Editor()
+    pm.register(editor)
+    try:
+        callback.on_trial_result(0, [], trial, {PAYLOAD: pack(base_row(spec, "failed", "boom \x1b[2J"), None, None)})
+        callback.on_trial_complete(0, [], trial)
+    finally:
+        pm.unregister(editor)
+    stored = pl.read_parquet(run.rows_dir / "k0.parquet").row(0, named=True)
+    assert stored["status"] == "failed" and "macro_f1" not in stored and stored["fusion"] == "late\x1b[31m"
+    shown = stream.getvalue()
+    assert "failed" in shown and "macro_f1" not in shown and "ok " not in shown, shown
+    assert "\x1b" not in shown and "late\\x1b[31m" in shown and "boom \\x1b[2J" in shown, shown
+    errors = json.loads((run.path / "run.json").read_text())["hook_errors"]
+    assert errors[0]["hook"] == "bench_trial_finished" and "does not support item assignment" in errors[0]["error"]

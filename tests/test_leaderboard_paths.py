@@ -5,6 +5,7 @@ every column."""
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import polars as pl
@@ -13,7 +14,8 @@ import yaml
 from tabulate import tabulate
 
 from bench.reporting.leaderboard import (LeaderboardSpec, display_rows, failed_lines, failed_table, failed_trials,
-                                          leaderboard_table, pivot_table, render_csv, render_markdown)
+                                          leaderboard_table, pivot_table, render_csv, render_html,
+                                          render_markdown)
 from bench.reporting.markdown_table import github_table
 
 
@@ -52,15 +54,42 @@ SPECS = [
     (["rank", "group", "macro_f1"], [["1", "late", "0.812 ± 0.010"], ["10", "", "-"]]),
     (["rank", ""], []),
     (["a", "b"], [["  padded  ", "x"], ["wide 日本語", "≈best p=0.040"], ["†1", "0.1–0.2"]]),
-    (["h"], [["two\nlines"]]),  # not on the fast path: tabulate itself
+    (["h"], [["two\nlines"]]),  # a line break: escaped, one line
     (["only"], [[""]]),
     ([" spaced header ", "b"], [[" x ", "y"]]),  # tabulate strips the cells, not the headers
     (["mean", "wide"], [["0.5 ± 0.1", "e\u0301"], ["0.25 ± 0.125", "👍🏽 \U0001F1EF\U0001F1F5"]]),  # combining, emoji, flag
-    (["a"], [["\x1b[31mred\x1b[0m"]]),  # colour codes: tabulate itself
+    (["a"], [["\x1b[31mred\x1b[0m"]]),  # colour codes: escaped
+    (["a|b", "c"], [["x|y", "\u202eevil"], ["\r\n", "ok"]]),  # pipes and a bidi override
     (["a", "日本"], [["\u3000wide space", "x\xa0"], ["\u2003em\u2003", " 100% "], ["%s %d", "\u3000"]]),  # stripped spaces, printf marks
 ])
 def test_markdown_writer_equals_tabulate(headers, body):
-    assert github_table(headers, body) == tabulate(body, headers=headers, tablefmt="github", disable_numparse=True)
+    """The same text as tabulate over the escaped cells (every row one line, as many cells as headers)."""
+    from bench.reporting.visible_text import markdown_cell
+
+    text = github_table(headers, body)
+    assert text == tabulate([list(map(markdown_cell, row)) for row in body], headers=list(map(markdown_cell, headers)),
+                            tablefmt="github", disable_numparse=True)
+    assert len(text.splitlines()) == 2 + len(body) and "\x1b" not in text and "\u202e" not in text
+    assert all(len(re.split(r"(?<!\\)\|", line)) == len(headers) + 2 for line in text.splitlines())
+
+
+def test_a_label_with_a_pipe_a_line_break_or_control_characters_stays_in_its_cell(tmp_path):
+    """Group values and errors as a user or plugin may write them: the table keeps its columns, the
+    failed list one line per trial, and no control character reaches the page or the terminal."""
+    labels = ["a|b", "two\nlines", "\x1b[31mred\x1b[0m", "\u202eevil", "plain"]
+    rows = pl.DataFrame({"trial_key": [f"k{i}" for i in range(6)], "fusion": labels + ["x|\ny"],
+                         "seed": [0] * 6, "status": ["ok"] * 5 + ["failed"],
+                         "error": [None] * 5 + ["\x1b[2Jboom | \u202e"], "accuracy": [0.1, 0.2, 0.3, 0.4, 0.5, None]})
+    spec = LeaderboardSpec(group_by=["fusion"])
+    text = render_markdown(rows, spec)
+    assert "\x1b" not in text and "\u202e" not in text
+    table = [line for line in text.splitlines() if line.startswith("|")]
+    assert len(table) == 2 + 6 and len({len(re.split(r"(?<!\\)\|", line)) for line in table}) == 1
+    assert "a\\|b" in text and "two\\nlines" in text and "\\x1b[31mred" in text and "\\u202eevil" in text
+    failed = text.split("## Failed trials")[1].strip().splitlines()
+    assert failed == ["- `k5` fusion=x|\\ny seed=0: \\x1b[2Jboom | \\u202e"]
+    page = render_html(rows, spec)
+    assert "\x1b" not in page and "\u202e" not in page and "\\u202eevil" in page
 
 
 @pytest.mark.parametrize("spec", SPECS)

@@ -24,9 +24,20 @@ def test_metrics_equal_sklearn(seed, ties):
     scores, labels = _random(seed, 60 + 7 * seed, ties)
     assert average_precision(scores, labels) == pytest.approx(average_precision_score(labels, scores), abs=1e-12)
     for t in np.quantile(scores, [0.1, 0.5, 0.9]).tolist() + [scores.max() + 1]:
-        p, r, f, _ = precision_recall_fscore_support(labels, scores >= t, average="binary", zero_division=0)
+        p, r, f, _ = precision_recall_fscore_support(labels, scores >= t, average="binary", zero_division=np.nan)
         got = pair_scores_at(scores, labels, t)
-        assert (got["precision"], got["recall"], got["f1"]) == pytest.approx((p, r, f), abs=1e-12)
+        assert got["precision"] is None if np.isnan(p) else got["precision"] == pytest.approx(p, abs=1e-12)
+        assert (got["recall"], got["f1"]) == pytest.approx((r, f), abs=1e-12)
+    nothing = pair_scores_at(scores, labels, scores.max() + 1)  # no pair predicted a match: precision is 0/0
+    assert nothing == {"precision": None, "recall": 0.0, "f1": 0.0}
+
+
+def test_precision_recall_and_f1_are_undefined_without_a_matching_pair():
+    """Without a match to find, none of the three is a figure (never 0.0), whatever the threshold."""
+    scores = np.array([0.1, 0.5, 0.9])
+    for t in (0.0, 0.5, 2.0):
+        assert pair_scores_at(scores, np.zeros(3, dtype=int), t) == {"precision": None, "recall": None, "f1": None}
+    assert pair_scores_at([], [], 0.5) == {"precision": None, "recall": None, "f1": None}
 
 
 @pytest.mark.parametrize("seed", range(12))

@@ -296,8 +296,9 @@ def test_pairs_trial_end_to_end_metrics_match_sklearn(registry, tmp_path, object
     scores = tie_rounded(scores)  # cosines equal but for float32 noise are one tie (docs/metrics.md)
     assert row["pair_ap"] == pytest.approx(average_precision_score(labels, scores), abs=1e-6)
     p, r, f, _ = precision_recall_fscore_support(labels, scores >= row["pair_threshold"], average="binary",
-                                                 zero_division=0)
-    assert (row["pair_precision"], row["pair_recall"], row["pair_f1"]) == pytest.approx((p, r, f), abs=1e-6)
+                                                 zero_division=np.nan)
+    assert row["pair_precision"] is None if np.isnan(p) else row["pair_precision"] == pytest.approx(p, abs=1e-6)
+    assert (row["pair_recall"], row["pair_f1"]) == pytest.approx((r, f), abs=1e-6)
     assert table["predicted"].to_list() == (scores >= row["pair_threshold"]).astype(int).tolist()
     part = {"pair_contrastive": "pair_contrastive", "pair_classification": "pair_bce", "pair_cross_encoder": "pair_bce"}
     assert row[f"train_train_{part[objective]}"] is not None
@@ -518,3 +519,20 @@ def test_cross_encoder_head_reads_the_pooling_of_its_encoder_or_its_own(encoder_
         other = hidden[:, 0] if expected == "mean" else (hidden * mask).sum(1) / mask.sum(1)
     torch.testing.assert_close(got, objective.head(pooled).squeeze(-1))
     assert not torch.allclose(got, objective.head(other).squeeze(-1))
+
+
+def test_a_test_split_without_a_matching_pair_gives_null_figures_with_a_note(registry, tmp_path):
+    """Precision, recall and F1 of the match class are undefined without a match to find: null with
+    pair_note in an ok row, never 0.0 (which a leaderboard would rank)."""
+
+    folder = tmp_path / "abt_buy"
+    shutil.copytree(DEEPMATCHER, folder)
+    lines = (folder / "test.csv").read_text().splitlines()
+    (folder / "test.csv").write_text("\n".join([lines[0]] + [line.rsplit(",", 1)[0] + ",0" for line in lines[1:]]) + "\n")
+    cfg = TrialConfig.model_validate(_pair_trial(dataset={"name": "deepmatcher", "options": {"path": str(folder)}})
+                                     ).model_dump(mode="json")
+    row = run_trial(TrialSpec("pairs", {}, {}, cfg), TrialContext(registry=registry, cache_dir=str(tmp_path))).row
+    assert row["status"] == "ok", row.get("error")
+    assert row["n_test_pair_matches"] == 0 and row["pair_threshold"] is not None  # chosen on dev, which has matches
+    assert (row["pair_precision"], row["pair_recall"], row["pair_f1"], row["pair_ap"]) == (None, None, None, None)
+    assert "no test pair is a match: no average precision, precision, recall or F1" in row["pair_note"]

@@ -7,11 +7,12 @@ embeddings, or a pair-scoring objective's logit); a pair is predicted a match wh
   ``precision_recall_curve`` (candidates are the distinct scores, so pairs with equal scores are
   decided together); ties in F1 go to the highest threshold (the fewest predicted matches).
 - ``pair_scores_at``: precision, recall and F1 of the match class at t
-  (``precision_recall_fscore_support(average="binary", zero_division=0)``).
+  (``precision_recall_fscore_support(average="binary")``); None where undefined (no matching pair;
+  precision when nothing is predicted a match), never 0.
 - ``average_precision``: threshold-free ``average_precision_score`` (sum over thresholds of
   (R_n - R_{n-1}) P_n, no interpolation).
-Without a matching pair the threshold, its F1 and the average precision are None.
-Scores are first rounded to 1e-6 (``bench.metrics.ties``): float32 noise makes no order.
+Without a matching pair the threshold, its F1, precision, recall, F1 and the average precision
+are None. Scores are first rounded to 1e-6 (``bench.metrics.ties``): float32 noise makes no order.
 """
 from __future__ import annotations
 
@@ -43,13 +44,19 @@ def best_f1_threshold(scores, labels) -> tuple[float | None, float | None]:
     return float(thresholds[best]), float(f1[best])
 
 
-def pair_scores_at(scores, labels, threshold: float) -> dict[str, float]:
-    """Precision, recall and F1 of the match class with score >= threshold predicted a match
-    (0 where undefined)."""
+def pair_scores_at(scores, labels, threshold: float) -> dict[str, float | None]:
+    """Precision, recall and F1 of the match class with score >= threshold predicted a match.
+
+    None where undefined, never 0: all three without a matching pair (recall is 0/0, and a
+    precision or F1 of the match class measured where there is no match to find would rank models
+    on nothing); precision when no pair is predicted a match (0/0; recall and F1 are then 0).
+    """
     scores, labels = _arrays(scores, labels)
+    if len(scores) == 0 or labels.sum() == 0:
+        return {"precision": None, "recall": None, "f1": None}
     p, r, f, _ = precision_recall_fscore_support(labels, predicted_matches(scores, threshold), average="binary",
-                                                 labels=[0, 1], pos_label=1, zero_division=0)
-    return {"precision": float(p), "recall": float(r), "f1": float(f)}
+                                                 labels=[0, 1], pos_label=1, zero_division=np.nan)
+    return {name: None if np.isnan(v) else float(v) for name, v in (("precision", p), ("recall", r), ("f1", f))}
 
 
 def average_precision(scores, labels) -> float | None:

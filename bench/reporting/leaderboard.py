@@ -13,6 +13,7 @@ from tabulate import tabulate
 from bench.errors import BenchError
 from bench.metrics import registry
 from bench.reporting.markdown_table import github_table, github_table_of_columns
+from bench.reporting.visible_text import visible
 from bench.metrics.retrieval_columns import legacy_columns, upgrade_legacy_rows
 
 # the default columns come from the metric registry (any k: ndcg@5 is shown like ndcg@10)
@@ -515,12 +516,12 @@ def failed_table(rows: pl.DataFrame | pl.LazyFrame, spec: LeaderboardSpec) -> pl
 def failed_lines(rows: pl.DataFrame | pl.LazyFrame, spec: LeaderboardSpec) -> list[str]:
     """The markdown list of failed trials: "- `key` labels: first line of the error" (see failed_table)."""
     if isinstance(rows, pl.DataFrame):
-        return [f"- `{key}` {labels}: {first}" for key, labels, first in _failed_in_memory(rows, spec)]
+        return [visible(f"- `{key}` {labels}: {first}") for key, labels, first in _failed_in_memory(rows, spec)]
     failed, (key, labels, first) = _failed_parts(rows, spec)
     if failed.is_empty():
         return []
     line = pl.concat_str([pl.lit("- `"), key, pl.lit("` "), labels, pl.lit(": "), first])
-    return failed.select(line).to_series().to_list()
+    return list(map(visible, failed.select(line).to_series().to_list()))  # a label's line break or ANSI escape
 
 
 def failed_trials(rows: pl.DataFrame | pl.LazyFrame, spec: LeaderboardSpec) -> list[tuple[str, str, str]]:
@@ -563,25 +564,35 @@ def render_html(rows: pl.DataFrame, spec: LeaderboardSpec, images: dict[str, str
              *selection_note(spec, table), *significance_note(table, spec), *reference_note(spec),
              *placeholder_note(table)]
     parts = [f"<h1>{html_lib.escape(spec.title)}</h1>",
-             tabulate(body, headers=headers, tablefmt="html", disable_numparse=True),
+             tabulate(_visible_cells(body), headers=_visible_cells([headers])[0], tablefmt="html",
+                      disable_numparse=True),
              *[f"<p>{html_lib.escape(n)}</p>" for n in notes]]
     if spec.pivot:
         for value, p_headers, p_body in pivot_tables(rows, spec.pivot):
             if p_body:
                 parts += [f"<h2>{html_lib.escape(value)} by {html_lib.escape(spec.pivot['rows'])} and "
                           f"{html_lib.escape(spec.pivot['columns'])}</h2>",
-                          tabulate(p_body, headers=p_headers, tablefmt="html", disable_numparse=True)]
+                          tabulate(_visible_cells(p_body), headers=_visible_cells([p_headers])[0], tablefmt="html",
+                                   disable_numparse=True)]
     failed = failed_trials(rows, spec)
     if failed:
         parts += ["<h2>Failed trials</h2><ul>",
-                  *[f"<li><code>{html_lib.escape(k)}</code> {html_lib.escape(l)}: {html_lib.escape(e)}</li>"
-                    for k, l, e in failed], "</ul>"]
+                  *[f"<li><code>{_html(k)}</code> {_html(l)}: {_html(e)}</li>" for k, l, e in failed], "</ul>"]
     for name, uri in (images or {}).items():
         parts.append(f'<figure><img alt="{html_lib.escape(name)}" src="{uri}"><figcaption>{html_lib.escape(name)}</figcaption></figure>')
     style = ("body{font-family:system-ui,sans-serif;margin:2em}table{border-collapse:collapse}"
              "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}th{background:#f3f3f3}img{max-width:720px}")
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html_lib.escape(spec.title)}</title>"
             f"<style>{style}</style></head><body>{''.join(parts)}</body></html>\n")
+
+
+def _html(text: str) -> str:
+    return html_lib.escape(visible(text))
+
+
+def _visible_cells(body: list[list]) -> list[list]:
+    """Cells of an HTML table with control characters (U+202E, ANSI escapes) written as escapes."""
+    return [[visible(c) if isinstance(c, str) else c for c in row] for row in body]
 
 
 def spec_from_suite(suite, title: str | None = None) -> LeaderboardSpec:

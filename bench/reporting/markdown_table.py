@@ -9,6 +9,8 @@ from functools import lru_cache
 import tabulate as tabulate_module
 from tabulate import tabulate
 
+from bench.reporting.visible_text import markdown_cell
+
 MIN_PADDING = 2  # tabulate pads every header by two columns
 _NOT_ASCII = re.compile(r"[^\x00-\x7f]+")
 
@@ -42,21 +44,30 @@ _NOT_PLAIN = re.compile("[^\\x20-\\x7e%s]" % re.escape("".join(
     c for c in _LEADERBOARD_MARKS if not tabulate_module.WIDE_CHARS_MODE or _one_cell_wide(c))))
 
 
+def _cell(value):
+    """A string cell made one visible cell (bench/reporting/visible_text.py); other values as they are."""
+    return markdown_cell(value) if isinstance(value, str) else value
+
+
 def github_table(headers: list[str], body: list[list[str]]) -> str:
     """``tabulate(body, headers, tablefmt="github", disable_numparse=True)``, written directly.
 
     Cells are left-aligned and stripped (headers are not) as tabulate does; anything its fast path does
-    not cover (a cell that is not a string, a line break or tab, a control character) goes to tabulate.
+    not cover (a cell that is not a string) goes to tabulate. Every string cell and header is escaped
+    first: a ``|`` as ``\\|``, a line break or control character (ANSI escape, U+202E) as its escape
+    sequence, so a label can neither split a row, shift a cell nor reach a terminal raw.
     """
     if not headers or any(len(row) != len(headers) for row in body):
-        return tabulate(body, headers=headers, tablefmt="github", disable_numparse=True)
+        return tabulate([[_cell(c) for c in row] for row in body], headers=[_cell(h) for h in headers],
+                        tablefmt="github", disable_numparse=True)
     return github_table_of_columns(headers, [list(c) for c in zip(*body)] if body else [[] for _ in headers])
 
 
 def github_table_of_columns(headers: list[str], columns: list[list[str]]) -> str:
     """``github_table`` of a table given as one list of cells per column (of equal lengths)."""
     def by_tabulate() -> str:
-        return tabulate([list(row) for row in zip(*columns)], headers=headers, tablefmt="github", disable_numparse=True)
+        return tabulate([[_cell(c) for c in row] for row in zip(*columns)], headers=[_cell(h) for h in headers],
+                        tablefmt="github", disable_numparse=True)
 
     if not headers or tabulate_module.PRESERVE_WHITESPACE or len(columns) != len(headers):
         return by_tabulate()
@@ -67,6 +78,9 @@ def github_table_of_columns(headers: list[str], columns: list[list[str]]) -> str
             text = header + "".join(cells)  # a TypeError: a cell that is not a string
         except TypeError:
             return by_tabulate()
+        if "|" in text or not text.isprintable():  # (rare: one scan tells)
+            header, cells = markdown_cell(header), list(map(markdown_cell, cells))
+            text = header + "".join(cells)
         one_cell = True
         if text.isascii() and text.isprintable():  # (the quick test of most columns)
             pass

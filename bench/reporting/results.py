@@ -23,6 +23,7 @@ import polars as pl
 
 from bench.errors import BenchError
 from bench.paths import atomic_path, atomic_write_text
+from bench.reporting.row_checks import check_row_file, check_schema, check_table, check_unique_keys
 
 ROWS, PREDICTIONS, CURVES, TRIALS = "rows", "predictions", "curves", "trials.parquet"
 # Statuses of trials that are done: `ok`, and `stopped` (a Tune scheduler ended it early; its row
@@ -71,17 +72,24 @@ class RunDir:
         return set(rows["trial_key"].to_list())
 
     def read_rows(self) -> pl.DataFrame:
-        """All trial rows; a corrupt row file is an error naming it, never silently dropped."""
-        frames = []
-        for f in sorted(self.rows_dir.glob("*.parquet")) if self.rows_dir.exists() else []:
+        """All trial rows; a corrupt or unsound row file (bench/reporting/row_checks.py) is an error
+        naming it, never silently dropped or trusted."""
+        frames, files = [], self.row_files()
+        for f in files:
             try:
-                frames.append(pl.read_parquet(f))
+                frame = pl.read_parquet(f)
             except Exception as exc:
                 raise BenchError(f"corrupt result file ({exc})", file=f,
                                  fix="delete it and run `bench run --resume` to redo that trial") from None
+            check_row_file(frame, f)
+            frames.append(frame)
         if not frames:
             return pl.DataFrame()
+        check_unique_keys([frame["trial_key"][0] for frame in frames], files)
         return pl.concat(frames, how="diagonal_relaxed")
+
+    def row_files(self) -> list[Path]:
+        return sorted(self.rows_dir.glob("*.parquet")) if self.rows_dir.exists() else []
 
     def consolidate(self) -> pl.DataFrame:
         rows = self.read_rows()
@@ -188,19 +196,47 @@ class StoredRows:
 
 
 def stored_rows(path: str | Path) -> StoredRows:
-    """The run folder's ``StoredRows``: trials.parquet, or the row files if it is missing."""
+    """The run folder's ``StoredRows``: trials.parquet when it is sound and in step with rows/, else
+    the row files (checked one by one, bench/reporting/row_checks.py)."""
     run = _run_folder(path)
     trials = run.path / TRIALS
     if trials.exists():
         scan = pl.scan_parquet(trials)
         try:
-            return StoredRows(run, scan.collect_schema(), scan=scan)
+            header = scan.collect_schema()
         except Exception as exc:
             raise _corrupt(trials, exc) from None
+        try:
+            check_schema(header, trials)
+            try:
+                index = scan.select("trial_key", "status").collect()
+            except Exception as exc:
+                raise _corrupt(trials, exc) from None
+            check_table(index["trial_key"], index["status"], trials)
+        except BenchError:
+            if not run.rows_dir.is_dir():
+                raise
+            index = None  # the row files are the record: read them, and name the one at fault
+        if index is not None and _in_step(run, index["trial_key"], trials):
+            return StoredRows(run, header, scan=scan)
+        log.info("%s does not match %s; reading the row files", trials, run.rows_dir)
     rows = run.read_rows()
     if rows.is_empty():
         raise BenchError("the run has no finished trials yet", file=path, fix="run or resume the suite first")
     return StoredRows(run, rows.schema, rows=rows)
+
+
+def _in_step(run: RunDir, keys: pl.Series, trials: Path) -> bool:
+    """trials.parquet holds the rows of rows/: the same trials, none rewritten since it was merged
+    (a row file deleted or replaced by hand must not still show from it). Without rows/ (a table
+    assembled elsewhere) it is the record itself."""
+    if not run.rows_dir.is_dir():
+        return True
+    files = run.row_files()
+    if {f.stem for f in files} != set(keys.to_list()) or len(files) != len(keys):
+        return False
+    merged = trials.stat().st_mtime_ns
+    return all(f.stat().st_mtime_ns <= merged for f in files)
 
 
 def _run_folder(path: str | Path) -> RunDir:

@@ -6,13 +6,15 @@ knows exactly which trials finished, and only the others run again.
 """
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import sys
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import polars as pl
@@ -27,6 +29,7 @@ from bench.config.schema import LoadedSuite, TrialSpec
 from bench.running.transport import PAYLOAD, unpack
 
 log = logging.getLogger(__name__)
+INTERRUPTED_EXIT = 130  # a run stopped by Ctrl-C (SIGINT), as a shell reports it
 CURVE_POINT = "curve_point"  # marks a per-evaluation report (the final report is the trial's row)
 # Keys Ray Tune adds to every reported result; a curve read back from reports drops them.
 TUNE_KEYS = {CURVE_POINT, PAYLOAD, "timestamp", "done", "training_iteration", "trial_id", "date", "time_this_iter_s",
@@ -44,9 +47,12 @@ class RunSummary:
     failed: int
     rows: pl.DataFrame = field(default_factory=pl.DataFrame)
     stopped: int = 0  # ended early by a Tune scheduler: done, not failed
+    interrupted: int = 0  # never ended (Ctrl-C): no row, so --resume runs them
 
     @property
     def exit_code(self) -> int:
+        if self.interrupted:
+            return INTERRUPTED_EXIT
         return 0 if self.failed == 0 else 1
 
 
@@ -111,6 +117,7 @@ def _make_callback(run: RunDir, specs: dict[str, TrialSpec], progress, board: Le
 
     from bench.plugins import lifecycle_hooks
     from bench.reporting.progress import best_row_text
+    from bench.reporting.visible_text import visible
 
     class RowCallback(Callback):
         """In the driver: writes every trial's files from its final report (or the row of a trial
@@ -120,6 +127,7 @@ def _make_callback(run: RunDir, specs: dict[str, TrialSpec], progress, board: Le
             super().__init__()
             self.points: dict[str, list[dict[str, Any]]] = {}  # per-evaluation reports of running trials
             self.written: dict[str, dict[str, Any]] = {}  # rows written from the trials' final reports
+            self.ended: set[str] = set()  # trials that ended (a row written or tried): the others never did
 
         def on_trial_start(self, iteration, trials, trial, **info):
             progress.trial_started(trial.config["trial_key"])
@@ -146,10 +154,15 @@ def _make_callback(run: RunDir, specs: dict[str, TrialSpec], progress, board: Le
                 else:
                     row = base_row(specs[key], "failed", error or "the trial's worker ended without a result")
                 row = run.write_row_or_note({**row, **prov}, curve=curve_from_reports(points, key))
+            self.ended.add(key)
             rows = run.consolidate()
-            lifecycle_hooks(run.path).bench_trial_finished(result=row)
+            lifecycle_hooks(run.path).bench_trial_finished(result=read_only(row))
             rows = rows.filter(pl.col("trial_key").is_in(list(specs))) if not rows.is_empty() else rows
-            progress.trial_finished(key, row, specs[key].label(), best_row_text(rows, board))
+            # the line shows the row as stored (the row itself when it could not be written)
+            stored = rows.filter(pl.col("trial_key") == key) if not rows.is_empty() else rows
+            shown = stored.row(0, named=True) if stored.height == 1 and row.get("status") == stored["status"][0] else row
+            shown = {k: visible(v) if isinstance(v, str) else v for k, v in shown.items()}
+            progress.trial_finished(key, shown, visible(specs[key].label()), visible(best_row_text(rows, board)))
 
         def on_trial_complete(self, iteration, trials, trial, **info):
             self._finish(trial, None)
@@ -263,27 +276,33 @@ def run_suite(loaded: LoadedSuite, registry, *, out: str | Path = "results", res
               run_dir: str | Path | None = None, max_concurrent: int | None = None, address: str | None = None,
               cache_dir: str | None = None, quiet: bool = False, trackers: tuple[str, ...] = (),
               datasets: dict[str, dict] | None = None, nodes: list[dict] | None = None,
-              tune_storage: str | None = None) -> RunSummary:
+              tune_storage: str | None = None, rerun_stale: bool = False) -> RunSummary:
     """``datasets``: the driver's preflight of each dataset section (absolute options, fingerprint);
     ``nodes``: what each cluster node reported in the plugin check. Both are recorded in run.json.
     ``tune_storage``: where Ray Tune keeps its own state and logs (a path or a pyarrow-filesystem URI
-    such as s3://bucket/prefix); default: the run folder's tune/."""
+    such as s3://bucket/prefix); default: the run folder's tune/.
+    ``rerun_stale``: run again the finished trials of a resumed run recorded on another catalogue
+    than ``datasets`` fingerprints (else such a run is refused, see ``check_catalogues``)."""
     from bench.reporting.trackers import resolve_trackers
+    from bench.running.stale_rows import drop_stale
 
     out = Path(out)
     suite = loaded.suite
     chosen_trackers = resolve_trackers(suite.trackers, file=str(loaded.path), cli_names=tuple(trackers))
+    specs = {t.key: t for t in loaded.trials}
+    stale = check_catalogues(loaded, out=out, resume=resume, run_dir=run_dir, datasets=datasets,
+                             rerun_stale=rerun_stale)
     if run_dir is not None:
         run = RunDir(Path(run_dir))
         run.path.mkdir(parents=True, exist_ok=True)
     elif resume:
         run = latest_run_dir(out, suite.name)
-        if run is None:
-            raise BenchError(f"nothing to resume: no earlier run of suite '{suite.name}' under {out}",
-                             fix="run without --resume first, or pass --out where the earlier run lives")
     else:
         run = new_run_dir(out, suite.name)
-    specs = {t.key: t for t in loaded.trials}
+    if stale:
+        drop_stale(run, stale)
+        if not quiet:
+            print(f"running again {len(stale)} trials recorded on an earlier catalogue", file=sys.stderr)
     finished = run.finished_keys(only_done=True) & set(specs)
     pending = [t for t in loaded.trials if t.key not in finished]
     if resume and not quiet:
@@ -301,9 +320,12 @@ def run_suite(loaded: LoadedSuite, registry, *, out: str | Path = "results", res
     if resume:
         meta["resumed"].append(datetime.now(timezone.utc).isoformat())
     run.write_meta(meta)
+    ended: set[str] = set()
     if pending:
-        _tune(loaded, registry, run, pending, specs, len(finished), max_concurrent, address, cache_dir, quiet, prov,
-              chosen_trackers, datasets or {}, tune_storage)
+        ended = _tune(loaded, registry, run, pending, specs, len(finished), max_concurrent, address, cache_dir, quiet,
+                      prov, chosen_trackers, datasets or {}, tune_storage)
+    # a trial that never ended (the run was interrupted) has no row: --resume runs it, and it is not a failure
+    unfinished = [t.key for t in pending if t.key not in ended]
     rows = run.consolidate()
     rows = rows.filter(pl.col("trial_key").is_in(list(specs))) if not rows.is_empty() else rows
     lb = spec_from_suite(suite)
@@ -320,12 +342,43 @@ def run_suite(loaded: LoadedSuite, registry, *, out: str | Path = "results", res
     counts = rows["status"].value_counts() if not rows.is_empty() else pl.DataFrame({"status": [], "count": []})
     n = dict(zip(counts["status"].to_list(), counts["count"].to_list()))
     ok, stopped = n.get("ok", 0), n.get("stopped", 0)
-    # a trial without a row (its row could not be written) counts as failed, never as nothing
-    summary = RunSummary(run.path, suite.name, len(specs), len(finished), ok, len(specs) - ok - stopped, rows, stopped)
+    # a trial that ended without a row (its row could not be written) counts as failed, never as nothing
+    failed = len(specs) - ok - stopped - len(unfinished)
+    summary = RunSummary(run.path, suite.name, len(specs), len(finished), ok, failed, rows, stopped, len(unfinished))
     from bench.plugins import lifecycle_hooks
 
-    lifecycle_hooks(run.path).bench_suite_finished(run=summary)
+    lifecycle_hooks(run.path).bench_suite_finished(run=replace(summary, rows=summary.rows.clone()))
     return summary
+
+
+def read_only(row: dict[str, Any]) -> MappingProxyType:
+    """What a lifecycle hook gets: a read-only copy, so a hook cannot change the row that is stored
+    or shown (nor, through a nested value, anything else)."""
+    return MappingProxyType(copy.deepcopy(row))
+
+
+def check_catalogues(loaded: LoadedSuite, *, out: str | Path, resume: bool, run_dir: str | Path | None,
+                     datasets: dict[str, dict] | None, rerun_stale: bool = False) -> set[str]:
+    """Before anything starts: the run to resume (``run_dir``, or the latest under ``out``) must hold
+    no finished row recorded on another catalogue than the preflight's, unless ``rerun_stale``.
+    Returns the keys of the stale trials to run again (empty for a new run). Raises a BenchError
+    (exit 2) for a refused run, and for --resume with nothing to resume."""
+    from bench.running.stale_rows import refuse_stale, stale_trials
+
+    if run_dir is not None:
+        run = RunDir(Path(run_dir))
+    elif resume:
+        run = latest_run_dir(Path(out), loaded.suite.name)
+        if run is None:
+            raise BenchError(f"nothing to resume: no earlier run of suite '{loaded.suite.name}' under {out}",
+                             fix="run without --resume first, or pass --out where the earlier run lives")
+    else:
+        return set()
+    specs = {t.key: t for t in loaded.trials}
+    stale = stale_trials(run, specs, datasets or {})
+    if not rerun_stale:
+        refuse_stale(run, stale, specs)
+    return set(stale)
 
 
 def make_scheduler(cfg):
@@ -344,7 +397,9 @@ def make_scheduler(cfg):
 
 def _tune(loaded, registry, run: RunDir, pending: list[TrialSpec], specs, kept: int, max_concurrent, address,
           cache_dir, quiet, prov, trackers=(), datasets: dict[str, dict] | None = None,
-          tune_storage: str | None = None) -> None:
+          tune_storage: str | None = None) -> set[str]:
+    """Run the pending trials; returns the keys of those that ended (each with its row). On Ctrl-C
+    Tune stops the trials and returns (a second Ctrl-C cuts that short): the others never ended."""
     from ray import tune
 
     from bench.reporting.progress import RunProgress
@@ -377,4 +432,8 @@ def _tune(loaded, registry, run: RunDir, pending: list[TrialSpec], specs, kept: 
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1)),
     )
     with progress:
-        tuner.fit()
+        try:
+            tuner.fit()
+        except KeyboardInterrupt:  # a second Ctrl-C while Tune was stopping the trials
+            log.warning("interrupted again while the trials were stopping")
+    return set(callback.ended)

@@ -21,7 +21,8 @@ def build_model(cfg: TrialConfig, ctx: TrialContext, task: TaskInfo, catalog: Ca
         raise BenchError(f"fusion '{cfg.fusion.name}' needs a {', '.join(sorted(missing))} encoder; "
                          f"the trial has {', '.join(sorted(bctx.encoders))}", field="trial.encoders",
                          fix=f"add encoders.{sorted(missing)[0]} to the trial")
-    model = BenchModel(dict(bctx.encoders), fusion)
+    names = {"fusion": cfg.fusion.name, **{slot: ref.name for slot, ref in cfg.encoders.items()}}
+    model = BenchModel(dict(bctx.encoders), fusion, names, num_labels=task.num_labels)
     if catalog is not None:
         model.data_gaps = (catalog.name, absent_modalities(catalog))  # build_objectives checks objectives too
         check_data_modalities(model.data_gaps, fusion.requires, f"fusion '{cfg.fusion.name}'", "trial.fusion.name")

@@ -4,18 +4,34 @@ from __future__ import annotations
 from torch import nn
 
 from bench.interfaces import Batch, Encoder, EncoderOutput, Fusion, FusionOutput
+from bench.trial.output_checks import check_encoder_output, check_fusion_output
 
 EXTRA_PREFIX = "cached_extra_"  # per-item extras of a frozen encoder (e.g. per-kind embeddings)
 
 
 class BenchModel(nn.Module):
     """encoders (by modality) + fusion. Frozen encoders stay in eval mode while training,
-    so their outputs are deterministic (and cacheable)."""
+    so their outputs are deterministic (and cacheable).
 
-    def __init__(self, encoders: dict[str, Encoder], fusion: Fusion):
+    Outputs are checked (bench/trial/output_checks.py) on every batch in eval mode, where figures
+    are computed from them, and in training mode while ``check_training_outputs`` is set (run_stage
+    sets it for a stage's first batch: shapes do not change, and a NaN there shows in the loss).
+    ``names``: the plugin name of the fusion ("fusion") and of each encoder (by slot), for messages;
+    ``num_labels``: the task's label count, the width logits must have (0: no labels).
+    """
+
+    def __init__(self, encoders: dict[str, Encoder], fusion: Fusion, names: dict[str, str] | None = None,
+                 num_labels: int = 0):
         super().__init__()
         self.encoders = nn.ModuleDict(encoders)
         self.fusion = fusion
+        self.names = {"fusion": type(fusion).__name__, **{m: type(e).__name__ for m, e in encoders.items()},
+                      **(names or {})}
+        self.num_labels = num_labels
+        self.check_training_outputs = False
+
+    def _checking(self) -> bool:
+        return not self.training or self.check_training_outputs
 
     def encode(self, batch: Batch, modalities=None) -> dict[str, EncoderOutput]:
         wanted = modalities if modalities is not None else self.fusion.requires
@@ -32,10 +48,15 @@ class BenchModel(nn.Module):
                                            extras)
             else:
                 out[m] = self.encoders[m](inputs)
+            if self._checking():
+                check_encoder_output(out[m], encoder=self.names.get(m, m), items=len(batch.item_ids))
         return out
 
     def forward(self, batch: Batch) -> FusionOutput:
-        return self.fusion(self.encode(batch))
+        out = self.fusion(self.encode(batch))
+        if self._checking():
+            check_fusion_output(out, fusion=self.names["fusion"], items=len(batch.item_ids), num_labels=self.num_labels)
+        return out
 
     def train(self, mode: bool = True) -> "BenchModel":
         """Switch the fusion and trainable encoders; a frozen encoder is only ever put in eval mode

@@ -30,6 +30,7 @@ from bench.metrics.pairs import average_precision, best_f1_threshold, pair_score
 from bench.pair_table import PAIR_SPLITS
 from bench.trial.device import autocast
 from bench.trial.evaluate import Predictions
+from bench.trial.output_checks import check_pair_scores
 from bench.trial.prepare import TrialData, load_catalog
 from bench.trial.records import make_loader, to_records
 from bench.trial.session import TrialRun
@@ -185,6 +186,7 @@ class PairTrialRun(TrialRun):
                 chunk = pairs[start:start + size]
                 found = self.pair_scorer.pair_scores(self.model, [by_id[a] for a, _, _ in chunk],
                                                      [by_id[b] for _, b, _ in chunk])
+                check_pair_scores(found, plugin=f"objective '{type(self.pair_scorer).__name__}'", pairs=len(chunk))
                 scores.append(found.float().cpu())
         labels = np.array([label for *_, label in pairs], dtype=int)
         return (torch.cat(scores).numpy().astype(float) if scores else np.zeros(0)), labels
@@ -248,8 +250,11 @@ class PairTrialRun(TrialRun):
         else:
             found = pair_scores_at(scores, labels, threshold)
             out.update({f"pair_{k}": _round(v) for k, v in found.items()})
+            if found["precision"] is None and labels.sum():
+                out["pair_note"] = "no test pair scores above the threshold: precision is undefined"
         if out["pair_ap"] is None:
-            out["pair_note"] = "; ".join(filter(None, [out.get("pair_note"), "no test pair is a match: no average precision"]))
+            out["pair_note"] = "; ".join(filter(None, [out.get("pair_note"), "no test pair is a match: no average "
+                                                       "precision, precision, recall or F1"]))
         out.update({f"n_{split}_pairs": len(self.data.pairs[split]) for split in PAIR_SPLITS})
         out["n_test_pair_matches"] = int(labels.sum())
         out.update(self.scorer_notes)

@@ -25,6 +25,7 @@ from bench.trial.device import autocast, choose_device, loader_settings
 from bench.trial.evaluate import Predictions, predict
 from bench.trial.inputs import TrialInputs
 from bench.trial.model import count_parameters
+from bench.trial.output_checks import check_fusion_output
 from bench.trial.outputs import prediction_table, retrieval_embeddings, retrieval_figures
 from bench.trial.prepare import TrialData, seed_everything
 from bench.trial.records import make_loader, seen_share, served_item_ids
@@ -207,6 +208,8 @@ class TrialRun:
         refit = fusion.fit_on_dev(dev.as_fusion_output(), dev.labels, metric=metric)
         if refit is None:
             return self.predict("dev")
+        check_fusion_output(refit, fusion=self.model.names["fusion"], items=len(dev.item_ids),
+                            num_labels=self.data.task.num_labels, step="fit_on_dev")
         return replace(dev, embedding=refit.embedding, logits=refit.logits, logits_parts=list(refit.logits_parts),
                        kinds=dict(refit.kinds))
 

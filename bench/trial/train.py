@@ -92,6 +92,7 @@ def run_stage(model: BenchModel, objectives: list[tuple[Objective, float]], load
     params = [p for g in optimizer.param_groups for p in g["params"]]
     interval, epoch_means = RunningMeans(), RunningMeans()
     step, paused = 0, 0.0
+    model.check_training_outputs = True  # the plugins' outputs on the first batch (bench/trial/output_checks.py)
     start = time.perf_counter()
     while step < total_steps and not stats.stopped_early:
         for batch in loader:
@@ -106,6 +107,7 @@ def run_stage(model: BenchModel, objectives: list[tuple[Objective, float]], load
                     out = objective.loss(model, batch)
                     total = out.total * weight if total is None else total + out.total * weight
                     parts.update(out.parts)
+            model.check_training_outputs = False
             loss = float(total.detach())
             if not math.isfinite(loss):
                 raise TrialFailure(f"loss became {loss} at step {step} of stage '{cfg.name}' "

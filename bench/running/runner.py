@@ -123,12 +123,14 @@ def _make_callback(run: RunDir, specs: dict[str, TrialSpec], progress, board: Le
             self.written: dict[str, dict[str, Any]] = {}  # rows written from the trials' final reports
 
         def on_trial_start(self, iteration, trials, trial, **info):
-            progress.trial_started(trial.config["trial_key"])
+            key = trial.config["trial_key"]
+            progress.trial_started(key, specs[key].label())
 
         def on_trial_result(self, iteration, trials, trial, result, **info):
             key = trial.config["trial_key"]
             if result.get(CURVE_POINT):
                 self.points.setdefault(key, []).append(result)
+                progress.trial_evaluated(key, specs[key].label(), result)
             payload = result.pop(PAYLOAD, None)  # Tune lets callbacks edit the result: it never stores the files
             if payload is not None:
                 row, predictions, curve = unpack(payload)

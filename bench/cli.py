@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -133,9 +134,14 @@ def run(suite_file, out, resume, run_dir, max_concurrent, address, tune_storage,
     summary = run_suite(loaded, registry, out=out, resume=resume, run_dir=run_dir, max_concurrent=max_concurrent,
                         address=address, cache_dir=cache, quiet=quiet, trackers=trackers, datasets=datasets,
                         nodes=nodes, tune_storage=tune_storage)
-    board = summary.run_dir / "leaderboard.md"
-    if board.exists():
-        click.echo(board.read_text())
+    if (summary.run_dir / "leaderboard.md").exists():
+        import shutil
+
+        from bench.reporting.write import run_summary_table
+
+        # on a terminal (or with $COLUMNS) the table fits its width; a log gets leaderboard.md whole
+        width = shutil.get_terminal_size((0, 0)).columns if sys.stdout.isatty() or "COLUMNS" in os.environ else 0
+        click.echo(run_summary_table(summary.run_dir, summary.rows, width))
     stopped = f", {summary.stopped} stopped by the scheduler" if summary.stopped else ""
     click.echo(f"run folder: {summary.run_dir}  ({summary.ok} ok, {summary.failed} failed{stopped}, "
                f"{summary.kept} kept from before)")

@@ -331,6 +331,7 @@ def blame_matrix_entry(exc: BenchError, origins: list[Origin], where: str) -> Be
     _, prefix, entry = best
     rest = parts[len(prefix):]
     field = entry + "".join(f"[{p}]" if p.isdigit() else f".{p}" for p in rest)
-    message = exc.message.removeprefix(f"trial{found.group(1)}: ").removesuffix(f" (in the trial {where})")
-    message = f"{message} (trial field trial{found.group(1)}, in the trial {where})" if where else message
+    message = exc.message if found.group(0) in exc.message else f"{found.group(0)}: {exc.message}"
+    if where and f"(in the trial {where})" not in message:
+        message += f" (in the trial {where})"
     return BenchError(message, file=exc.file, field=field, fix=exc.fix)

@@ -174,3 +174,23 @@ def test_the_trackers_extra_installs_every_tracker_the_docs_name():
         "project"]["optional-dependencies"]["trackers"]
     names = {re.split(r"[<>=!~\[ ]", req)[0].lower() for req in extra}
     assert {"mlflow", "tensorboardx", "tensorboard"} <= names  # tensorboard: the `tensorboard --logdir` viewer
+
+
+def test_a_tracker_that_cannot_open_its_store_is_logged_once_and_the_run_goes_on(tmp_path, caplog):
+    pytest.importorskip("mlflow")
+    from types import SimpleNamespace
+
+    from bench.reporting.trackers import TrackerContext
+
+    (tmp_path / "a file").write_text("")  # a store inside a file: it cannot be made
+    (tracker,) = resolve_trackers([TrackerRef(name="mlflow", options={
+        "tracking_uri": f"sqlite:///{tmp_path / 'a file' / 'mlflow.db'}"})])
+    callback = tracker.callback(TrackerContext(tmp_path, "s", {}))
+    trial = SimpleNamespace(config={"trial_key": "k"}, local_path=None)
+    with caplog.at_level("WARNING"):
+        callback.setup()  # the store cannot be opened: no exception reaches Tune
+        callback.log_trial_start(trial)
+        callback.log_trial_result(1, trial, {"curve_point": True, "train_loss": 1.0, "training_iteration": 1})
+        callback.log_trial_end(trial, failed=False)
+    warnings = [r for r in caplog.records if "tracker MLflowTracker failed" in r.getMessage()]
+    assert len(warnings) == 1 and "the run goes on without it" in warnings[0].getMessage()

@@ -200,6 +200,9 @@ def _trial_tracker_base():
             self.ctx = ctx
             self._final: dict[Any, dict[str, Any]] = {}
 
+        def setup(self, *args, **kwargs):
+            self.open()
+
         def facts(self, trial) -> TrialFacts:
             key = trial.config.get("trial_key")
             return self.ctx.trials.get(key) or TrialFacts(f"{self.ctx.suite_name} {key}", {"trial_key": key}, "")
@@ -228,6 +231,8 @@ def _trial_tracker_base():
             self.end(trial, status, error)
 
         # what each tracker writes
+        def open(self): ...
+
         def start(self, trial, facts: TrialFacts): ...
 
         def evaluation(self, trial, step: int, values: dict[str, float]): ...
@@ -263,7 +268,7 @@ def _tensorboard(options: TensorBoardOptions, ctx: TrackerContext):
         evaluation (step = report number), ``final/<metric>`` once, the config as text and as a file,
         and hparams (every flat param, plus ``status``) against the final metrics."""
 
-        def setup(self, *args, **kwargs):
+        def open(self):
             self._writers: dict[Any, Any] = {}
             self._finals: dict[Any, dict[str, float]] = {}
             self._folders: set[str] = set()
@@ -346,7 +351,7 @@ def _mlflow(options: MLflowOptions, ctx: TrackerContext):
         in the row; ``final_<name>`` where the row repeats a curve's name, e.g. the kept epoch's dev figures), and
         the status (FAILED with the error as the ``error`` tag and ``error.txt``; KILLED when stopped)."""
 
-        def setup(self, *args, **kwargs):
+        def open(self):
             from mlflow import MlflowClient
 
             self._client = MlflowClient(tracking_uri=uri)

@@ -109,7 +109,7 @@ def validate(suite_file, subset, only, show_config):
 @click.option("--only", multiple=True, metavar="AXIS=V1,V2", help="run only trials with these axis values (repeatable)")
 @click.option("--tracker", "trackers", multiple=True, type=click.Choice(TRACKER_NAMES),
               help="also log trials to this tracker (repeatable; adds to the suite's trackers:)")
-@click.option("--quiet", is_flag=True, help="plain lines, one per finished trial, instead of the live view")
+@click.option("--quiet", is_flag=True, help="plain lines (a trial starts, each epoch, a trial ends) instead of the live view")
 def run(suite_file, out, resume, run_dir, max_concurrent, address, tune_storage, subset, cache_dir, only, trackers,
         quiet):
     """Run a suite's trial matrix with Ray Tune and write rows and a leaderboard."""

@@ -1,14 +1,12 @@
 """Leaderboards: a pure function of stored rows (group by axes, mean and spread over seeds, rank)."""
 from __future__ import annotations
 
-import html as html_lib
 import math
 import re
 from dataclasses import dataclass, field
 from itertools import chain
 
 import polars as pl
-from tabulate import tabulate
 
 from bench.errors import BenchError
 from bench.reporting.markdown_table import github_table, github_table_of_columns

@@ -2,7 +2,7 @@
 
 .ci/run installs the chromium package where it is missing; Playwright's own browser download is
 never used (executable_path points at the system browser). The screenshot is kept as a CI
-artifact: $CI_ARTIFACTS, else results/ci-artifacts/.
+artifact in $CI_ARTIFACTS (.ci/run: results/ci-artifacts/).
 """
 from __future__ import annotations
 
@@ -18,7 +18,6 @@ from bench.reporting.results import load_run
 from bench.reporting.write import HTML_PAGE, load_predictions, run_leaderboard_spec, write_run_reports
 from report_runs import N_LABELS, noisy_predictions, suite_copy, trial, write_run
 
-ROOT = Path(__file__).resolve().parents[1]
 WINDOW = 1400
 # the headline suite's groups, with its reference block: the widest leaderboard the project ships
 FUSIONS = {"cross_modal_gated_attention": 0.9, "shallow": 0.85, "late": 0.8, "tfidf_logreg": 0.7, "text_only": 0.65,
@@ -47,13 +46,14 @@ def headline_page(tmp_path_factory) -> Path:
     return run / HTML_PAGE
 
 
-def _artifacts() -> Path:
-    folder = Path(os.environ.get("CI_ARTIFACTS") or ROOT / "results" / "ci-artifacts")
+def _artifacts(tmp_path: Path) -> Path:
+    """$CI_ARTIFACTS (.ci/run sets it to results/ci-artifacts/), else the test's own folder."""
+    folder = Path(os.environ["CI_ARTIFACTS"]) if os.environ.get("CI_ARTIFACTS") else tmp_path
     folder.mkdir(parents=True, exist_ok=True)
     return folder
 
 
-def test_leaderboard_page_loads_cleanly_and_its_main_table_fits_1400_px(headline_page):
+def test_leaderboard_page_loads_cleanly_and_its_main_table_fits_1400_px(headline_page, tmp_path):
     browser_path = _browser()
     sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright is in the test extra: "
                                                                  "pip install -e '.[test]'")
@@ -71,7 +71,7 @@ def test_leaderboard_page_loads_cleanly_and_its_main_table_fits_1400_px(headline
             page_width = page.evaluate("document.documentElement.scrollWidth")
             headers = page.eval_on_selector_all(f"#{MAIN_TABLE_ID} th", "cells => cells.map(c => c.innerText)")
             images = page.eval_on_selector_all("img", "imgs => imgs.map(i => i.complete && i.naturalWidth > 0)")
-            page.screenshot(path=str(_artifacts() / "leaderboard.png"), full_page=True)
+            page.screenshot(path=str(_artifacts(tmp_path) / "leaderboard.png"), full_page=True)
         finally:
             browser.close()
     assert failed_requests == [] and errors == []

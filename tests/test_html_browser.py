@@ -25,12 +25,16 @@ FUSIONS = {"cross_modal_gated_attention": 0.9, "shallow": 0.85, "late": 0.8, "tf
 REFERENCE = {name: {"macro_f1_B": 0.729, "macro_f1_A": 0.74, "macro_f1_M": 0.815} for name in FUSIONS}
 
 
-def _browser() -> str:
+@pytest.fixture(scope="module")
+def browser():
+    """The system Chromium and Playwright's sync API, checked before any page is built."""
     path = shutil.which("chromium") or shutil.which("chromium-browser")
     if path is None:
         pytest.skip("Debian's chromium package is not installed (.ci/run installs it with apt-get where apt "
                     "can reach Debian's packages)")
-    return path
+    sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright is in the test extra: "
+                                                                 "pip install -e '.[test]'")
+    return path, sync_api
 
 
 @pytest.fixture(scope="module")
@@ -53,16 +57,14 @@ def _artifacts(tmp_path: Path) -> Path:
     return folder
 
 
-def test_leaderboard_page_loads_cleanly_and_its_main_table_fits_1400_px(headline_page, tmp_path):
-    browser_path = _browser()
-    sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright is in the test extra: "
-                                                                 "pip install -e '.[test]'")
+def test_leaderboard_page_loads_cleanly_and_its_main_table_fits_1400_px(browser, headline_page, tmp_path):
+    browser_path, sync_api = browser
     failed_requests, errors = [], []
     with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=browser_path, headless=True,
-                                             args=["--no-sandbox", "--disable-gpu"])
+        chromium = playwright.chromium.launch(executable_path=browser_path, headless=True,
+                                              args=["--no-sandbox", "--disable-gpu"])
         try:
-            page = browser.new_page(viewport={"width": WINDOW, "height": 900})
+            page = chromium.new_page(viewport={"width": WINDOW, "height": 900})
             page.on("requestfailed", lambda request: failed_requests.append(f"{request.url[:80]} {request.failure}"))
             page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
             page.on("pageerror", lambda error: errors.append(str(error)))
@@ -73,7 +75,7 @@ def test_leaderboard_page_loads_cleanly_and_its_main_table_fits_1400_px(headline
             images = page.eval_on_selector_all("img", "imgs => imgs.map(i => i.complete && i.naturalWidth > 0)")
             page.screenshot(path=str(_artifacts(tmp_path) / "leaderboard.png"), full_page=True)
         finally:
-            browser.close()
+            chromium.close()
     assert failed_requests == [] and errors == []
     assert main_width <= WINDOW and page_width <= WINDOW, (main_width, page_width)
     assert "macro_f1" in headers and "≈best" in headers and "fusion" in headers

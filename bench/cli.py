@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -111,7 +112,7 @@ def validate(suite_file, subset, only, show_config):
 @click.option("--only", multiple=True, metavar="AXIS=V1,V2", help="run only trials with these axis values (repeatable)")
 @click.option("--tracker", "trackers", multiple=True, type=click.Choice(TRACKER_NAMES),
               help="also log trials to this tracker (repeatable; adds to the suite's trackers:)")
-@click.option("--quiet", is_flag=True, help="plain lines, one per finished trial, instead of the live view")
+@click.option("--quiet", is_flag=True, help="plain lines (a trial starts, each epoch, a trial ends) instead of the live view")
 def run(suite_file, out, resume, run_dir, rerun_stale, max_concurrent, address, tune_storage, subset, cache_dir, only,
         trackers, quiet):
     """Run a suite's trial matrix with Ray Tune and write rows and a leaderboard."""
@@ -138,9 +139,14 @@ def run(suite_file, out, resume, run_dir, rerun_stale, max_concurrent, address, 
     summary = run_suite(loaded, registry, out=out, resume=resume, run_dir=run_dir, max_concurrent=max_concurrent,
                         address=address, cache_dir=cache, quiet=quiet, trackers=trackers, datasets=datasets,
                         nodes=nodes, tune_storage=tune_storage, rerun_stale=rerun_stale)
-    board = summary.run_dir / "leaderboard.md"
-    if board.exists():
-        click.echo(board.read_text())
+    if (summary.run_dir / "leaderboard.md").exists():
+        import shutil
+
+        from bench.reporting.write import run_summary_table
+
+        # on a terminal (or with $COLUMNS) the table fits its width; a log gets leaderboard.md whole
+        width = shutil.get_terminal_size((0, 0)).columns if sys.stdout.isatty() or "COLUMNS" in os.environ else 0
+        click.echo(run_summary_table(summary.run_dir, summary.rows, width))
     stopped = f", {summary.stopped} stopped by the scheduler" if summary.stopped else ""
     interrupted = (f", {summary.interrupted} interrupted (no row: `bench run --resume` runs them)"
                    if summary.interrupted else "")

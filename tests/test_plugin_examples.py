@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 
 import pluggy
+import torch
 import pytest
 
 from bench import hookspecs
@@ -109,3 +110,70 @@ def test_the_dataset_example_reports_bad_lines(with_examples, tmp_path):
     with pytest.raises(BenchError) as err:
         reg.create("dataset", "jsonl", {"path": str(bad)}, BuildContext(), field="trial.dataset")
     assert err.value.file == str(bad) and err.value.field == "line 2"
+
+
+class _CharCodes(torch.nn.Module):
+    """A text encoder written as the docs describe: a variable-width preprocess output under a name
+    of its own (`char_ids`, as wide as the longest title of each batch) and a report() of its own."""
+
+    modality = "text"
+    frozen = False
+
+    def __init__(self, opts, ctx=None):
+        super().__init__()
+        self.dim = 16
+        self.embed = torch.nn.Embedding(128, self.dim, padding_idx=0)
+        self.longest = 0
+
+    def preprocess(self, records):
+        codes = [[min(ord(c), 127) or 1 for c in r["title"]][:200] or [1] for r in records]
+        width = max(map(len, codes))
+        return {"char_ids": torch.tensor([c + [0] * (width - len(c)) for c in codes], dtype=torch.long)}
+
+    def preprocess_fingerprint(self):
+        return {"char_codes": 1}
+
+    def forward(self, inputs):
+        from bench.interfaces import EncoderOutput
+
+        ids = inputs["char_ids"]
+        self.longest = max(self.longest, int(ids.shape[1]))
+        mask = ids > 0
+        sequence = self.embed(ids)
+        pooled = (sequence * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True).clamp(min=1)
+        return EncoderOutput(sequence=sequence, mask=mask, pooled=pooled)
+
+    def report(self):
+        return {"char_codes_longest": self.longest}
+
+
+def test_a_variable_width_preprocess_output_is_padded_and_every_encoder_reports(registry, write_suite, tmp_path):
+    """Cached inputs of an encoder whose `char_ids` width varies from batch to batch are padded (not
+    a torch size mismatch), and report() of an encoder that is not fitted on train reaches the row."""
+    from bench.interfaces import Encoder
+    from bench.registry import PluginSpec
+
+    encoder_class = type("CharCodes", (_CharCodes, Encoder), {})
+    reg = Registry()
+    for spec in registry.all():
+        reg.add(spec)
+    reg.add(PluginSpec("encoder", "char_codes", "characters as codes", lambda opts, ctx: encoder_class(opts)))
+    trial = tiny_trial(encoders={"text": {"name": "char_codes"}, "image": TINY_IMAGE},
+                       stages=[{"objectives": ["cross_entropy"], "epochs": 1, "batch_size": 16,
+                                "optimizer": {"lr": 1e-3}}], eval={"batch_size": 8})
+    (spec,) = load_suite(write_suite({"name": "chars", "trial": trial}), reg).trials
+    row = run_trial(spec, TrialContext(registry=reg, cache_dir=str(tmp_path / "cache"))).row
+    assert row["status"] == "ok", row["error"] + row.get("traceback", "")
+    assert row["cache_misses"] > 0  # the inputs went through the cache, where batches are stacked
+    assert row["char_codes_longest"] > 8  # report() of an encoder without fit(), after training
+
+
+def test_preprocess_outputs_that_differ_beyond_dim_1_are_refused_by_name():
+    from bench.errors import BenchError
+    from bench.trial.cache import stack_padded
+
+    stacked = stack_padded([{"char_ids": torch.ones(2, 3)}, {"char_ids": torch.ones(1, 5)}], ())
+    assert stacked["char_ids"].shape == (3, 5) and stacked["char_ids"][:2, 3:].eq(0).all()
+    with pytest.raises(BenchError) as err:
+        stack_padded([{"patches": torch.ones(2, 3, 4)}, {"patches": torch.ones(1, 3, 6)}], ())
+    assert "'patches'" in err.value.message and "only dim 1" in err.value.message

@@ -29,13 +29,81 @@ def test_plain_lines_when_the_stream_is_not_a_terminal():
     out = io.StringIO()
     with RunProgress("smoke", 2, stream=out) as progress:
         assert not progress.live_view
-        progress.trial_started("k1")
+        progress.trial_started("k1", "fusion=late seed=0")
+        progress.trial_evaluated("k1", "fusion=late seed=0", {"stage": "train", "epoch": 1.0, "train_loss": 0.81234,
+                                                             "dev_macro_f1": 0.64, "train_samples_per_s": 312.44})
         progress.trial_finished("k1", {"status": "ok", "macro_f1": 0.5, "wall_s": 3.0}, "fusion=late seed=0")
         progress.trial_finished("k2", {"status": "failed", "wall_s": 1.0}, "fusion=film seed=0")
     lines = out.getvalue().splitlines()
-    assert len(lines) == 2 and "\x1b" not in out.getvalue()  # no escape codes in logs
-    assert lines[0].startswith("[1/2] ok     fusion=late seed=0 macro_f1=0.500 (3s;")
-    assert lines[1].startswith("[2/2] failed fusion=film seed=0") and lines[1].endswith("failed 1)")
+    assert len(lines) == 4 and "\x1b" not in out.getvalue()  # no escape codes in logs
+    assert lines[0].startswith("[0/2] start  fusion=late seed=0 (1 running; elapsed ")
+    assert lines[1] == ("[0/2] epoch  fusion=late seed=0: epoch 1 · loss 0.8123 · dev_macro_f1 0.640 · "
+                        "312.4 samples/s")
+    assert lines[2].startswith("[1/2] ok     fusion=late seed=0 macro_f1=0.500 (3s;")
+    assert lines[3].startswith("[2/2] failed fusion=film seed=0") and lines[3].endswith("failed 1)")
+
+
+def test_epoch_lines_name_a_stage_other_than_train_and_the_dev_metric_there_is():
+    from bench.reporting.progress import evaluation_line
+
+    state = RunState(total=3)
+    line = evaluation_line(state, "objective=simcse", {"stage": "adapt", "epoch": 0.5, "train_loss": 2.0})
+    assert line == "[0/3] epoch  objective=simcse: stage adapt epoch 0.5 · loss 2.0000"
+    pairs = evaluation_line(state, "fusion=late", {"epoch": 2.0, "train_loss": 0.3, "dev_pair_ap": 0.812})
+    assert pairs.endswith("epoch 2 · loss 0.3000 · dev_pair_ap 0.812")
+
+
+def test_pair_matching_trials_show_their_metric_when_they_end():
+    from bench.reporting.progress import trial_line
+
+    state = RunState(total=1, done=1)
+    line = trial_line(state, {"status": "ok", "pair_f1": 0.71, "pair_ap": 0.8, "wall_s": 5.0}, "fusion=late seed=0")
+    assert "pair_f1=0.710" in line
+    no_match = trial_line(state, {"status": "ok", "pair_f1": None, "pair_ap": 0.8, "wall_s": 5.0}, "seed=0")
+    assert "pair_ap=0.800" in no_match
+
+
+def test_progress_goes_to_stdout_when_stdout_is_a_file(tmp_path, monkeypatch):
+    import sys
+
+    from bench.reporting.progress import default_stream
+
+    with open(tmp_path / "log.txt", "w") as log:
+        monkeypatch.setattr(sys, "stdout", log)
+        assert default_stream() is log
+        assert not RunProgress("smoke", 1).live_view
+
+
+def test_a_run_writing_to_a_log_shows_each_trial_start_and_epoch_as_it_happens(tmp_path):
+    """`bench run ... > log.txt`: the start line is in the file while the trial still runs, then a
+    line per epoch, then the end line (read from the file as it grows, not after the run)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    log = tmp_path / "log.txt"
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "bench.cli", "run", root / "suites" / "smoke.yaml", "--out",
+                                 tmp_path / "out", "--only", "fusion=text_only"], stdout=out,
+                                stderr=subprocess.PIPE, text=True, env=dict(os.environ))
+        seen_start_alone = False
+        deadline = time.monotonic() + 600
+        while proc.poll() is None and time.monotonic() < deadline:
+            text = log.read_text()
+            if "start  fusion=text_only seed=0" in text and "] ok " not in text:
+                seen_start_alone = True
+            time.sleep(0.1)
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err[-3000:]
+    lines = [l for l in log.read_text().splitlines() if l.startswith("[")]
+    assert seen_start_alone  # the start line was written while the trial was running
+    assert lines[0].startswith("[0/1] start  fusion=text_only seed=0")
+    epochs = [l for l in lines if " epoch  " in l]
+    assert len(epochs) == 2 and re.search(r"epoch 1 · loss \d\.\d{4} · dev_macro_f1 \d\.\d{3} · [\d.]+ samples/s",
+                                          epochs[0])
+    assert lines[-1].startswith("[1/1] ok     fusion=text_only seed=0 macro_f1=")
 
 
 def test_live_view_shows_counts_best_row_and_finished_trials():

@@ -347,3 +347,55 @@ def test_leaderboard_names_are_checked_against_axes_and_metrics(tmp_path, regist
         with pytest.raises(BenchError) as info:
             load_suite(suite_with(board), registry)
         assert info.value.field == field
+
+
+FINETUNE = {"name": "finetune", "objectives": ["cross_entropy"], "epochs": 3, "batch_size": 16,
+            "optimizer": {"lr": 0.002, "head_lr": 0.01}}
+
+
+def _stages(spec) -> list[tuple]:
+    return [(s["name"], s["epochs"], s["batch_size"], s["optimizer"]["lr"], s["optimizer"]["head_lr"])
+            for s in spec.config["stages"]]
+
+
+def test_a_matrix_stage_list_merges_into_the_trial_stages_by_name(write_suite, registry):
+    """A named value's `stages:` decides which stages run, in its order; a stage named like one of
+    the trial's keeps every field the value leaves out (epochs, lr); a new name is taken as written."""
+    suite = write_suite(_suite(trial=tiny_trial(stages=[FINETUNE]), matrix={"method": {
+        "plain": {},
+        "adapted": {"stages": [{"name": "adapt", "objectives": ["cross_entropy"], "epochs": 1},
+                               {"name": "finetune", "batch_size": 8}]}}}))
+    trials = {t.axes["method"]: t for t in load_suite(suite, registry).trials}
+    assert _stages(trials["plain"]) == [("finetune", 3.0, 16, 0.002, 0.01)]
+    adapt, finetune = _stages(trials["adapted"])
+    assert finetune == ("finetune", 3.0, 8, 0.002, 0.01)  # only batch_size changed
+    assert adapt[:3] == ("adapt", 1.0, 32) and adapt[3] != 0.002  # a new stage: its own defaults
+
+
+def test_a_stages_axis_of_lists_merges_by_name_too(write_suite, registry):
+    suite = write_suite(_suite(trial=tiny_trial(stages=[FINETUNE]),
+                               matrix={"stages": [[{"name": "finetune", "epochs": 1}], [{"name": "finetune"}]]}))
+    epochs = sorted(_stages(t)[0][1:] for t in load_suite(suite, registry).trials)
+    assert epochs == [(1.0, 16, 0.002, 0.01), (3.0, 16, 0.002, 0.01)]
+
+
+@pytest.mark.parametrize("matrix, field, trial_field", [
+    ({"method": {"fine": {}, "bad": {"stages": [{"name": "finetune", "epochs": -1}]}}},
+     "matrix.method.bad.stages[0].epochs", "trial.stages[0].epochs"),
+    ({"fusion": ["text_only", {"name": "shallow", "options": {"hiden": 3}}]}, "matrix.fusion[1].options",
+     "trial.fusion.options"),
+    ({"stages.0.optimizer.lr": [0.1, -1.0]}, "matrix.stages.0.optimizer.lr[1]", "trial.stages[0].optimizer.lr"),
+])
+def test_an_error_inside_a_matrix_entry_names_the_entry(write_suite, registry, matrix, field, trial_field):
+    suite = write_suite(_suite(trial=tiny_trial(stages=[FINETUNE]), matrix=matrix))
+    with pytest.raises(BenchError) as err:
+        load_suite(suite, registry)
+    assert err.value.field == field and err.value.file == str(suite)
+    assert trial_field in err.value.message and "(in the trial " in err.value.message
+
+
+def test_an_error_in_the_trial_itself_still_names_the_trial_field(write_suite, registry):
+    trial = tiny_trial(stages=[FINETUNE], fusion={"name": "shallow", "options": {"hiden": 3}})
+    with pytest.raises(BenchError) as err:
+        load_suite(write_suite(_suite(trial=trial, matrix={"seed": [0, 1]})), registry)
+    assert err.value.field == "trial.fusion.options"

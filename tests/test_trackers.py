@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 import importlib.util
-import struct
+import os
+import re
 from pathlib import Path
 
-import polars as pl
 import pytest
 
 from bench.errors import BenchError
@@ -13,7 +13,9 @@ from bench.running.runner import run_suite
 from bench.config.schema import TrackerRef
 from bench.config.suite import load_suite
 from bench.reporting.trackers import TRACKER_NAMES, TRACKERS, resolve_trackers
-from conftest import invoke_bench, tiny_trial
+import yaml
+
+from conftest import tiny_trial
 
 
 def test_every_tracker_name_the_suite_accepts_has_an_implementation():
@@ -48,45 +50,76 @@ def test_missing_tracker_package_fails_before_the_run_starts(write_suite, regist
     assert not (tmp_path / "out" / "needs_wandb").exists()  # checked before a run folder is made
 
 
-def _tensorboard_scalars(folder: Path) -> dict[str, float]:
-    """Last value of every scalar in the TensorBoard event files under ``folder`` (TFRecord framing)."""
-    from tensorboardX.proto import event_pb2
+def _tensorboard_runs(folder: Path) -> dict[str, dict]:
+    """Each TensorBoard run folder read back through TensorBoard's own reader: last value of every
+    scalar, every scalar series, the hparams of its session and how the session ended."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
 
     out = {}
-    for f in folder.rglob("events.out.tfevents.*"):
-        data, pos = f.read_bytes(), 0
-        while pos + 12 <= len(data):
-            (length,) = struct.unpack("<Q", data[pos:pos + 8])
-            event = event_pb2.Event.FromString(data[pos + 12:pos + 12 + length])
-            pos += 12 + length + 4
-            for v in event.summary.value:
-                if v.HasField("simple_value"):
-                    out[v.tag] = v.simple_value
+    for run in sorted(p for p in folder.iterdir() if p.is_dir()):
+        events = EventAccumulator(str(run), size_guidance={"scalars": 0, "tensors": 0})
+        events.Reload()
+        scalars = {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+        hparams, status = {}, None
+        for tag, content in events.PluginTagToContent("hparams").items():
+            data = plugin_data_pb2.HParamsPluginData.FromString(content)
+            if data.HasField("session_start_info"):
+                for name, value in data.session_start_info.hparams.items():
+                    hparams[name] = getattr(value, value.WhichOneof("kind"))
+            if data.HasField("session_end_info"):
+                status = data.session_end_info.status
+        texts = {tag: events.Tensors(tag)[0].tensor_proto.string_val[0].decode() for tag in events.Tags()["tensors"]
+                 if tag.endswith("text_summary")}
+        out[run.name] = {"scalars": scalars, "hparams": hparams, "status": status, "texts": texts}
     return out
 
 
-def test_a_real_run_feeds_tensorboard_and_mlflow_and_leaves_reports(write_suite, tmp_path, monkeypatch, ray_session):
+LRS = [0.001, 0.003, 1.0e+30]  # the last makes the loss overflow: a trial that fails at run time
+
+
+@pytest.fixture(scope="module")
+def tracked_run(tmp_path_factory, registry, ray_session):
+    """One real run with both trackers: two trials that finish and one that fails (Ray Tune, real files)."""
     pytest.importorskip("tensorboardX")
     pytest.importorskip("mlflow")
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    suite = write_suite({"name": "tracked", "trial": tiny_trial(), "matrix": {"fusion": ["text_only"]},
-                         "trackers": [{"name": "mlflow", "options": {"experiment_name": "tracked-exp"}}]})
-    proc = invoke_bench("run", suite, "--out", tmp_path, "--tracker", "tensorboard", "--quiet")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    (run,) = (tmp_path / "tracked").iterdir()
-    row = pl.read_parquet(run / "trials.parquet").row(0, named=True)
-    assert row["status"] == "ok"
+    tmp = tmp_path_factory.mktemp("tracked")
+    suite = tmp / "suite.yaml"
 
-    scalars = _tensorboard_scalars(run / "tune")
-    assert scalars["ray/tune/accuracy"] == pytest.approx(row["accuracy"], abs=1e-6)
-    assert scalars["ray/tune/macro_f1"] == pytest.approx(row["macro_f1"], abs=1e-6)
+    suite.write_text(yaml.safe_dump({
+        "name": "tracked", "trial": tiny_trial(stages=[{"objectives": ["cross_entropy"], "epochs": 2,
+                                                        "batch_size": 16, "optimizer": {"lr": 1e-3}}]),
+        "matrix": {"fusion": ["text_only"], "stages.0.optimizer.lr": LRS},
+        "trackers": [{"name": "mlflow", "options": {"experiment_name": "tracked-exp"}}]}))
+    old = os.environ.pop("MLFLOW_TRACKING_URI", None)
+    try:
+        summary = run_suite(load_suite(suite, registry), registry, out=tmp / "out", quiet=True,
+                            trackers=("tensorboard",))
+    finally:
+        if old is not None:
+            os.environ["MLFLOW_TRACKING_URI"] = old
+    return summary
 
+
+def test_mlflow_runs_have_names_full_params_curves_config_and_failures(tracked_run):
     from mlflow import MlflowClient
 
+    run = tracked_run.run_dir
+    rows = {r["stages.0.optimizer.lr"]: r for r in tracked_run.rows.iter_rows(named=True)}
+    assert [rows[lr]["status"] for lr in LRS] == ["ok", "ok", "failed"]
     client = MlflowClient(tracking_uri=f"sqlite:///{run / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("tracked-exp")
     assert experiment is not None and experiment.artifact_location.startswith(run.resolve().as_uri())
-    (logged,) = client.search_runs([experiment.experiment_id])
+
+    (logged,) = client.search_runs([experiment.experiment_id],
+                                   "params.lr = '0.003' and params.fusion = 'text_only'")
+    row = rows[0.003]
+    assert logged.info.run_name == "tracked fusion=text_only stages.0.optimizer.lr=0.003 seed=0"
+    assert logged.info.status == "FINISHED"
+    params = logged.data.params
+    assert params["trial_key"] == row["trial_key"] and params["epochs"] == "2.0" and params["batch_size"] == "16"
+    assert params["stages.0.optimizer.lr"] == "0.003" and params["encoders.text.options.max_length"] == "16"
+    assert "eval.batch_size" in params and "selection.metric" in params  # defaults of the resolved config too
     assert logged.data.metrics["accuracy"] == pytest.approx(row["accuracy"])
     if row.get("ndcg@10") is not None:  # MLflow refuses '@' in names
         assert logged.data.metrics["ndcg_at_10"] == pytest.approx(row["ndcg@10"])
@@ -94,10 +127,74 @@ def test_a_real_run_feeds_tensorboard_and_mlflow_and_leaves_reports(write_suite,
     assert logged.info.status == "FINISHED"
     assert "macro_f1" in logged.data.tags["metrics.higher_is_better"].split(", ")  # from the metric registry
     assert "wall_s" in logged.data.tags["metrics.lower_is_better"].split(", ")
+    curve = client.get_metric_history(logged.info.run_id, "dev_macro_f1")
+    assert len(curve) == 2 and [m.step for m in curve] == [1, 2]  # one point per epoch
+    config = yaml.safe_load((Path(client.download_artifacts(logged.info.run_id, "config.yaml", str(run)))).read_text())
+    assert config["stages"][0]["optimizer"]["lr"] == 0.003 and config["fusion"] == {"name": "text_only",
+                                                                                    "options": {}}
 
-    # the end of every run: leaderboard.md, leaderboard.html and the plots beside them
+    (failed,) = client.search_runs([experiment.experiment_id], "params.lr = '1e+30'")
+    assert failed.info.status == "FAILED"
+    assert failed.data.tags["error"] == rows[1.0e+30]["error"] and "loss became" in failed.data.tags["error"]
+    assert len(client.search_runs([experiment.experiment_id])) == 3
+
+
+def test_tensorboard_runs_are_named_by_axes_and_carry_hparams_curves_and_status(tracked_run):
+    pytest.importorskip("tensorboard", reason="TensorBoard's reader comes with the tensorboard package "
+                                              "(pip install 'mic-bench[trackers]')")
+    from tensorboard.plugins.hparams import api_pb2
+
+    rows = {r["stages.0.optimizer.lr"]: r for r in tracked_run.rows.iter_rows(named=True)}
+    runs = _tensorboard_runs(tracked_run.run_dir / "tensorboard")
+    assert sorted(runs) == sorted(f"fusion=text_only_stages.0.optimizer.lr={lr}_seed=0" for lr in LRS)
+    ok = runs["fusion=text_only_stages.0.optimizer.lr=0.001_seed=0"]
+    row = rows[0.001]
+    assert ok["hparams"]["lr"] == 0.001 and ok["hparams"]["fusion"] == "text_only"
+    assert ok["hparams"]["trial_key"] == row["trial_key"] and ok["hparams"]["status"] == "ok"
+    assert ok["status"] == api_pb2.STATUS_SUCCESS
+    assert ok["scalars"]["final/accuracy"][-1][1] == pytest.approx(row["accuracy"], abs=1e-6)
+    assert [step for step, _ in ok["scalars"]["epoch/dev_macro_f1"]] == [1, 2]
+    assert "optimizer" in ok["texts"]["config/text_summary"]
+    failed = runs["fusion=text_only_stages.0.optimizer.lr=1e+30_seed=0"]
+    assert failed["status"] == api_pb2.STATUS_FAILURE and failed["hparams"]["status"] == "failed"
+    assert "loss became" in failed["texts"]["error/text_summary"]
+    assert (tracked_run.run_dir / "tensorboard" / "fusion=text_only_stages.0.optimizer.lr=0.001_seed=0"
+            / "config.yaml").exists()
+
+
+def test_a_run_with_trackers_leaves_its_reports(tracked_run):
+    run = tracked_run.run_dir
     assert (run / "leaderboard.md").read_text().startswith("# tracked leaderboard")
     assert "data:image/png;base64," in (run / "leaderboard.html").read_text()
     assert sorted(p.name for p in (run / "plots").glob("*.png"))
     # the trial's own output went to files in its folder, not the terminal
     assert list((run / "tune").rglob("stderr"))
+
+
+def test_the_trackers_extra_installs_every_tracker_the_docs_name():
+    import tomllib
+
+    extra = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())[
+        "project"]["optional-dependencies"]["trackers"]
+    names = {re.split(r"[<>=!~\[ ]", req)[0].lower() for req in extra}
+    assert {"mlflow", "tensorboardx", "tensorboard"} <= names  # tensorboard: the `tensorboard --logdir` viewer
+
+
+def test_a_tracker_that_cannot_open_its_store_is_logged_once_and_the_run_goes_on(tmp_path, caplog):
+    pytest.importorskip("mlflow")
+    from types import SimpleNamespace
+
+    from bench.reporting.trackers import TrackerContext
+
+    (tmp_path / "a file").write_text("")  # a store inside a file: it cannot be made
+    (tracker,) = resolve_trackers([TrackerRef(name="mlflow", options={
+        "tracking_uri": f"sqlite:///{tmp_path / 'a file' / 'mlflow.db'}"})])
+    callback = tracker.callback(TrackerContext(tmp_path, "s", {}))
+    trial = SimpleNamespace(config={"trial_key": "k"}, local_path=None)
+    with caplog.at_level("WARNING"):
+        callback.setup()  # the store cannot be opened: no exception reaches Tune
+        callback.log_trial_start(trial)
+        callback.log_trial_result(1, trial, {"curve_point": True, "train_loss": 1.0, "training_iteration": 1})
+        callback.log_trial_end(trial, failed=False)
+    warnings = [r for r in caplog.records if "tracker MLflowTracker failed" in r.getMessage()]
+    assert len(warnings) == 1 and "the run goes on without it" in warnings[0].getMessage()

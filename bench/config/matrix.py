@@ -5,6 +5,7 @@ import copy
 import hashlib
 import itertools
 import json
+import re
 from typing import Any
 
 from bench.errors import BenchError
@@ -36,11 +37,32 @@ def deep_merge(base: Any, override: Any) -> Any:
     return copy.deepcopy(override)
 
 
+DEFAULT_STAGE_NAME = "train"  # bench.config.schema.StageConfig.name
+
+
+def merge_stages(base: Any, override: Any) -> Any:
+    """A matrix value's `stages:` list over the trial's, by stage name: the value's list decides
+    which stages run and in what order; a stage named like one of the trial's (an unnamed stage is
+    "train") is deep-merged over it, so fields it leaves out (epochs, optimizer.lr ...) keep the
+    trial's values; a stage with a new name is taken as written."""
+    if not (isinstance(base, list) and isinstance(override, list)):
+        return copy.deepcopy(override)
+    by_name = {s.get("name", DEFAULT_STAGE_NAME): s for s in base if isinstance(s, dict)}
+    out = []
+    for stage in override:
+        name = stage.get("name", DEFAULT_STAGE_NAME) if isinstance(stage, dict) else None
+        out.append(deep_merge(by_name[name], stage) if name in by_name else copy.deepcopy(stage))
+    return out
+
+
 def merge_named_value(config: dict, override: dict) -> dict:
     """A named axis value deep-merged into the trial, except that a plugin slot (dataset, fusion,
     encoders.<modality>) it gives by name, as `late` or {name: late, options: {...}}, replaces the
-    trial's slot whole: options of the trial's plugin never carry into the value's plugin."""
+    trial's slot whole: options of the trial's plugin never carry into the value's plugin; and
+    `stages:` merges stage by stage, by name (``merge_stages``)."""
     merged = deep_merge(config, override)
+    if "stages" in override:
+        merged["stages"] = merge_stages(config.get("stages"), override["stages"])
     slots = [("dataset",), ("fusion",)] + [("encoders", m) for m in (override.get("encoders") or {})
                                              if isinstance(override.get("encoders"), dict)]
     for path in slots:
@@ -93,7 +115,7 @@ def set_path(config: dict, path: str, value: Any, *, file: str, axis: str) -> No
                              field=field, fix=f"set '{where}' itself, or point the axis at a mapping or list")
         if last:
             _refuse_yes_no_for_number(node.get(part), value, path, file=file, field=field)
-            node[part] = copy.deepcopy(value)
+            node[part] = merge_stages(node.get(part), value) if path == "stages" else copy.deepcopy(value)
             continue
         child = node.get(part)
         if child is None:
@@ -271,3 +293,56 @@ def sample_search(search) -> list[dict[str, Any]]:
 
 def trial_key(config: dict) -> str:
     return hashlib.sha1(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+# ---- which matrix entry set which part of a trial: errors inside a trial name the entry ----------
+
+Origin = tuple[tuple[str, ...], str]  # (trial config path, the matrix field that set it)
+_PATH_PART = re.compile(r"\[(\d+)\]|\.?([^.\[\]]+)")
+_TRIAL_PATH = re.compile(r"trial((?:\.[A-Za-z0-9_@-]+|\[\d+\])+)")
+
+
+def path_parts(path: str) -> tuple[str, ...]:
+    """'stages[0].optimizer.lr' or 'stages.0.optimizer.lr' -> ('stages', '0', 'optimizer', 'lr')."""
+    return tuple(index or name for index, name in _PATH_PART.findall(path))
+
+
+def entry_origins(axis: str, values: list | dict, label: Any, index: int, value: Any) -> list[Origin]:
+    """The trial config paths one matrix entry sets, each with the field that names the entry:
+    a named value's own fields (`matrix.method.simcse.stages[0]`), a plugin value's slot
+    (`matrix.fusion[1]`), a value or dotted-path axis's path (`matrix.stages.0.optimizer.lr[2]`)."""
+    if isinstance(values, dict):
+        base = f"matrix.{axis}.{label}"
+        return [(path_parts(leaf), f"{base}.{leaf}") for leaf in _leaf_paths(value)]
+    if axis in PLUGIN_AXES:
+        return [(path_parts(PLUGIN_AXES[axis]), f"matrix.{axis}[{index}]")]
+    return [(path_parts(AXIS_PATHS.get(axis, axis)), f"matrix.{axis}[{index}]")]
+
+
+def _leaf_paths(value: Any, prefix: str = "") -> list[str]:
+    """Every path a named value sets: into mappings by key, into lists by index."""
+    if isinstance(value, dict) and value:
+        return [p for k, v in value.items() for p in _leaf_paths(v, f"{prefix}.{k}" if prefix else str(k))]
+    if isinstance(value, list) and value and prefix:
+        return [p for i, v in enumerate(value) for p in _leaf_paths(v, f"{prefix}[{i}]")] or [prefix]
+    return [prefix] if prefix else []
+
+
+def blame_matrix_entry(exc: BenchError, origins: list[Origin], where: str) -> BenchError:
+    """The error of one expanded trial, pointed at the matrix entry that set the field it is about
+    (the deepest entry that set that field or a field above it); unchanged when no entry set it."""
+    found = _TRIAL_PATH.search(exc.field or "") or _TRIAL_PATH.search(exc.message)
+    if not found:
+        return exc
+    parts = path_parts(found.group(1))
+    best = max(((len(p), p, f) for p, f in origins if parts[:len(p)] == p or p[:len(parts)] == parts),
+               default=None)
+    if best is None:
+        return exc
+    _, prefix, entry = best
+    rest = parts[len(prefix):]
+    field = entry + "".join(f"[{p}]" if p.isdigit() else f".{p}" for p in rest)
+    message = exc.message if found.group(0) in exc.message else f"{found.group(0)}: {exc.message}"
+    if where and f"(in the trial {where})" not in message:
+        message += f" (in the trial {where})"
+    return BenchError(message, file=exc.file, field=field, fix=exc.fix)

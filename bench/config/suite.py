@@ -9,9 +9,9 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from bench.config.matrix import (AXIS_PATHS, PLUGIN_AXES, axis_values, check_axes, check_search, count_trials,
-                                 merge_named_value, sample_search, set_path, trial_key)
 from bench.config.data_paths import check_data_paths
+from bench.config.matrix import (AXIS_PATHS, PLUGIN_AXES, axis_values, blame_matrix_entry, check_axes, check_search,
+                                 count_trials, entry_origins, merge_named_value, sample_search, set_path, trial_key)
 from bench.config.schema import LoadedSuite, Ref, Suite, TrialConfig, TrialSpec
 from bench.config.validation import check_leaderboard, describe_validation_error
 from bench.config.yaml_files import read_with_includes
@@ -56,15 +56,17 @@ def load_suite(path: str | Path, registry=None, subset: int | None = None) -> Lo
     check_search(suite.search, file)
     count_trials(suite.matrix, suite.search, file)
     axes = list(suite.matrix.items())
-    combos = itertools.product(*[axis_values(a, v, file) for a, v in axes]) if axes else [()]
+    # each value with its position on its axis: an error inside a trial names the matrix entry
+    combos = itertools.product(*[list(enumerate(axis_values(a, v, file))) for a, v in axes]) if axes else [()]
     hyper_sets = sample_search(suite.search)
     trials: list[TrialSpec] = []
     for combo in combos:
         for hyper in hyper_sets:
             config = copy.deepcopy(suite.trial)
-            labels = {}
-            for (axis, _), (label, value) in zip(axes, combo):
+            labels, origins = {}, []
+            for (axis, _), (index, (label, value)) in zip(axes, combo):
                 labels[axis] = label
+                origins += entry_origins(axis, suite.matrix[axis], label, index, value)
                 if isinstance(suite.matrix[axis], dict):
                     if not isinstance(value, dict):
                         raise BenchError(f"value '{label}' must be a mapping of trial fields to override",
@@ -79,7 +81,7 @@ def load_suite(path: str | Path, registry=None, subset: int | None = None) -> Lo
                 set_path(config, name, value, file=file, axis=name)
             if subset is not None:
                 config["subset"] = subset
-            spec = _validate_trial(config, file, labels, registry)
+            spec = _validate_trial(config, file, labels, registry, origins)
             trials.append(TrialSpec(trial_key(spec), labels, hyper, spec))
     seen: dict[str, TrialSpec] = {}
     for t in trials:
@@ -92,18 +94,25 @@ def load_suite(path: str | Path, registry=None, subset: int | None = None) -> Lo
     return LoadedSuite(path=path, suite=suite, trials=trials, text_hash=text_hash, raw=raw)
 
 
-def _validate_trial(config: dict, file: str, labels: dict, registry) -> dict:
+def _validate_trial(config: dict, file: str, labels: dict, registry, origins: list | None = None) -> dict:
+    """The trial's config validated; an error about a field a matrix entry set names that entry."""
     where = " ".join(f"{k}={v}" for k, v in labels.items())
     try:
-        trial = TrialConfig.model_validate(config)
-    except ValidationError as exc:
-        suffix = f" (in the trial {where})" if where else ""
-        raise BenchError(describe_validation_error(exc, TrialConfig, prefix="trial") + suffix, file=file,
-                         fix="see docs/suites.md for every field and its allowed values") from None
-    if registry is not None:
-        check_plugins(trial, registry, file)
-    from bench.config.trial_checks import check_trial  # cross-field checks (ssl labels, image-text matching)
-    check_trial(trial, registry, file, where)
+        try:
+            trial = TrialConfig.model_validate(config)
+        except ValidationError as exc:
+            suffix = f" (in the trial {where})" if where else ""
+            raise BenchError(describe_validation_error(exc, TrialConfig, prefix="trial") + suffix, file=file,
+                             fix="see docs/suites.md for every field and its allowed values") from None
+        if registry is not None:
+            check_plugins(trial, registry, file)
+        from bench.config.trial_checks import check_trial  # cross-field checks (ssl labels, image-text matching)
+        check_trial(trial, registry, file, where)
+    except BenchError as exc:
+        blamed = blame_matrix_entry(exc, origins or [], where)
+        if blamed is exc:
+            raise
+        raise blamed from None
     if registry is not None:  # the data is there and readable (not loaded): after the suite's own rules
         options = registry.get("dataset", trial.dataset.name).parse_options(trial.dataset.options, file=file)
         check_data_paths(options, file=file, field="trial.dataset.options")

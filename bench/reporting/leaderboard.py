@@ -1,14 +1,12 @@
 """Leaderboards: a pure function of stored rows (group by axes, mean and spread over seeds, rank)."""
 from __future__ import annotations
 
-import html as html_lib
 import math
 import re
 from dataclasses import dataclass, field
 from itertools import chain
 
 import polars as pl
-from tabulate import tabulate
 
 from bench.errors import BenchError
 from bench.metrics import registry
@@ -557,42 +555,10 @@ def render_csv(rows: pl.DataFrame, spec: LeaderboardSpec, predictions: pl.DataFr
 
 def render_html(rows: pl.DataFrame, spec: LeaderboardSpec, images: dict[str, str] | None = None,
                 predictions: pl.DataFrame | None = None) -> str:
-    """One self-contained page (tables, plus plots embedded as data URIs)."""
-    table = leaderboard_table(rows, spec, predictions)
-    headers, body = display_rows(table, spec)
-    notes = ["Quality columns are test-split means ± standard deviation over seeds; cost columns are means.",
-             *selection_note(spec, table), *significance_note(table, spec), *reference_note(spec),
-             *placeholder_note(table)]
-    parts = [f"<h1>{html_lib.escape(spec.title)}</h1>",
-             tabulate(_visible_cells(body), headers=_visible_cells([headers])[0], tablefmt="html",
-                      disable_numparse=True),
-             *[f"<p>{html_lib.escape(n)}</p>" for n in notes]]
-    if spec.pivot:
-        for value, p_headers, p_body in pivot_tables(rows, spec.pivot):
-            if p_body:
-                parts += [f"<h2>{html_lib.escape(value)} by {html_lib.escape(spec.pivot['rows'])} and "
-                          f"{html_lib.escape(spec.pivot['columns'])}</h2>",
-                          tabulate(_visible_cells(p_body), headers=_visible_cells([p_headers])[0], tablefmt="html",
-                                   disable_numparse=True)]
-    failed = failed_trials(rows, spec)
-    if failed:
-        parts += ["<h2>Failed trials</h2><ul>",
-                  *[f"<li><code>{_html(k)}</code> {_html(l)}: {_html(e)}</li>" for k, l, e in failed], "</ul>"]
-    for name, uri in (images or {}).items():
-        parts.append(f'<figure><img alt="{html_lib.escape(name)}" src="{uri}"><figcaption>{html_lib.escape(name)}</figcaption></figure>')
-    style = ("body{font-family:system-ui,sans-serif;margin:2em}table{border-collapse:collapse}"
-             "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}th{background:#f3f3f3}img{max-width:720px}")
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html_lib.escape(spec.title)}</title>"
-            f"<style>{style}</style></head><body>{''.join(parts)}</body></html>\n")
+    """One self-contained page (tables, plus plots embedded as data URIs): bench/reporting/html_page.py."""
+    from bench.reporting.html_page import render_page
 
-
-def _html(text: str) -> str:
-    return html_lib.escape(visible(text))
-
-
-def _visible_cells(body: list[list]) -> list[list]:
-    """Cells of an HTML table with control characters (U+202E, ANSI escapes) written as escapes."""
-    return [[visible(c) if isinstance(c, str) else c for c in row] for row in body]
+    return render_page(rows, spec, images, predictions)
 
 
 def spec_from_suite(suite, title: str | None = None) -> LeaderboardSpec:

@@ -1,8 +1,10 @@
-"""Progress of a suite run: one live view on a terminal, one plain line per finished trial elsewhere.
+"""Progress of a suite run: one live view on a terminal, plain lines in a log.
 
-The live view (rich) shows trials done / running / failed, the current best leaderboard row,
-elapsed time and an ETA, and prints a line per finished trial above itself. When stderr is not
-a terminal (CI logs, pipes) or with --quiet, only the plain lines are written: logs stay greppable.
+The live view (rich, on stderr) shows trials done / running / failed, the current best leaderboard
+row, elapsed time and an ETA, and prints a line per finished trial above itself. When stdout is
+not a terminal (`bench run ... > log.txt`, CI logs, pipes), plain lines go to stdout as things
+happen: one when a trial starts, one per dev evaluation (epoch: loss, dev metric, samples/s) and
+one when it ends. With --quiet on a terminal, the plain lines go to stderr.
 """
 from __future__ import annotations
 
@@ -16,7 +18,10 @@ import polars as pl
 from bench.metrics.registry import quality_columns
 from bench.reporting.leaderboard import LeaderboardSpec, group_label, leaderboard_table, table_groups
 
-HEADLINE = ("macro_f1", "accuracy", "f1")  # then the row's first quality column in registry order (ndcg@k at any k)
+HEADLINE = ("macro_f1", "accuracy", "f1", "pair_f1", "pair_ap")  # then the row's first quality column in registry
+# order (ndcg@k at any k)
+# the dev metric shown per epoch: the first of these a report has (the usual selection metrics first)
+DEV_HEADLINE = tuple(f"dev_{m}" for m in HEADLINE)
 
 
 def _duration(seconds: float) -> str:
@@ -78,6 +83,32 @@ def trial_line(state: RunState, row: dict, label: str) -> str:
     return line
 
 
+def _number(value, digits: int = 3) -> str:
+    return f"{value:.{digits}f}" if isinstance(value, (int, float)) and value == value else "-"
+
+
+def start_line(state: RunState, label: str) -> str:
+    """The plain line for a trial that started."""
+    return f"[{state.done}/{state.total}] start  {label} ({len(state.running)} running; elapsed {state.elapsed:.0f}s)"
+
+
+def evaluation_line(state: RunState, label: str, point: dict) -> str:
+    """The plain line for one dev evaluation of a running trial: (stage,) epoch, mean train loss since
+    the previous evaluation, a dev metric, and the training samples/s since the previous evaluation."""
+    epoch = point.get("epoch")
+    parts = [f"epoch {epoch:g}" if isinstance(epoch, (int, float)) else "epoch ?",
+             f"loss {_number(point.get('train_loss'), 4)}"]
+    if point.get("stage") and point.get("stage") != "train":
+        parts[0] = f"stage {point['stage']} {parts[0]}"
+    candidates = [*DEV_HEADLINE, *(f"dev_{m}" for m in quality_columns([k[4:] for k in point if k.startswith("dev_")]))]
+    dev = next((m for m in candidates if isinstance(point.get(m), (int, float))), None)
+    if dev:
+        parts.append(f"{dev} {_number(point[dev])}")
+    if isinstance(point.get("train_samples_per_s"), (int, float)):
+        parts.append(f"{point['train_samples_per_s']:.1f} samples/s")
+    return f"[{state.done}/{state.total}] epoch  {label}: " + " · ".join(parts)
+
+
 def best_row_text(rows: pl.DataFrame, spec: LeaderboardSpec) -> str:
     """The leaderboard's current first row, e.g. 'fusion=late  macro_f1 0.712 ± 0.010 (2 seeds)'."""
     if rows.is_empty() or "status" not in rows.columns or not (rows["status"] == "ok").any():
@@ -96,6 +127,16 @@ def best_row_text(rows: pl.DataFrame, spec: LeaderboardSpec) -> str:
     return text + f"  ({top['n']} seed{'s' if top['n'] != 1 else ''})"
 
 
+def default_stream() -> TextIO:
+    """stdout when it goes to a file or pipe (the log then has the progress in order with the
+    final table), else stderr (the live view, or --quiet lines, beside the terminal's output)."""
+    stdout = sys.stdout
+    try:
+        return stdout if stdout is not None and not stdout.isatty() else sys.stderr
+    except (AttributeError, ValueError):  # a stream without isatty, or closed
+        return sys.stderr
+
+
 class RunProgress:
     """Feeds a RunState from the runner's callback and shows it (live view or plain lines)."""
 
@@ -105,7 +146,7 @@ class RunProgress:
 
         self.title = title
         self.state = RunState(total=total, kept=kept)
-        self.stream = stream or sys.stderr
+        self.stream = stream or default_stream()
         self.console = Console(file=self.stream, highlight=False, soft_wrap=True, force_terminal=force_terminal)
         self.live_view = not quiet and self.console.is_terminal
         self._live = None
@@ -117,7 +158,7 @@ class RunProgress:
     def __setstate__(self, state: dict) -> None:
         from rich.console import Console
 
-        self.__dict__.update(state, stream=sys.stderr, _live=None)
+        self.__dict__.update(state, stream=default_stream(), _live=None)
         self.console = Console(file=self.stream, highlight=False, soft_wrap=True)
 
     def __enter__(self) -> RunProgress:
@@ -134,8 +175,21 @@ class RunProgress:
             self._live.__exit__(*exc)
             self._live = None
 
-    def trial_started(self, key: str) -> None:
+    def _line(self, line: str) -> None:
+        if self._live is not None:
+            self.console.print(line, markup=False)
+        else:
+            print(line, file=self.stream, flush=True)
+
+    def trial_started(self, key: str, label: str = "") -> None:
         self.state.running.add(key)
+        if self._live is None:  # the live view counts running trials itself
+            self._line(start_line(self.state, label or key))
+
+    def trial_evaluated(self, key: str, label: str, point: dict) -> None:
+        """One dev evaluation (epoch) of a running trial, as it reached the driver through Ray Tune."""
+        if self._live is None:
+            self._line(evaluation_line(self.state, label or key, point))
 
     def trial_finished(self, key: str, row: dict, label: str, best: str = "") -> None:
         state = self.state
@@ -143,11 +197,7 @@ class RunProgress:
         state.done += 1
         state.failed += row.get("status") == "failed"
         state.best = best or state.best
-        line = trial_line(state, row, label)
-        if self._live is not None:
-            self.console.print(line, markup=False)
-        else:
-            print(line, file=self.stream, flush=True)
+        self._line(trial_line(state, row, label))
 
     def __rich__(self):
         """Rebuilt at every refresh, so elapsed time and ETA tick between trial ends."""

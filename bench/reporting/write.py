@@ -130,3 +130,74 @@ def check_columns(rows, run_dir: Path, group_by: list[str], sort: str | None) ->
 
 def _schema(rows: pl.DataFrame | pl.Schema) -> pl.Schema:
     return rows if isinstance(rows, pl.Schema) else rows.schema
+
+
+def terminal_leaderboard(rows: pl.DataFrame, spec: LeaderboardSpec, width: int,
+                         predictions: pl.DataFrame | None = None) -> str:
+    """The leaderboard for a terminal ``width`` characters wide: the markdown table with secondary
+    columns left out, least needed first (reference figures, intervals, cost, quality columns past
+    the page's main table, then its other quality columns), until it fits, and a line naming what was
+    left out. Rank, groups, the sort metric, ≈best and the counts always stay (a table that still
+    does not fit then wraps)."""
+    import textwrap
+
+    from bench.reporting.html_page import split_columns
+    from bench.reporting.leaderboard import (QUALITY, display_columns, failed_lines, leaderboard_table, placeholder_note,
+                                              reference_note, selection_note, significance_note)
+    from bench.reporting.markdown_table import github_table_of_columns
+
+    table = leaderboard_table(rows, spec, predictions)
+    headers, columns = display_columns(table, spec)
+    parts, _ = split_columns(table, spec)
+    droppable = [h for name in ("references", "intervals", "cost") for h in reversed(parts.get(name, ([], []))[0])]
+    droppable += list(reversed(parts.get("metrics", ([], []))[0]))
+    main = parts["main"][0]
+    droppable = [h for h in droppable if h not in main]
+    # then the main table's quality columns but the one it is sorted by (or its first)
+    quality = [h for h in main if h in table.columns and h in set(spec.metrics or QUALITY)]
+    keep = spec.sort if spec.sort in quality else (quality[0] if quality else None)
+    droppable = list(dict.fromkeys(droppable + [h for h in reversed(quality) if h != keep]))
+    shown = list(headers)
+    left_out: list[str] = []
+
+    def render() -> str:
+        kept = [headers.index(h) for h in shown]
+        return github_table_of_columns([headers[i] for i in kept], [columns[i] for i in kept])
+
+    text = render()
+    while droppable and max(map(len, text.splitlines())) > width:
+        left_out.append(droppable.pop(0))
+        shown.remove(left_out[-1])
+        text = render()
+    notes = ["Quality columns are test-split means ± standard deviation over seeds; cost columns are means.",
+             *selection_note(spec)]
+    notes += [n for n in significance_note(table, spec) if not n.startswith("95% CI") or
+              any(h.endswith(" 95% CI") for h in shown)]
+    notes += reference_note(spec) if any(h.endswith(" (reference)") for h in shown) else []
+    notes += placeholder_note(table)
+    if left_out:
+        notes.append(f"Left out to fit {width} columns: {', '.join(reversed(left_out))} "
+                     f"(every column is in leaderboard.md and leaderboard.html).")
+    out = [spec.title, "", text, ""] + [textwrap.fill(n, width=max(width, 40)) for n in notes]
+    if spec.pivot:
+        from bench.reporting.leaderboard import pivot_tables
+        from bench.reporting.markdown_table import github_table
+
+        for value, p_headers, p_body in pivot_tables(rows, spec.pivot):
+            if p_body:
+                out += ["", f"{value} by {spec.pivot['rows']} and {spec.pivot['columns']}:", "",
+                        github_table(p_headers, p_body)]
+    failed = failed_lines(rows, spec)
+    if failed:
+        out += ["", "Failed trials:", *[textwrap.shorten(line, width=max(width, 40), placeholder=" …")
+                                        for line in failed]]
+    return "\n".join(out) + "\n"
+
+
+def run_summary_table(run_dir: str | Path, rows: pl.DataFrame, width: int | None) -> str:
+    """What `bench run` prints at the end: leaderboard.md as written, or, with a terminal width (a
+    terminal, or $COLUMNS), the table fitted to it."""
+    run_dir = Path(run_dir)
+    if not width:
+        return (run_dir / "leaderboard.md").read_text(encoding="utf-8")
+    return terminal_leaderboard(rows, run_leaderboard_spec(run_dir, rows), width, load_predictions(run_dir))

@@ -87,8 +87,9 @@ def _trainable(config: dict, specs: dict[str, dict], cpus: float, gpus: float, c
     outcome.row.update(node_id=ray.get_runtime_context().get_node_id(), node_ip=ray.util.get_node_ip_address(),
                        hostname=socket.gethostname())
     numeric = {k: v for k, v in outcome.row.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-    tune.report({**numeric, "ok": outcome.row["status"] == "ok",
-                 PAYLOAD: pack(outcome.row, outcome.predictions, outcome.curve)})
+    # status and error travel as text too: trackers mark a failed trial FAILED and show why
+    tune.report({**numeric, "ok": outcome.row["status"] == "ok", "status": outcome.row["status"],
+                 "error": outcome.row.get("error") or "", PAYLOAD: pack(outcome.row, outcome.predictions, outcome.curve)})
 
 
 def stopped_row(spec: TrialSpec, points: list[dict[str, Any]], scheduler: str) -> dict[str, Any]:
@@ -130,12 +131,14 @@ def _make_callback(run: RunDir, specs: dict[str, TrialSpec], progress, board: Le
             self.ended: set[str] = set()  # trials that ended (a row written or tried): the others never did
 
         def on_trial_start(self, iteration, trials, trial, **info):
-            progress.trial_started(trial.config["trial_key"])
+            key = trial.config["trial_key"]
+            progress.trial_started(key, specs[key].label())
 
         def on_trial_result(self, iteration, trials, trial, result, **info):
             key = trial.config["trial_key"]
             if result.get(CURVE_POINT):
                 self.points.setdefault(key, []).append(result)
+                progress.trial_evaluated(key, specs[key].label(), result)
             payload = result.pop(PAYLOAD, None)  # Tune lets callbacks edit the result: it never stores the files
             if payload is not None:
                 row, predictions, curve = unpack(payload)
@@ -403,7 +406,7 @@ def _tune(loaded, registry, run: RunDir, pending: list[TrialSpec], specs, kept: 
     from ray import tune
 
     from bench.reporting.progress import RunProgress
-    from bench.reporting.trackers import TrackerContext
+    from bench.reporting.trackers import tracker_context
 
     preflight_ray(loaded, address)  # starts or joins Ray; refuses a trial the cluster cannot hold
     suite = loaded.suite
@@ -416,7 +419,7 @@ def _tune(loaded, registry, run: RunDir, pending: list[TrialSpec], specs, kept: 
     progress = RunProgress(suite.name, len(specs), kept, quiet=quiet)
     scheduler = suite.search.scheduler if suite.search else None
     callback = _make_callback(run, specs, progress, spec_from_suite(suite), prov, scheduler.name if scheduler else None)
-    tracker_ctx = TrackerContext(run.path, suite.name, {t.key: {**t.axes, **t.hyper} for t in pending})
+    tracker_ctx = tracker_context(run.path, suite.name, pending)
     callbacks = [callback, *[t.callback(tracker_ctx) for t in trackers]]
     tuner = tune.Tuner(
         trainable,

@@ -22,13 +22,15 @@ from filelock import FileLock
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from bench.errors import BenchError
 from bench.paths import atomic_path, cache_dir
 
 log = logging.getLogger(__name__)
 PAD_VALUES = {"word_ids": -1}  # everything else pads with 0
 LENGTH_KEYS = ("attention_mask", "cached_mask")
-# Tensors whose dim 1 is a token axis (padded per batch); an encoder's preprocess must use these
-# names for token-aligned outputs for its inputs to be cacheable.
+# Tensors whose dim 1 is a token axis: padded to the longest item when a table is built, and trimmed
+# back to each batch's longest item (by attention_mask / cached_mask) when it is served. Any other
+# output whose dim 1 varies between batches is padded too (with 0) and served at the table's width.
 HALF_DTYPES = (torch.float16, torch.bfloat16)
 TOKEN_AXIS_KEYS = ("input_ids", "attention_mask", "token_type_ids", "word_ids", "cached_sequence", "cached_mask")
 
@@ -95,11 +97,23 @@ def _upcast(tensor: torch.Tensor) -> torch.Tensor:
 
 
 def stack_padded(chunks: list[dict[str, torch.Tensor]], padded: tuple[str, ...]) -> dict[str, torch.Tensor]:
-    """Concatenate batch outputs; tensors named in ``padded`` are padded along dim 1 to the longest."""
+    """Concatenate batch outputs; tensors named in ``padded``, and any other whose dim 1 differs
+    between batches (a variable-width preprocess output), are padded along dim 1 to the longest
+    (``PAD_VALUES``, else 0). Any other difference between batches is an error naming the key."""
     out = {}
     for key in chunks[0]:
+        missing = [i for i, c in enumerate(chunks) if key not in c]
+        if missing:
+            raise BenchError(f"the encoder's preprocess gave '{key}' for some batches and not for others "
+                             f"(missing from batch {missing[0]})", field="trial.encoders",
+                             fix="make preprocess return the same keys for every batch of records")
         parts = [c[key] for c in chunks]
-        if key in padded:
+        if len({p.dim() for p in parts}) > 1 or len({tuple(p.shape[2:]) for p in parts}) > 1:
+            shapes = sorted({tuple(p.shape) for p in parts})
+            raise BenchError(f"the encoder's preprocess output '{key}' has shapes {shapes} in different batches: "
+                             "only dim 1 (a sequence) may vary", field="trial.encoders",
+                             fix=f"pad '{key}' to a fixed size in preprocess, or let only its dim 1 vary")
+        if key in padded or (parts[0].dim() >= 2 and len({p.shape[1] for p in parts}) > 1):
             longest = max(p.shape[1] for p in parts)
             pad = PAD_VALUES.get(key, 0)
             parts = [torch.nn.functional.pad(p, [0, 0] * (p.dim() - 2) + [0, longest - p.shape[1]], value=pad)

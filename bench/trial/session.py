@@ -314,6 +314,8 @@ class TrialRun:
         out.update(self.model.fusion.report())
         out.update({k: round(v, 3) if k == "selection_s" else v for k, v in self.selection.items()})
         out.update(self.fit_report)
+        for encoder in self.model.encoders.values():  # every encoder of the trial, fitted on train or not
+            out.update(encoder.report())
         out.update({
             "train_samples_per_s": round(self.train_samples / self.train_seconds, 2) if self.train_seconds else None,
             "eval_samples_per_s": round(len(test.item_ids) / test.seconds, 2) if test.seconds else None,

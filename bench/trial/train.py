@@ -94,6 +94,7 @@ def run_stage(model: BenchModel, objectives: list[tuple[Objective, float]], load
     step, paused = 0, 0.0
     model.check_training_outputs = True  # the plugins' outputs on the first batch (bench/trial/output_checks.py)
     start = time.perf_counter()
+    interval_samples, interval_start = 0, start  # for each evaluation's training samples/s
     while step < total_steps and not stats.stopped_early:
         for batch in loader:
             if deadline is not None and time.monotonic() > deadline:
@@ -121,6 +122,7 @@ def run_stage(model: BenchModel, objectives: list[tuple[Objective, float]], load
             scaler.update()
             schedule.step()
             stats.samples += len(batch)
+            interval_samples += len(batch)
             stats.steps += 1
             step += 1
             interval.add(loss, parts)
@@ -135,12 +137,16 @@ def run_stage(model: BenchModel, objectives: list[tuple[Objective, float]], load
                 if device.type == "cuda":
                     torch.cuda.synchronize(device)
                 pause = time.perf_counter()
+                rate = round(interval_samples / (pause - interval_start), 2) if pause > interval_start else None
                 stop = on_evaluation({"stage": cfg.name, "epoch": round(step / steps_per_epoch, 4), "step": step,
-                                      "train_loss": mean_loss, **{f"train_{k}": v for k, v in mean_parts.items()}})
+                                      "train_loss": mean_loss, **{f"train_{k}": v for k, v in mean_parts.items()},
+                                      "train_samples_per_s": rate})
                 model.train()
                 for o in modules:
                     o.train()
-                paused += time.perf_counter() - pause
+                interval_start = time.perf_counter()
+                interval_samples = 0
+                paused += interval_start - pause
                 if stop and step < total_steps:
                     stats.stopped_early = True
             if step >= total_steps or stats.stopped_early:

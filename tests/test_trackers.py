@@ -75,7 +75,12 @@ def _tensorboard_runs(folder: Path) -> dict[str, dict]:
     return out
 
 
-LRS = [0.001, 0.003, 1.0e+30]  # the last makes the loss overflow: a trial that fails at run time
+# One named axis: two trials that finish and one whose time budget (60 microseconds) is spent before
+# its first training step, so it fails at run time with TrialTimeout on every machine.
+SETTINGS = {"lr_0.001": {"stages": [{"optimizer": {"lr": 0.001}}]},
+            "lr_0.003": {"stages": [{"optimizer": {"lr": 0.003}}]},
+            "out_of_time": {"stages": [{"optimizer": {"lr": 0.01}}], "max_trial_minutes": 1.0e-6}}
+TIMEOUT_TEXT = "ran past max_trial_minutes during stage 'train' (step 0)"
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +94,7 @@ def tracked_run(tmp_path_factory, registry, ray_session):
     suite.write_text(yaml.safe_dump({
         "name": "tracked", "trial": tiny_trial(stages=[{"objectives": ["cross_entropy"], "epochs": 2,
                                                         "batch_size": 16, "optimizer": {"lr": 1e-3}}]),
-        "matrix": {"fusion": ["text_only"], "stages.0.optimizer.lr": LRS},
+        "matrix": {"fusion": ["text_only"], "setting": SETTINGS},
         "trackers": [{"name": "mlflow", "options": {"experiment_name": "tracked-exp"}}]}))
     old = os.environ.pop("MLFLOW_TRACKING_URI", None)
     try:
@@ -105,20 +110,21 @@ def test_mlflow_runs_have_names_full_params_curves_config_and_failures(tracked_r
     from mlflow import MlflowClient
 
     run = tracked_run.run_dir
-    rows = {r["stages.0.optimizer.lr"]: r for r in tracked_run.rows.iter_rows(named=True)}
-    assert [rows[lr]["status"] for lr in LRS] == ["ok", "ok", "failed"]
+    rows = {r["setting"]: r for r in tracked_run.rows.iter_rows(named=True)}
+    assert [rows[label]["status"] for label in SETTINGS] == ["ok", "ok", "failed"]
     client = MlflowClient(tracking_uri=f"sqlite:///{run / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("tracked-exp")
     assert experiment is not None and experiment.artifact_location.startswith(run.resolve().as_uri())
 
     (logged,) = client.search_runs([experiment.experiment_id],
                                    "params.lr = '0.003' and params.fusion = 'text_only'")
-    row = rows[0.003]
-    assert logged.info.run_name == "tracked fusion=text_only stages.0.optimizer.lr=0.003 seed=0"
+    row = rows["lr_0.003"]
+    assert logged.info.run_name == "tracked fusion=text_only setting=lr_0.003 seed=0"
     assert logged.info.status == "FINISHED"
     params = logged.data.params
     assert params["trial_key"] == row["trial_key"] and params["epochs"] == "2.0" and params["batch_size"] == "16"
     assert params["stages.0.optimizer.lr"] == "0.003" and params["encoders.text.options.max_length"] == "16"
+    assert params["setting"] == "lr_0.003"
     assert "eval.batch_size" in params and "selection.metric" in params  # defaults of the resolved config too
     assert logged.data.metrics["accuracy"] == pytest.approx(row["accuracy"])
     if row.get("ndcg@10") is not None:  # MLflow refuses '@' in names
@@ -133,9 +139,10 @@ def test_mlflow_runs_have_names_full_params_curves_config_and_failures(tracked_r
     assert config["stages"][0]["optimizer"]["lr"] == 0.003 and config["fusion"] == {"name": "text_only",
                                                                                     "options": {}}
 
-    (failed,) = client.search_runs([experiment.experiment_id], "params.lr = '1e+30'")
-    assert failed.info.status == "FAILED"
-    assert failed.data.tags["error"] == rows[1.0e+30]["error"] and "loss became" in failed.data.tags["error"]
+    (failed,) = client.search_runs([experiment.experiment_id], "params.lr = '0.01'")
+    assert failed.info.run_name == "tracked fusion=text_only setting=out_of_time seed=0"
+    assert failed.info.status == "FAILED" and failed.data.params["max_trial_minutes"] == "1e-06"
+    assert failed.data.tags["error"] == rows["out_of_time"]["error"] and TIMEOUT_TEXT in failed.data.tags["error"]
     assert len(client.search_runs([experiment.experiment_id])) == 3
 
 
@@ -144,21 +151,21 @@ def test_tensorboard_runs_are_named_by_axes_and_carry_hparams_curves_and_status(
                                               "(pip install 'mic-bench[trackers]')")
     from tensorboard.plugins.hparams import api_pb2
 
-    rows = {r["stages.0.optimizer.lr"]: r for r in tracked_run.rows.iter_rows(named=True)}
+    rows = {r["setting"]: r for r in tracked_run.rows.iter_rows(named=True)}
     runs = _tensorboard_runs(tracked_run.run_dir / "tensorboard")
-    assert sorted(runs) == sorted(f"fusion=text_only_stages.0.optimizer.lr={lr}_seed=0" for lr in LRS)
-    ok = runs["fusion=text_only_stages.0.optimizer.lr=0.001_seed=0"]
-    row = rows[0.001]
+    assert sorted(runs) == sorted(f"fusion=text_only_setting={label}_seed=0" for label in SETTINGS)
+    ok = runs["fusion=text_only_setting=lr_0.001_seed=0"]
+    row = rows["lr_0.001"]
     assert ok["hparams"]["lr"] == 0.001 and ok["hparams"]["fusion"] == "text_only"
     assert ok["hparams"]["trial_key"] == row["trial_key"] and ok["hparams"]["status"] == "ok"
     assert ok["status"] == api_pb2.STATUS_SUCCESS
     assert ok["scalars"]["final/accuracy"][-1][1] == pytest.approx(row["accuracy"], abs=1e-6)
     assert [step for step, _ in ok["scalars"]["epoch/dev_macro_f1"]] == [1, 2]
     assert "optimizer" in ok["texts"]["config/text_summary"]
-    failed = runs["fusion=text_only_stages.0.optimizer.lr=1e+30_seed=0"]
+    failed = runs["fusion=text_only_setting=out_of_time_seed=0"]
     assert failed["status"] == api_pb2.STATUS_FAILURE and failed["hparams"]["status"] == "failed"
-    assert "loss became" in failed["texts"]["error/text_summary"]
-    assert (tracked_run.run_dir / "tensorboard" / "fusion=text_only_stages.0.optimizer.lr=0.001_seed=0"
+    assert failed["hparams"]["lr"] == 0.01 and TIMEOUT_TEXT in failed["texts"]["error/text_summary"]
+    assert (tracked_run.run_dir / "tensorboard" / "fusion=text_only_setting=lr_0.001_seed=0"
             / "config.yaml").exists()
 
 

@@ -32,6 +32,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 SUITE = ROOT / "suites" / "ci" / "fusion_small.yaml"
 BASELINE = ROOT / "suites" / "ci" / "baselines" / "fusion_small.json"
+ATTEMPTS = 4
 FIRST_DRAW_SEED = 1000  # far from the baseline's seeds (0 ... 15)
 
 
@@ -103,10 +104,19 @@ def run_variant(name: str, raw: dict, work: Path, registry, max_concurrent: int)
         if {t.key for t in loaded.trials} <= done:
             return rows.filter(pl.col("trial_key").is_in([t.key for t in loaded.trials])), load_predictions(run_dir), 0.0
     start, load_before = time.perf_counter(), load_now()
-    summary = run_suite(loaded, registry, run_dir=run_dir, max_concurrent=max_concurrent, quiet=True)
+    for attempt in range(1, ATTEMPTS + 1):  # a shared machine's memory pressure can get Ray to kill a worker
+        try:
+            summary = run_suite(loaded, registry, run_dir=run_dir, max_concurrent=max_concurrent, quiet=True)
+        except Exception as exc:
+            log(f"{name}: attempt {attempt} ended by {type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
+        else:
+            if not summary.failed:
+                break
+            log(f"{name}: attempt {attempt}: {summary.failed} trials failed; they run again")
+        if attempt == ATTEMPTS:
+            raise SystemExit(f"{name}: trials still failing after {ATTEMPTS} attempts (run folder {run_dir})")
+        time.sleep(30)
     took = time.perf_counter() - start
-    if summary.failed:
-        raise SystemExit(f"{name}: {summary.failed} trials failed (run folder {run_dir})")
     (run_dir / "gate_timing.json").write_text(json.dumps({
         "seconds": round(took, 1), "trials": summary.ok, "load_before": load_before, "load_after": load_now(),
         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds")}), encoding="utf-8")
@@ -114,21 +124,30 @@ def run_variant(name: str, raw: dict, work: Path, registry, max_concurrent: int)
 
 
 def plan(raw: dict, args) -> list[tuple[str, dict, dict]]:
-    """(name, suite variant, what it is) in the order they run: the baseline's seeds first, then
-    the re-draws and the broken groups interleaved, so a measurement cut short has some of each."""
+    """(name, suite variant, what it is) in the order they run: the baseline's seeds, the first
+    draw and every deliberate regression on its seeds, the other draws, then the regressions on
+    further draws; a measurement cut short has some of each."""
     per_draw = len(raw["matrix"]["seed"])
     out = [("baseline", variant(raw, list(range(args.baseline_seeds))), {"kind": "baseline"})]
     groups = _groups(raw)
-    for draw in range(args.draws):
+
+    def null(draw: int):
         seeds = draw_seeds(draw, per_draw)
-        out.append((f"draw{draw:02d}", variant(raw, seeds), {"kind": "null", "draw": draw, "seeds": seeds}))
-        if draw < args.regression_draws:
-            for regression in REGRESSIONS:
-                for group in groups:
-                    label = "-".join(str(v) for v in group.values())
-                    out.append((f"draw{draw:02d}-{label}-{regression}", variant(raw, seeds, group, regression),
-                                {"kind": "regression", "draw": draw, "seeds": seeds, "group": group,
-                                 "regression": regression}))
+        return f"draw{draw:02d}", variant(raw, seeds), {"kind": "null", "draw": draw, "seeds": seeds}
+
+    def broken(draw: int):
+        seeds = draw_seeds(draw, per_draw)
+        for regression in REGRESSIONS:
+            for group in groups:
+                label = "-".join(str(v) for v in group.values())
+                yield (f"draw{draw:02d}-{label}-{regression}", variant(raw, seeds, group, regression),
+                       {"kind": "regression", "draw": draw, "seeds": seeds, "group": group, "regression": regression})
+
+    out.append(null(0))
+    out += list(broken(0)) if args.regression_draws > 0 else []
+    out += [null(draw) for draw in range(1, args.draws)]
+    for draw in range(1, args.regression_draws):
+        out += list(broken(draw))
     return out
 
 

@@ -83,7 +83,7 @@ def draw_seeds(draw: int, per_draw: int) -> list[int]:
 
 # ---- running (cached per run folder) --------------------------------------------------------
 
-def run_variant(name: str, raw: dict, work: Path, registry, max_concurrent: int):
+def run_variant(name: str, raw: dict, work: Path, registry, max_concurrent: int, trial_cpu: float | None = None):
     """Rows and predictions of one variant, run once into work/runs/<name> (resumed if cut short)."""
     import polars as pl
 
@@ -94,6 +94,8 @@ def run_variant(name: str, raw: dict, work: Path, registry, max_concurrent: int)
     suites = work / "suites"
     suites.mkdir(parents=True, exist_ok=True)
     suite_file = suites / f"{name}.yaml"
+    if trial_cpu is not None:  # Ray's bookkeeping only: a trial runs max(1, int(cpu)) threads either way
+        raw = {**raw, "resources": {**raw.get("resources", {}), "cpu": trial_cpu}}
     suite_file.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
     loaded = load_suite(suite_file, registry)
     run_dir = work / "runs" / name
@@ -313,6 +315,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--baseline-seeds", type=int, default=16, help="seeds of the baseline run (0 ... N-1)")
     p.add_argument("--baseline", type=Path, default=BASELINE, help="the baseline to check against")
     p.add_argument("--max-concurrent", type=int, default=2)
+    p.add_argument("--trial-cpu", type=float, default=None,
+                   help="Ray's CPU count per trial (0.5: four one-thread trials at a time on 2 cores, for a larger "
+                        "share of a busy machine; the numbers do not change, a trial runs max(1, int(cpu)) threads)")
     p.add_argument("--runs-only", action="store_true", help="run (or resume) the draws, evaluate nothing")
     p.add_argument("--evaluate-only", action="store_true", help="use the run folders there are, run nothing")
     p.add_argument("--output", type=Path, default=None, help="JSON of every draw's verdict")
@@ -332,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
 
         _init_ray(None)
         for name, suite, what in plan(raw, args):
-            rows, preds, took = run_variant(name, suite, work, registry, args.max_concurrent)
+            rows, preds, took = run_variant(name, suite, work, registry, args.max_concurrent, args.trial_cpu)
             if took:
                 log(f"{name}: {rows.height} trials in {took:.0f} s (load {load_now()})")
         ray.shutdown()

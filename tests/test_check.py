@@ -307,3 +307,21 @@ def test_crippled_group_fails_the_check_naming_group_metric_and_detectable_drop(
     assert any(line.startswith("REGRESSION fusion=text_only accuracy: baseline 0.5") and "detectable drop 0.0" in line
                for line in failures), proc.stdout
     assert "REGRESSION fusion=cross_modal_gated_attention (group): group missing from the run" in proc.stdout
+
+
+def test_flip_std_of_a_per_query_metric_uses_the_queries_every_seed_scores():
+    """ndcg@5 stored per query (null where the query has no match): the flip spread is measured on
+    the scored queries, as the row value is."""
+    from bench.reporting.baseline import flip_std
+
+    rng = np.random.default_rng(3)
+    n, seeds = 300, 6
+    frames = []
+    for s in range(seeds):
+        values = (rng.random(n) < 0.5).astype(float)  # each query's ndcg@5 is 0 or 1 with chance 0.5, per seed
+        values[:50] = np.nan  # no match: never scored
+        frames.append(pl.DataFrame({"group": "fusion=a", "seed": s, "item_id": [f"q{i:03d}" for i in range(n)],
+                                    "ndcg@5": pl.Series(values, nan_to_null=True)}))
+    items = pl.concat(frames)
+    assert flip_std(items, "ndcg@5") == pytest.approx(np.sqrt(0.25 / 250), rel=0.2)
+    assert flip_std(items, "accuracy") is None and flip_std(items.filter(pl.col("seed") == 0), "ndcg@5") is None

@@ -239,11 +239,13 @@ def flip_std(items: pl.DataFrame, metric: str, seed: int = 0) -> float | None:
     aligned = [order.join(t, on="item_id", how="left", maintain_order="left") for t in trials]
     stacked = pl.concat(aligned, how="vertical_relaxed")
     n_items, n_seeds = order.height, len(aligned)
-    if metric in stacked.columns:  # a per-query metric
-        values = stacked[metric].to_numpy()
-        if np.isnan(values).any():
+    if metric in stacked.columns:  # a per-query metric: the queries it scores in every seed
+        values = stacked[metric].cast(pl.Float64).fill_null(np.nan).to_numpy().reshape(n_seeds, n_items)
+        scored = np.isfinite(values).all(axis=0)
+        if scored.sum() < 1:
             return None
-        whole = EncodedPredictions(None, None, None, 0, {metric: values})
+        n_items = int(scored.sum())
+        whole = EncodedPredictions(None, None, None, 0, {metric: values[:, scored].ravel()})
     elif "true" in stacked.columns and metric in ("accuracy", "macro_f1", "top5_accuracy"):
         if stacked["true"].null_count() or stacked["pred"].null_count():
             return None

@@ -246,14 +246,15 @@ def flip_std(items: pl.DataFrame, metric: str, seed: int = 0) -> float | None:
             return None
         n_items = int(scored.sum())
         whole = EncodedPredictions(None, None, None, 0, {metric: values[:, scored].ravel()})
-    elif "true" in stacked.columns and metric in ("accuracy", "macro_f1", "top5_accuracy"):
-        if stacked["true"].null_count() or stacked["pred"].null_count():
-            return None
-        hits = stacked["top_hit"]
-        whole = EncodedPredictions(stacked["true"].to_numpy(), stacked["pred"].to_numpy(),
-                                   None if hits.null_count() else hits.to_numpy().astype(bool),
-                                   int(aligned[0]["n_labels"][0]))
-        if not whole.supports(metric):
+    elif "true" in stacked.columns and registry.aggregation(metric) == "item":  # the items labelled in every seed
+        true, pred = (stacked[c].fill_null(-1).to_numpy().reshape(n_seeds, n_items) for c in ("true", "pred"))
+        scored = ((true >= 0) & (pred >= 0)).all(axis=0)
+        hits = stacked["top_hit"].to_numpy().reshape(n_seeds, n_items)[:, scored] if not stacked["top_hit"].filter(
+            pl.Series(np.tile(scored, n_seeds))).null_count() else None
+        n_items = int(scored.sum())
+        whole = EncodedPredictions(true[:, scored].ravel(), pred[:, scored].ravel(),
+                                   None if hits is None else hits.astype(bool).ravel(), int(aligned[0]["n_labels"][0]))
+        if n_items < 1 or not whole.supports(metric):
             return None
     else:
         return None

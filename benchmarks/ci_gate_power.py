@@ -83,8 +83,10 @@ def draw_seeds(draw: int, per_draw: int) -> list[int]:
 
 # ---- running (cached per run folder) --------------------------------------------------------
 
-def run_variant(name: str, raw: dict, work: Path, registry, max_concurrent: int, trial_cpu: float | None = None):
-    """Rows and predictions of one variant, run once into work/runs/<name> (resumed if cut short)."""
+def run_variant(name: str, raw: dict, work: Path, registry, max_concurrent: int, trial_cpu: float | None = None,
+                pool=None):
+    """Rows and predictions of one variant, run once into work/runs/<name> (resumed if cut short):
+    by `run_suite` on the running Ray session, or with ``pool`` in a process pool."""
     import polars as pl
 
     from bench.config.suite import load_suite
@@ -106,6 +108,11 @@ def run_variant(name: str, raw: dict, work: Path, registry, max_concurrent: int,
         if {t.key for t in loaded.trials} <= done:
             return rows.filter(pl.col("trial_key").is_in([t.key for t in loaded.trials])), load_predictions(run_dir), 0.0
     start, load_before = time.perf_counter(), load_now()
+    if pool is not None:
+        rows = run_in_pool(loaded, run_dir, pool)
+        took = time.perf_counter() - start
+        _timing(run_dir, took, rows.height, load_before)
+        return rows, load_predictions(run_dir), took
     for attempt in range(1, ATTEMPTS + 1):  # a shared machine's memory pressure can get Ray to kill a worker
         try:
             summary = run_suite(loaded, registry, run_dir=run_dir, max_concurrent=max_concurrent, quiet=True)
@@ -119,16 +126,57 @@ def run_variant(name: str, raw: dict, work: Path, registry, max_concurrent: int,
             raise SystemExit(f"{name}: trials still failing after {ATTEMPTS} attempts (run folder {run_dir})")
         time.sleep(30)
     took = time.perf_counter() - start
-    (run_dir / "gate_timing.json").write_text(json.dumps({
-        "seconds": round(took, 1), "trials": summary.ok, "load_before": load_before, "load_after": load_now(),
-        "finished": datetime.now(timezone.utc).isoformat(timespec="seconds")}), encoding="utf-8")
+    _timing(run_dir, took, summary.ok, load_before)
     return summary.rows, load_predictions(run_dir), took
+
+
+def _timing(run_dir: Path, took: float, trials: int, load_before: list[float]) -> None:
+    (run_dir / "gate_timing.json").write_text(json.dumps({
+        "seconds": round(took, 1), "trials": trials, "load_before": load_before, "load_after": load_now(),
+        "finished": datetime.now(timezone.utc).isoformat(timespec="seconds")}), encoding="utf-8")
+
+
+# Ray starts its workers at a higher niceness than the driver (19 under `nice -n 10`), which on a
+# shared machine starves them; the same trial function in a pool of plain processes inherits the
+# driver's niceness. A trial's numbers do not depend on which runs it (docs/ci.md, Determinism).
+_CONTEXT = None
+
+
+def _pool_init(cache_dir: str | None) -> None:
+    global _CONTEXT
+    from bench.plugins import get_registry
+    from bench.trial.context import TrialContext
+
+    _CONTEXT = TrialContext(registry=get_registry(), cpus=1, cache_dir=cache_dir)
+
+
+def _pool_trial(spec):
+    from bench.trial.run import run_trial
+
+    outcome = run_trial(spec, _CONTEXT)
+    return outcome.row, outcome.predictions, outcome.curve
+
+
+def run_in_pool(loaded, run_dir: Path, pool):
+    """The variant's trials (those its folder does not hold yet) in the process pool, stored as `bench run` would."""
+    from bench.reporting.results import RunDir
+
+    run = RunDir(run_dir)
+    run.path.mkdir(parents=True, exist_ok=True)
+    done = run.finished_keys(only_done=True)
+    pending = [t for t in loaded.trials if t.key not in done]
+    for row, predictions, curve in pool.map(_pool_trial, pending):
+        if row["status"] != "ok":
+            raise SystemExit(f"{run_dir.name}: trial {row['trial_key']} failed: {row.get('error', '')[:300]}")
+        run.write_row(row, predictions, curve)
+    return run.consolidate()
 
 
 def plan(raw: dict, args) -> list[tuple[str, dict, dict]]:
     """(name, suite variant, what it is) in the order they run: the baseline's seeds, the first
-    draw and every deliberate regression on its seeds, the other draws, then the regressions on
-    further draws; a measurement cut short has some of each."""
+    draw and every deliberate regression of the first group on its seeds, the other draws, the
+    other groups' regressions, then regressions on further draws; a measurement cut short has
+    some of each."""
     per_draw = len(raw["matrix"]["seed"])
     out = [("baseline", variant(raw, list(range(args.baseline_seeds))), {"kind": "baseline"})]
     groups = _groups(raw)
@@ -137,7 +185,7 @@ def plan(raw: dict, args) -> list[tuple[str, dict, dict]]:
         seeds = draw_seeds(draw, per_draw)
         return f"draw{draw:02d}", variant(raw, seeds), {"kind": "null", "draw": draw, "seeds": seeds}
 
-    def broken(draw: int):
+    def broken(draw: int, groups=groups):
         seeds = draw_seeds(draw, per_draw)
         for regression in REGRESSIONS:
             for group in groups:
@@ -146,8 +194,9 @@ def plan(raw: dict, args) -> list[tuple[str, dict, dict]]:
                        {"kind": "regression", "draw": draw, "seeds": seeds, "group": group, "regression": regression})
 
     out.append(null(0))
-    out += list(broken(0)) if args.regression_draws > 0 else []
+    out += list(broken(0, groups[:1])) if args.regression_draws > 0 else []  # the cheapest group first
     out += [null(draw) for draw in range(1, args.draws)]
+    out += list(broken(0, groups[1:])) if args.regression_draws > 0 else []
     for draw in range(1, args.regression_draws):
         out += list(broken(draw))
     return out
@@ -318,6 +367,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--trial-cpu", type=float, default=None,
                    help="Ray's CPU count per trial (0.5: four one-thread trials at a time on 2 cores, for a larger "
                         "share of a busy machine; the numbers do not change, a trial runs max(1, int(cpu)) threads)")
+    p.add_argument("--runner", choices=("ray", "processes"), default="ray",
+                   help="run_suite on one Ray session, or the same trial function in a pool of plain processes "
+                        "(which keep the driver's niceness; Ray's workers run at a lower priority)")
     p.add_argument("--runs-only", action="store_true", help="run (or resume) the draws, evaluate nothing")
     p.add_argument("--evaluate-only", action="store_true", help="use the run folders there are, run nothing")
     p.add_argument("--output", type=Path, default=None, help="JSON of every draw's verdict")
@@ -331,16 +383,27 @@ def main(argv: list[str] | None = None) -> int:
     work = args.work.resolve()
     started = datetime.now(timezone.utc)
     if not args.evaluate_only:
-        import ray
+        pool = None
+        if args.runner == "ray":
+            from bench.running.runner import _init_ray
 
-        from bench.running.runner import _init_ray
+            _init_ray(None)
+        else:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
 
-        _init_ray(None)
+            pool = ProcessPoolExecutor(args.max_concurrent, mp_context=multiprocessing.get_context("spawn"),
+                                       initializer=_pool_init, initargs=(os.environ.get("MIC_BENCH_CACHE"),))
         for name, suite, what in plan(raw, args):
-            rows, preds, took = run_variant(name, suite, work, registry, args.max_concurrent, args.trial_cpu)
+            rows, preds, took = run_variant(name, suite, work, registry, args.max_concurrent, args.trial_cpu, pool)
             if took:
                 log(f"{name}: {rows.height} trials in {took:.0f} s (load {load_now()})")
-        ray.shutdown()
+        if pool is not None:
+            pool.shutdown()
+        else:
+            import ray
+
+            ray.shutdown()
     if args.runs_only:
         return 0
     result = evaluate(raw, work, registry, args)

@@ -325,3 +325,21 @@ def test_flip_std_of_a_per_query_metric_uses_the_queries_every_seed_scores():
     items = pl.concat(frames)
     assert flip_std(items, "ndcg@5") == pytest.approx(np.sqrt(0.25 / 250), rel=0.2)
     assert flip_std(items, "accuracy") is None and flip_std(items.filter(pl.col("seed") == 0), "ndcg@5") is None
+
+
+def test_a_baseline_with_more_seeds_keeps_the_suites_trials_and_adds_the_next_seeds(tmp_path):
+    from bench.config.suite import load_suite
+    from bench.reporting.baseline import with_seeds
+
+    loaded = load_suite(CI_SUITE)
+    more = with_seeds(loaded, 6)
+    assert [t.key for t in more.trials[:len(loaded.trials)]] == [t.key for t in loaded.trials]
+    assert sorted({t.config["seed"] for t in more.trials}) == [0, 1, 2, 3, 4, 5] and len(more.trials) == 12
+    raw = yaml.safe_load(CI_SUITE.read_text())
+    raw["matrix"]["seed"] = [0, 1, 2, 3, 4, 5]
+    (tmp_path / "six.yaml").write_text(yaml.safe_dump(raw))
+    assert {t.key for t in more.trials} == {t.key for t in load_suite(tmp_path / "six.yaml").trials}
+    assert more.text_hash == loaded.text_hash  # still the suite's baseline
+    with pytest.raises(BenchError) as info:
+        with_seeds(loaded, 3)
+    assert info.value.field == "--seeds" and "fewer than the suite's own 4 seeds" in info.value.message

@@ -250,10 +250,200 @@ from bench.reporting.data_inspect import data  # noqa: E402  (kept light: import
 
 cli.add_command(data)
 
-from bench.reporting.baseline import baseline, check  # noqa: E402
+# ---- bench baseline / bench check -------------------------------------------------------------
 
-cli.add_command(baseline)
-cli.add_command(check)
+class FiniteFloat(click.FloatRange):
+    """A float in range that is neither nan nor inf: either would make every comparison pass."""
+
+    name = "finite float"
+
+    def convert(self, value, param, ctx):
+        import math
+
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number
+
+
+FINITE = FiniteFloat(min=0)
+RATE = FiniteFloat(min=0, max=1, min_open=True, max_open=True)
+FLOOR_HELP = "smallest allowed drop of one metric, METRIC=ABS (repeatable; wins over --abs-floor)"
+
+
+def _gate_rows(loaded, registry, *, from_run: Path | None, run_dir: Path | None, max_concurrent: int | None,
+               cache_dir: Path | None, quiet: bool):
+    """The suite's rows and stored predictions: a fresh run (after the dataset preflight), or an earlier run's."""
+    import polars as pl
+
+    from bench.reporting.write import load_predictions
+
+    keys = [t.key for t in loaded.trials]
+    if from_run is not None:
+        from bench.reporting.results import load_run
+
+        if run_dir is not None:
+            raise BenchError("--from-run reads an earlier run, --run-dir starts a new one; pass one of them",
+                             field="--run-dir", fix="drop --run-dir, or drop --from-run to run the suite")
+        _, rows = load_run(from_run)
+        rows = rows.filter(pl.col("trial_key").is_in(keys)) if "trial_key" in rows.columns else rows.head(0)
+        if rows.is_empty():
+            subset = loaded.trials[0].config.get("subset") if loaded.trials else None
+            raise BenchError(f"the run folder has no trials of suite '{loaded.suite.name}' as loaded now "
+                             f"(subset {subset or 'none'})", file=from_run, field="--from-run",
+                             fix="pass a run folder of this suite, with the --subset (and --seeds) it ran with")
+        return rows, load_predictions(from_run), Path(from_run)
+    if run_dir is not None and any((run_dir / "rows").glob("*.parquet")):
+        raise BenchError("the run folder already holds trial rows; a check needs a fresh run", file=run_dir,
+                         field="--run-dir", fix="pass a new folder, or --from-run to use the rows it holds")
+    from bench.paths import cache_dir as make_cache_dir
+    from bench.running.preflight import check_writable_folder, preflight
+    from bench.running.runner import preflight_ray, run_suite
+
+    check_writable_folder(run_dir if run_dir is not None else Path("results"), "--run-dir")
+    cache = str(make_cache_dir(cache_dir).resolve()) if cache_dir else None  # created with its marker
+    datasets = preflight(loaded, registry, cache_dir=cache)
+    preflight_ray(loaded, None)
+    summary = run_suite(loaded, registry, run_dir=run_dir, max_concurrent=max_concurrent, cache_dir=cache, quiet=quiet,
+                        datasets=datasets)
+    return summary.rows, load_predictions(summary.run_dir), summary.run_dir
+
+
+def _load_suite(suite_file: Path, subset: int | None):
+    from bench.config.suite import load_suite
+    from bench.plugins import get_registry
+
+    registry = get_registry()
+    return load_suite(suite_file, registry, subset=subset), registry
+
+
+def _gate_options(func):
+    for option in reversed([
+        click.option("--subset", type=click.IntRange(min=1), default=None, help="cap every split at N items"),
+        click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+                     help="write the run into this new folder (default: results/<suite>/<time>)"),
+        click.option("--from-run", type=click.Path(path_type=Path), default=None,
+                     help="use the rows of an earlier run folder instead of running"),
+        click.option("--tolerance", "floors", multiple=True, metavar="METRIC=ABS", help=FLOOR_HELP),
+        click.option("--abs-floor", type=FINITE, default=None,
+                     help="smallest allowed drop of every metric (default 0.01 in a new baseline)"),
+        click.option("--alpha", type=RATE, default=None,
+                     help="false-alarm rate of the whole check when only the seeds change (default 0.05)"),
+        click.option("--max-concurrent", type=click.IntRange(min=1), default=None, help="trials at once"),
+        click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+                     help="cache folder (default $MIC_BENCH_CACHE)"),
+        click.option("--quiet", is_flag=True, help="no progress lines"),
+    ]):
+        func = option(func)
+    return func
+
+
+@cli.command()
+@click.argument("suite_file", type=click.Path(path_type=Path))
+@click.option("--out", "out_file", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="the baseline JSON to write (commit it, and the .items.parquet beside it, with the suite)")
+@click.option("--seeds", "n_seeds", type=click.IntRange(min=2), default=None,
+              help="run this many seeds per group (the suite's, then the next integers): more seeds measure the "
+                   "seed spread better and make the check more sensitive; default: the suite's seeds")
+@click.option("--metric", "metrics", multiple=True, metavar="NAME",
+              help="gate only these metrics (repeatable; default: every test quality metric the run has)")
+@click.option("--power", type=RATE, default=None, help="power at which the detectable drop is stated (default 0.8)")
+@_gate_options
+def baseline(suite_file, out_file, n_seeds, metrics, power, subset, run_dir, from_run, floors, abs_floor, alpha,
+             max_concurrent, cache_dir, quiet):
+    """Run SUITE_FILE (or read --from-run) and write its per-group baseline: JSON plus per-item predictions.
+
+    The JSON states, per group and metric, the mean and seed spread, and the smallest drop
+    `bench check` catches (docs/ci.md).
+    """
+    from bench.reporting.baseline import (DEFAULT_ALPHA, DEFAULT_POWER, build_baseline, failed_trials, group_by_of,
+                                          parse_floors, with_seeds, write_baseline)
+
+    chosen_floors = parse_floors(floors)
+    loaded, registry = _load_suite(suite_file, subset)
+    run_seeds = len({t.config.get("seed", 0) for t in loaded.trials})
+    if n_seeds is not None:
+        loaded = with_seeds(loaded, n_seeds, file=suite_file)
+    rows, predictions, source = _gate_rows(loaded, registry, from_run=from_run, run_dir=run_dir,
+                                           max_concurrent=max_concurrent, cache_dir=cache_dir, quiet=quiet)
+    failed = failed_trials(rows)
+    missing = len(loaded.trials) - rows.height
+    if failed.height or missing:
+        lines = [f"  {r['trial_key']} seed={r.get('seed')}: {((r.get('error') or '').strip().splitlines() or [''])[0]}"
+                 for r in failed.iter_rows(named=True)]
+        click.echo("\n".join([f"no baseline written: {failed.height} trials failed, {missing} did not run "
+                              f"(run folder: {source})", *lines]), err=True)
+        sys.exit(1)
+    result, items = build_baseline(rows, predictions, suite=loaded.suite.name, suite_hash=loaded.text_hash,
+                                   group_by=group_by_of(loaded.suite), subset=subset, run_seeds=run_seeds,
+                                   metrics=list(metrics) or None, alpha=alpha or DEFAULT_ALPHA,
+                                   power=power or DEFAULT_POWER, floors=chosen_floors, floor=abs_floor)
+    if not result.groups or not result.rule.floors:
+        raise BenchError("the run has no test quality metric to record; a baseline without one would let every "
+                         "check pass", file=source, fix="run a suite that reports metrics")
+    unknown = sorted(set(chosen_floors) - set(result.rule.floors))
+    if unknown:
+        raise BenchError(f"the baseline gates no metric '{unknown[0]}'", field="--tolerance",
+                         fix=f"use one of: {', '.join(result.rule.floors)}")
+    written = write_baseline(out_file, result, items)
+    beside = f" and {written.items_file}" if written.items_file else " (no per-item predictions in the run)"
+    click.echo(f"wrote {out_file}{beside}: {len(result.groups)} groups x {len(result.rule.floors)} metrics from "
+               f"{rows.height} trials (run folder: {source})")
+
+
+@cli.command()
+@click.argument("suite_file", type=click.Path(path_type=Path))
+@click.option("--baseline", "baseline_file", type=click.Path(path_type=Path), required=True,
+              help="the JSON written by `bench baseline`")
+@_gate_options
+def check(suite_file, baseline_file, subset, run_dir, from_run, floors, abs_floor, alpha, max_concurrent, cache_dir,
+          quiet):
+    """Run SUITE_FILE and compare every gated metric of every group with the baseline.
+
+    Exit 0: no metric dropped by more than its allowed drop; 1: regressions (named, with the
+    baseline, the new value and the detectable drop); 2: bad input.
+    """
+    from bench.reporting.baseline import item_table, parse_floors, read_baseline, read_items
+    from bench.reporting.check import check_comparable, compare, render_report, version_notes
+
+    base = read_baseline(baseline_file)
+    if not base.groups or not any(g.metrics for g in base.groups.values()):
+        check_comparable(base, _empty_rows(), baseline_file)  # refuses before any training
+    items = read_items(baseline_file, base)
+    chosen_floors = parse_floors(floors, known=sorted(base.rule.floors))
+    if subset is not None and subset != base.subset:
+        raise BenchError(f"--subset {subset} differs from the baseline's subset ({base.subset or 'none'}); "
+                         "the numbers would not be comparable", field="--subset",
+                         fix="drop --subset to use the baseline's, or regenerate the baseline with this subset")
+    loaded, registry = _load_suite(suite_file, base.subset)
+    if loaded.suite.name != base.suite:
+        raise BenchError(f"the baseline is for suite '{base.suite}', not '{loaded.suite.name}'", file=baseline_file,
+                         field="suite", fix="pass the baseline of this suite (suites/ci/baselines/<suite>.json)")
+    if loaded.text_hash != base.suite_hash:
+        click.echo(f"warning: {suite_file} changed since the baseline was made (suite hash {loaded.text_hash}, "
+                   f"baseline {base.suite_hash}); if the change is meant to move the numbers, regenerate the "
+                   "baseline", err=True)
+    rows, predictions, source = _gate_rows(loaded, registry, from_run=from_run, run_dir=run_dir,
+                                           max_concurrent=max_concurrent, cache_dir=cache_dir, quiet=quiet)
+    for note in version_notes(base, rows):
+        click.echo(f"note: {note}", err=True)
+    check_comparable(base, rows, baseline_file)
+    run_items = item_table(rows, predictions, base.group_by) if items is not None else None
+    report = compare(base, rows, items=items, run_items=run_items, floors=chosen_floors, floor=abs_floor, alpha=alpha)
+    if report.checked == 0 and report.ok:
+        raise BenchError("the check compared no metric; it cannot pass", file=baseline_file, field="groups",
+                         fix="check the suite against the baseline made from it")
+    for note in report.notes:
+        click.echo(f"note: {note}", err=True)
+    click.echo(f"{base.suite}: {rows.height} trials (run folder: {source}) against {baseline_file}")
+    click.echo(render_report(report), nl=False)
+    sys.exit(0 if report.ok else 1)
+
+
+def _empty_rows():
+    import polars as pl
+
+    return pl.DataFrame({"status": pl.Series([], dtype=pl.Utf8)})
 
 
 def main():

@@ -27,7 +27,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fixtures import product_files as pf  # noqa: E402
 
-from bench.reporting.check import build_baseline, dump_baseline  # noqa: E402
+from bench.reporting.baseline import build_baseline, dump_baseline  # noqa: E402
 from bench.image_files import MANIFEST_NAME  # noqa: E402
 from bench.paths import CACHE_MARKER  # noqa: E402
 from bench.reporting.results import RunDir  # noqa: E402
@@ -153,8 +153,8 @@ def ci_run_without_metrics(tmp: Path) -> Path:
 def baseline_file(tmp: Path, suite_name: str = "fusion_small") -> Path:
     rows = pl.DataFrame({"trial_key": ["a"], "fusion": ["text_only"], "seed": [0], "status": ["ok"], "accuracy": [0.5]})
     path = tmp / "baseline.json"
-    path.write_text(dump_baseline(build_baseline(rows, suite=suite_name, suite_hash="0", group_by=["fusion"],
-                                                 subset=None)))
+    path.write_text(dump_baseline(build_baseline(rows, None, suite=suite_name, suite_hash="0", group_by=["fusion"],
+                                                 subset=None, run_seeds=1)[0]))
     return path
 
 
@@ -403,8 +403,8 @@ CHECK_ARGUMENTS = [  # bench check / bench baseline
     Case("check: --tolerance for a metric the baseline lacks",
          lambda t: ["check", CI_SUITE, "--baseline", CI_BASELINE, "--tolerance", "acuracy=0.1"],
          ["--tolerance", "no metric 'acuracy'", "fix: use one of: accuracy"]),
-    Case("check: negative --k", lambda t: ["check", CI_SUITE, "--baseline", CI_BASELINE, "--k", "-1"],
-         ["--k", "-1.0 is not in the range x>=0"], usage=True),
+    Case("check: --alpha of 1", lambda t: ["check", CI_SUITE, "--baseline", CI_BASELINE, "--alpha", "1"],
+         ["--alpha", "1.0 is not in the range 0<x<1"], usage=True),
     Case("check: negative --abs-floor", lambda t: ["check", CI_SUITE, "--baseline", CI_BASELINE, "--abs-floor", "-0.1"],
          ["--abs-floor", "-0.1 is not in the range x>=0"], usage=True),
     Case("check: --run-dir already holds rows",
@@ -415,7 +415,7 @@ CHECK_ARGUMENTS = [  # bench check / bench baseline
     Case("baseline: --out missing", lambda t: ["baseline", CI_SUITE], ["Missing option '--out'"], usage=True),
     Case("baseline: --tolerance without a number",
          lambda t: ["baseline", CI_SUITE, "--out", t / "b.json", "--tolerance", "accuracy"],
-         ["--tolerance", "'accuracy' is not METRIC=ABS", "fix: write e.g. --tolerance accuracy=0.05"]),
+         ["--tolerance", "'accuracy' is not METRIC=ABS", "fix: write e.g. --tolerance accuracy=0.02"]),
     Case("baseline: --from-run of another suite",
          lambda t: ["baseline", CI_SUITE, "--out", t / "b.json", "--from-run", run_folder(t)],
          ["run", "--from-run", "no trials of suite 'fusion_small'", "fix: pass a run folder of this suite"]),
@@ -611,16 +611,16 @@ GATES = [  # checks that could pass without comparing anything
          ["baseline.json", "not a mic-bench baseline", "mean: Input should be a finite number"]),
     Case("check: baseline with an infinite tolerance",
          lambda t: ["check", CI_SUITE, "--baseline", edited_baseline(
-             t, lambda b: b["tolerance"]["accuracy"].update(abs_floor=float("inf")))],
-         ["not a mic-bench baseline", "tolerance.accuracy.abs_floor: Input should be a finite number"]),
+             t, lambda b: b["rule"]["floors"].update(accuracy=float("inf")))],
+         ["not a mic-bench baseline", "rule.floors.accuracy: Input should be a finite number"]),
     Case("check: run without any baseline metric",
          lambda t: ["check", CI_SUITE, "--baseline", CI_BASELINE, "--from-run", ci_run_without_metrics(t)],
          ["fusion_small.json: groups", "the run has none of the baseline's metrics", "nothing to compare"]),
     Case("baseline: run without any quality metric",
          lambda t: ["baseline", CI_SUITE, "--out", t / "b.json", "--from-run", ci_run_without_metrics(t)],
-         ["the run has no quality metric to record", "a baseline without one would let every check pass"]),
-    Case("check: --k nan", lambda t: ["check", CI_SUITE, "--baseline", CI_BASELINE, "--k", "nan"],
-         ["--k", "'nan' is not a finite number"], usage=True),
+         ["the run has no test quality metric to record", "a baseline without one would let every check pass"]),
+    Case("check: --alpha nan", lambda t: ["check", CI_SUITE, "--baseline", CI_BASELINE, "--alpha", "nan"],
+         ["--alpha", "'nan' is not a finite number"], usage=True),
     Case("check: --abs-floor inf", lambda t: ["check", CI_SUITE, "--baseline", CI_BASELINE, "--abs-floor", "inf"],
          ["--abs-floor", "'inf' is not a finite number"], usage=True),
     Case("check: --tolerance accuracy=inf",

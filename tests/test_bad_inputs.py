@@ -353,6 +353,12 @@ DATASETS = [  # bench run: dataset problems found by the preflight, before Ray s
          ["test.csv", "line 7", "rtable_id 77 is not an id of tableB.csv", "fix:"]),
     Case("run: pair-labelled dataset under another task", lambda t: ["run", pair_suite(t, task="classification")],
          ["suite.yaml", "trial.task", "holds labelled pairs", "fix: set task: pairs"]),
+    Case("run: a pair listed again with the other label",
+         lambda t: ["run", pair_suite(t, spoil=lambda text: text + "7,7,0\n")],
+         ["test.csv", "line 2", "line 10", "conflicting_pairs"]),
+    Case("run: the test pair file holds a header and no pair",
+         lambda t: ["run", pair_suite(t, spoil=lambda text: text.splitlines()[0] + "\n")],
+         ["test.csv", "the pair file is empty"]),
 ]
 
 LEADERBOARD = [  # bench leaderboard

@@ -479,7 +479,7 @@ def test_in_batch_negatives_equal_a_loop_over_the_matches():
     import torch
     import torch.nn.functional as F
 
-    from mic_bench_plugins.objectives.labelled_pairs import in_batch_negatives_loss
+    from mic_bench_plugins.objectives.labelled_pairs import labelled_in_batch_negatives_loss
 
     torch.manual_seed(1)
     left, right = F.normalize(torch.randn(6, 4), dim=-1), F.normalize(torch.randn(6, 4), dim=-1)
@@ -490,9 +490,10 @@ def test_in_batch_negatives_equal_a_loop_over_the_matches():
         keep = [j for j in range(6) if j == i or not torch.equal(right[j], right[i])]
         logits = [3.0 * float(left[i] @ right[j]) for j in keep]
         terms.append(-(logits[keep.index(i)] - math.log(sum(math.exp(v) for v in logits))))
-    got = float(in_batch_negatives_loss(left, right, labels, torch.tensor(3.0)))
+    got = float(labelled_in_batch_negatives_loss(left, right, labels, torch.tensor(3.0)))
     assert got == pytest.approx(sum(terms) / len(terms), rel=1e-5)
-    assert float(in_batch_negatives_loss(left, right, torch.zeros(6, dtype=torch.long), torch.tensor(3.0))) == 0.0
+    no_match = torch.zeros(6, dtype=torch.long)
+    assert float(labelled_in_batch_negatives_loss(left, right, no_match, torch.tensor(3.0))) == 0.0
 
 
 @pytest.mark.parametrize("encoder_pooling, option, expected", [("mean", "encoder", "mean"), ("cls", "encoder", "cls"),

@@ -107,19 +107,20 @@ class PairClassification(Objective):
         parts = {"pair_bce": float(bce.detach()), "pair_scale": float(self.log_scale.exp().detach())}
         total = bce
         if self.opts.in_batch_negatives > 0:
-            in_batch = in_batch_negatives_loss(left, right, labels, self.log_scale.exp())
+            in_batch = labelled_in_batch_negatives_loss(left, right, labels, self.log_scale.exp())
             total = total + self.opts.in_batch_negatives * in_batch
             parts["pair_in_batch"] = float(in_batch.detach())
         return LossOutput(total, parts)
 
 
-def in_batch_negatives_loss(left: torch.Tensor, right: torch.Tensor, labels: torch.Tensor,
-                            scale: torch.Tensor) -> torch.Tensor:
+def labelled_in_batch_negatives_loss(left: torch.Tensor, right: torch.Tensor, labels: torch.Tensor,
+                                     scale: torch.Tensor) -> torch.Tensor:
     """InfoNCE over the batch: matching pair i's left item scores every right item of the batch and
     should rank its own right item first (the multiple-negatives ranking loss of bi-encoder
     retrieval). Labelled pairs give about one match in ten; the batch's other right items add
     negatives at no cost. Right items that are the same item as pair i's right item are not
-    counted as negatives. Zero when the batch holds no match."""
+    counted as negatives. Zero when the batch holds no match. (metric_learning's
+    ``in_batch_negatives_loss`` is the same InfoNCE over item groups, for batches of single items.)"""
     match = labels == 1
     if not bool(match.any()):
         return left.sum() * 0.0

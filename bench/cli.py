@@ -346,7 +346,7 @@ def _gate_options(func):
               help="run this many seeds per group (the suite's, then the next integers): more seeds measure the "
                    "seed spread better and make the check more sensitive; default: the suite's seeds")
 @click.option("--metric", "metrics", multiple=True, metavar="NAME",
-              help="gate only these metrics (repeatable; default: every test quality metric the run has)")
+              help="gate only these metrics (repeatable; default: the headline test metrics the run has)")
 @click.option("--power", type=RATE, default=None, help="power at which the detectable drop is stated (default 0.8)")
 @_gate_options
 def baseline(suite_file, out_file, n_seeds, metrics, power, subset, run_dir, from_run, floors, abs_floor, alpha,

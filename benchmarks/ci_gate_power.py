@@ -77,8 +77,8 @@ def variant(raw: dict, seeds: list[int], group: dict | None = None, regression: 
     return out
 
 
-def draw_seeds(draw: int, per_draw: int) -> list[int]:
-    return [FIRST_DRAW_SEED + per_draw * draw + i for i in range(per_draw)]
+def draw_seeds(draw: int, per_draw: int, first: int = FIRST_DRAW_SEED) -> list[int]:
+    return [first + per_draw * draw + i for i in range(per_draw)]
 
 
 # ---- running (cached per run folder) --------------------------------------------------------
@@ -182,11 +182,11 @@ def plan(raw: dict, args) -> list[tuple[str, dict, dict]]:
     groups = _groups(raw)
 
     def null(draw: int):
-        seeds = draw_seeds(draw, per_draw)
+        seeds = draw_seeds(draw, per_draw, args.first_seed)
         return f"draw{draw:02d}", variant(raw, seeds), {"kind": "null", "draw": draw, "seeds": seeds}
 
     def broken(draw: int, groups=groups):
-        seeds = draw_seeds(draw, per_draw)
+        seeds = draw_seeds(draw, per_draw, args.first_seed)
         for regression in REGRESSIONS:
             for group in groups:
                 label = "-".join(str(v) for v in group.values())
@@ -361,6 +361,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="run folders of every draw (kept: a second call reuses them)")
     p.add_argument("--draws", type=int, default=24, help="re-draws of the suite's seeds (false alarms)")
     p.add_argument("--regression-draws", type=int, default=3, help="draws per group and deliberate regression")
+    p.add_argument("--first-seed", type=int, default=FIRST_DRAW_SEED,
+                   help="first seed of the draws (draw j: first + 4j ...); new seeds give draws no choice was made on")
     p.add_argument("--baseline-seeds", type=int, default=16, help="seeds of the baseline run (0 ... N-1)")
     p.add_argument("--baseline", type=Path, default=BASELINE, help="the baseline to check against")
     p.add_argument("--max-concurrent", type=int, default=2)

@@ -12,7 +12,7 @@ import yaml
 from bench.errors import BenchError
 from bench.reporting.baseline import (build_baseline, dump_baseline, gated_metrics, item_table, items_path,
                                       parse_floors, read_baseline, read_items, write_baseline)
-from bench.reporting.check import compare, render_report, thresholds
+from bench.reporting.check import compare, render_report, resampled_drop, thresholds
 from conftest import invoke_bench
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -87,6 +87,38 @@ def test_thresholds_grow_with_fewer_seeds_and_more_tests_and_never_fall_below_th
     assert thresholds(0.0, 16, 4, 4, 0.05, 0.8, 0.02)[:2] == (0.02, 0.02)
 
 
+def test_heavy_tailed_seed_noise_gets_the_resampled_margin_and_keeps_the_false_alarm_rate():
+    """A metric whose seeds now and then collapse (tail macro-F1 when a seed misses a rare label):
+    the normal margin from the baseline's std fails healthy runs several times more often than its
+    level; the resampled one cuts that rate by a third or more (both measured on fresh draws from the
+    same distribution). 64 seeds cannot pin down a 6% collapse rate, so it stays above the level:
+    why `bench baseline` gates only headline metrics by default."""
+    rng = np.random.default_rng(3)
+
+    def seeds(shape):
+        return np.where(rng.random(shape) < 0.06, rng.normal(0.45, 0.05, shape), rng.normal(0.75, 0.02, shape))
+
+    n_base, n_run, tests, alpha, baselines, runs = 64, 4, 10, 0.05, 40, 2_000
+    normal_rate, resampled_rate = [], []
+    for _ in range(baselines):
+        base = seeds(n_base)
+        normal = thresholds(base.std(ddof=1), n_base, n_run, tests, alpha, 0.8, 0.0)[0]
+        resampled = thresholds(base.std(ddof=1), n_base, n_run, tests, alpha, 0.8, 0.0, list(base))[0]
+        assert resampled >= normal
+        drops = base.mean() - seeds((runs, n_run)).mean(axis=1)
+        normal_rate.append((drops > normal).mean())
+        resampled_rate.append((drops > resampled).mean())
+    level = alpha / tests
+    assert np.mean(normal_rate) > 4 * level, np.mean(normal_rate)
+    assert np.mean(resampled_rate) < 0.67 * np.mean(normal_rate), (normal_rate, resampled_rate)
+
+
+def test_resampled_margin_matches_the_normal_one_for_normal_seed_noise():
+    values = list(np.random.default_rng(4).normal(0.8, 0.03, 64))
+    normal = thresholds(float(np.std(values, ddof=1)), 64, 4, 10, 0.05, 0.8, 0.0)[0]
+    assert resampled_drop(values, 4, 0.005) == pytest.approx(normal, rel=0.15)
+
+
 # ---- the baseline -------------------------------------------------------------------------------
 
 def test_baseline_holds_mean_spread_flip_spread_and_the_drops_it_allows_and_detects():
@@ -99,7 +131,8 @@ def test_baseline_holds_mean_spread_flip_spread_and_the_drops_it_allows_and_dete
     # 200 items wrong with chance 0.05 each, independently: one seed's accuracy spreads by sqrt(0.0475 / 200)
     assert acc.flip_std == pytest.approx(np.sqrt(0.05 * 0.95 / 200), rel=0.25)
     sigma = max(acc.std, acc.flip_std)
-    allowed, detectable, _ = thresholds(sigma, 8, 4, 4, 0.05, 0.8, 0.01)
+    allowed, detectable, _ = thresholds(sigma, 8, 4, 4, 0.05, 0.8, 0.01, list(values))
+    assert acc.values == pytest.approx(list(values), abs=1e-6)
     assert (acc.allowed, acc.detectable) == (pytest.approx(allowed, abs=1e-6), pytest.approx(detectable, abs=1e-6))
     assert b.rule.run_seeds == 4 and b.rule.floors == {"accuracy": 0.01, "macro_f1": 0.01}
     assert b.versions == {"torch": "2.0", "python": "3.11"}
@@ -271,7 +304,7 @@ def test_baseline_from_the_run_rechecks_clean_and_a_raised_bar_fails(ci_check, t
     fresh = tmp_path / "fresh.json"
     made = invoke_bench("baseline", CI_SUITE, "--from-run", run_dir, "--out", fresh)
     assert made.returncode == 0, made.stderr[-2000:]
-    assert "2 groups x 5 metrics from 8 trials" in made.stdout and (tmp_path / "fresh.items.parquet").is_file()
+    assert "2 groups x 2 metrics from 8 trials" in made.stdout and (tmp_path / "fresh.items.parquet").is_file()
     assert json.loads(fresh.read_text())["suite_hash"] == json.loads(CI_BASELINE.read_text())["suite_hash"]
     same = invoke_bench("check", CI_SUITE, "--baseline", fresh, "--from-run", run_dir)
     assert same.returncode == 0 and "Improved" not in same.stdout, same.stdout + same.stderr

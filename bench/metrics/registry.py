@@ -56,6 +56,13 @@ class Metric:
         return self.direction == "lower"
 
     @property
+    def gated_by_default(self) -> bool:
+        """A headline metric (the ones leaderboards give intervals for): ``bench baseline`` gates it
+        unless told which metrics to gate. The others (top-5, head/tail macro-F1, p@k ...) move
+        with few test units or near a ceiling, where 4 seeds cannot tell noise from a drop."""
+        return self.interval and self.split == "test"
+
+    @property
     def is_score(self) -> bool:
         """A figure with a direction: can be ranked, compared and checked."""
         return self.direction != "none"

@@ -47,6 +47,8 @@ class MetricBaseline(BaseModel):
     flip_std: float | None = Field(None, ge=0, description="std of one seed's value if test items flipped "
                                                            "independently between seeds; null: not scorable per item")
     n: int = Field(ge=1, description="seeds with a value")
+    values: list[float] | None = Field(None, description="each seed's value (the run's row order; "
+                                                          "for the resampled margin); null in older files")
     allowed: float = Field(ge=0, description="largest drop of the run's mean that passes (for rule.run_seeds seeds)")
     detectable: float = Field(ge=0, description="smallest drop caught with probability rule.power")
 
@@ -136,13 +138,14 @@ def ok_rows(rows: pl.DataFrame) -> pl.DataFrame:
 
 
 def gated_metrics(rows: pl.DataFrame, chosen: list[str] | None = None) -> list[str]:
-    """The test quality metrics (registry, any k) the rows have values of; ``chosen`` restricts them."""
+    """The headline test quality metrics (registry, any k) the rows have values of; ``chosen``
+    names others (any test quality metric of the registry)."""
     ok = ok_rows(rows)
     present = [c for c in ok.columns if registry.is_quality(c) and registry.lookup(c).split == "test"
                and ok[c].dtype.is_numeric() and ok[c].drop_nulls().len() > 0]
     ordered = registry.quality_columns(present) + [c for c in present if c not in registry.quality_columns(present)]
     if chosen is None:
-        return ordered
+        return [m for m in ordered if registry.lookup(m).gated_by_default]
     for name in chosen:
         registry.require(name)
         if name not in present:
@@ -302,17 +305,18 @@ def build_baseline(rows: pl.DataFrame, predictions: pl.DataFrame | None, *, suit
             values = metric_values(part, m)
             if len(values):
                 std = float(values.std(ddof=1)) if len(values) > 1 else 0.0
-                stats[m] = (rounded(values.mean()), rounded(std), flip_std(group_items, m), len(values))
+                stats[m] = (rounded(values.mean()), rounded(std), flip_std(group_items, m), len(values),
+                            [rounded(v) for v in values])
         seeds = sorted(int(s) for s in part["seed"].to_list()) if "seed" in part.columns else [0]
         raw[key] = (axes, seeds, stats)
     tests = sum(len(s) for _, _, s in raw.values())
     groups = {}
     for key, (axes, seeds, stats) in raw.items():
         out = {}
-        for m, (mean, std, flip, n) in stats.items():
+        for m, (mean, std, flip, n, seed_values) in stats.items():
             allowed, detectable, _ = thresholds(max(std, flip or 0.0), n, run_seeds, tests, rule.alpha, rule.power,
-                                                rule.floors[m])
-            out[m] = MetricBaseline(mean=mean, std=std, flip_std=flip, n=n, allowed=rounded(allowed),
+                                                rule.floors[m], seed_values)
+            out[m] = MetricBaseline(mean=mean, std=std, flip_std=flip, n=n, values=seed_values, allowed=rounded(allowed),
                                     detectable=rounded(detectable))
         groups[key] = GroupBaseline(axes=axes, seeds=seeds, metrics=out)
     baseline = Baseline(suite=suite, suite_hash=suite_hash, subset=subset, group_by=list(group_by),

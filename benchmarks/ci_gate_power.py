@@ -11,7 +11,8 @@ Every draw is an in-process `run_suite` on one Ray session, into its own run fol
 measurement resumes where it stopped and a changed rule is re-evaluated without training
 (``--evaluate-only``). The table is written as markdown (for docs/ci.md) and JSON.
 
-    nice -n 10 python benchmarks/ci_gate_power.py                     # ~30-40 min on 2 busy cores
+    python benchmarks/ci_gate_power.py --runner processes --baseline-seeds 256 --first-seed 9000 --draws 100
+                                                                    # ~1 h on 2 busy cores
     python benchmarks/ci_gate_power.py --evaluate-only --markdown table.md
 """
 from __future__ import annotations
@@ -314,9 +315,9 @@ def markdown(result: dict) -> str:
         seconds = [t["seconds"] for t in result["timings"] if not t["run"].startswith("baseline") and "-" not in t["run"]]
         loads = [t["load_before"][0] for t in result["timings"]] + [t["load_after"][0] for t in result["timings"]]
         if seconds:
-            lines += [f"One check run of the suite (8 trials, 2 at a time, in-process on a running Ray) took "
-                      f"{min(seconds):.0f}-{max(seconds):.0f} s (median {sorted(seconds)[len(seconds) // 2]:.0f} s) "
-                      f"under `nice -n 10`; 1-minute load during the runs {min(loads):.1f}-{max(loads):.1f}.", ""]
+            lines += [f"One check run of the suite (8 trials, 2 at a time, on workers already started) took "
+                      f"{min(seconds):.0f}-{max(seconds):.0f} s (median {sorted(seconds)[len(seconds) // 2]:.0f} s); "
+                      f"1-minute load during the runs {min(loads):.1f}-{max(loads):.1f}.", ""]
     if null:
         low, high = clopper_pearson(alarms, len(null))
         lines += ["| re-draws of the seeds (nothing broken) | false alarms | 95% interval |", "|---|---|---|",

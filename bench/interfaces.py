@@ -11,6 +11,8 @@ from torch import Tensor, nn
 TEXT, IMAGE, JOINT = "text", "image", "joint"
 CLASSIFICATION, MATCHING = "classification", "matching"
 PAIRS = "pairs"  # pair-labelled matching: labelled (left, right) item pairs, split by pair
+# TaskInfo.kind: what the items of a trial carry, as the other plugins see it (a fusion builds a
+# classification head for CLASSIFICATION, an objective needing pair batches runs under PAIRS).
 
 
 @dataclass
@@ -41,7 +43,7 @@ class FusionOutput:
 
 @dataclass
 class TaskInfo:
-    kind: str  # CLASSIFICATION or MATCHING
+    kind: str  # CLASSIFICATION, MATCHING or PAIRS
     label_names: list[str]
     has_groups: bool
 
@@ -202,3 +204,69 @@ class Objective(nn.Module):
     def pair_scores(self, model: "nn.Module", left: list[dict], right: list[dict]) -> Tensor:  # pragma: no cover
         """One match score per (left, right) record pair, higher = more alike (``scores_pairs`` only)."""
         raise NotImplementedError
+
+
+class Task:
+    """What a trial is asked to do, and how it is scored: the fifth plugin kind.
+
+    The trial loop (bench/trial/session.py) builds the model from the suite, then asks its task:
+    ``prepare`` the splits, the ``training_loader`` of each stage, the dev metrics that select the
+    epoch (``selection_metric``), what is fitted on dev after training (``fit_on_dev``), the row's
+    test metrics and the predictions kept beside it. The defaults are the item tasks'
+    (classification and same-product retrieval, bench/trial/item_task.py): a task subclasses
+    ``bench.trial.item_task.ItemTask`` and overrides what differs, e.g. its metrics.
+
+    ``run`` is the trial (``bench.trial.session.TrialRun``): its ``cfg``, ``data``, ``model``,
+    ``device``, ``predict(split)`` and ``eval_loader(records)``.
+    """
+
+    kind: ClassVar[str] = CLASSIFICATION  # TaskInfo.kind of its trials
+    needs: ClassVar[str] = CLASSIFICATION  # what the catalogue must support (Catalog.tasks)
+    main_metric: ClassVar[str] = "macro_f1"  # the headline test metric ("{k}" = eval.k)
+    metrics: ClassVar[tuple[Any, ...]] = ()  # bench.metrics.registry.Metric declarations of its own columns
+
+    def selection_metric(self, k: int) -> str:
+        """The dev metric that picks the epoch unless ``selection.metric`` names another."""
+        return "dev_" + self.main_metric.replace("{k}", str(k))
+
+    def prepare(self, cfg, ctx):  # pragma: no cover - interface
+        """The catalogue cut into the trial's splits: a ``bench.trial.prepare.TrialData``."""
+        raise NotImplementedError
+
+    def check_model(self, run) -> None:
+        """Refuse, with a BenchError, a model this task cannot score (called once it is built)."""
+
+    def stage_objectives(self, run, stage, index: int, objectives: list) -> None:
+        """Told each stage's built objectives before the stage trains (pairs: which one scores pairs)."""
+
+    def training_loader(self, run, stage, index: int, objectives: list, preprocessors):  # pragma: no cover
+        """The stage's training batches; ``preprocessors(records)`` gives each modality's input function."""
+        raise NotImplementedError
+
+    def note_served(self, run, loader, steps: int) -> None:
+        """Told how many batches of a stage's loader trained (for ``seen_shares``)."""
+
+    def trained_modules(self, run) -> list[nn.Module]:
+        """Modules besides the fusion and the trainable encoders whose weights the task's scores read
+        (pairs: a cross-encoder's head): selection keeps and restores them with the model's."""
+        return []
+
+    def fit_on_dev(self, run, dev):
+        """Settle post-training choices on the dev predictions; dev as the settled model gives it."""
+        return dev
+
+    def dev_metrics(self, run, dev) -> dict[str, float]:  # pragma: no cover - interface
+        """The row's dev_* columns from dev predictions (``selection_metric`` among them)."""
+        raise NotImplementedError
+
+    def test_metrics(self, run, dev, test) -> dict[str, Any]:  # pragma: no cover - interface
+        """The row's test columns (and dev ones scored once at the end); ``dev`` may be None."""
+        raise NotImplementedError
+
+    def prediction_table(self, run, key: str, test):  # pragma: no cover - interface
+        """The test predictions stored beside the row (a polars DataFrame with ``trial_key``)."""
+        raise NotImplementedError
+
+    def seen_shares(self, run) -> dict[str, float | None]:
+        """Row columns saying how much of the training data the stages served."""
+        return {}

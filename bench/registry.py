@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from bench.errors import BenchError
 
-KINDS = ("dataset", "encoder", "fusion", "objective")
+KINDS = ("dataset", "encoder", "fusion", "objective", "task")
 
 
 class NoOptions(BaseModel):

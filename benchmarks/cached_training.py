@@ -91,7 +91,7 @@ def warm_trials(plan: dict) -> dict:
     from bench.trial.context import TrialContext
     from bench.trial.prepare import prepare_data
     from bench.trial.prepare import seed_everything
-    from bench.trial.session import TrialRun
+    from bench.trial.session import open_trial
 
     registry = get_registry()
     specs = {s.axes.get("fusion"): s for s in load_suite(plan["suite"], registry).trials
@@ -109,8 +109,8 @@ def warm_trials(plan: dict) -> dict:
                 sum(timings["harness_train_s"]) < plan.get("min_seconds", 0) and len(timings["harness_train_s"]) < 30):
             # harness then plain, back to back, same process state
             seed_everything(cfg.seed)
-            data = prepare_data(cfg, ctx)
-            run = TrialRun(cfg, ctx, data)
+            run = open_trial(cfg, ctx)
+            data = run.data
             initial = copy.deepcopy(run.model.fusion.state_dict())
             before = run.inputs.store.misses
             cpu, wall = time.process_time(), time.perf_counter()

@@ -25,7 +25,7 @@ from bench.trial.build import build_model
 from bench.trial.context import TrialContext
 from bench.trial.prepare import prepare_data
 from bench.trial.run import run_trial
-from bench.trial.session import TrialRun
+from bench.trial.session import open_trial
 from conftest import TINY_IMAGE, TINY_TEXT, tiny_trial
 
 SUITES = Path(__file__).resolve().parents[1] / "suites"
@@ -142,8 +142,8 @@ def test_trial_fits_tfidf_on_train_records_only(registry, monkeypatch):
     monkeypatch.setattr(TfidfTextEncoder, "fit", spy)
     cfg = TrialConfig.model_validate(tiny_trial(encoders={"text": TFIDF}, cache=False))
     ctx = TrialContext(registry=registry)
-    data = prepare_data(cfg, ctx)
-    run = TrialRun(cfg, ctx, data)
+    run = open_trial(cfg, ctx)
+    data = run.data
     run.train()
     assert seen == [{r["item_id"] for r in data.splits["train"]}]
     others = {r["item_id"] for name in ("dev", "test", "ssl") for r in data.splits[name]}

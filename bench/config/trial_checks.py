@@ -97,10 +97,10 @@ PAIR_OBJECTIVES = "pair_contrastive, pair_classification, pair_cross_encoder"
 def check_pairs_dataset(trial, file: str | None, suffix: str = "") -> None:
     """Task pairs and pair-labelled data go together; the benchmark's own pair split is kept."""
     name = trial.dataset.name
-    if name in PAIR_DATASETS and trial.task != "pairs":
-        raise BenchError(f"dataset '{name}' holds labelled pairs, which task '{trial.task}' cannot use{suffix}",
+    if name in PAIR_DATASETS and trial.task.name != "pairs":
+        raise BenchError(f"dataset '{name}' holds labelled pairs, which task '{trial.task.name}' cannot use{suffix}",
                          file=file, field="trial.task", fix="set task: pairs")
-    if trial.task != "pairs":
+    if trial.task.name != "pairs":
         return
     if name == "synthetic_catalog" and not trial.dataset.options.get("pairs"):
         raise BenchError(f"task pairs needs labelled pairs; synthetic_catalog emits them only when asked{suffix}",
@@ -114,13 +114,13 @@ def check_pair_objective(trial, i: int, j: int, name: str, needs, unknown: bool,
                          suffix: str = "") -> None:
     """Pair objectives read pair batches, which only task pairs makes, and task pairs makes nothing else."""
     field = f"trial.stages[{i}].objectives[{j}].name"
-    if "pairs" in needs and trial.task != "pairs":
-        raise BenchError(f"objective '{name}' trains on labelled pairs, but the task is '{trial.task}'{suffix}",
+    if "pairs" in needs and trial.task.name != "pairs":
+        raise BenchError(f"objective '{name}' trains on labelled pairs, but the task is '{trial.task.name}'{suffix}",
                          file=file, field=field, fix="set task: pairs (with a pair-labelled dataset) or use an item "
                                                      "objective (cross_entropy, contrastive, triplet ...)")
-    if trial.task == "pairs" and "pairs" not in needs and not unknown:
+    if trial.task.name == "pairs" and "pairs" not in needs and not unknown:
         raise BenchError(f"task pairs trains on batches of labelled pairs; objective '{name}' reads single items{suffix}",
                          file=file, field=field, fix=f"use a pair objective: {PAIR_OBJECTIVES}")
-    if trial.task == "pairs" and trial.stages[i].data != "train":
+    if trial.task.name == "pairs" and trial.stages[i].data != "train":
         raise BenchError(f"task pairs trains on the train pairs; stage data '{trial.stages[i].data}' has none{suffix}",
                          file=file, field=f"trial.stages[{i}].data", fix="set data: train")

@@ -584,9 +584,17 @@ def search_selection(suite) -> tuple[str | None, str]:
     selection = suite.trial.get("selection")
     if isinstance(selection, dict) and selection.get("metric"):
         return selection["metric"], selection.get("mode", "max")
-    if suite.trial.get("task", "classification") == "classification":
-        return "dev_macro_f1", "max"
-    if suite.trial.get("task") == "pairs":
-        return "dev_pair_ap", "max"
-    k = (suite.trial.get("eval") or {}).get("k", 10)
-    return f"dev_ndcg@{k}", "max"
+    return task_selection_metric(suite.trial), "max"
+
+
+def task_selection_metric(trial: dict) -> str:
+    """The dev metric the trial's task selects by (its plugin says; the built-ins' when it cannot load)."""
+    task = trial.get("task", "classification")
+    name = task["name"] if isinstance(task, dict) else task
+    k = (trial.get("eval") or {}).get("k", 10)
+    try:
+        from bench.plugins import get_registry
+
+        return get_registry().get("task", name).factory().selection_metric(k)
+    except Exception:  # a task plugin gone since the run: the built-ins' rule
+        return {"classification": "dev_macro_f1", "pairs": "dev_pair_ap"}.get(name, f"dev_ndcg@{k}")

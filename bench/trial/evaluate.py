@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -21,6 +21,11 @@ class Predictions:
     logits_parts: list[torch.Tensor] = field(default_factory=list)
     kinds: dict[str, torch.Tensor] = field(default_factory=dict)
     seconds: float = 0.0
+
+    def with_outputs(self, out: FusionOutput) -> "Predictions":
+        """These predictions with a fusion's outputs for the same items (a setting chosen on dev)."""
+        return replace(self, embedding=out.embedding, logits=out.logits, logits_parts=list(out.logits_parts),
+                       kinds=dict(out.kinds))
 
     def as_fusion_output(self) -> FusionOutput:
         return FusionOutput(embedding=self.embedding, logits=self.logits, logits_parts=self.logits_parts, kinds=self.kinds)

@@ -31,14 +31,26 @@ class FusionOutput:
 
     embedding: the vector used for retrieval [B, D].
     logits: class scores used for prediction [B, C] (None for embedding-only models).
-    logits_parts: every logits tensor a classification loss should train (e.g. late fusion's two heads).
+    head_logits: by head name, the logits a classification loss trains instead of ``logits``, for a
+        fusion whose prediction combines separately trained heads (late fusion: {"text", "image"});
+        empty: the loss trains ``logits``.
+    candidate_logits: by setting, the logits the fusion would predict under each setting
+        ``fit_on_dev`` chooses among (the linear probe: one per C), so dev can choose without
+        predicting again; empty for a fusion with nothing to choose.
     kinds: per-kind embeddings ("text", "image", "multimodal") for omni losses and max-of-kinds retrieval.
     """
 
     embedding: Tensor
     logits: Tensor | None = None
-    logits_parts: list[Tensor] = field(default_factory=list)
+    head_logits: dict[str, Tensor] = field(default_factory=dict)
+    candidate_logits: dict[str, Tensor] = field(default_factory=dict)
     kinds: dict[str, Tensor] = field(default_factory=dict)
+
+    def trained_logits(self) -> list[Tensor]:
+        """What a classification loss trains: the heads' logits, else ``logits`` (none: no head)."""
+        if self.head_logits:
+            return list(self.head_logits.values())
+        return [self.logits] if self.logits is not None else []
 
 
 @dataclass
@@ -155,10 +167,15 @@ class Fusion(nn.Module):
         a no-op."""
 
     def fit_on_dev(self, outputs: FusionOutput, labels: Tensor, metric: str = "macro_f1") -> FusionOutput | None:
-        """Choose post-training settings (e.g. late fusion's weight) on the dev split only,
-        by ``metric`` ("accuracy" or "macro_f1"), the metric the suite selects models by.
-        May return the dev outputs as the fitted fusion gives them (saves predicting dev again,
-        at every dev evaluation); None makes the trial predict dev again."""
+        """The dev-fitting hook: settle post-training choices on the dev split only, from its
+        item labels (-1 = unknown) and ``outputs`` (the dev outputs as the fusion gives them now,
+        ``head_logits`` and ``candidate_logits`` included), by ``metric`` ("accuracy" or
+        "macro_f1", the suite's selection metric). Called by the classification task after
+        every dev evaluation of the selected stage and once before test; never with test data.
+
+        Return the dev outputs as the settled fusion gives them (late fusion: its combined
+        logits under the chosen weight), or None when they cannot be derived from ``outputs``:
+        the trial then runs the fusion on dev again. Only called when overridden."""
 
     def dev_choices(self, outputs: FusionOutput) -> Iterable[tuple[Any, FusionOutput]]:
         """Settings this fusion can take after training, each with the dev outputs it would give

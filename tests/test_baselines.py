@@ -225,7 +225,7 @@ def test_linear_probe_keeps_the_c_with_the_best_dev_metric(registry, metric):
     probe.fit_on_train({k: v.pooled for k, v in _split(x_train).items()}, torch.from_numpy(y_train))
     probe.fit_on_dev(probe(_split(x_dev)), torch.from_numpy(y_dev), metric=metric)
     out = probe(_split(x_dev))
-    assert torch.equal(out.logits, out.logits_parts[grid.index(probe.report()["linear_probe_C"])])
+    assert torch.equal(out.logits, list(out.candidate_logits.values())[grid.index(probe.report()["linear_probe_C"])])
 
     scaler = StandardScaler().fit(x_train.astype(np.float64))
     preds = [LogisticRegression(C=c, max_iter=5000).fit(scaler.transform(x_train), y_train)
@@ -347,6 +347,6 @@ def test_tfidf_feeds_every_fusion(registry, fusion):
     records = [{**r, "image": None} for r in _records(TEST_TITLES)]
     out = model(Collate({m: model.encoders[m].preprocess for m in ("text", "image")})(records))
     assert out.logits.shape == (len(records), 3) and torch.isfinite(out.logits).all()
-    sum(torch.nn.functional.cross_entropy(p, torch.tensor([0, 1, 2, 0])) for p in out.logits_parts).backward()
+    sum(torch.nn.functional.cross_entropy(p, torch.tensor([0, 1, 2, 0])) for p in out.trained_logits()).backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.fusion.parameters())
     assert kind_widths(dict(model.encoders.items()), model.fusion)["embedding"] == out.embedding.shape[1]

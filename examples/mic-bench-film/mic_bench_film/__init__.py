@@ -29,8 +29,7 @@ class FilmFusion(Fusion):
         t, v = features[TEXT].pooled, features[IMAGE].pooled
         joint = t * (1 + self.gamma(v)) + self.beta(v)
         logits = self.head(joint)
-        return FusionOutput(embedding=joint, logits=logits, logits_parts=[logits],
-                            kinds={TEXT: t, IMAGE: v, "multimodal": joint})
+        return FusionOutput(embedding=joint, logits=logits, kinds={TEXT: t, IMAGE: v, "multimodal": joint})
 
 
 def build(opts: FilmOptions, ctx) -> FilmFusion:

@@ -27,8 +27,7 @@ class ShallowFusion(Fusion):
         t, v = features[TEXT].pooled, features[IMAGE].pooled
         joint = torch.cat([t, v], dim=-1)
         logits = self.head(joint) if self.head is not None else None
-        return FusionOutput(embedding=joint, logits=logits, logits_parts=[logits] if logits is not None else [],
-                            kinds={TEXT: t, IMAGE: v, "multimodal": joint})
+        return FusionOutput(embedding=joint, logits=logits, kinds={TEXT: t, IMAGE: v, "multimodal": joint})
 
 
 def build(opts: ShallowOptions, ctx) -> ShallowFusion:

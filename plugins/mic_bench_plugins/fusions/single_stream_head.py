@@ -29,8 +29,7 @@ class SingleStreamHead(Fusion):
         kinds = {k: joint.extras[k] for k in (TEXT, IMAGE) if k in joint.extras}
         kinds["multimodal"] = pooled
         logits = self.head(pooled) if self.head is not None else None
-        return FusionOutput(embedding=pooled, logits=logits, logits_parts=[logits] if logits is not None else [],
-                            kinds=kinds)
+        return FusionOutput(embedding=pooled, logits=logits, kinds=kinds)
 
 
 def build(opts: HeadOptions, ctx) -> SingleStreamHead:

@@ -20,8 +20,7 @@ class UnimodalFusion(Fusion):
     def forward(self, features: dict[str, EncoderOutput]) -> FusionOutput:
         pooled = features[self.modality].pooled
         logits = self.head(pooled) if self.head is not None else None
-        return FusionOutput(embedding=pooled, logits=logits, logits_parts=[logits] if logits is not None else [],
-                            kinds={self.modality: pooled})
+        return FusionOutput(embedding=pooled, logits=logits, kinds={self.modality: pooled})
 
 
 def build_text_only(opts: HeadOptions, ctx) -> UnimodalFusion:

@@ -31,7 +31,7 @@ class CrossEntropy(Objective):
 
     def loss(self, model, batch: Batch) -> LossOutput:
         out = model(batch)
-        parts = out.logits_parts or ([out.logits] if out.logits is not None else [])
+        parts = out.trained_logits()
         if not parts:
             raise ValueError("cross_entropy needs a fusion with a classification head")
         weight = self.class_weights if self.opts.class_weighted else None

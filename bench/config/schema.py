@@ -121,7 +121,7 @@ class TrialConfig(BaseModel):
     model_config = Strict
     dataset: Ref
     task: Ref = Field(default_factory=lambda: Ref(name="classification"),
-                      description="a task plugin (bench plugins --kind task): classification, retrieval, pairs ...")
+                      description="a task plugin (bench plugins lists them): classification, retrieval, pairs ...")
     encoders: dict[Literal["text", "image", "joint"], Ref] = Field(min_length=1)
     fusion: Ref
     stages: list[StageConfig] = Field(default_factory=lambda: [StageConfig()],

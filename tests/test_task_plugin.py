@@ -59,7 +59,10 @@ def hierarchy_package(tmp_path_factory):
     from plugin_packages import install, uninstall
 
     declared = list(metric_registry.METRICS)
+    from bench.plugins import get_registry
+
     packages = install("mic-bench-hierarchy", root=tmp_path_factory.mktemp("plugins"))
+    get_registry()  # the plugin loads in this process too: its metrics join the registry
     yield packages
     uninstall(packages)
     for name in [m for m in sys.modules if m.split(".")[0] == "mic_bench_hierarchy"]:

@@ -67,12 +67,11 @@ def _cut_at_label(parts: list[str], label: str) -> Path | None:
 def label_tree(catalog, separator: str) -> dict[str, Path]:
     """Each label's category path: the items' whole paths (``Catalog.label_paths``) cut at the label's
     depth when the reader filled them, else the label split on ``separator``."""
-    labels = catalog.items["label"].to_list()
-    whole = catalog.label_paths.to_list() if catalog.label_paths is not None else [None] * len(labels)
+    labels = catalog.items["label"]
+    whole = catalog.label_paths if catalog.label_paths is not None else pl.Series([None] * len(labels), dtype=pl.Utf8)
+    pairs = pl.DataFrame({"label": labels, "path": whole}).drop_nulls("label").unique(maintain_order=True)
     tree: dict[str, Path] = {}
-    for label, path in zip(labels, whole):
-        if label is None:
-            continue
+    for label, path in pairs.iter_rows():
         found = (_cut_at_label(path.split(PATH_JOIN), label) if path else None) or split_label(label, separator)
         if tree.setdefault(label, found) != found:
             raise BenchError(f"label {label!r} sits at two places of the category tree "

@@ -132,7 +132,7 @@ def test_a_suite_with_the_outside_task_beside_classification(hierarchy_package, 
     installed could not import it), written and rendered as a run writes and renders them."""
     from bench.config.suite import load_suite
     from bench.plugins import get_registry
-    from bench.reporting.leaderboard import render_markdown, spec_from_suite
+    from bench.reporting.leaderboard import render_markdown, spec_from_suite, task_selection_metric
     from bench.reporting.results import new_run_dir
     from bench.reporting.write import load_predictions
     from bench.trial.context import TrialContext
@@ -152,6 +152,7 @@ def test_a_suite_with_the_outside_task_beside_classification(hierarchy_package, 
     rows, predictions = run.consolidate(), load_predictions(run.path)
     row = _check_rows_recompute(rows, predictions)
 
+    assert task_selection_metric({"task": TASK}) == "dev_hier_f1"  # what a search over this task selects by
     board = render_markdown(rows, spec_from_suite(loaded.suite), predictions)
     assert TASK in board and "hier_f1" in board
 

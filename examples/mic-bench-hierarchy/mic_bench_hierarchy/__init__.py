@@ -95,8 +95,8 @@ class HierarchicalTask(ItemTask):
     main_metric = "hier_f1"  # selection: dev_hier_f1
     metrics = METRICS
 
-    def __init__(self, options: HierarchyOptions, ctx=None):
-        super().__init__(options, ctx)
+    def __init__(self, options: HierarchyOptions | None = None, ctx=None):
+        super().__init__(options or HierarchyOptions(), ctx)
         self.paths: list[Path] = []  # each label's path, by label index
 
     def prepare(self, cfg, ctx):

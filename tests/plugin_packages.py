@@ -17,6 +17,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = {"mic-bench-film": ROOT / "examples" / "mic-bench-film",
+            "mic-bench-hierarchy": ROOT / "examples" / "mic-bench-hierarchy",
             "mic-bench-faulty": ROOT / "tests" / "fixtures" / "faulty_plugin"}
 
 

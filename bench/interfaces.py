@@ -231,7 +231,8 @@ class Task:
     epoch (``selection_metric``), what is fitted on dev after training (``fit_on_dev``), the row's
     test metrics and the predictions kept beside it. The defaults are the item tasks'
     (classification and same-product retrieval, bench/trial/item_task.py): a task subclasses
-    ``bench.trial.item_task.ItemTask`` and overrides what differs, e.g. its metrics.
+    ``bench.trial.item_task.ItemTask`` and overrides what differs, e.g. its metrics
+    (docs/writing-a-plugin.md, "Task").
 
     ``run`` is the trial (``bench.trial.session.TrialRun``): its ``cfg``, ``data``, ``model``,
     ``device``, ``predict(split)`` and ``eval_loader(records)``.

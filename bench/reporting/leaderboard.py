@@ -587,14 +587,20 @@ def search_selection(suite) -> tuple[str | None, str]:
     return task_selection_metric(suite.trial), "max"
 
 
-def task_selection_metric(trial: dict) -> str:
-    """The dev metric the trial's task selects by (its plugin says; the built-ins' when it cannot load)."""
-    task = trial.get("task", "classification")
-    name = task["name"] if isinstance(task, dict) else task
-    k = (trial.get("eval") or {}).get("k", 10)
-    try:
-        from bench.plugins import get_registry
+BUILT_IN_SELECTION = {"classification": "dev_macro_f1", "pairs": "dev_pair_ap"}  # else dev_ndcg@k (retrieval)
 
-        return get_registry().get("task", name).factory().selection_metric(k)
-    except Exception:  # a task plugin gone since the run: the built-ins' rule
-        return {"classification": "dev_macro_f1", "pairs": "dev_pair_ap"}.get(name, f"dev_ndcg@{k}")
+
+def task_selection_metric(trial: dict) -> str:
+    """The dev metric the trial's task selects by: the built-in tasks' rule, else the task plugin's
+    own (built with the suite's task options); a task plugin that cannot be built is an error."""
+    from bench.interfaces import BuildContext
+    from bench.plugins import get_registry
+
+    task = trial.get("task", "classification")
+    name, options = (task.get("name"), task.get("options")) if isinstance(task, dict) else (task, None)
+    k = (trial.get("eval") or {}).get("k", 10)
+    if name in BUILT_IN_SELECTION or name in ("retrieval", "matching"):
+        return BUILT_IN_SELECTION.get(name, f"dev_ndcg@{k}")
+    built = get_registry().get("task", name, field="trial.task.name").build(options, BuildContext(),
+                                                                             field="trial.task.options")
+    return built.selection_metric(k)

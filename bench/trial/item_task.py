@@ -1,6 +1,6 @@
 """The item tasks' steps (classification and same-product retrieval): items split by item, batches of
 items, classification and retrieval metrics. A task plugin that scores items another way subclasses
-``ItemTask`` and overrides what differs (docs/writing-a-plugin.md, "A task")."""
+``ItemTask`` and overrides what differs (docs/writing-a-plugin.md, "Task")."""
 from __future__ import annotations
 
 from typing import Any

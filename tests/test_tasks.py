@@ -102,3 +102,25 @@ def test_pair_trial_is_the_same_loop_asking_the_pairs_task(registry, tmp_path):
     assert row["status"] == "ok", row.get("error")
     assert row["selection_metric"] == "dev_pair_ap" and row["pair_ap"] is not None
     assert "train_pairs_seen_share" in row and "train_items_seen_share" not in row
+
+
+def test_suite_checks_of_pair_tasks_follow_the_task_kind_not_its_name(write_suite):
+    """An outside task whose kind is pairs gets the pairs task's suite checks (here: item
+    objectives are refused), whatever it is called."""
+    from mic_bench_plugins.tasks.pairs import PairsTask
+
+    from bench.config.suite import load_suite
+    from bench.plugins import build_registry
+    from bench.registry import PluginSpec
+    from test_pairs import _pair_trial
+
+    class RenamedPairs(PairsTask):
+        pass
+
+    fresh = build_registry()
+    fresh.add(PluginSpec("task", "my_pairs", "pairs under another name", RenamedPairs))
+    load_suite(write_suite({"name": "t", "trial": _pair_trial(task="my_pairs")}), fresh)
+    with pytest.raises(BenchError) as caught:
+        load_suite(write_suite({"name": "t", "trial": _pair_trial(task="my_pairs",
+                                                                  stages=[{"objectives": ["cross_entropy"]}])}), fresh)
+    assert "use a pair objective" in caught.value.fix

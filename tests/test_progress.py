@@ -6,6 +6,7 @@ import re
 import time
 
 import numpy as np
+import pytest
 from ray import cloudpickle
 
 from bench.reporting.leaderboard import LeaderboardSpec
@@ -74,29 +75,40 @@ def test_progress_goes_to_stdout_when_stdout_is_a_file(tmp_path, monkeypatch):
         assert not RunProgress("smoke", 1).live_view
 
 
-def test_a_run_writing_to_a_log_shows_each_trial_start_and_epoch_as_it_happens(tmp_path):
+def test_a_run_writing_to_a_log_shows_each_trial_start_and_epoch_as_it_happens(tmp_path, monkeypatch, ray_session):
     """`bench run ... > log.txt`: the start line is in the file while the trial still runs, then a
-    line per epoch, then the end line (read from the file as it grows, not after the run)."""
-    import os
-    import subprocess
+    line per epoch, then the end line (read from the file as it grows, not after the run). The real
+    `bench run` in this process on the shared Ray session, its stdout a real file."""
     import sys
+    import threading
     from pathlib import Path
+
+    from bench.cli import cli
 
     root = Path(__file__).resolve().parents[1]
     log = tmp_path / "log.txt"
-    with open(log, "w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "bench.cli", "run", root / "suites" / "smoke.yaml", "--out",
-                                 tmp_path / "out", "--only", "fusion=text_only"], stdout=out,
-                                stderr=subprocess.PIPE, text=True, env=dict(os.environ))
-        seen_start_alone = False
-        deadline = time.monotonic() + 600
-        while proc.poll() is None and time.monotonic() < deadline:
+    seen, done = [], threading.Event()
+
+    def watch():  # reads the file as the run writes it
+        while not done.is_set():
             text = log.read_text()
             if "start  fusion=text_only seed=0" in text and "] ok " not in text:
-                seen_start_alone = True
+                seen.append(text)
             time.sleep(0.1)
-        _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 0, err[-3000:]
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    with open(log, "w") as out, monkeypatch.context() as patch:
+        patch.setattr(sys, "stdout", out)
+        watcher.start()
+        try:
+            with pytest.raises(SystemExit) as ended:
+                cli.main(["run", str(root / "suites" / "smoke.yaml"), "--out", str(tmp_path / "out"), "--only",
+                          "fusion=text_only"], prog_name="bench", obj={}, standalone_mode=False)
+        finally:
+            done.set()
+            watcher.join()
+    assert ended.value.code == 0
+    seen_start_alone = bool(seen)
     lines = [l for l in log.read_text().splitlines() if l.startswith("[")]
     assert seen_start_alone  # the start line was written while the trial was running
     assert lines[0].startswith("[0/1] start  fusion=text_only seed=0")

@@ -25,8 +25,10 @@ def _run_dir(out: Path, suite: str) -> Path:
     return runs[0]
 
 
-def test_smoke_suite_runs_and_leaderboard_regenerates_identically(tmp_path):
-    proc = run_bench("run", ROOT / "suites" / "smoke.yaml", "--out", tmp_path, "--quiet")
+def test_smoke_suite_runs_and_leaderboard_regenerates_identically(tmp_path, ray_session):
+    """The real `bench run` in this process on the shared Ray session (`bench run` in fresh processes:
+    test_kill_then_resume_runs_each_trial_exactly_once and the run behind test_failed_trials_...)."""
+    proc = invoke_bench("run", ROOT / "suites" / "smoke.yaml", "--out", tmp_path, "--quiet")
     assert proc.returncode == 0, proc.stderr[-3000:]
     run = _run_dir(tmp_path, "smoke")
     rows = pl.read_parquet(run / "trials.parquet")

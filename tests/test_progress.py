@@ -6,7 +6,6 @@ import re
 import time
 
 import numpy as np
-import pytest
 from ray import cloudpickle
 
 from bench.reporting.leaderboard import LeaderboardSpec
@@ -75,47 +74,20 @@ def test_progress_goes_to_stdout_when_stdout_is_a_file(tmp_path, monkeypatch):
         assert not RunProgress("smoke", 1).live_view
 
 
-def test_a_run_writing_to_a_log_shows_each_trial_start_and_epoch_as_it_happens(tmp_path, monkeypatch, ray_session):
+def test_a_run_writing_to_a_log_shows_each_trial_start_and_epoch_as_it_happens(smoke_run):
     """`bench run ... > log.txt`: the start line is in the file while the trial still runs, then a
-    line per epoch, then the end line (read from the file as it grows, not after the run). The real
-    `bench run` in this process on the shared Ray session, its stdout a real file."""
-    import sys
-    import threading
-    from pathlib import Path
-
-    from bench.cli import cli
-
-    root = Path(__file__).resolve().parents[1]
-    log = tmp_path / "log.txt"
-    seen, done = [], threading.Event()
-
-    def watch():  # reads the file as the run writes it
-        while not done.is_set():
-            text = log.read_text()
-            if "start  fusion=text_only seed=0" in text and "] ok " not in text:
-                seen.append(text)
-            time.sleep(0.1)
-
-    watcher = threading.Thread(target=watch, daemon=True)
-    with open(log, "w") as out, monkeypatch.context() as patch:
-        patch.setattr(sys, "stdout", out)
-        watcher.start()
-        try:
-            with pytest.raises(SystemExit) as ended:
-                cli.main(["run", str(root / "suites" / "smoke.yaml"), "--out", str(tmp_path / "out"), "--only",
-                          "fusion=text_only"], prog_name="bench", obj={}, standalone_mode=False)
-        finally:
-            done.set()
-            watcher.join()
-    assert ended.value.code == 0
-    seen_start_alone = bool(seen)
-    lines = [l for l in log.read_text().splitlines() if l.startswith("[")]
+    line per epoch, then the end line (read from the file as it grows, not after the run). The smoke
+    suite's two trials one after the other (conftest.smoke_run, shared with test_runner)."""
+    code, _, text, seen_start_alone = smoke_run
+    assert code == 0
+    lines = [l for l in text.splitlines() if l.startswith("[")]
     assert seen_start_alone  # the start line was written while the trial was running
-    assert lines[0].startswith("[0/1] start  fusion=text_only seed=0")
-    epochs = [l for l in lines if " epoch  " in l]
+    assert lines[0].startswith("[0/2] start  fusion=text_only seed=0")
+    epochs = [l for l in lines if " epoch  fusion=text_only" in l]
     assert len(epochs) == 2 and re.search(r"epoch 1 · loss \d\.\d{4} · dev_macro_f1 \d\.\d{3} · [\d.]+ samples/s",
                                           epochs[0])
-    assert lines[-1].startswith("[1/1] ok     fusion=text_only seed=0 macro_f1=")
+    assert lines[3].startswith("[1/2] ok     fusion=text_only seed=0 macro_f1=")
+    assert lines[-1].startswith("[2/2] ok     fusion=image_only seed=0 macro_f1=")
 
 
 def test_live_view_shows_counts_best_row_and_finished_trials():

@@ -32,7 +32,7 @@ def plain_train(fusion, tables: dict, labels, stage, seed: int) -> tuple[float, 
     import torch
     import torch.nn.functional as F
 
-    from bench.interfaces import EncoderOutput
+    from bench.api.interfaces import EncoderOutput
     from bench.trial.schedules import lr_factor
 
     fusion.train()
@@ -85,7 +85,7 @@ def warm_trials(plan: dict) -> dict:
     import torch
 
     from bench.trial.device import set_threads
-    from bench.plugins import get_registry
+    from bench.api.plugins import get_registry
     from bench.config.schema import TrialConfig
     from bench.config.suite import load_suite
     from bench.trial.context import TrialContext
@@ -154,8 +154,8 @@ def feature_build(plan: dict) -> dict:
 
     from bench.trial.cache import CacheStore
     from bench.trial.device import set_threads
-    from bench.interfaces import BuildContext
-    from bench.plugins import get_registry
+    from bench.api.interfaces import BuildContext
+    from bench.api.plugins import get_registry
     from bench.trial.inputs import TrialInputs
 
     threads = set_threads(plan["cpus"])

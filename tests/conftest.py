@@ -32,7 +32,7 @@ def tiny_trial(**overrides) -> dict:
 
 @pytest.fixture(scope="session")
 def registry():
-    from bench.plugins import get_registry
+    from bench.api.plugins import get_registry
 
     return get_registry()
 

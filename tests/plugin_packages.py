@@ -54,7 +54,7 @@ class InstalledPackages:
 
     @staticmethod
     def _forget_registries() -> None:
-        from bench import plugins
+        from bench.api import plugins
 
         plugins.get_registry.cache_clear()
         plugins._lifecycle_manager.cache_clear()

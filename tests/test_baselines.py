@@ -17,8 +17,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler, normalize
 
 from bench.trial.cache import CacheStore
-from bench.fitting import fit_encoder, fit_key
-from bench.interfaces import BuildContext, TaskInfo
+from bench.trial.fitting import fit_encoder, fit_key
+from bench.api.interfaces import BuildContext, TaskInfo
 from bench.config.schema import TrialConfig, TrialSpec
 from bench.config.suite import load_suite
 from bench.trial.build import build_model
@@ -183,7 +183,7 @@ def _probe(registry, n_labels, dims=(6, 4), **options):
 
 
 def _split(x):
-    from bench.interfaces import EncoderOutput
+    from bench.api.interfaces import EncoderOutput
 
     t, v = torch.from_numpy(x[:, :6]), torch.from_numpy(x[:, 6:])
     return {"text": EncoderOutput(t[:, None], torch.ones(len(x), 1, dtype=torch.bool), t),

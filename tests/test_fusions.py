@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bench.interfaces import BuildContext, EncoderOutput, TaskInfo
+from bench.api.interfaces import BuildContext, EncoderOutput, TaskInfo
 from bench.config.schema import TrialConfig
 from bench.trial.build import build_model
 from bench.trial.context import TrialContext
@@ -92,7 +92,7 @@ def test_late_fusion_alpha_is_chosen_on_the_given_split(registry, task):
     labels = torch.tensor([0, 1, 2, 3])
     right = torch.nn.functional.one_hot(labels, 5).float() * 2  # right but less confident
     wrong = torch.nn.functional.one_hot((labels + 1) % 5, 5).float() * 5
-    from bench.interfaces import FusionOutput
+    from bench.api.interfaces import FusionOutput
 
     late.fit_on_dev(FusionOutput(torch.zeros(4, 2), head_logits={"text": right, "image": wrong}), labels)  # text right on "dev"
     assert late.report()["late_alpha"] > 0.5
@@ -148,7 +148,7 @@ def test_late_fusion_accuracy_and_macro_f1_choose_different_alphas(registry, tas
     """Dev: ten items of a head label, one each of two tail labels. Text is right on the head
     and calls the tail items head; image is right on the tail but calls three head items tail.
     Accuracy prefers the text model, macro-F1 the image model."""
-    from bench.interfaces import FusionOutput
+    from bench.api.interfaces import FusionOutput
 
     labels = torch.tensor([0] * 10 + [1, 2])
     text_pred = torch.tensor([0] * 10 + [0, 0])
@@ -176,7 +176,7 @@ def test_late_fusion_accuracy_and_macro_f1_choose_different_alphas(registry, tas
 
 @pytest.mark.parametrize("seed", range(5))
 def test_late_fusion_alpha_is_never_worse_than_either_model_on_dev(registry, task, seed):
-    from bench.interfaces import FusionOutput
+    from bench.api.interfaces import FusionOutput
 
     g = torch.Generator().manual_seed(seed)
     labels = torch.randint(0, 5, (40,), generator=g)
@@ -194,7 +194,7 @@ def test_late_fusion_alpha_is_never_worse_than_either_model_on_dev(registry, tas
 
 def test_late_fusion_without_dev_reports_no_alpha(registry, task):
     from bench.errors import BenchError
-    from bench.interfaces import FusionOutput
+    from bench.api.interfaces import FusionOutput
 
     late = _late(registry, task)
     row = late.report()
@@ -221,7 +221,7 @@ def test_late_fusion_trial_without_dev_split_writes_null_alpha(registry, tmp_pat
 def test_late_fusion_returns_dev_outputs_equal_to_a_new_forward(registry, task):
     """The trial uses fit_on_dev's returned outputs instead of predicting dev again: they must be
     what the fitted fusion's forward gives."""
-    from bench.interfaces import EncoderOutput
+    from bench.api.interfaces import EncoderOutput
 
     g = torch.Generator().manual_seed(0)
     late = _late(registry, task)

@@ -13,10 +13,10 @@ import polars as pl
 import pytest
 from sklearn.metrics import average_precision_score, precision_recall_fscore_support
 
-from bench.catalog import Catalog
+from bench.data.catalog import Catalog
 from bench.metrics.ties import tie_rounded
 from bench.errors import BenchError
-from bench.interfaces import BuildContext
+from bench.api.interfaces import BuildContext
 from bench.config.schema import TrialConfig, TrialSpec
 from bench.trial.context import TrialContext
 from bench.trial.run import run_trial

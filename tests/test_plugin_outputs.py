@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from bench.errors import TrialFailure
-from bench.interfaces import EncoderOutput, FusionOutput
+from bench.api.interfaces import EncoderOutput, FusionOutput
 from bench.trial.output_checks import check_encoder_output, check_fusion_output, check_pair_scores
 from conftest import TINY_DATA, tiny_trial
 
@@ -42,7 +42,7 @@ def spoilt_registry(registry):
     from mic_bench_plugins.fusions.heads import num_labels
     from mic_bench_plugins.fusions.unimodal import UnimodalFusion
 
-    from bench.registry import PluginSpec, Registry
+    from bench.api.registry import PluginSpec, Registry
 
     state = {}
 

@@ -59,7 +59,7 @@ def hierarchy_package(tmp_path_factory):
     from plugin_packages import install, uninstall
 
     declared = list(metric_registry.METRICS)
-    from bench.plugins import get_registry
+    from bench.api.plugins import get_registry
 
     packages = install("mic-bench-hierarchy", root=tmp_path_factory.mktemp("plugins"))
     get_registry()  # the plugin loads in this process too: its metrics join the registry
@@ -131,7 +131,7 @@ def test_a_suite_with_the_outside_task_beside_classification(hierarchy_package, 
     """The suite's two trials in this process (no Ray: a worker started before the package was
     installed could not import it), written and rendered as a run writes and renders them."""
     from bench.config.suite import load_suite
-    from bench.plugins import get_registry
+    from bench.api.plugins import get_registry
     from bench.reporting.leaderboard import render_markdown, spec_from_suite, task_selection_metric
     from bench.reporting.results import new_run_dir
     from bench.reporting.write import load_predictions
@@ -165,7 +165,7 @@ def test_a_suite_with_the_outside_task_beside_classification(hierarchy_package, 
 
 def test_a_catalogue_without_a_tree_is_refused_by_name(hierarchy_package, tmp_path):
     from bench.config.schema import TrialConfig
-    from bench.plugins import get_registry
+    from bench.api.plugins import get_registry
     from bench.trial.context import TrialContext
     from bench.trial.session import open_trial
 
@@ -183,9 +183,9 @@ def test_a_catalogue_without_a_tree_is_refused_by_name(hierarchy_package, tmp_pa
 def test_labels_cut_by_the_reader_keep_their_place_in_the_tree(hierarchy_package, tmp_path):
     """label_level: 2 cuts the labels; the task finds each label's path in Catalog.label_paths at the
     label's own depth, not the item's whole path, and a label split on the separator otherwise."""
-    from bench.catalog import Catalog
-    from bench.interfaces import BuildContext
-    from bench.plugins import get_registry
+    from bench.data.catalog import Catalog
+    from bench.api.interfaces import BuildContext
+    from bench.api.plugins import get_registry
     from mic_bench_hierarchy import label_tree
 
     csv = tmp_path / "products.csv"

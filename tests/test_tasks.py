@@ -110,8 +110,8 @@ def test_suite_checks_of_pair_tasks_follow_the_task_kind_not_its_name(write_suit
     from mic_bench_plugins.tasks.pairs import PairsTask
 
     from bench.config.suite import load_suite
-    from bench.plugins import build_registry
-    from bench.registry import PluginSpec
+    from bench.api.plugins import build_registry
+    from bench.api.registry import PluginSpec
     from test_pairs import _pair_trial
 
     class RenamedPairs(PairsTask):

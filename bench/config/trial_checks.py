@@ -15,7 +15,7 @@ import typing
 
 from bench.errors import BenchError
 
-PAIRS = "pairs"  # bench.interfaces.PAIRS (that module imports torch)
+PAIRS = "pairs"  # bench.api.interfaces.PAIRS (that module imports torch)
 
 
 def plugin_class(spec, base: type) -> type | None:
@@ -33,7 +33,7 @@ def plugin_class(spec, base: type) -> type | None:
 
 def objective_needs(spec) -> frozenset[str] | None:
     """What an objective plugin's batches must carry; None when its class is unknown."""
-    from bench.interfaces import Objective  # imports torch: only once plugins are loaded anyway
+    from bench.api.interfaces import Objective  # imports torch: only once plugins are loaded anyway
 
     cls = plugin_class(spec, Objective)
     return frozenset(cls.needs) if cls is not None else None
@@ -53,7 +53,7 @@ def check_stage_needs(stage, index: int, objective: str, needs, file: str | None
 
 def check_pair_scoring(trial, stage, index: int, registry, file: str | None = None, suffix: str = "") -> None:
     """Refuse image-text matching on a fusion that declares its multimodal vector keeps title and image apart."""
-    from bench.interfaces import IMAGE, TEXT, Fusion, Objective
+    from bench.api.interfaces import IMAGE, TEXT, Fusion, Objective
 
     fusion = plugin_class(registry.get("fusion", trial.fusion.name, file=file, field="trial.fusion.name"), Fusion)
     if fusion is None or fusion.mixes_modalities is not False:
@@ -96,7 +96,7 @@ def on_pairs(trial, registry) -> bool:
     """Whether the trial's task trains and scores labelled pairs: its plugin's kind (an outside task
     may be one), else its name."""
     if registry is not None:
-        from bench.interfaces import Task
+        from bench.api.interfaces import Task
 
         task = plugin_class(registry.get("task", trial.task.name, field="trial.task.name"), Task)
         return getattr(task, "kind", None) == PAIRS if task is not None else trial.task.name == PAIRS

@@ -594,8 +594,8 @@ BUILT_IN_TASKS = ("classification", "retrieval", "matching", "pairs")
 
 def _plugin_task(trial: dict):
     """The trial's task plugin built with the suite's task options; None for a built-in task."""
-    from bench.interfaces import BuildContext
-    from bench.plugins import get_registry
+    from bench.api.interfaces import BuildContext
+    from bench.api.plugins import get_registry
 
     task = trial.get("task", "classification")
     name, options = (task.get("name"), task.get("options")) if isinstance(task, dict) else (task, None)

@@ -23,7 +23,7 @@ def preflight(loaded: LoadedSuite, registry, cache_dir: str | None = None) -> di
     from pathlib import Path
 
     from bench.running.cluster import absolute_paths, dataset_key
-    from bench.interfaces import BuildContext
+    from bench.api.interfaces import BuildContext
 
     seen: dict[str, frozenset[str] | None] = {}
     manifest: dict[str, dict] = {}

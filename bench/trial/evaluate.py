@@ -7,7 +7,7 @@ from dataclasses import dataclass, field, replace
 import torch
 
 from bench.trial.device import autocast
-from bench.interfaces import FusionOutput
+from bench.api.interfaces import FusionOutput
 from bench.trial.model import BenchModel
 
 

@@ -8,7 +8,7 @@ from typing import Any
 import polars as pl
 
 from bench.errors import BenchError
-from bench.interfaces import CLASSIFICATION, MATCHING, Fusion, Task
+from bench.api.interfaces import CLASSIFICATION, MATCHING, Fusion, Task
 from bench.metrics.classification import classification_metrics
 from bench.metrics.retrieval import retrieval_metrics
 from bench.trial.evaluate import Predictions

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from bench.errors import TrialFailure
-from bench.interfaces import EncoderOutput, FusionOutput
+from bench.api.interfaces import EncoderOutput, FusionOutput
 
 
 class PluginOutputError(TrialFailure):

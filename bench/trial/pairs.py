@@ -22,11 +22,11 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from bench.catalog import Catalog
+from bench.data.catalog import Catalog
 from bench.config.schema import TrialConfig
 from bench.errors import BenchError
-from bench.interfaces import PAIRS, Batch, TaskInfo
-from bench.pair_table import PAIR_SPLITS
+from bench.api.interfaces import PAIRS, Batch, TaskInfo
+from bench.data.pair_table import PAIR_SPLITS
 from bench.trial.evaluate import Predictions
 from bench.trial.prepare import TrialData, load_catalog
 from bench.trial.records import make_loader, to_records

@@ -9,10 +9,10 @@ import numpy as np
 import polars as pl
 import torch
 
-from bench.catalog import Catalog
+from bench.data.catalog import Catalog
 from bench.config.schema import TrialConfig
 from bench.errors import BenchError
-from bench.interfaces import CLASSIFICATION, MATCHING, BuildContext, TaskInfo
+from bench.api.interfaces import CLASSIFICATION, MATCHING, BuildContext, TaskInfo
 from bench.metrics.classification import head_tail_labels
 from bench.trial.context import TrialContext
 from bench.trial.splits import assign_splits, cap_splits, take_fraction
@@ -32,7 +32,7 @@ def load_catalog(cfg: TrialConfig, ctx: TrialContext) -> Catalog:
                                   field="trial.dataset")
     if not isinstance(catalog, Catalog):
         raise BenchError(f"dataset plugin '{cfg.dataset.name}' returned {type(catalog).__name__}, not a Catalog",
-                         field="trial.dataset.name", fix="the plugin's factory must return bench.catalog.Catalog")
+                         field="trial.dataset.name", fix="the plugin's factory must return bench.data.catalog.Catalog")
     check_fingerprint(known.get("fingerprint"), catalog, options)
     return catalog
 

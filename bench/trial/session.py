@@ -12,8 +12,8 @@ from torch import nn
 
 from bench.config.schema import SelectionConfig, TrialConfig
 from bench.errors import BenchError
-from bench.images import placeholder_counts
-from bench.interfaces import IMAGE, JOINT, TEXT, BuildContext, Fusion, Task
+from bench.data.images import placeholder_counts
+from bench.api.interfaces import IMAGE, JOINT, TEXT, BuildContext, Fusion, Task
 from bench.trial.build import build_model, build_objectives
 from bench.trial.cache import CacheStore
 from bench.trial.context import TrialContext
@@ -36,7 +36,7 @@ def open_trial(cfg: TrialConfig, ctx: TrialContext) -> "TrialRun":
                                cache_dir=ctx.cache_dir), field="trial.task")
     if not isinstance(task, Task):
         raise BenchError(f"task plugin '{cfg.task.name}' returned {type(task).__name__}, not a Task",
-                         field="trial.task.name", fix="the plugin's factory must return a bench.interfaces.Task")
+                         field="trial.task.name", fix="the plugin's factory must return a bench.api.interfaces.Task")
     return TrialRun(cfg, ctx, task.prepare(cfg, ctx), task)
 
 
@@ -220,7 +220,7 @@ class TrialRun:
         Row values: each fitted encoder's report, ``encoder_fit_s`` (fitting or reading the cached
         fit); the probe's sklearn fit counts as training (``train_s``, one pass over train items).
         """
-        from bench.fitting import fit_encoder, is_fitted_encoder
+        from bench.trial.fitting import fit_encoder, is_fitted_encoder
 
         train = self.data.splits["train"]
         fitted = [encoder for encoder in self.model.encoders.values() if is_fitted_encoder(encoder)]

@@ -11,7 +11,7 @@ from torch import nn
 
 from bench.trial.device import autocast, grad_scaler
 from bench.errors import TrialFailure, TrialTimeout
-from bench.interfaces import Objective
+from bench.api.interfaces import Objective
 from bench.trial.model import BenchModel
 from bench.trial.schedules import lr_factor
 from bench.config.schema import StageConfig

@@ -7,8 +7,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from bench import hookimpl
-from bench.interfaces import IMAGE, TEXT, Fusion, FusionOutput
-from bench.registry import PluginSpec
+from bench.api.interfaces import IMAGE, TEXT, Fusion, FusionOutput
+from bench.api.registry import PluginSpec
 
 
 class FilmOptions(BaseModel):

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from bench import hookimpl
 from bench.errors import BenchError
 from bench.metrics.registry import quality
-from bench.registry import PluginSpec
+from bench.api.registry import PluginSpec
 from bench.trial.item_task import ItemTask
 
 from .metrics import MAX_LEVELS, Path, hierarchical_prf, level_metrics

@@ -14,8 +14,8 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from bench.interfaces import IMAGE, TEXT, EncoderOutput, Fusion, FusionOutput
-from bench.registry import PluginSpec
+from bench.api.interfaces import IMAGE, TEXT, EncoderOutput, Fusion, FusionOutput
+from bench.api.registry import PluginSpec
 
 from .heads import HeadOptions, make_head, num_labels
 

@@ -16,9 +16,9 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from bench.errors import BenchError
-from bench.interfaces import IMAGE, TEXT, EncoderOutput, Fusion, FusionOutput
+from bench.api.interfaces import IMAGE, TEXT, EncoderOutput, Fusion, FusionOutput
 from bench.metrics.classification import macro_f1
-from bench.registry import PluginSpec
+from bench.api.registry import PluginSpec
 
 from .heads import HeadOptions, make_head, num_labels
 

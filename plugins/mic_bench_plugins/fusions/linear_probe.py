@@ -28,8 +28,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
 from bench.errors import BenchError
-from bench.interfaces import EncoderOutput, Fusion, FusionOutput
-from bench.registry import PluginSpec
+from bench.api.interfaces import EncoderOutput, Fusion, FusionOutput
+from bench.api.registry import PluginSpec
 
 from .heads import num_labels
 

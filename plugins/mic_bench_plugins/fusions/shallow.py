@@ -4,8 +4,8 @@ from __future__ import annotations
 import torch
 from pydantic import Field
 
-from bench.interfaces import IMAGE, TEXT, EncoderOutput, Fusion, FusionOutput
-from bench.registry import PluginSpec
+from bench.api.interfaces import IMAGE, TEXT, EncoderOutput, Fusion, FusionOutput
+from bench.api.registry import PluginSpec
 
 from .heads import HeadOptions, make_head, num_labels
 

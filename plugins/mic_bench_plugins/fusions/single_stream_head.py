@@ -8,8 +8,8 @@ feature cache carry only the pooled vector, so their kinds are the multimodal on
 """
 from __future__ import annotations
 
-from bench.interfaces import IMAGE, JOINT, TEXT, EncoderOutput, Fusion, FusionOutput
-from bench.registry import PluginSpec
+from bench.api.interfaces import IMAGE, JOINT, TEXT, EncoderOutput, Fusion, FusionOutput
+from bench.api.registry import PluginSpec
 
 from .heads import HeadOptions, make_head, num_labels
 

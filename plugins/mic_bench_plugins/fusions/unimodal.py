@@ -1,8 +1,8 @@
 """text_only and image_only: one encoder's pooled vector and a head (the unimodal baselines)."""
 from __future__ import annotations
 
-from bench.interfaces import IMAGE, TEXT, EncoderOutput, Fusion, FusionOutput
-from bench.registry import PluginSpec
+from bench.api.interfaces import IMAGE, TEXT, EncoderOutput, Fusion, FusionOutput
+from bench.api.registry import PluginSpec
 
 from .heads import HeadOptions, make_head, num_labels
 

@@ -5,8 +5,8 @@ import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 
-from bench.interfaces import Batch, LossOutput, Objective
-from bench.registry import PluginSpec
+from bench.api.interfaces import Batch, LossOutput, Objective
+from bench.api.registry import PluginSpec
 
 
 class CrossEntropyOptions(BaseModel):

@@ -1,6 +1,6 @@
 """Built-in task plugins: what a trial is asked to do and how it is scored."""
 from bench import hookimpl
-from bench.registry import PluginSpec
+from bench.api.registry import PluginSpec
 from bench.trial.item_task import ItemTask, RetrievalTask
 
 from .pairs import PairsTask

@@ -14,9 +14,9 @@ import polars as pl
 import torch
 
 from bench.errors import BenchError
-from bench.interfaces import PAIRS, Fusion, Task
+from bench.api.interfaces import PAIRS, Fusion, Task
 from bench.metrics.pairs import average_precision, best_f1_threshold, pair_scores_at, predicted_matches
-from bench.pair_table import PAIR_SPLITS
+from bench.data.pair_table import PAIR_SPLITS
 from bench.trial.device import autocast
 from bench.trial.evaluate import Predictions
 from bench.trial.output_checks import check_pair_scores

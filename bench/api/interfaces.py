@@ -131,7 +131,7 @@ class Encoder(nn.Module):
 
     def fit(self, train_records: list[dict[str, Any]]) -> dict[str, Tensor]:
         """Learn from the training split; return the whole fitted state as named tensors
-        (strings as UTF-8 JSON bytes: bench.fitting.json_tensor). Must not change the encoder:
+        (strings as UTF-8 JSON bytes: bench.trial.fitting.json_tensor). Must not change the encoder:
         the trial applies the state with ``load_fitted``. Default: nothing to learn."""
         return {}
 

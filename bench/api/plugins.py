@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pluggy
 
-from bench import hookspecs
+from bench.api import hookspecs
 from bench.reporting.provenance import package_version
-from bench.registry import Registry
+from bench.api.registry import Registry
 
 ENTRY_POINT_GROUP = "mic_bench"
 BUILTIN_DISTRIBUTION = "mic-bench"

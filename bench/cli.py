@@ -49,8 +49,8 @@ def plugins(name, show_options, as_json):
     shows them for every plugin. Plugins that failed to load are reported on stderr, and under
     `load_errors` in --json.
     """
-    from bench.plugin_options import options_table
-    from bench.plugins import get_registry
+    from bench.api.plugin_options import options_table
+    from bench.api.plugins import get_registry
 
     registry = get_registry()
     specs = registry.find(name) if name is not None else registry.all()
@@ -81,8 +81,8 @@ def validate(suite_file, subset, only, show_config):
     """Check a suite without running it; print the expanded trial matrix."""
     import yaml
 
-    from bench.plugin_options import with_option_defaults
-    from bench.plugins import get_registry
+    from bench.api.plugin_options import with_option_defaults
+    from bench.api.plugins import get_registry
     from bench.config.suite import load_suite, select_trials
     registry = get_registry()
     loaded = select_trials(load_suite(suite_file, registry, subset=subset), list(only))
@@ -116,8 +116,8 @@ def validate(suite_file, subset, only, show_config):
 def run(suite_file, out, resume, run_dir, rerun_stale, max_concurrent, address, tune_storage, subset, cache_dir, only,
         trackers, quiet):
     """Run a suite's trial matrix with Ray Tune and write rows and a leaderboard."""
-    from bench.plugins import get_registry
-    from bench.paths import cache_dir as make_cache_dir
+    from bench.api.plugins import get_registry
+    from bench.storage.paths import cache_dir as make_cache_dir
     from bench.running.preflight import check_writable_folder
     from bench.running.runner import check_catalogues, preflight_ray, run_suite
     from bench.config.suite import load_suite, select_trials
@@ -207,7 +207,7 @@ def _cache_root(cache_dir) -> Path:
     """--cache-dir, else $MIC_BENCH_CACHE, else ~/.cache/mic-bench; nothing is created."""
     import os
 
-    from bench.paths import CACHE_ENV
+    from bench.storage.paths import CACHE_ENV
 
     return Path(cache_dir or os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "mic-bench").expanduser()
 
@@ -216,7 +216,7 @@ def _cache_root(cache_dir) -> Path:
 @click.option("--cache-dir", type=click.Path(path_type=Path), default=None, help="default $MIC_BENCH_CACHE")
 def cache_info(cache_dir):
     """Where the cache is, how many entries, how big (reads only)."""
-    from bench.cache_folder import summarize
+    from bench.storage.cache_folder import summarize
 
     root = _cache_root(cache_dir)
     info = summarize(root)
@@ -233,8 +233,8 @@ def cache_info(cache_dir):
 @click.option("--yes", is_flag=True, help="do not ask")
 def cache_clear(cache_dir, yes):
     """Delete every cache entry (they are recomputed when needed)."""
-    from bench.cache_folder import clear
-    from bench.paths import is_cache_root
+    from bench.storage.cache_folder import clear
+    from bench.storage.paths import is_cache_root
 
     root = _cache_root(cache_dir)
     if not root.is_dir():
@@ -296,7 +296,7 @@ def _gate_rows(loaded, registry, *, from_run: Path | None, run_dir: Path | None,
     if run_dir is not None and any((run_dir / "rows").glob("*.parquet")):
         raise BenchError("the run folder already holds trial rows; a check needs a fresh run", file=run_dir,
                          field="--run-dir", fix="pass a new folder, or --from-run to use the rows it holds")
-    from bench.paths import cache_dir as make_cache_dir
+    from bench.storage.paths import cache_dir as make_cache_dir
     from bench.running.preflight import check_writable_folder, preflight
     from bench.running.runner import preflight_ray, run_suite
 
@@ -311,7 +311,7 @@ def _gate_rows(loaded, registry, *, from_run: Path | None, run_dir: Path | None,
 
 def _load_suite(suite_file: Path, subset: int | None):
     from bench.config.suite import load_suite
-    from bench.plugins import get_registry
+    from bench.api.plugins import get_registry
 
     registry = get_registry()
     return load_suite(suite_file, registry, subset=subset), registry

@@ -32,7 +32,7 @@ def plain_train(fusion, tables: dict, labels, stage, seed: int) -> tuple[float, 
     import torch
     import torch.nn.functional as F
 
-    from bench.interfaces import EncoderOutput
+    from bench.api.interfaces import EncoderOutput
     from bench.trial.schedules import lr_factor
 
     fusion.train()
@@ -85,13 +85,13 @@ def warm_trials(plan: dict) -> dict:
     import torch
 
     from bench.trial.device import set_threads
-    from bench.plugins import get_registry
+    from bench.api.plugins import get_registry
     from bench.config.schema import TrialConfig
     from bench.config.suite import load_suite
     from bench.trial.context import TrialContext
     from bench.trial.prepare import prepare_data
     from bench.trial.prepare import seed_everything
-    from bench.trial.session import TrialRun
+    from bench.trial.session import open_trial
 
     registry = get_registry()
     specs = {s.axes.get("fusion"): s for s in load_suite(plan["suite"], registry).trials
@@ -109,8 +109,8 @@ def warm_trials(plan: dict) -> dict:
                 sum(timings["harness_train_s"]) < plan.get("min_seconds", 0) and len(timings["harness_train_s"]) < 30):
             # harness then plain, back to back, same process state
             seed_everything(cfg.seed)
-            data = prepare_data(cfg, ctx)
-            run = TrialRun(cfg, ctx, data)
+            run = open_trial(cfg, ctx)
+            data = run.data
             initial = copy.deepcopy(run.model.fusion.state_dict())
             before = run.inputs.store.misses
             cpu, wall = time.process_time(), time.perf_counter()
@@ -154,8 +154,8 @@ def feature_build(plan: dict) -> dict:
 
     from bench.trial.cache import CacheStore
     from bench.trial.device import set_threads
-    from bench.interfaces import BuildContext
-    from bench.plugins import get_registry
+    from bench.api.interfaces import BuildContext
+    from bench.api.plugins import get_registry
     from bench.trial.inputs import TrialInputs
 
     threads = set_threads(plan["cpus"])

@@ -145,7 +145,7 @@ _CONTEXT = None
 
 def _pool_init(cache_dir: str | None) -> None:
     global _CONTEXT
-    from bench.plugins import get_registry
+    from bench.api.plugins import get_registry
     from bench.trial.context import TrialContext
 
     _CONTEXT = TrialContext(registry=get_registry(), cpus=1, cache_dir=cache_dir)
@@ -379,7 +379,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--markdown", type=Path, default=None, help="the summary table as markdown")
     args = p.parse_args(argv)
 
-    from bench.plugins import get_registry
+    from bench.api.plugins import get_registry
 
     registry = get_registry()
     raw = yaml.safe_load(SUITE.read_text(encoding="utf-8"))

@@ -46,7 +46,7 @@ def trial_config(products: int, epochs: int, fusion: str) -> dict:
 def run(config: dict, cache_dir: Path, store_as) -> dict:
     """One trial; ``store_as`` replaces the cache's choice of sequence dtype for this run only."""
     import bench.trial.inputs as trial_inputs
-    from bench.plugins import get_registry
+    from bench.api.plugins import get_registry
     from bench.config.matrix import trial_key
     from bench.config.schema import TrialConfig, TrialSpec
     from bench.trial.context import TrialContext

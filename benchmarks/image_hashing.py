@@ -73,7 +73,7 @@ def main(argv=None) -> dict:
     import polars as pl
 
     from bench import image_files
-    from bench.catalog import content_fingerprint
+    from bench.data.catalog import content_fingerprint
 
     try:
         gen_s, paths = timed(lambda: generate(work / "images", args.n, args.size))

@@ -149,7 +149,7 @@ def make_catalogue(cache: Path, options: dict) -> Path:
     """Generate the synthetic catalogue into ``cache`` (setup, not measured); return its items table."""
     from mic_bench_plugins.datasets.synthetic_catalog import SyntheticOptions, load
 
-    from bench.interfaces import BuildContext
+    from bench.api.interfaces import BuildContext
 
     catalog = load(SyntheticOptions(**options), BuildContext(cache_dir=str(cache)))
     return Path(catalog.items["image"][0]).parents[1] / "items.parquet"

@@ -28,7 +28,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import polars as pl  # noqa: E402
 
 from bench.config.schema import TrialConfig, TrialSpec  # noqa: E402
-from bench.plugins import get_registry  # noqa: E402
+from bench.api.plugins import get_registry  # noqa: E402
 from bench.trial.context import TrialContext  # noqa: E402
 from bench.trial.run import run_trial  # noqa: E402
 

@@ -32,7 +32,7 @@ def tiny_trial(**overrides) -> dict:
 
 @pytest.fixture(scope="session")
 def registry():
-    from bench.plugins import get_registry
+    from bench.api.plugins import get_registry
 
     return get_registry()
 
@@ -56,6 +56,47 @@ def ray_session():
     os.environ.update(before)
     yield
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory, ray_session):
+    """`bench run suites/smoke.yaml --max-concurrent 1 > log.txt` in this process on the shared Ray
+    session, its stdout a real file read as it grows: (exit code, the --out folder, the log's text,
+    whether the first trial's start line was in the log before any end line). Its two trials run one
+    after the other, so the log's order is known."""
+    import sys
+    import threading
+    import time
+    from pathlib import Path
+
+    from bench.cli import cli
+
+    work = tmp_path_factory.mktemp("smoke")
+    log = work / "log.txt"
+    seen, done = [], threading.Event()
+
+    def watch():
+        while not done.is_set():
+            text = log.read_text()
+            if "start  fusion=text_only seed=0" in text and "] ok " not in text:
+                seen.append(True)
+            time.sleep(0.1)
+
+    suite = Path(__file__).resolve().parents[1] / "suites" / "smoke.yaml"
+    watcher, stdout, code = threading.Thread(target=watch, daemon=True), sys.stdout, None
+    with open(log, "w") as out:
+        sys.stdout = out
+        watcher.start()
+        try:
+            cli.main(["run", str(suite), "--out", str(work / "out"), "--max-concurrent", "1"], prog_name="bench",
+                     obj={}, standalone_mode=False)
+        except SystemExit as exc:
+            code = exc.code
+        finally:
+            sys.stdout = stdout
+            done.set()
+            watcher.join()
+    return code, work / "out", log.read_text(), bool(seen)
 
 
 @pytest.fixture

@@ -17,6 +17,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = {"mic-bench-film": ROOT / "examples" / "mic-bench-film",
+            "mic-bench-hierarchy": ROOT / "examples" / "mic-bench-hierarchy",
             "mic-bench-faulty": ROOT / "tests" / "fixtures" / "faulty_plugin"}
 
 
@@ -53,7 +54,7 @@ class InstalledPackages:
 
     @staticmethod
     def _forget_registries() -> None:
-        from bench import plugins
+        from bench.api import plugins
 
         plugins.get_registry.cache_clear()
         plugins._lifecycle_manager.cache_clear()

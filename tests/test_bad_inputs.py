@@ -28,8 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fixtures import product_files as pf  # noqa: E402
 
 from bench.reporting.baseline import build_baseline, dump_baseline  # noqa: E402
-from bench.image_files import MANIFEST_NAME  # noqa: E402
-from bench.paths import CACHE_MARKER  # noqa: E402
+from bench.data.image_files import MANIFEST_NAME  # noqa: E402
+from bench.storage.paths import CACHE_MARKER  # noqa: E402
 from bench.reporting.results import RunDir  # noqa: E402
 from conftest import run_bench, tiny_trial  # noqa: E402
 
@@ -139,7 +139,7 @@ def run_folder(tmp: Path) -> Path:
 
 def ci_run_without_metrics(tmp: Path) -> Path:
     """A run folder of the CI suite (its real trial keys, at the baseline's subset) whose rows hold no metric."""
-    from bench.plugins import get_registry
+    from bench.api.plugins import get_registry
     from bench.config.suite import load_suite
     subset = json.loads(CI_BASELINE.read_text())["subset"]
     run = RunDir(tmp / "run")
@@ -910,7 +910,7 @@ DATA_TRAPS = [  # data files read wrongly (a class called NaN), or without end (
 def stale_run(tmp: Path) -> list:
     """A table suite, and a run of it whose finished row was recorded on other data (another fingerprint)."""
     from bench.config.suite import load_suite
-    from bench.plugins import get_registry
+    from bench.api.plugins import get_registry
 
     path = table_suite(tmp)
     key = load_suite(path, get_registry()).trials[0].key

@@ -17,15 +17,15 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler, normalize
 
 from bench.trial.cache import CacheStore
-from bench.fitting import fit_encoder, fit_key
-from bench.interfaces import BuildContext, TaskInfo
+from bench.trial.fitting import fit_encoder, fit_key
+from bench.api.interfaces import BuildContext, TaskInfo
 from bench.config.schema import TrialConfig, TrialSpec
 from bench.config.suite import load_suite
 from bench.trial.build import build_model
 from bench.trial.context import TrialContext
 from bench.trial.prepare import prepare_data
 from bench.trial.run import run_trial
-from bench.trial.session import TrialRun
+from bench.trial.session import open_trial
 from conftest import TINY_IMAGE, TINY_TEXT, tiny_trial
 
 SUITES = Path(__file__).resolve().parents[1] / "suites"
@@ -142,8 +142,8 @@ def test_trial_fits_tfidf_on_train_records_only(registry, monkeypatch):
     monkeypatch.setattr(TfidfTextEncoder, "fit", spy)
     cfg = TrialConfig.model_validate(tiny_trial(encoders={"text": TFIDF}, cache=False))
     ctx = TrialContext(registry=registry)
-    data = prepare_data(cfg, ctx)
-    run = TrialRun(cfg, ctx, data)
+    run = open_trial(cfg, ctx)
+    data = run.data
     run.train()
     assert seen == [{r["item_id"] for r in data.splits["train"]}]
     others = {r["item_id"] for name in ("dev", "test", "ssl") for r in data.splits[name]}
@@ -183,7 +183,7 @@ def _probe(registry, n_labels, dims=(6, 4), **options):
 
 
 def _split(x):
-    from bench.interfaces import EncoderOutput
+    from bench.api.interfaces import EncoderOutput
 
     t, v = torch.from_numpy(x[:, :6]), torch.from_numpy(x[:, 6:])
     return {"text": EncoderOutput(t[:, None], torch.ones(len(x), 1, dtype=torch.bool), t),
@@ -225,7 +225,7 @@ def test_linear_probe_keeps_the_c_with_the_best_dev_metric(registry, metric):
     probe.fit_on_train({k: v.pooled for k, v in _split(x_train).items()}, torch.from_numpy(y_train))
     probe.fit_on_dev(probe(_split(x_dev)), torch.from_numpy(y_dev), metric=metric)
     out = probe(_split(x_dev))
-    assert torch.equal(out.logits, out.logits_parts[grid.index(probe.report()["linear_probe_C"])])
+    assert torch.equal(out.logits, list(out.candidate_logits.values())[grid.index(probe.report()["linear_probe_C"])])
 
     scaler = StandardScaler().fit(x_train.astype(np.float64))
     preds = [LogisticRegression(C=c, max_iter=5000).fit(scaler.transform(x_train), y_train)
@@ -347,6 +347,6 @@ def test_tfidf_feeds_every_fusion(registry, fusion):
     records = [{**r, "image": None} for r in _records(TEST_TITLES)]
     out = model(Collate({m: model.encoders[m].preprocess for m in ("text", "image")})(records))
     assert out.logits.shape == (len(records), 3) and torch.isfinite(out.logits).all()
-    sum(torch.nn.functional.cross_entropy(p, torch.tensor([0, 1, 2, 0])) for p in out.logits_parts).backward()
+    sum(torch.nn.functional.cross_entropy(p, torch.tensor([0, 1, 2, 0])) for p in out.trained_logits()).backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.fusion.parameters())
     assert kind_widths(dict(model.encoders.items()), model.fusion)["embedding"] == out.embedding.shape[1]

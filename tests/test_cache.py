@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from bench.trial.cache import CacheStore, cache_key
-from bench.plugins import get_registry
+from bench.api.plugins import get_registry
 from bench.config.matrix import trial_key
 from bench.config.schema import TrialSpec
 from bench.trial.context import TrialContext
@@ -294,7 +294,7 @@ def test_pooled_only_trial_then_sequence_trial_run_the_frozen_encoders_once(tmp_
 def _image_catalog(tmp_path, **options):
     from PIL import Image
 
-    from bench.plugins import get_registry
+    from bench.api.plugins import get_registry
 
     folder = tmp_path / "imgs"
     folder.mkdir(parents=True, exist_ok=True)
@@ -383,7 +383,7 @@ def test_missing_images_settings_are_part_of_the_keys(tmp_path):
 def test_manifest_rehashes_only_changed_files(tmp_path, monkeypatch):
     from PIL import Image
 
-    import bench.image_files as image_files
+    import bench.data.image_files as image_files
 
     paths = [str(tmp_path / f"{i}.bmp") for i in range(6)]
     for i, path in enumerate(paths):
@@ -409,8 +409,8 @@ def test_a_decode_verdict_is_made_again_when_the_pixel_limit_changes(tmp_path, m
     picture, and lowering it refuses a picture admitted before."""
     from PIL import Image
 
-    import bench.image_files as image_files
-    from bench.images import MAX_PIXELS_ENV, ImageDecodeError, decode_image
+    import bench.data.image_files as image_files
+    from bench.data.images import MAX_PIXELS_ENV, ImageDecodeError, decode_image
 
     path = str(tmp_path / "p.png")
     Image.new("RGB", (50, 40), (1, 2, 3)).save(path)  # 2000 pixels
@@ -502,7 +502,7 @@ def test_cache_info_changes_nothing_wherever_it_is_pointed(tmp_path):
 
 
 def test_cache_clear_removes_links_as_links_and_nothing_they_point_at(tmp_path):
-    from bench.paths import CACHE_MARKER, cache_dir
+    from bench.storage.paths import CACHE_MARKER, cache_dir
 
     outside = tmp_path / "outside"
     (outside / "sub").mkdir(parents=True)

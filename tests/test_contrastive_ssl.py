@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from bench.trial.records import Collate, to_records
 from bench.errors import BenchError
-from bench.interfaces import BuildContext, TaskInfo
+from bench.api.interfaces import BuildContext, TaskInfo
 from bench.trial.model import BenchModel
 from mic_bench_plugins.objectives.contrastive_ssl import convirt_loss, simcse_loss
 from conftest import TINY_DATA, TINY_IMAGE, TINY_TEXT

@@ -11,7 +11,7 @@ from fixtures import product_files as pf
 from PIL import Image
 
 from bench.errors import BenchError
-from bench.images import load_image
+from bench.data.images import load_image
 
 MAPPED = {"id": "sku", "title": "name", "image": "photo", "label": "category", "group": "product", "split": "split"}
 

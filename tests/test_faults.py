@@ -72,7 +72,7 @@ def test_resume_picks_the_newest_of_ten_runs_in_one_second(tmp_path):
 
 
 def test_cache_clear_empties_only_a_marked_cache(tmp_path):
-    from bench.paths import cache_dir
+    from bench.storage.paths import cache_dir
 
     cache = cache_dir(tmp_path / "cache")  # as a run makes it
     assert (cache / ".mic-bench-cache").is_file()  # written when the root was created
@@ -130,7 +130,7 @@ def test_a_row_that_cannot_be_written_is_reported_failed_not_lost(tmp_path):
 
 @pytest.mark.heavy
 def test_a_trial_whose_results_cannot_be_written_fails_and_the_suite_goes_on(tmp_path):
-    from bench.plugins import get_registry
+    from bench.api.plugins import get_registry
     from bench.config.suite import load_suite
     suite = tmp_path / "suite.yaml"
     suite.write_text(json.dumps({"name": "disk", "trial": tiny_trial(), "matrix": {"seed": [0, 1]}, "max_concurrent": 1}))
@@ -293,7 +293,7 @@ def test_a_hook_that_edits_its_row_changes_neither_the_stored_row_nor_the_progre
 
     from bench import hookimpl
     from bench.config.schema import TrialSpec
-    from bench.plugins import _lifecycle_manager
+    from bench.api.plugins import _lifecycle_manager
     from bench.reporting.leaderboard import LeaderboardSpec
     from bench.reporting.progress import RunProgress
     from bench.running.runner import _make_callback

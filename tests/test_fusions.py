@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bench.interfaces import BuildContext, EncoderOutput, TaskInfo
+from bench.api.interfaces import BuildContext, EncoderOutput, TaskInfo
 from bench.config.schema import TrialConfig
 from bench.trial.build import build_model
 from bench.trial.context import TrialContext
@@ -34,7 +34,7 @@ def test_forward_backward(fusion, registry, task):
     out = model(batch)
     assert out.logits.shape == (4, 5) and out.embedding.shape[0] == 4
     assert torch.isfinite(out.logits).all()
-    loss = sum(torch.nn.functional.cross_entropy(p, torch.tensor([0, 1, 2, 3])) for p in out.logits_parts)
+    loss = sum(torch.nn.functional.cross_entropy(p, torch.tensor([0, 1, 2, 3])) for p in out.trained_logits())
     loss.backward()
     grads = [p.grad for p in model.fusion.parameters() if p.requires_grad]
     assert grads and all(g is not None for g in grads)
@@ -92,11 +92,11 @@ def test_late_fusion_alpha_is_chosen_on_the_given_split(registry, task):
     labels = torch.tensor([0, 1, 2, 3])
     right = torch.nn.functional.one_hot(labels, 5).float() * 2  # right but less confident
     wrong = torch.nn.functional.one_hot((labels + 1) % 5, 5).float() * 5
-    from bench.interfaces import FusionOutput
+    from bench.api.interfaces import FusionOutput
 
-    late.fit_on_dev(FusionOutput(torch.zeros(4, 2), logits_parts=[right, wrong]), labels)  # text right on "dev"
+    late.fit_on_dev(FusionOutput(torch.zeros(4, 2), head_logits={"text": right, "image": wrong}), labels)  # text right on "dev"
     assert late.report()["late_alpha"] > 0.5
-    late.fit_on_dev(FusionOutput(torch.zeros(4, 2), logits_parts=[wrong, right]), labels)  # image right
+    late.fit_on_dev(FusionOutput(torch.zeros(4, 2), head_logits={"text": wrong, "image": right}), labels)  # image right
     assert late.report()["late_alpha"] < 0.5
 
 
@@ -148,14 +148,14 @@ def test_late_fusion_accuracy_and_macro_f1_choose_different_alphas(registry, tas
     """Dev: ten items of a head label, one each of two tail labels. Text is right on the head
     and calls the tail items head; image is right on the tail but calls three head items tail.
     Accuracy prefers the text model, macro-F1 the image model."""
-    from bench.interfaces import FusionOutput
+    from bench.api.interfaces import FusionOutput
 
     labels = torch.tensor([0] * 10 + [1, 2])
     text_pred = torch.tensor([0] * 10 + [0, 0])
     image_pred = torch.tensor([1, 1, 1] + [0] * 7 + [1, 2])
     lt = torch.nn.functional.one_hot(text_pred, 5).float() * 5
     li = torch.nn.functional.one_hot(image_pred, 5).float() * 5
-    out = FusionOutput(torch.zeros(12, 2), logits_parts=[lt, li])
+    out = FusionOutput(torch.zeros(12, 2), head_logits={"text": lt, "image": li})
     chosen = {}
     for metric in ("accuracy", "macro_f1"):
         late = _late(registry, task, alpha_grid_step=0.1)
@@ -176,14 +176,14 @@ def test_late_fusion_accuracy_and_macro_f1_choose_different_alphas(registry, tas
 
 @pytest.mark.parametrize("seed", range(5))
 def test_late_fusion_alpha_is_never_worse_than_either_model_on_dev(registry, task, seed):
-    from bench.interfaces import FusionOutput
+    from bench.api.interfaces import FusionOutput
 
     g = torch.Generator().manual_seed(seed)
     labels = torch.randint(0, 5, (40,), generator=g)
     lt = torch.randn(40, 5, generator=g) * 2 + torch.nn.functional.one_hot(labels, 5) * 1.5
     li = torch.randn(40, 5, generator=g) * 2 + torch.nn.functional.one_hot(labels, 5) * 1.0
     late = _late(registry, task)
-    late.fit_on_dev(FusionOutput(torch.zeros(40, 2), logits_parts=[lt, li]), labels)
+    late.fit_on_dev(FusionOutput(torch.zeros(40, 2), head_logits={"text": lt, "image": li}), labels)
     alpha = late.report()["late_alpha"]
     grid = [0.0, alpha, 1.0]
     _, f1 = _brute_force(lt, li, labels, grid)
@@ -194,14 +194,14 @@ def test_late_fusion_alpha_is_never_worse_than_either_model_on_dev(registry, tas
 
 def test_late_fusion_without_dev_reports_no_alpha(registry, task):
     from bench.errors import BenchError
-    from bench.interfaces import FusionOutput
+    from bench.api.interfaces import FusionOutput
 
     late = _late(registry, task)
     row = late.report()
     assert row["late_alpha"] is None and row["late_alpha_metric"] is None
     assert "not fitted" in row["late_alpha_note"] and "0.5" in row["late_alpha_note"]
     with pytest.raises(BenchError, match="top5"):
-        late.fit_on_dev(FusionOutput(torch.zeros(1, 2), logits_parts=[torch.zeros(1, 5)] * 2), torch.tensor([0]),
+        late.fit_on_dev(FusionOutput(torch.zeros(1, 2), head_logits={"text": torch.zeros(1, 5), "image": torch.zeros(1, 5)}), torch.tensor([0]),
                         metric="top5_accuracy")
 
 
@@ -221,7 +221,7 @@ def test_late_fusion_trial_without_dev_split_writes_null_alpha(registry, tmp_pat
 def test_late_fusion_returns_dev_outputs_equal_to_a_new_forward(registry, task):
     """The trial uses fit_on_dev's returned outputs instead of predicting dev again: they must be
     what the fitted fusion's forward gives."""
-    from bench.interfaces import EncoderOutput
+    from bench.api.interfaces import EncoderOutput
 
     g = torch.Generator().manual_seed(0)
     late = _late(registry, task)

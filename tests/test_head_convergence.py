@@ -6,7 +6,7 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from bench.interfaces import Batch, Encoder
+from bench.api.interfaces import Batch, Encoder
 from bench.trial.model import BenchModel
 from bench.trial.schedules import SCHEDULES, lr_factor
 from bench.config.schema import OptimizerConfig, StageConfig

@@ -129,8 +129,8 @@ def test_ssl_records_carry_no_labels(registry):
 def test_an_objective_needing_labels_is_refused_on_the_ssl_split_when_built(registry):
     """Suite validation cannot see the needs of a factory without a return annotation; building can."""
     from bench.errors import BenchError
-    from bench.interfaces import Objective
-    from bench.registry import PluginSpec, Registry
+    from bench.api.interfaces import Objective
+    from bench.api.registry import PluginSpec, Registry
     from bench.config.schema import TrialConfig
     from bench.trial.build import build_model, build_objectives
     from bench.trial.context import TrialContext

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from bench.config.schema import TrialConfig, TrialSpec
 from bench.errors import BenchError
-from bench.interfaces import BuildContext, EncoderOutput, TaskInfo
+from bench.api.interfaces import BuildContext, EncoderOutput, TaskInfo
 from bench.trial.context import TrialContext
 from bench.trial.run import run_trial
 from conftest import TINY_TEXT
@@ -78,7 +78,7 @@ def test_hybrid_score_needs_a_hybrid_text_encoder_and_a_similarity_task(registry
 
 
 def test_a_title_without_a_known_ngram_keeps_a_zero_lexical_part(registry):
-    from bench.fitting import fit_encoder
+    from bench.trial.fitting import fit_encoder
 
     encoder = registry.get("encoder", "hybrid_text").build({"lexical": TFIDF, "neural": NEURAL}, BuildContext())
     fit_encoder(encoder, [{"item_id": str(i), "title": t, "image": None, "label": None, "group": None}

@@ -14,7 +14,7 @@ from fixtures import product_files as pf
 from PIL import Image, ImageFile
 
 from bench.errors import BenchError
-from bench.images import DEFAULT_MAX_PIXELS, MAX_PIXELS_ENV, decode_image, load_image, placeholder_counts
+from bench.data.images import DEFAULT_MAX_PIXELS, MAX_PIXELS_ENV, decode_image, load_image, placeholder_counts
 
 
 def _pixel(path, xy=(0, 0)):
@@ -74,8 +74,8 @@ def test_a_fifo_or_device_is_refused_without_blocking(tmp_path):
 
 
 def test_image_files_above_the_byte_limit_are_not_read(tmp_path, monkeypatch):
-    from bench.image_files import ImageManifest
-    from bench.images import MAX_BYTES_ENV
+    from bench.data.image_files import ImageManifest
+    from bench.data.images import MAX_BYTES_ENV
 
     path = pf.tiny_image(tmp_path / "big.jpg")
     with open(path, "ab") as handle:  # a sparse tail: the file claims 3 GB, nothing is read
@@ -327,7 +327,7 @@ def _non_square(path, size=(300, 180)):
 
 
 def _timm_encoder(**options):
-    from bench.plugins import get_registry
+    from bench.api.plugins import get_registry
 
     spec = get_registry().get("encoder", "timm_image")
     return spec.build(options, None)
@@ -368,7 +368,7 @@ def test_img_size_override_and_big_jpeg_draft_match_timm(tmp_path):
 
 
 def test_single_stream_uses_the_same_preprocessing(tmp_path):
-    from bench.plugins import get_registry
+    from bench.api.plugins import get_registry
     from mic_bench_plugins.encoders.image_preprocess import ImagePreprocess
 
     spec = get_registry().get("encoder", "single_stream")

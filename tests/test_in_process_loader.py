@@ -69,7 +69,7 @@ def test_loaders_with_workers_stay_data_loaders():
 
 def test_in_process_loader_pins_batches_when_asked(monkeypatch):
     pinned = []
-    monkeypatch.setattr("bench.interfaces.Batch.pin_memory", lambda self: pinned.append(self) or self)
+    monkeypatch.setattr("bench.api.interfaces.Batch.pin_memory", lambda self: pinned.append(self) or self)
     loader = make_loader(_records(), {"text": _feeder}, batch_size=8, train=False, pin_memory=True)
     batches = list(loader)
     assert pinned == batches and len(batches) == 7

@@ -13,7 +13,7 @@ from torch import nn
 
 from bench.trial.records import Collate, PKSampler, make_loader, served_item_ids
 from bench.errors import BenchError
-from bench.interfaces import Batch, BuildContext, FusionOutput, TaskInfo
+from bench.api.interfaces import Batch, BuildContext, FusionOutput, TaskInfo
 from bench.metrics.retrieval import retrieval_metrics
 from bench.config.schema import TrialConfig
 from bench.trial.build import build_model

@@ -13,10 +13,10 @@ import polars as pl
 import pytest
 from sklearn.metrics import average_precision_score, precision_recall_fscore_support
 
-from bench.catalog import Catalog
+from bench.data.catalog import Catalog
 from bench.metrics.ties import tie_rounded
 from bench.errors import BenchError
-from bench.interfaces import BuildContext
+from bench.api.interfaces import BuildContext
 from bench.config.schema import TrialConfig, TrialSpec
 from bench.trial.context import TrialContext
 from bench.trial.run import run_trial
@@ -274,7 +274,9 @@ def test_pair_suite_loads_with_its_default_selection_metric(registry):
 
     loaded = load_suite(Path(__file__).resolve().parents[1] / "suites" / "pair_matching.yaml", registry)
     configs = [TrialConfig.model_validate(t.config) for t in loaded.trials]
-    assert configs and all(c.task == "pairs" and c.selection_metric() == "dev_pair_ap" for c in configs)
+    task = registry.get("task", "pairs").factory()
+    assert configs and all(c.task.name == "pairs" and c.selection.metric is None for c in configs)
+    assert task.selection_metric(10) == "dev_pair_ap"
 
 
 # ------------------------------------------------------------------------------------- trials
@@ -309,15 +311,16 @@ def test_cross_encoder_scores_pairs_by_its_head_and_selection_keeps_that_head(re
     here from the restored weights), not a cosine; dev selection restores the head with the encoder."""
     import torch
 
-    from bench.trial.pairs import PairTrialRun, pair_similarities, prepare_pair_data
+    from bench.trial.pairs import pair_similarities
+    from bench.trial.session import open_trial
 
     cfg = TrialConfig.model_validate(_pair_trial(stages=[{"objectives": ["pair_cross_encoder"], "epochs": 2,
                                                           "batch_size": 8, "optimizer": {"lr": 1e-3}}]))
     ctx = TrialContext(registry=registry, cache_dir=str(tmp_path))
-    data = prepare_pair_data(cfg, ctx)
-    run = PairTrialRun(cfg, ctx, data)
+    run = open_trial(cfg, ctx)
+    data = run.data
     run.train()
-    assert run.pair_scorer is not None and run.pair_scorer.scores_pairs
+    assert run.task.scorer is not None and run.task.scorer.scores_pairs
     dev, test = run.evaluate()
     row = run.metrics(dev, test)
     by_id = {r["item_id"]: r for r in data.splits["test"]}
@@ -325,14 +328,14 @@ def test_cross_encoder_scores_pairs_by_its_head_and_selection_keeps_that_head(re
     with torch.no_grad():
         tokens = encoder.tokenizer([by_id[a]["title"] for a, _, _ in data.pairs["test"]],
                                    [by_id[b]["title"] for _, b, _ in data.pairs["test"]],
-                                   truncation="longest_first", max_length=run.pair_scorer.max_length,
+                                   truncation="longest_first", max_length=run.task.scorer.max_length,
                                    padding="longest", return_tensors="pt")
-        expected = run.pair_scorer.head(encoder.model(**tokens).last_hidden_state[:, 0]).squeeze(-1).numpy()
-    np.testing.assert_allclose(run.test_scores, expected, rtol=1e-4, atol=1e-5)
+        expected = run.task.scorer.head(encoder.model(**tokens).last_hidden_state[:, 0]).squeeze(-1).numpy()
+    np.testing.assert_allclose(run.task.test_scores, expected, rtol=1e-4, atol=1e-5)
     cosines, _ = pair_similarities(test, data.pairs["test"])
-    assert not np.allclose(run.test_scores, cosines)
+    assert not np.allclose(run.task.test_scores, cosines)
     assert row["pair_ap"] is not None
-    assert any(m is run.pair_scorer for m in run.selector().modules)  # kept and restored with the encoder
+    assert any(m is run.task.scorer for m in run.selector().modules)  # kept and restored with the encoder
     # max_length auto: the joined length 99% of the train pairs fit in, and the share it cuts
     lengths = [len(encoder.tokenizer(by_a["title"], by_b["title"])["input_ids"])
                for by_a, by_b in ((dict((r["item_id"], r) for r in data.splits["train"])[a],
@@ -355,7 +358,7 @@ def test_dev_and_test_pairs_never_reach_training(registry, tmp_path, monkeypatch
     from mic_bench_plugins.encoders.tfidf_text import TfidfTextEncoder
     from mic_bench_plugins.objectives.labelled_pairs import PairClassification
 
-    from bench.trial.pairs import PairTrialRun, prepare_pair_data
+    from bench.trial.session import open_trial
 
     fitted, seen = [], []
     original_fit, original_loss = TfidfTextEncoder.fit, PairClassification.loss
@@ -373,13 +376,13 @@ def test_dev_and_test_pairs_never_reach_training(registry, tmp_path, monkeypatch
                                                  stages=[{"objectives": ["pair_classification"], "epochs": 2,
                                                           "batch_size": 8}]))
     ctx = TrialContext(registry=registry, cache_dir=str(tmp_path))
-    data = prepare_pair_data(cfg, ctx)
-    run = PairTrialRun(cfg, ctx, data)
+    run = open_trial(cfg, ctx)
+    data = run.data
     run.train()
     train = set(data.pairs["train"])
     held_out = {(a, b) for split in ("dev", "test") for a, b, _ in data.pairs[split]}
     assert seen and set(seen) <= train and not {(a, b) for a, b, _ in seen} & held_out
-    assert run.served_pairs <= {(a, b) for a, b, _ in train}
+    assert run.task.served_pairs <= {(a, b) for a, b, _ in train}
     train_items = {i for a, b, _ in train for i in (a, b)}
     assert fitted == [train_items]
     only_held_out = {i for a, b in held_out for i in (a, b)} - train_items

@@ -11,10 +11,10 @@ import pluggy
 import torch
 import pytest
 
-from bench import hookspecs
-from bench.interfaces import BuildContext
-from bench.plugins import GuardedHooks
-from bench.registry import Registry
+from bench.api import hookspecs
+from bench.api.interfaces import BuildContext
+from bench.api.plugins import GuardedHooks
+from bench.api.registry import Registry
 from bench.running.runner import RunSummary
 from bench.config.suite import load_suite
 from bench.trial.context import TrialContext
@@ -134,7 +134,7 @@ class _CharCodes(torch.nn.Module):
         return {"char_codes": 1}
 
     def forward(self, inputs):
-        from bench.interfaces import EncoderOutput
+        from bench.api.interfaces import EncoderOutput
 
         ids = inputs["char_ids"]
         self.longest = max(self.longest, int(ids.shape[1]))
@@ -150,8 +150,8 @@ class _CharCodes(torch.nn.Module):
 def test_a_variable_width_preprocess_output_is_padded_and_every_encoder_reports(registry, write_suite, tmp_path):
     """Cached inputs of an encoder whose `char_ids` width varies from batch to batch are padded (not
     a torch size mismatch), and report() of an encoder that is not fitted on train reaches the row."""
-    from bench.interfaces import Encoder
-    from bench.registry import PluginSpec
+    from bench.api.interfaces import Encoder
+    from bench.api.registry import PluginSpec
 
     encoder_class = type("CharCodes", (_CharCodes, Encoder), {})
     reg = Registry()

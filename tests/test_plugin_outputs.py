@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from bench.errors import TrialFailure
-from bench.interfaces import EncoderOutput, FusionOutput
+from bench.api.interfaces import EncoderOutput, FusionOutput
 from bench.trial.output_checks import check_encoder_output, check_fusion_output, check_pair_scores
 from conftest import TINY_DATA, tiny_trial
 
@@ -17,7 +17,7 @@ TEXT_ONLY = {"text": {"name": "hf_text", "options": {"model": "random", "max_len
 def _spoil_embedding(out: FusionOutput, value: float) -> FusionOutput:
     emb = out.embedding.clone()
     emb[0, 0] = value
-    return FusionOutput(emb, out.logits, out.logits_parts, out.kinds)
+    return FusionOutput(emb, out.logits, out.head_logits, out.candidate_logits, out.kinds)
 
 
 def _widen_logits(out: FusionOutput) -> FusionOutput:
@@ -42,7 +42,7 @@ def spoilt_registry(registry):
     from mic_bench_plugins.fusions.heads import num_labels
     from mic_bench_plugins.fusions.unimodal import UnimodalFusion
 
-    from bench.registry import PluginSpec, Registry
+    from bench.api.registry import PluginSpec, Registry
 
     state = {}
 
@@ -81,17 +81,20 @@ def test_a_spoilt_fusion_output_fails_the_trial_naming_plugin_and_tensor(spoilt_
 
 
 def test_output_checks_name_the_tensor_and_what_is_wrong():
-    good = FusionOutput(torch.zeros(4, 3), torch.zeros(4, 5), [torch.zeros(4, 5)], {"text": torch.zeros(4, 3)})
+    good = FusionOutput(torch.zeros(4, 3), torch.zeros(4, 5), head_logits={"text": torch.zeros(4, 5)},
+                        kinds={"text": torch.zeros(4, 3)})
     check_fusion_output(good, fusion="f", items=4, num_labels=5)
     check_fusion_output(FusionOutput(torch.zeros(4, 3)), fusion="f", items=4, num_labels=0)
     bad = {
         "rows": (FusionOutput(torch.zeros(3, 3)), "embedding of shape [3, 3] for a batch of 4 items"),
         "1-D": (FusionOutput(torch.zeros(4)), "embedding of shape [4] for a batch of 4 items"),
         "narrow": (FusionOutput(torch.zeros(4, 3), torch.zeros(4, 4)), "4 columns, but the task has 5 labels"),
-        "part": (FusionOutput(torch.zeros(4, 3), torch.zeros(4, 5), [torch.zeros(4, 6)]), "logits_parts[0]"),
+        "part": (FusionOutput(torch.zeros(4, 3), torch.zeros(4, 5), {"text": torch.zeros(4, 6)}), "head_logits['text']"),
         "kind": (FusionOutput(torch.zeros(4, 3), kinds={"image": torch.full((4, 3), float("-inf"))}),
                  "kinds['image'] with 12 infinite value(s)"),
         "not a tensor": (FusionOutput([[0.0]] * 4), "embedding as list, not a tensor"),
+        "parts as a list": (FusionOutput(torch.zeros(4, 3), torch.zeros(4, 5), [torch.zeros(4, 5)]),
+                            "head_logits as list, not a dict of named tensors"),
     }
     for name, (out, words) in bad.items():
         with pytest.raises(TrialFailure, match=None) as err:

@@ -6,9 +6,9 @@ import json
 import pytest
 
 from bench.errors import BenchError
-from bench.plugins import build_registry
-from bench.registry import PluginSpec, Registry
-from conftest import run_bench, tiny_trial
+from bench.api.plugins import build_registry
+from bench.api.registry import PluginSpec, Registry
+from conftest import invoke_bench, tiny_trial
 
 
 def test_builtins_come_from_the_entry_point_group(registry):
@@ -50,15 +50,18 @@ def test_env_var_restricts_outside_plugins(outside_plugins, monkeypatch):
     assert not reg.load_errors
 
 
-def test_cli_plugins_json_lists_kind_name_distribution(outside_plugins):
-    proc = run_bench("plugins", "--json")
+def test_cli_plugins_json_lists_kind_name_distribution(outside_plugins, monkeypatch):
+    """The real `bench plugins` in this process on a fresh entry-point scan (a fresh `bench` process
+    finds the outside packages in test_suite_using_an_outside_plugin_runs_under_ray)."""
+    monkeypatch.setattr("bench.api.plugins.get_registry", build_registry)
+    proc = invoke_bench("plugins", "--json")
     assert proc.returncode == 0, proc.stderr
     data = json.loads(proc.stdout)
     rows = {(p["kind"], p["name"]): p for p in data["plugins"]}
     assert rows[("fusion", "film")]["distribution"] == "mic-bench-film"
     assert rows[("encoder", "hf_text")]["description"]
     assert any("broken" in k for k in data["load_errors"])
-    table = run_bench("plugins")
+    table = invoke_bench("plugins")
     assert "film" in table.stdout and "mic-bench-film 0.1.0" in table.stdout
 
 
@@ -119,7 +122,7 @@ def test_filtered_distribution_is_named(monkeypatch):
 
 
 def test_create_parses_options_and_calls_the_factory(registry):
-    from bench.interfaces import BuildContext, TaskInfo
+    from bench.api.interfaces import BuildContext, TaskInfo
 
     enc = registry.create("encoder", "hf_text", {"model": "random", "max_length": 8}, BuildContext(), field="trial.encoders.text")
     ctx = BuildContext(task=TaskInfo("classification", ["a", "b", "c"], False), encoders={"text": enc})
@@ -131,10 +134,10 @@ def test_create_parses_options_and_calls_the_factory(registry):
 
 
 def test_load_errors_are_logged_once_per_process(caplog):
-    from bench.plugins import warn_load_errors
+    from bench.api.plugins import warn_load_errors
 
     reg = Registry(load_errors={"pkg-x:x": "ImportError: no module named x_extra"})
-    with caplog.at_level("WARNING", logger="bench.plugins"):
+    with caplog.at_level("WARNING", logger="bench.api.plugins"):
         warn_load_errors(reg)
         warn_load_errors(reg)
     assert [r.getMessage() for r in caplog.records].count(

@@ -10,7 +10,7 @@ import torch
 
 from bench.trial.records import Collate
 from bench.errors import BenchError
-from bench.interfaces import BuildContext, TaskInfo
+from bench.api.interfaces import BuildContext, TaskInfo
 from bench.config.schema import TrialConfig
 from bench.trial.build import build_model
 from bench.trial.context import TrialContext

@@ -74,36 +74,20 @@ def test_progress_goes_to_stdout_when_stdout_is_a_file(tmp_path, monkeypatch):
         assert not RunProgress("smoke", 1).live_view
 
 
-def test_a_run_writing_to_a_log_shows_each_trial_start_and_epoch_as_it_happens(tmp_path):
+def test_a_run_writing_to_a_log_shows_each_trial_start_and_epoch_as_it_happens(smoke_run):
     """`bench run ... > log.txt`: the start line is in the file while the trial still runs, then a
-    line per epoch, then the end line (read from the file as it grows, not after the run)."""
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    root = Path(__file__).resolve().parents[1]
-    log = tmp_path / "log.txt"
-    with open(log, "w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "bench.cli", "run", root / "suites" / "smoke.yaml", "--out",
-                                 tmp_path / "out", "--only", "fusion=text_only"], stdout=out,
-                                stderr=subprocess.PIPE, text=True, env=dict(os.environ))
-        seen_start_alone = False
-        deadline = time.monotonic() + 600
-        while proc.poll() is None and time.monotonic() < deadline:
-            text = log.read_text()
-            if "start  fusion=text_only seed=0" in text and "] ok " not in text:
-                seen_start_alone = True
-            time.sleep(0.1)
-        _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 0, err[-3000:]
-    lines = [l for l in log.read_text().splitlines() if l.startswith("[")]
+    line per epoch, then the end line (read from the file as it grows, not after the run). The smoke
+    suite's two trials one after the other (conftest.smoke_run, shared with test_runner)."""
+    code, _, text, seen_start_alone = smoke_run
+    assert code == 0
+    lines = [l for l in text.splitlines() if l.startswith("[")]
     assert seen_start_alone  # the start line was written while the trial was running
-    assert lines[0].startswith("[0/1] start  fusion=text_only seed=0")
-    epochs = [l for l in lines if " epoch  " in l]
+    assert lines[0].startswith("[0/2] start  fusion=text_only seed=0")
+    epochs = [l for l in lines if " epoch  fusion=text_only" in l]
     assert len(epochs) == 2 and re.search(r"epoch 1 · loss \d\.\d{4} · dev_macro_f1 \d\.\d{3} · [\d.]+ samples/s",
                                           epochs[0])
-    assert lines[-1].startswith("[1/1] ok     fusion=text_only seed=0 macro_f1=")
+    assert lines[3].startswith("[1/2] ok     fusion=text_only seed=0 macro_f1=")
+    assert lines[-1].startswith("[2/2] ok     fusion=image_only seed=0 macro_f1=")
 
 
 def test_live_view_shows_counts_best_row_and_finished_trials():

@@ -12,7 +12,7 @@ import polars as pl
 import pytest
 
 from bench.errors import BenchError
-from bench.interfaces import BuildContext
+from bench.api.interfaces import BuildContext
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 DEEPMATCHER = FIXTURES / "deepmatcher_abt_buy"

@@ -16,8 +16,6 @@ from bench.running.ray_sessions import RECORD, orphans, ray_temp_root
 from bench.reporting.write import leaderboard_for_run
 from conftest import invoke_bench, run_bench, tiny_trial
 
-ROOT = Path(__file__).resolve().parents[1]
-
 
 def _run_dir(out: Path, suite: str) -> Path:
     runs = sorted((out / suite).iterdir())
@@ -25,10 +23,13 @@ def _run_dir(out: Path, suite: str) -> Path:
     return runs[0]
 
 
-def test_smoke_suite_runs_and_leaderboard_regenerates_identically(tmp_path):
-    proc = run_bench("run", ROOT / "suites" / "smoke.yaml", "--out", tmp_path, "--quiet")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    run = _run_dir(tmp_path, "smoke")
+def test_smoke_suite_runs_and_leaderboard_regenerates_identically(smoke_run):
+    """The real `bench run` in this process on the shared Ray session (conftest.smoke_run, whose log
+    test_progress reads; `bench run` in fresh processes: test_kill_then_resume_runs_each_trial_exactly_once
+    and the run behind test_failed_trials_are_recorded_and_the_suite_completes)."""
+    code, out, _, _ = smoke_run
+    assert code == 0
+    run = _run_dir(out, "smoke")
     rows = pl.read_parquet(run / "trials.parquet")
     assert rows.height == 2 and set(rows["status"]) == {"ok"}
     for col in ("fusion", "seed", "accuracy", "macro_f1", "top5_accuracy", "train_samples_per_s",

@@ -10,9 +10,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.interfaces import LossOutput, Objective
+from bench.api.interfaces import LossOutput, Objective
 from bench.reporting.leaderboard import LeaderboardSpec, leaderboard_table, render_markdown
-from bench.registry import PluginSpec, Registry
+from bench.api.registry import PluginSpec, Registry
 from bench.trial.selection import Selector
 from bench.config.matrix import trial_key
 from bench.config.schema import TrialConfig, TrialSpec

@@ -6,7 +6,7 @@ import torch
 from PIL import Image
 
 from bench.errors import BenchError
-from bench.interfaces import BuildContext
+from bench.api.interfaces import BuildContext
 from bench.config.matrix import trial_key
 from bench.config.schema import TrialSpec
 from bench.trial.context import TrialContext

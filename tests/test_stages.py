@@ -12,9 +12,9 @@ import polars as pl
 import pytest
 import torch
 
-from bench.interfaces import LossOutput, Objective
+from bench.api.interfaces import LossOutput, Objective
 from bench.reporting.leaderboard import render_markdown, spec_from_suite
-from bench.registry import PluginSpec, Registry
+from bench.api.registry import PluginSpec, Registry
 from bench.config.matrix import trial_key
 from bench.config.schema import TrialConfig, TrialSpec
 from bench.config.suite import load_suite

@@ -162,8 +162,8 @@ def test_pair_scoring_and_self_supervised_ssl_stages_validate(write_suite, regis
 
 
 def _outside_fusion(declared):
-    from bench.interfaces import IMAGE, TEXT, Fusion
-    from bench.registry import PluginSpec
+    from bench.api.interfaces import IMAGE, TEXT, Fusion
+    from bench.api.registry import PluginSpec
 
     class OutsideFusion(Fusion):  # the class is the factory: what it declares is known without building it
         requires = frozenset({TEXT, IMAGE})
@@ -181,7 +181,7 @@ def test_image_text_matching_follows_what_an_outside_fusion_declares(declared, w
     nothing is not (its author did not say), so no built-in name list decides."""
     import copy
 
-    from bench.plugins import get_registry
+    from bench.api.plugins import get_registry
 
     registry = copy.deepcopy(get_registry())
     spec = _outside_fusion(declared)
@@ -195,7 +195,7 @@ def test_image_text_matching_follows_what_an_outside_fusion_declares(declared, w
 
 
 def test_objective_needs_are_known_without_building_the_objective(registry):
-    from bench.registry import PluginSpec
+    from bench.api.registry import PluginSpec
     from bench.config.trial_checks import objective_needs
 
     assert objective_needs(registry.get("objective", "cross_entropy")) == {"labels"}

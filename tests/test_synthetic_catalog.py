@@ -15,7 +15,7 @@ from sklearn.linear_model import RidgeClassifier
 from sklearn.metrics import f1_score
 from sklearn.preprocessing import normalize
 
-from bench.catalog import Catalog
+from bench.data.catalog import Catalog
 from bench.metrics.retrieval import retrieval_metrics
 from bench.trial.splits import assign_splits
 from mic_bench_plugins.datasets import synthetic_catalog

@@ -13,7 +13,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from bench.errors import BenchError
-from bench.file_reads import not_regular_reason
+from bench.data.file_reads import not_regular_reason
 
 DATA_PATH = {"data_path": True}  # json_schema_extra of a dataset option naming a file or folder to read
 

@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_serializer, field_validator, model_validator
 
 from bench.trial.schedules import ScheduleName
 from bench.reporting.trackers import TrackerName
@@ -120,10 +120,12 @@ class TrialConfig(BaseModel):
 
     model_config = Strict
     dataset: Ref
-    task: Literal["classification", "matching", "pairs"] = "classification"
+    task: Ref = Field(default_factory=lambda: Ref(name="classification"),
+                      description="a task plugin (bench plugins lists them): classification, retrieval, pairs ...")
     encoders: dict[Literal["text", "image", "joint"], Ref] = Field(min_length=1)
     fusion: Ref
-    stages: list[StageConfig] = Field(default_factory=lambda: [StageConfig()], min_length=1)
+    stages: list[StageConfig] = Field(default_factory=lambda: [StageConfig()],
+                                      description="[] evaluates the model as built (frozen or zero-shot)")
     splits: SplitConfig = Field(default_factory=SplitConfig)
     finetune_fraction: Float = Field(1.0, gt=0, le=1)
     seed: Int = SEED
@@ -138,20 +140,15 @@ class TrialConfig(BaseModel):
         default_factory=SelectionConfig,
         description="keep the dev-best epoch of the last stage (default), or `last` to keep the final weights")
 
+    @field_serializer("task")
+    def _task_as_written(self, task: Ref):
+        """A task without options is stored as its name, as suites write it (trial keys stay put)."""
+        return task.name if not task.options else {"name": task.name, "options": task.options}
+
     @field_validator("dataloader_workers", mode="before")
     @classmethod
     def _workers_not_yes_no(cls, value):
         return _not_yes_no(value)  # on the field: inside the union it would rename the error's location
-
-    def selection_metric(self) -> str | None:
-        """The dev metric that picks the epoch (None with `selection: last`)."""
-        if self.selection == "last":
-            return None
-        if self.selection.metric:
-            return self.selection.metric
-        if self.task == "pairs":  # threshold-free, so it does not move with a threshold fitted on dev itself
-            return "dev_pair_ap"
-        return "dev_macro_f1" if self.task == "classification" else f"dev_ndcg@{self.eval.k}"
 
 
 class SchedulerConfig(BaseModel):

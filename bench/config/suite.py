@@ -121,7 +121,7 @@ def _validate_trial(config: dict, file: str, labels: dict, registry, origins: li
 
 def plugin_refs(trial: TrialConfig) -> list[tuple[str, str, Ref]]:
     """(kind, field, ref) of every plugin a trial names, in build order."""
-    refs = [("dataset", "trial.dataset", trial.dataset)]
+    refs = [("dataset", "trial.dataset", trial.dataset), ("task", "trial.task", trial.task)]
     refs += [("encoder", f"trial.encoders.{slot}", ref) for slot, ref in trial.encoders.items()]
     refs.append(("fusion", "trial.fusion", trial.fusion))
     refs += [("objective", f"trial.stages[{i}].objectives[{j}]", ref)

@@ -15,6 +15,8 @@ import typing
 
 from bench.errors import BenchError
 
+PAIRS = "pairs"  # bench.api.interfaces.PAIRS (that module imports torch)
+
 
 def plugin_class(spec, base: type) -> type | None:
     """The class a plugin's factory is, or is annotated to return, if it derives from ``base``:
@@ -31,7 +33,7 @@ def plugin_class(spec, base: type) -> type | None:
 
 def objective_needs(spec) -> frozenset[str] | None:
     """What an objective plugin's batches must carry; None when its class is unknown."""
-    from bench.interfaces import Objective  # imports torch: only once plugins are loaded anyway
+    from bench.api.interfaces import Objective  # imports torch: only once plugins are loaded anyway
 
     cls = plugin_class(spec, Objective)
     return frozenset(cls.needs) if cls is not None else None
@@ -51,7 +53,7 @@ def check_stage_needs(stage, index: int, objective: str, needs, file: str | None
 
 def check_pair_scoring(trial, stage, index: int, registry, file: str | None = None, suffix: str = "") -> None:
     """Refuse image-text matching on a fusion that declares its multimodal vector keeps title and image apart."""
-    from bench.interfaces import IMAGE, TEXT, Fusion, Objective
+    from bench.api.interfaces import IMAGE, TEXT, Fusion, Objective
 
     fusion = plugin_class(registry.get("fusion", trial.fusion.name, file=file, field="trial.fusion.name"), Fusion)
     if fusion is None or fusion.mixes_modalities is not False:
@@ -77,7 +79,7 @@ def check_pair_scoring(trial, stage, index: int, registry, file: str | None = No
 def check_trial(trial, registry, file: str, where: str = "") -> None:
     """Suite-load checks across fields of one expanded trial (a TrialConfig)."""
     suffix = f" (in the trial {where})" if where else ""
-    check_pairs_dataset(trial, file, suffix)
+    check_pairs_dataset(trial, file, suffix, on_pairs(trial, registry))
     if registry is None:
         return
     for i, stage in enumerate(trial.stages):
@@ -85,8 +87,20 @@ def check_trial(trial, registry, file: str, where: str = "") -> None:
             spec = registry.get("objective", ref.name, file=file, field=f"trial.stages[{i}].objectives[{j}].name")
             known = objective_needs(spec)
             check_stage_needs(stage, i, ref.name, known or (), file, suffix)
-            check_pair_objective(trial, i, j, ref.name, known or (), known is None, file, suffix)
+            check_pair_objective(trial, i, j, ref.name, known or (), known is None, file, suffix,
+                                 on_pairs(trial, registry))
         check_pair_scoring(trial, stage, i, registry, file, suffix)
+
+
+def on_pairs(trial, registry) -> bool:
+    """Whether the trial's task trains and scores labelled pairs: its plugin's kind (an outside task
+    may be one), else its name."""
+    if registry is not None:
+        from bench.api.interfaces import Task
+
+        task = plugin_class(registry.get("task", trial.task.name, field="trial.task.name"), Task)
+        return getattr(task, "kind", None) == PAIRS if task is not None else trial.task.name == PAIRS
+    return trial.task.name == PAIRS
 
 
 # Built-in datasets that hold labelled pairs only (no item labels or groups): they need task pairs.
@@ -94,13 +108,14 @@ PAIR_DATASETS = {"deepmatcher", "wdc_products"}
 PAIR_OBJECTIVES = "pair_contrastive, pair_classification, pair_cross_encoder"
 
 
-def check_pairs_dataset(trial, file: str | None, suffix: str = "") -> None:
+def check_pairs_dataset(trial, file: str | None, suffix: str = "", pairs: bool | None = None) -> None:
     """Task pairs and pair-labelled data go together; the benchmark's own pair split is kept."""
     name = trial.dataset.name
-    if name in PAIR_DATASETS and trial.task != "pairs":
-        raise BenchError(f"dataset '{name}' holds labelled pairs, which task '{trial.task}' cannot use{suffix}",
+    pairs = trial.task.name == PAIRS if pairs is None else pairs
+    if name in PAIR_DATASETS and not pairs:
+        raise BenchError(f"dataset '{name}' holds labelled pairs, which task '{trial.task.name}' cannot use{suffix}",
                          file=file, field="trial.task", fix="set task: pairs")
-    if trial.task != "pairs":
+    if not pairs:
         return
     if name == "synthetic_catalog" and not trial.dataset.options.get("pairs"):
         raise BenchError(f"task pairs needs labelled pairs; synthetic_catalog emits them only when asked{suffix}",
@@ -111,16 +126,17 @@ def check_pairs_dataset(trial, file: str | None, suffix: str = "") -> None:
 
 
 def check_pair_objective(trial, i: int, j: int, name: str, needs, unknown: bool, file: str | None,
-                         suffix: str = "") -> None:
+                         suffix: str = "", pairs: bool | None = None) -> None:
     """Pair objectives read pair batches, which only task pairs makes, and task pairs makes nothing else."""
     field = f"trial.stages[{i}].objectives[{j}].name"
-    if "pairs" in needs and trial.task != "pairs":
-        raise BenchError(f"objective '{name}' trains on labelled pairs, but the task is '{trial.task}'{suffix}",
+    pairs = trial.task.name == PAIRS if pairs is None else pairs
+    if "pairs" in needs and not pairs:
+        raise BenchError(f"objective '{name}' trains on labelled pairs, but the task is '{trial.task.name}'{suffix}",
                          file=file, field=field, fix="set task: pairs (with a pair-labelled dataset) or use an item "
                                                      "objective (cross_entropy, contrastive, triplet ...)")
-    if trial.task == "pairs" and "pairs" not in needs and not unknown:
+    if pairs and "pairs" not in needs and not unknown:
         raise BenchError(f"task pairs trains on batches of labelled pairs; objective '{name}' reads single items{suffix}",
                          file=file, field=field, fix=f"use a pair objective: {PAIR_OBJECTIVES}")
-    if trial.task == "pairs" and trial.stages[i].data != "train":
+    if pairs and trial.stages[i].data != "train":
         raise BenchError(f"task pairs trains on the train pairs; stage data '{trial.stages[i].data}' has none{suffix}",
                          file=file, field=f"trial.stages[{i}].data", fix="set data: train")

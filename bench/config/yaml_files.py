@@ -8,7 +8,7 @@ import yaml
 
 from bench.config.matrix import deep_merge
 from bench.errors import BenchError
-from bench.file_reads import NotRegularFile, not_regular_reason, open_regular, read_at_most
+from bench.data.file_reads import NotRegularFile, not_regular_reason, open_regular, read_at_most
 
 def read_yaml(path: Path) -> dict:
     if not path.exists():

@@ -97,7 +97,7 @@ def _other(pattern, family, kind, dtype, definition, direction="none", leaderboa
 MACRO_F1 = ("unweighted mean of per-label F1 over the labels present among the true labels "
             "(bench.metrics.classification.macro_f1)")
 
-METRICS: tuple[Metric, ...] = (
+METRICS: list[Metric] = [
     # classification: bench/metrics/classification.py
     _q("accuracy", "classification", "item", "share of test items whose highest-scoring label is the true label",
        interval=True),
@@ -147,7 +147,7 @@ METRICS: tuple[Metric, ...] = (
            direction="lower", leaderboard=True),
     _other("n_trainable_params", "cost", "cost", "int", "the part of n_params trainable at the end", direction="lower"),
     _other("selection_s", "cost", "cost", "float", "seconds of dev evaluations for model selection", direction="lower"),
-)
+]
 
 
 def _check_declarations() -> None:
@@ -161,6 +161,26 @@ def _check_declarations() -> None:
 
 
 _check_declarations()
+
+
+def declare(metrics, origin: str = "a plugin") -> None:
+    """Add a task plugin's own metrics (``Task.metrics``) to the registry; a pattern that is already
+    declared is refused unless it is the same declaration (a plugin loaded twice)."""
+    for metric in metrics:
+        if not isinstance(metric, Metric):
+            raise TypeError(f"{origin} declares {metric!r}, not a bench.metrics.registry.Metric")
+        same = [m for m in METRICS if m.pattern == metric.pattern]
+        if same and same[0] != metric:
+            raise ValueError(f"{origin} declares metric {metric.pattern!r}, which is already declared otherwise")
+        if not same:
+            METRICS.append(metric)
+    _check_declarations()
+    lookup.cache_clear()
+
+
+def quality(pattern: str, family: str, aggregation: Aggregation, definition: str, **options) -> Metric:
+    """A quality metric's declaration (the keyword options of ``Metric``), for ``Task.metrics``."""
+    return _q(pattern, family, aggregation, definition, **options)
 
 
 @lru_cache(maxsize=4096)

@@ -175,7 +175,7 @@ def per_query_metrics(embeddings, groups: np.ndarray | torch.Tensor, k: int = 10
     return out
 
 
-def summarise(per_query: dict[str, np.ndarray]) -> dict[str, float | None]:
+def query_means(per_query: dict[str, np.ndarray]) -> dict[str, float | None]:
     """The row values: each metric's mean over the queries it scores (None when it scores none)."""
     return {name: float(np.nanmean(v)) if np.isfinite(v).any() else None for name, v in per_query.items()}
 
@@ -183,7 +183,7 @@ def summarise(per_query: dict[str, np.ndarray]) -> dict[str, float | None]:
 def retrieval_metrics(embeddings, groups: np.ndarray | torch.Tensor, k: int = 10,
                       threshold: float | None = None) -> dict[str, float | None]:
     """Row metrics (see the module docstring); with a threshold also f1, f1_all and f1_threshold."""
-    out = summarise(per_query_metrics(embeddings, groups, k, threshold))
+    out = query_means(per_query_metrics(embeddings, groups, k, threshold))
     if threshold is not None:
         out["f1_threshold"] = float(threshold)
     return out

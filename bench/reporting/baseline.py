@@ -337,7 +337,7 @@ def dump_baseline(baseline: Baseline) -> str:
 
 def write_baseline(path: str | Path, baseline: Baseline, items: pl.DataFrame) -> Baseline:
     """The JSON and, when there are per-item predictions, the parquet beside it (both atomically)."""
-    from bench.paths import atomic_write_text
+    from bench.storage.paths import atomic_write_text
 
     path = Path(path)
     if not items.is_empty():

@@ -19,7 +19,7 @@ from bench.errors import BenchError
 if TYPE_CHECKING:  # the catalogue pulls in torch; the CLI imports this module at start-up
     import polars as pl
 
-    from bench.catalog import Catalog
+    from bench.data.catalog import Catalog
 
 TOP_LABELS = 10
 GROUP_SIZE_BINS = ("1", "2", "3", "4", "5-9", "10+")
@@ -62,14 +62,14 @@ def parse_option_pairs(pairs: tuple[str, ...] | list[str], options_json: str | N
 
 
 def load_dataset(name: str, options: dict[str, Any]) -> Catalog:
-    from bench.catalog import Catalog
-    from bench.interfaces import BuildContext
-    from bench.plugins import get_registry
+    from bench.data.catalog import Catalog
+    from bench.api.interfaces import BuildContext
+    from bench.api.plugins import get_registry
 
     catalog = get_registry().get("dataset", name, field="DATASET").build(options, BuildContext(), field="--option")
     if not isinstance(catalog, Catalog):
         raise BenchError(f"dataset plugin '{name}' returned {type(catalog).__name__}, not a Catalog", field="DATASET",
-                         fix="the plugin's factory must return bench.catalog.Catalog")
+                         fix="the plugin's factory must return bench.data.catalog.Catalog")
     return catalog
 
 
@@ -156,7 +156,7 @@ def image_report(items: pl.DataFrame, check: int, seed: int = 0) -> dict[str, An
     """
     import polars as pl
 
-    from bench.images import load_image
+    from bench.data.images import load_image
 
     with_path = items.filter(pl.col("image").is_not_null())
     rows = list(with_path.select("item_id", "image").iter_rows())

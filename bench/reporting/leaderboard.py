@@ -567,7 +567,8 @@ def spec_from_suite(suite, title: str | None = None) -> LeaderboardSpec:
     search_axes = list(suite.search.space) if suite.search else []
     axes = [a for a in suite.matrix if a != "seed"]
     metric, mode = search_selection(suite)
-    return LeaderboardSpec(group_by=lb.group_by or axes, sort=lb.sort, metrics=lb.metrics,
+    return LeaderboardSpec(group_by=lb.group_by or axes, sort=lb.sort or task_sort_metric(suite.trial),
+                           metrics=lb.metrics,
                            reference=suite.reference, reference_source=suite.reference_source,
                            pivot=lb.pivot.model_dump() if lb.pivot else None, title=title or f"{suite.name} leaderboard",
                            select=[a for a in search_axes if a not in (lb.group_by or [])], select_metric=metric,
@@ -584,9 +585,41 @@ def search_selection(suite) -> tuple[str | None, str]:
     selection = suite.trial.get("selection")
     if isinstance(selection, dict) and selection.get("metric"):
         return selection["metric"], selection.get("mode", "max")
-    if suite.trial.get("task", "classification") == "classification":
-        return "dev_macro_f1", "max"
-    if suite.trial.get("task") == "pairs":
-        return "dev_pair_ap", "max"
-    k = (suite.trial.get("eval") or {}).get("k", 10)
-    return f"dev_ndcg@{k}", "max"
+    return task_selection_metric(suite.trial), "max"
+
+
+BUILT_IN_SELECTION = {"classification": "dev_macro_f1", "pairs": "dev_pair_ap"}  # else dev_ndcg@k (retrieval)
+BUILT_IN_TASKS = ("classification", "retrieval", "matching", "pairs")
+
+
+def _plugin_task(trial: dict):
+    """The trial's task plugin built with the suite's task options; None for a built-in task."""
+    from bench.api.interfaces import BuildContext
+    from bench.api.plugins import get_registry
+
+    task = trial.get("task", "classification")
+    name, options = (task.get("name"), task.get("options")) if isinstance(task, dict) else (task, None)
+    if name in BUILT_IN_TASKS:
+        return None
+    return get_registry().get("task", name, field="trial.task.name").build(options, BuildContext(),
+                                                                        field="trial.task.options")
+
+
+def task_selection_metric(trial: dict) -> str:
+    """The dev metric the trial's task selects by: the built-in tasks' rule, else the task plugin's
+    own (built with the suite's task options); a task plugin that cannot be built is an error."""
+    k = (trial.get("eval") or {}).get("k", 10)
+    task = _plugin_task(trial)
+    if task is None:
+        name = trial.get("task", "classification")
+        return BUILT_IN_SELECTION.get(name["name"] if isinstance(name, dict) else name, f"dev_ndcg@{k}")
+    return task.selection_metric(k)
+
+
+def task_sort_metric(trial: dict) -> str | None:
+    """A task plugin that declares metrics of its own ranks by its main metric; the built-in tasks
+    rank by the registry's first quality column the rows have (None here)."""
+    task = _plugin_task(trial)
+    if task is None or not task.metrics:
+        return None
+    return task.main_metric.replace("{k}", str((trial.get("eval") or {}).get("k", 10)))

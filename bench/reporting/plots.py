@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 
 from bench.metrics import registry
 from bench.reporting.leaderboard import LeaderboardSpec, group_label, leaderboard_table, table_groups
-from bench.paths import atomic_path
+from bench.storage.paths import atomic_path
 
 PLOTS = "plots"
 COST_AXIS = "train_samples_per_s"

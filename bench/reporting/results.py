@@ -22,7 +22,7 @@ from typing import Any
 import polars as pl
 
 from bench.errors import BenchError
-from bench.paths import atomic_path, atomic_write_text
+from bench.storage.paths import atomic_path, atomic_write_text
 from bench.reporting.row_checks import check_row_file, check_schema, check_table, check_unique_keys
 
 ROWS, PREDICTIONS, CURVES, TRIALS = "rows", "predictions", "curves", "trials.parquet"

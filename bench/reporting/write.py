@@ -9,7 +9,7 @@ import polars as pl
 
 from bench.reporting.leaderboard import (LeaderboardSpec, columns_read, render_csv, render_html, render_markdown,
                                           spec_from_suite)
-from bench.paths import atomic_write_text
+from bench.storage.paths import atomic_write_text
 from bench.reporting.results import PREDICTIONS, load_run, stored_rows
 
 HTML_PAGE = "leaderboard.html"

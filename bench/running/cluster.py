@@ -73,7 +73,9 @@ def plugins_used(trials, registry) -> dict[str, str]:
     used: dict[str, str] = {"mic-bench": package_version("mic-bench")}
     for trial in trials:
         cfg = trial.config
-        refs = [("dataset", cfg["dataset"]["name"]), ("fusion", cfg["fusion"]["name"])]
+        task = cfg.get("task", "classification")
+        refs = [("dataset", cfg["dataset"]["name"]), ("fusion", cfg["fusion"]["name"]),
+                ("task", task["name"] if isinstance(task, dict) else task)]
         refs += [("encoder", ref["name"]) for ref in cfg["encoders"].values()]
         refs += [("objective", obj["name"]) for stage in cfg["stages"] for obj in stage["objectives"]]
         for kind, name in refs:

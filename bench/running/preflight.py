@@ -23,7 +23,7 @@ def preflight(loaded: LoadedSuite, registry, cache_dir: str | None = None) -> di
     from pathlib import Path
 
     from bench.running.cluster import absolute_paths, dataset_key
-    from bench.interfaces import BuildContext
+    from bench.api.interfaces import BuildContext
 
     seen: dict[str, frozenset[str] | None] = {}
     manifest: dict[str, dict] = {}
@@ -39,7 +39,9 @@ def preflight(loaded: LoadedSuite, registry, cache_dir: str | None = None) -> di
                                  "fingerprint": catalog.fingerprint}
         tasks = seen[key]
         task = trial.config.get("task", "classification")
-        if tasks is not None and task not in tasks:
+        task = task["name"] if isinstance(task, dict) else task
+        needs = getattr(registry.get("task", task).factory, "needs", task)
+        if tasks is not None and needs not in tasks:
             raise BenchError(f"dataset '{ref['name']}' does not support task '{task}' (it supports: "
                              f"{', '.join(sorted(tasks)) or 'none'}; trial {trial.label()})",
                              file=str(loaded.path), field="trial.task",

@@ -22,7 +22,7 @@ import yaml
 
 from bench.errors import BenchError
 from bench.reporting.leaderboard import LeaderboardSpec, render_markdown, spec_from_suite
-from bench.paths import atomic_write_text
+from bench.storage.paths import atomic_write_text
 from bench.reporting.provenance import provenance
 from bench.reporting.results import RunDir, latest_run_dir, new_run_dir
 from bench.config.schema import LoadedSuite, TrialSpec
@@ -75,7 +75,7 @@ def _trainable(config: dict, specs: dict[str, dict], cpus: float, gpus: float, c
     import ray
     from ray import tune
 
-    from bench.plugins import get_registry
+    from bench.api.plugins import get_registry
     from bench.running.transport import PAYLOAD, pack
     from bench.trial.context import TrialContext
     from bench.trial.run import run_trial
@@ -116,7 +116,7 @@ def _make_callback(run: RunDir, specs: dict[str, TrialSpec], progress, board: Le
                    scheduler: str | None = None):
     from ray.tune import Callback
 
-    from bench.plugins import lifecycle_hooks
+    from bench.api.plugins import lifecycle_hooks
     from bench.reporting.progress import best_row_text
     from bench.reporting.visible_text import visible
 
@@ -348,7 +348,7 @@ def run_suite(loaded: LoadedSuite, registry, *, out: str | Path = "results", res
     # a trial that ended without a row (its row could not be written) counts as failed, never as nothing
     failed = len(specs) - ok - stopped - len(unfinished)
     summary = RunSummary(run.path, suite.name, len(specs), len(finished), ok, failed, rows, stopped, len(unfinished))
-    from bench.plugins import lifecycle_hooks
+    from bench.api.plugins import lifecycle_hooks
 
     lifecycle_hooks(run.path).bench_suite_finished(run=replace(summary, rows=summary.rows.clone()))
     return summary

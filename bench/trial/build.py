@@ -1,11 +1,11 @@
 """Building a trial's parts from the registry, refusing parts the catalogue cannot feed."""
 from __future__ import annotations
 
-from bench.catalog import Catalog
+from bench.data.catalog import Catalog
 from bench.config.schema import TrialConfig
 from bench.config.trial_checks import check_stage_needs
 from bench.errors import BenchError
-from bench.interfaces import IMAGE, JOINT, TEXT, BuildContext, Fusion, TaskInfo
+from bench.api.interfaces import IMAGE, JOINT, TEXT, BuildContext, Fusion, TaskInfo
 from bench.trial.context import TrialContext
 from bench.trial.model import BenchModel
 

@@ -23,7 +23,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from bench.errors import BenchError
-from bench.paths import atomic_path, cache_dir
+from bench.storage.paths import atomic_path, cache_dir
 
 log = logging.getLogger(__name__)
 PAD_VALUES = {"word_ids": -1}  # everything else pads with 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from bench.registry import Registry
+from bench.api.registry import Registry
 
 
 @dataclass

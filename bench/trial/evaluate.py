@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
 from bench.trial.device import autocast
-from bench.interfaces import FusionOutput
+from bench.api.interfaces import FusionOutput
 from bench.trial.model import BenchModel
 
 
@@ -18,12 +18,19 @@ class Predictions:
     groups: torch.Tensor
     embedding: torch.Tensor
     logits: torch.Tensor | None
-    logits_parts: list[torch.Tensor] = field(default_factory=list)
+    head_logits: dict[str, torch.Tensor] = field(default_factory=dict)
+    candidate_logits: dict[str, torch.Tensor] = field(default_factory=dict)
     kinds: dict[str, torch.Tensor] = field(default_factory=dict)
     seconds: float = 0.0
 
+    def with_outputs(self, out: FusionOutput) -> "Predictions":
+        """These predictions with a fusion's outputs for the same items (a setting chosen on dev)."""
+        return replace(self, embedding=out.embedding, logits=out.logits, head_logits=dict(out.head_logits),
+                       candidate_logits=dict(out.candidate_logits), kinds=dict(out.kinds))
+
     def as_fusion_output(self) -> FusionOutput:
-        return FusionOutput(embedding=self.embedding, logits=self.logits, logits_parts=self.logits_parts, kinds=self.kinds)
+        return FusionOutput(embedding=self.embedding, logits=self.logits, head_logits=self.head_logits,
+                            candidate_logits=self.candidate_logits, kinds=self.kinds)
 
 
 def _cat(chunks: list[torch.Tensor]) -> torch.Tensor:
@@ -34,8 +41,7 @@ def _cat(chunks: list[torch.Tensor]) -> torch.Tensor:
 def predict(model: BenchModel, loader, device: torch.device, amp: str = "off") -> Predictions:
     model.eval()
     ids, labels, groups, emb, logits = [], [], [], [], []
-    parts: list[list[torch.Tensor]] = []
-    kinds: dict[str, list[torch.Tensor]] = {}
+    named: dict[str, dict[str, list[torch.Tensor]]] = {"head_logits": {}, "candidate_logits": {}, "kinds": {}}
     start = time.perf_counter()
     for batch in loader:
         batch = batch.to(device, non_blocking=device.type == "cuda")
@@ -47,12 +53,9 @@ def predict(model: BenchModel, loader, device: torch.device, amp: str = "off") -
         emb.append(out.embedding.float().cpu())
         if out.logits is not None:
             logits.append(out.logits.float().cpu())
-        for i, p in enumerate(out.logits_parts):
-            if len(parts) <= i:
-                parts.append([])
-            parts[i].append(p.float().cpu())
-        for k, v in out.kinds.items():
-            kinds.setdefault(k, []).append(v.float().cpu())
+        for field_name, chunks in named.items():
+            for k, v in getattr(out, field_name).items():
+                chunks.setdefault(k, []).append(v.float().cpu())
+    joined = {f: {k: _cat(v) for k, v in chunks.items()} for f, chunks in named.items()}
     return Predictions(ids, _cat(labels), _cat(groups), _cat(emb), _cat(logits) if logits else None,
-                       [_cat(p) for p in parts], {k: _cat(v) for k, v in kinds.items()},
-                       time.perf_counter() - start)
+                       seconds=time.perf_counter() - start, **joined)

@@ -13,7 +13,7 @@ import torch
 
 from bench.trial.cache import TOKEN_AXIS_KEYS, CacheStore, TensorTable, batched, cache_key, stack_padded
 from bench.trial.device import autocast
-from bench.interfaces import Encoder
+from bench.api.interfaces import Encoder
 from bench.trial.model import EXTRA_PREFIX
 
 PREPROCESS_CACHE_MAX_MB = float(os.environ.get("MIC_BENCH_PREPROCESS_CACHE_MAX_MB", "2048"))

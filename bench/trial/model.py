@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from bench.interfaces import Batch, Encoder, EncoderOutput, Fusion, FusionOutput
+from bench.api.interfaces import Batch, Encoder, EncoderOutput, Fusion, FusionOutput
 from bench.trial.output_checks import check_encoder_output, check_fusion_output
 
 EXTRA_PREFIX = "cached_extra_"  # per-item extras of a frozen encoder (e.g. per-kind embeddings)

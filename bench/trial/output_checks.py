@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from bench.errors import TrialFailure
-from bench.interfaces import EncoderOutput, FusionOutput
+from bench.api.interfaces import EncoderOutput, FusionOutput
 
 
 class PluginOutputError(TrialFailure):
@@ -50,8 +50,14 @@ def check_fusion_output(out: FusionOutput, *, fusion: str, items: int, num_label
     width = num_labels if num_labels >= 2 else None
     if out.logits is not None:
         check_tensor(out.logits, plugin=plugin, name="logits", rows=items, dims=2, width=width)
-    for i, part in enumerate(out.logits_parts):
-        check_tensor(part, plugin=plugin, name=f"logits_parts[{i}]", rows=items, dims=2, width=width)
+    for field_name in ("head_logits", "candidate_logits", "kinds"):
+        if not isinstance(getattr(out, field_name), dict):
+            raise PluginOutputError(f"{plugin} returned {field_name} as {type(getattr(out, field_name)).__name__}, "
+                                    "not a dict of named tensors (FusionOutput's positional order is embedding, "
+                                    "logits, head_logits, candidate_logits, kinds: pass them by name)")
+    for field_name in ("head_logits", "candidate_logits"):
+        for name, part in getattr(out, field_name).items():
+            check_tensor(part, plugin=plugin, name=f"{field_name}[{name!r}]", rows=items, dims=2, width=width)
     for kind, emb in out.kinds.items():
         check_tensor(emb, plugin=plugin, name=f"kinds['{kind}']", rows=items, dims=2)
 

@@ -8,7 +8,7 @@ import polars as pl
 import torch
 
 from bench.config.schema import TrialConfig
-from bench.metrics.retrieval import choose_threshold, per_query_metrics, summarise
+from bench.metrics.retrieval import choose_threshold, per_query_metrics, query_means
 from bench.trial.evaluate import Predictions
 
 
@@ -35,7 +35,7 @@ def retrieval_figures(cfg: TrialConfig, dev: Predictions | None, test: Predictio
             note = "no dev item has another item of its product: the F1 threshold cannot be chosen"
     per_query = per_query_metrics(retrieval_embeddings(cfg, test), test.groups.numpy(), k=cfg.eval.k,
                                   threshold=threshold)
-    out: dict[str, Any] = summarise(per_query)
+    out: dict[str, Any] = query_means(per_query)
     if threshold is not None:
         out["f1_threshold"] = float(threshold)
     if out.get(f"ndcg@{cfg.eval.k}") is None:

@@ -9,10 +9,10 @@ import numpy as np
 import polars as pl
 import torch
 
-from bench.catalog import Catalog
+from bench.data.catalog import Catalog
 from bench.config.schema import TrialConfig
 from bench.errors import BenchError
-from bench.interfaces import CLASSIFICATION, MATCHING, BuildContext, TaskInfo
+from bench.api.interfaces import CLASSIFICATION, MATCHING, BuildContext, TaskInfo
 from bench.metrics.classification import head_tail_labels
 from bench.trial.context import TrialContext
 from bench.trial.splits import assign_splits, cap_splits, take_fraction
@@ -32,7 +32,7 @@ def load_catalog(cfg: TrialConfig, ctx: TrialContext) -> Catalog:
                                   field="trial.dataset")
     if not isinstance(catalog, Catalog):
         raise BenchError(f"dataset plugin '{cfg.dataset.name}' returned {type(catalog).__name__}, not a Catalog",
-                         field="trial.dataset.name", fix="the plugin's factory must return bench.catalog.Catalog")
+                         field="trial.dataset.name", fix="the plugin's factory must return bench.data.catalog.Catalog")
     check_fingerprint(known.get("fingerprint"), catalog, options)
     return catalog
 
@@ -72,17 +72,19 @@ class TrialData:
         return np.array([r["label"] for r in self.splits["train"]])
 
 
-def prepare_data(cfg: TrialConfig, ctx: TrialContext) -> TrialData:
+def prepare_data(cfg: TrialConfig, ctx: TrialContext, kind: str = CLASSIFICATION, needs: str | None = None) -> TrialData:
+    """Items split by item; ``kind``: what the other plugins see (TaskInfo.kind: item labels for
+    CLASSIFICATION, none for MATCHING); ``needs``: what the catalogue must support (default ``kind``)."""
     from bench.trial.records import to_records
 
     catalog = load_catalog(cfg, ctx)
-    if cfg.task not in catalog.tasks:
-        raise BenchError(f"dataset '{cfg.dataset.name}' does not support task '{cfg.task}' "
+    if (needs or kind) not in catalog.tasks:
+        raise BenchError(f"dataset '{cfg.dataset.name}' does not support task '{cfg.task.name}' "
                          f"(it supports: {', '.join(sorted(catalog.tasks)) or 'none'})", field="trial.task",
                          fix="classification needs a label column with 2+ labels; matching needs a group column; "
                              "a pair-labelled dataset (deepmatcher, wdc_products) needs task: pairs")
     items, full_train_labels = prepare_items(catalog, cfg, uses_ssl=any(stage.data != "train" for stage in cfg.stages))
-    label_names = catalog.label_names if cfg.task == CLASSIFICATION else []
+    label_names = catalog.label_names if kind == CLASSIFICATION else []
     label_index = {name: i for i, name in enumerate(label_names)}
     group_index = {g: i for i, g in enumerate(sorted(items["group"].drop_nulls().unique().to_list()))}
     splits = {name: to_records(items.filter(pl.col("split") == name), label_index, group_index)
@@ -94,4 +96,4 @@ def prepare_data(cfg: TrialConfig, ctx: TrialContext) -> TrialData:
             raise BenchError(f"the {needed} split is empty", field="trial.splits",
                              fix="give the split more items (splits.fractions) or a larger --subset")
     head = frozenset(head_tail_labels([label_index.get(l, -1) for l in full_train_labels if l is not None])[0])
-    return TrialData(catalog, TaskInfo(cfg.task, label_names, has_groups=MATCHING in catalog.tasks), splits, head)
+    return TrialData(catalog, TaskInfo(kind, label_names, has_groups=MATCHING in catalog.tasks), splits, head)

@@ -11,7 +11,7 @@ from torch.utils.data import (BatchSampler, DataLoader, Dataset, RandomSampler, 
                               WeightedRandomSampler)
 
 from bench.errors import BenchError
-from bench.interfaces import Batch
+from bench.api.interfaces import Batch
 from bench.trial.cache import TensorTable
 
 

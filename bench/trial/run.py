@@ -16,12 +16,11 @@ import torch
 
 from bench.config.schema import TrialConfig, TrialSpec
 from bench.errors import BenchError, TrialFailure
-from bench.interfaces import PAIRS
 from bench.trial.context import TrialContext
 from bench.trial.device import set_threads
 from bench.trial.memory import PeakMemory
-from bench.trial.prepare import prepare_data, seed_everything
-from bench.trial.session import TrialRun
+from bench.trial.prepare import seed_everything
+from bench.trial.session import open_trial
 
 
 @dataclass
@@ -75,12 +74,7 @@ def _execute(spec: TrialSpec, ctx: TrialContext, curve: list[dict[str, Any]]) ->
     cfg = TrialConfig.model_validate(spec.config)
     set_threads(ctx.cpus)
     seed_everything(cfg.seed)
-    if cfg.task == PAIRS:  # labelled pairs, split by pair (bench/trial/pairs.py): the same steps on pair data
-        from bench.trial.pairs import PairTrialRun, prepare_pair_data
-
-        run = PairTrialRun(cfg, ctx, prepare_pair_data(cfg, ctx))
-    else:
-        run = TrialRun(cfg, ctx, prepare_data(cfg, ctx))
+    run = open_trial(cfg, ctx)  # the task plugin prepares the data; the loop asks it at every step
     run.curve = curve  # the caller keeps the curve even when training fails half-way
     losses = run.train()
     dev, test = run.evaluate()

@@ -2,22 +2,18 @@
 from __future__ import annotations
 
 import math
-import random
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import polars as pl
 import torch
+from torch import nn
 
 from bench.config.schema import SelectionConfig, TrialConfig
 from bench.errors import BenchError
-from bench.images import placeholder_counts
-from bench.interfaces import CLASSIFICATION, IMAGE, JOINT, TEXT, Fusion
-from bench.metrics.classification import classification_metrics
-from bench.metrics.retrieval import retrieval_metrics
+from bench.data.images import placeholder_counts
+from bench.api.interfaces import IMAGE, JOINT, TEXT, BuildContext, Fusion, Task
 from bench.trial.build import build_model, build_objectives
 from bench.trial.cache import CacheStore
 from bench.trial.context import TrialContext
@@ -25,10 +21,8 @@ from bench.trial.device import autocast, choose_device, loader_settings
 from bench.trial.evaluate import Predictions, predict
 from bench.trial.inputs import TrialInputs
 from bench.trial.model import count_parameters
-from bench.trial.output_checks import check_fusion_output
-from bench.trial.outputs import prediction_table, retrieval_embeddings, retrieval_figures
 from bench.trial.prepare import TrialData, seed_everything
-from bench.trial.records import make_loader, seen_share, served_item_ids
+from bench.trial.records import make_loader
 from bench.trial.selection import Selector
 from bench.trial.train import run_stage
 
@@ -36,11 +30,22 @@ from bench.trial.train import run_stage
 MODALITIES = (TEXT, IMAGE, JOINT)
 
 
-class TrialRun:
-    """One trial's model, its inputs (raw or cached) and its training/evaluation steps."""
+def open_trial(cfg: TrialConfig, ctx: TrialContext) -> "TrialRun":
+    """The trial's task (a plugin, ``trial.task``), its data as the task prepares it, and the run."""
+    task = ctx.registry.create("task", cfg.task.name, cfg.task.options, BuildContext(seed=cfg.seed,
+                               cache_dir=ctx.cache_dir), field="trial.task")
+    if not isinstance(task, Task):
+        raise BenchError(f"task plugin '{cfg.task.name}' returned {type(task).__name__}, not a Task",
+                         field="trial.task.name", fix="the plugin's factory must return a bench.api.interfaces.Task")
+    return TrialRun(cfg, ctx, task.prepare(cfg, ctx), task)
 
-    def __init__(self, cfg: TrialConfig, ctx: TrialContext, data: TrialData):
-        self.cfg, self.ctx, self.data = cfg, ctx, data
+
+class TrialRun:
+    """One trial: the model, its inputs (raw or cached), and the loop that trains the stages, selects
+    on dev and scores test, asking the task (``self.task``) at every step where tasks differ."""
+
+    def __init__(self, cfg: TrialConfig, ctx: TrialContext, data: TrialData, task: Task):
+        self.cfg, self.ctx, self.data, self.task = cfg, ctx, data, task
         self.device = choose_device(cfg.device, ctx.gpus)
         if self.device.type == "cuda":  # the worker may have run another trial before this one
             torch.cuda.reset_peak_memory_stats(self.device)
@@ -57,7 +62,14 @@ class TrialRun:
         self.curve: list[dict[str, Any]] = []
         self.selection: dict[str, Any] = {}
         self.fit_report: dict[str, Any] = {}
-        self.test_per_query: dict[str, np.ndarray] | None = None  # each test query's retrieval values
+        task.check_model(self)
+
+    @property
+    def selection_metric(self) -> str | None:
+        """The dev metric that picks the epoch: the suite's, else the task's (None with `selection: last`)."""
+        if self.cfg.selection == "last":
+            return None
+        return self.cfg.selection.metric or self.task.selection_metric(self.cfg.eval.k)
 
     def feeder(self, modality: str, records: list[dict], frozen_ok: bool = True):
         """Cached frozen features when allowed, else (cached) preprocessed inputs."""
@@ -66,10 +78,22 @@ class TrialRun:
             return self.inputs.features(modality, encoder, records, with_sequence=self.model.fusion.uses_sequence)
         return self.inputs.inputs(modality, encoder, records)
 
+    def trained_modules(self, modalities: set[str] | None = None) -> tuple[list[nn.Module], list[nn.Module]]:
+        """(encoders, heads) that training changes and selection restores: the encoders that feed the
+        outputs (the fusion's, and the ones ``modalities`` adds: those a stage's objectives encode
+        themselves) unless frozen, then the fusion and the task's scoring modules. The one place
+        that decides it: the optimizer and the selector both read it."""
+        used = self.used_modalities | set(modalities or ())
+        encoders = [e for m, e in self.model.encoders.items() if m in used and not getattr(e, "frozen", False)]
+        return encoders, [self.model.fusion, *self.task.trained_modules(self)]
+
     def train(self) -> dict[str, float]:
-        """Run the stages in order; the model's weights flow from one stage to the next."""
+        """Run the stages in order (none: the trial only evaluates); weights flow from one stage to the next."""
         self.served_ids = self.fit_encoders_and_probe()  # item ids the training saw (probe, then batches)
         losses = {}
+        if not self.cfg.stages:
+            self.selection = {"selection_metric": None,
+                              "selection_note": "stages: [] - nothing trained; the model is evaluated as built"}
         for i, stage in enumerate(self.cfg.stages):
             objectives = self.stage_objectives(stage, i)
             self_encoded = {n for o, _ in objectives for n in o.needs}
@@ -79,21 +103,22 @@ class TrialRun:
             def preprocessors(records: list[dict]) -> dict:
                 return {m: self.feeder(m, records, frozen_ok=m not in self_encoded) for m in sorted(modalities)}
 
-            loader = self.stage_loader(stage, i, objectives, preprocessors)
+            loader = self.task.training_loader(self, stage, i, objectives, preprocessors)
             last = i == len(self.cfg.stages) - 1
             selector = self.selector() if last else None
             hook = self.evaluation_hook(selector)
             every = self.cfg.selection.every_steps if selector is not None else None
+            encoders, heads = self.trained_modules()
             stats = run_stage(self.model, objectives, loader, stage, self.device, self.cfg.amp, self.deadline,
-                              on_evaluation=hook, every_steps=every)
-            self.note_served(loader, stats.steps)
+                              on_evaluation=hook, every_steps=every, encoders=encoders, heads=heads)
+            self.task.note_served(self, loader, stats.steps)
             self.train_samples += stats.samples
             self.train_seconds += stats.seconds
             losses[f"loss_{stage.name}"] = round(stats.loss, 5) if stats.steps else None  # nothing trained
             losses.update({f"train_{stage.name}_{k}": round(v, 5) for k, v in stats.parts.items()})
             if last:
                 self.finish_selection(selector, stats)
-        losses.update(self.seen_shares())
+        losses.update(self.task.seen_shares(self))
         return losses
 
     def stage_objectives(self, stage, index: int) -> list:
@@ -106,32 +131,12 @@ class TrialRun:
                 objective.set_label_counts(torch.bincount(torch.tensor(train_labels[train_labels >= 0]),
                                                           minlength=self.data.task.num_labels).float())
         self.objective_modules.extend(o for o, _ in objectives)
+        self.task.stage_objectives(self, stage, index, objectives)
         return objectives
-
-    def stage_loader(self, stage, index: int, objectives: list, preprocessors):
-        """Training batches of the items of the stage's split(s); ``preprocessors(records)`` gives
-        each modality's input function for those records."""
-        records = [r for part in stage.data.split("+") for r in self.data.splits[part]]
-        if not records:
-            raise BenchError(f"stage '{stage.name}' trains on the {stage.data} split, which is empty",
-                             field=f"trial.stages[{index}].data",
-                             fix="give that split a fraction (splits.fractions.ssl) or use data: train")
-        sampler = stage.sampler
-        if sampler == "auto":
-            sampler = "pk" if any(o.sampler == "pk" for o, _ in objectives) else "random"
-        return make_loader(records, preprocessors(records), batch_size=stage.batch_size, train=True, sampler=sampler,
-                           pk_items=stage.pk_items, seed=self.cfg.seed + index, **self.loader_kw)
-
-    def note_served(self, loader, steps: int) -> None:
-        """Remember what the first ``steps`` batches of a stage's loader served."""
-        self.served_ids |= served_item_ids(loader, steps)
-
-    def seen_shares(self) -> dict[str, float | None]:
-        return {"train_items_seen_share": seen_share(self.served_ids, self.data.splits["train"])}
 
     def selector(self) -> Selector | None:
         """A dev-metric selector for the last stage, or None (``selection: last``, or no dev split)."""
-        metric = self.cfg.selection_metric()
+        metric = self.selection_metric
         self.selection = {"selection_metric": metric}
         if metric is None:
             return None
@@ -139,9 +144,8 @@ class TrialRun:
             self.selection["selection_note"] = "no dev split: the last epoch's weights are kept"
             return None
         sel = self.cfg.selection
-        trained = [self.model.fusion] + [e for m, e in self.model.encoders.items()
-                                         if m in self.used_modalities and not getattr(e, "frozen", False)]
-        return Selector(metric, sel.mode, sel.patience, sel.min_delta, modules=trained)
+        encoders, heads = self.trained_modules()
+        return Selector(metric, sel.mode, sel.patience, sel.min_delta, modules=[*heads[:1], *encoders, *heads[1:]])
 
     def evaluation_hook(self, selector: Selector | None):
         """After each epoch: record the curve point; on the selected stage, evaluate dev, keep the best
@@ -172,17 +176,7 @@ class TrialRun:
         """Dev metrics of the current weights (post-training choices such as late fusion's weight
         are fitted on dev first, as at the end of training)."""
         dev = self.predict("dev")
-        return self.dev_metrics_of(self.fit_on_dev(dev)) if dev is not None else {}
-
-    def dev_metrics_of(self, dev: Predictions) -> dict[str, float]:
-        """The dev_* columns from dev predictions: classification, and retrieval when the data has groups."""
-        out = {}
-        if self.data.task.kind == CLASSIFICATION and dev.logits is not None:
-            out.update({f"dev_{k}": v for k, v in classification_metrics(dev.labels.numpy(), dev.logits.numpy()).items()})
-        if self.data.task.has_groups and self.cfg.eval.retrieval != "off" and len(dev.item_ids) > 1:
-            found = retrieval_metrics(retrieval_embeddings(self.cfg, dev), dev.groups.numpy(), k=self.cfg.eval.k)
-            out.update({f"dev_{k}": v for k, v in found.items()})
-        return out
+        return self.task.dev_metrics(self, self.task.fit_on_dev(self, dev)) if dev is not None else {}
 
     def finish_selection(self, selector: Selector | None, stats) -> None:
         """Put the dev-best weights back before anything sees the test split."""
@@ -198,33 +192,16 @@ class TrialRun:
             self.selection["selection_note"] = (f"{selector.metric} was never a number on dev: "
                                                 "the last epoch's weights are kept")
 
-    def fit_on_dev(self, dev: Predictions) -> Predictions:
-        """Fit post-training choices (late fusion's weight) on dev; dev as the fitted fusion gives it."""
-        dev = self.choose_on_dev(dev)
-        fusion = self.model.fusion
-        if dev.logits is None or type(fusion).fit_on_dev is Fusion.fit_on_dev:
-            return dev
-        metric = "accuracy" if self.cfg.selection_metric() == "dev_accuracy" else "macro_f1"
-        refit = fusion.fit_on_dev(dev.as_fusion_output(), dev.labels, metric=metric)
-        if refit is None:
-            return self.predict("dev")
-        check_fusion_output(refit, fusion=self.model.names["fusion"], items=len(dev.item_ids),
-                            num_labels=self.data.task.num_labels, step="fit_on_dev")
-        return replace(dev, embedding=refit.embedding, logits=refit.logits, logits_parts=list(refit.logits_parts),
-                       kinds=dict(refit.kinds))
-
     def choose_on_dev(self, dev: Predictions) -> Predictions:
         """The fusion's setting (``Fusion.dev_choices``, e.g. hybrid_score's weight) that is best on
-        dev by the trial's selection metric (the task's default under `selection: last`); ties go
-        to the fusion's first. Dev as the chosen setting gives it."""
-        metric = self.cfg.selection_metric() or self.cfg.model_copy(update={"selection": SelectionConfig()}
-                                                                    ).selection_metric()
+        dev by the trial's selection metric (the task's own under `selection: last` and without
+        stages); ties go to the fusion's first. Dev as the chosen setting gives it."""
+        metric = self.selection_metric or self.task.selection_metric(self.cfg.eval.k)
         sign = -1.0 if isinstance(self.cfg.selection, SelectionConfig) and self.cfg.selection.mode == "min" else 1.0
         best = None
         for setting, out in self.model.fusion.dev_choices(dev.as_fusion_output()):
-            candidate = replace(dev, embedding=out.embedding, logits=out.logits, logits_parts=list(out.logits_parts),
-                                kinds=dict(out.kinds))
-            value = self.dev_metrics_of(candidate).get(metric)
+            candidate = dev.with_outputs(out)
+            value = self.task.dev_metrics(self, candidate).get(metric)
             if value is not None and not math.isnan(value) and (best is None or sign * value > sign * best[0]):
                 best = (value, setting, candidate)
         if best is None:
@@ -243,7 +220,7 @@ class TrialRun:
         Row values: each fitted encoder's report, ``encoder_fit_s`` (fitting or reading the cached
         fit); the probe's sklearn fit counts as training (``train_s``, one pass over train items).
         """
-        from bench.fitting import fit_encoder, is_fitted_encoder
+        from bench.trial.fitting import fit_encoder, is_fitted_encoder
 
         train = self.data.splits["train"]
         fitted = [encoder for encoder in self.model.encoders.values() if is_fitted_encoder(encoder)]
@@ -291,24 +268,13 @@ class TrialRun:
         """Dev first (post-training choices such as late fusion's weight are fitted there), then test."""
         dev = self.predict("dev")
         if dev is not None:
-            dev = self.fit_on_dev(dev)
+            dev = self.task.fit_on_dev(self, dev)
         return dev, self.predict("test")
 
-    def prediction_table(self, key: str, test: Predictions) -> pl.DataFrame:
-        """The test predictions kept beside the row (with each query's retrieval values)."""
-        return prediction_table(test, self.data.task.label_names, key, per_query=self.test_per_query)
-
     def metrics(self, dev: Predictions | None, test: Predictions) -> dict[str, Any]:
-        task, splits = self.data.task, self.data.splits
-        out: dict[str, Any] = {}
-        if task.kind == CLASSIFICATION and test.logits is not None:
-            out.update(classification_metrics(test.labels.numpy(), test.logits.numpy(), self.data.train_labels,
-                                              head_labels=self.data.head_labels))
-        if task.has_groups and self.cfg.eval.retrieval != "off":
-            found, self.test_per_query = retrieval_figures(self.cfg, dev, test)
-            out.update(found)
-        if dev is not None:
-            out.update(self.dev_metrics_of(dev))
+        """The row: the task's test (and dev) metrics, then what the trial cost and what it was."""
+        splits = self.data.splits
+        out: dict[str, Any] = dict(self.task.test_metrics(self, dev, test))
         used = [self.model.encoders[m] for m in sorted(self.used_modalities) if m in self.model.encoders]
         n_params, n_trainable = count_parameters(self.model.fusion, *used, *self.objective_modules)
         out.update(self.model.fusion.report())
@@ -332,6 +298,11 @@ class TrialRun:
         out.update({f"data_{k}": v for k, v in self.data.catalog.notes.items()})
         out.update(placeholder_counts(splits, reads_images=bool(self.used_modalities & {IMAGE, JOINT})))
         return out
+
+
+
+    def prediction_table(self, key: str, test: Predictions) -> pl.DataFrame:
+        return self.task.prediction_table(self, key, test)
 
 
 def _numeric(values: dict[str, Any]) -> dict[str, Any]:

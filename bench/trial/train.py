@@ -11,7 +11,7 @@ from torch import nn
 
 from bench.trial.device import autocast, grad_scaler
 from bench.errors import TrialFailure, TrialTimeout
-from bench.interfaces import Objective
+from bench.api.interfaces import Objective
 from bench.trial.model import BenchModel
 from bench.trial.schedules import lr_factor
 from bench.config.schema import StageConfig
@@ -59,10 +59,13 @@ class RunningMeans:
 EvaluationHook = Callable[[dict[str, Any]], bool]
 
 
-def make_optimizer(model: BenchModel, objectives: list[nn.Module], cfg: StageConfig) -> torch.optim.Optimizer | None:
-    """Encoders at lr; fusion and objective heads at head_lr (default lr)."""
-    head = model.head_parameters() + [p for o in objectives for p in o.parameters() if p.requires_grad]
-    groups = [{"params": model.encoder_parameters(), "lr": cfg.optimizer.lr},
+def make_optimizer(encoders: list[nn.Module], heads: list[nn.Module], objectives: list[nn.Module],
+                   cfg: StageConfig) -> torch.optim.Optimizer | None:
+    """Encoders at lr; fusion, task heads and objective heads at head_lr (default lr). Only the
+    trainable parameters of the modules given (``TrialRun.trained_modules``): an encoder no output
+    reads is not trained, and a stage with nothing trainable is a no-op (None)."""
+    head = _trainable([*heads[:1], *objectives, *heads[1:]])  # the fusion, the objectives, then task heads
+    groups = [{"params": _trainable(encoders), "lr": cfg.optimizer.lr},
               {"params": head, "lr": cfg.optimizer.head_lr or cfg.optimizer.lr}]
     groups = [g for g in groups if g["params"]]
     if not groups:
@@ -71,15 +74,30 @@ def make_optimizer(model: BenchModel, objectives: list[nn.Module], cfg: StageCon
     return OPTIMIZERS[cfg.optimizer.name](groups, **kwargs)
 
 
+def _trainable(modules: list[nn.Module]) -> list[nn.Parameter]:
+    seen: set[int] = set()
+    out = []
+    for module in modules:
+        for p in module.parameters():
+            if p.requires_grad and id(p) not in seen:
+                seen.add(id(p))
+                out.append(p)
+    return out
+
+
 def run_stage(model: BenchModel, objectives: list[tuple[Objective, float]], loader, cfg: StageConfig,
               device: torch.device, amp: str = "off", deadline: float | None = None,
-              on_evaluation: EvaluationHook | None = None, every_steps: int | None = None) -> StageStats:
+              on_evaluation: EvaluationHook | None = None, every_steps: int | None = None,
+              encoders: list[nn.Module] | None = None, heads: list[nn.Module] | None = None) -> StageStats:
     """Train for ``cfg.epochs`` epochs (fractions allowed). After every epoch, and every
     ``every_steps`` steps when set, ``on_evaluation`` gets the mean training loss and parts since
-    its previous call; its time is not counted as training time."""
+    its previous call; its time is not counted as training time. ``encoders`` / ``heads``: what
+    trains (default: every encoder and the fusion)."""
     stats = StageStats(cfg.name)
     modules = [o for o, _ in objectives]
-    optimizer = make_optimizer(model, modules, cfg)
+    encoders = list(model.encoders.values()) if encoders is None else encoders
+    heads = [model.fusion] if heads is None else heads
+    optimizer = make_optimizer(encoders, heads, modules, cfg)
     if optimizer is None:
         return stats
     steps_per_epoch = len(loader)

@@ -3,8 +3,8 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 
 from bench import hookimpl
-from bench.interfaces import LossOutput, Objective
-from bench.registry import PluginSpec
+from bench.api.interfaces import LossOutput, Objective
+from bench.api.registry import PluginSpec
 
 
 class FocalOptions(BaseModel):

@@ -6,9 +6,9 @@ import polars as pl
 from pydantic import BaseModel, ConfigDict, Field
 
 from bench import hookimpl
-from bench.catalog import Catalog
+from bench.data.catalog import Catalog
 from bench.errors import BenchError
-from bench.registry import PluginSpec
+from bench.api.registry import PluginSpec
 
 
 class JsonlOptions(BaseModel):

@@ -5,9 +5,9 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from bench import hookimpl
-from bench.fitting import json_tensor, state_digest, tensor_json
-from bench.interfaces import TEXT, Encoder, EncoderOutput
-from bench.registry import PluginSpec
+from bench.trial.fitting import json_tensor, state_digest, tensor_json
+from bench.api.interfaces import TEXT, Encoder, EncoderOutput
+from bench.api.registry import PluginSpec
 
 
 class WordCountOptions(BaseModel):

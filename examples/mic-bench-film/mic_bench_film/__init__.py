@@ -7,8 +7,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from bench import hookimpl
-from bench.interfaces import IMAGE, TEXT, Fusion, FusionOutput
-from bench.registry import PluginSpec
+from bench.api.interfaces import IMAGE, TEXT, Fusion, FusionOutput
+from bench.api.registry import PluginSpec
 
 
 class FilmOptions(BaseModel):
@@ -29,8 +29,7 @@ class FilmFusion(Fusion):
         t, v = features[TEXT].pooled, features[IMAGE].pooled
         joint = t * (1 + self.gamma(v)) + self.beta(v)
         logits = self.head(joint)
-        return FusionOutput(embedding=joint, logits=logits, logits_parts=[logits],
-                            kinds={TEXT: t, IMAGE: v, "multimodal": joint})
+        return FusionOutput(embedding=joint, logits=logits, kinds={TEXT: t, IMAGE: v, "multimodal": joint})
 
 
 def build(opts: FilmOptions, ctx) -> FilmFusion:

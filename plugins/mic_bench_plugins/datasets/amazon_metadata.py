@@ -18,10 +18,10 @@ from typing import Iterator, Literal
 import polars as pl
 from pydantic import ConfigDict, Field
 
-from bench.data_checks import resolve_user_path
+from bench.data.checks import resolve_user_path
 from bench.errors import BenchError
-from bench.file_reads import NotRegularFile, open_regular
-from bench.registry import PluginSpec
+from bench.data.file_reads import NotRegularFile, open_regular
+from bench.api.registry import PluginSpec
 
 from .assemble import ColumnSources, ImageFolderOptions, check_pattern, finish_catalog, with_image_paths
 from .catalog_options import GivenSplitOptions, PathLabelOptions

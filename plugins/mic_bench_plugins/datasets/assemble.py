@@ -15,8 +15,8 @@ from typing import Literal
 import polars as pl
 from pydantic import BaseModel, Field
 
-from bench.catalog import COLUMNS, Catalog
-from bench.data_checks import (resolve_user_path, apply_missing_images, check_images_inside, check_fixed_split_groups, check_ids, check_label_classes,
+from bench.data.catalog import COLUMNS, Catalog
+from bench.data.checks import (resolve_user_path, apply_missing_images, check_images_inside, check_fixed_split_groups, check_ids, check_label_classes,
                                check_not_empty, normalise_splits)
 from bench.errors import BenchError
 

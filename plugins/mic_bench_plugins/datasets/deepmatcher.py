@@ -13,10 +13,10 @@ from pathlib import Path
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field
 
-from bench.data_checks import require_columns, resolve_user_path
+from bench.data.checks import require_columns, resolve_user_path
 from bench.errors import BenchError
-from bench.pair_table import PAIR_SCHEMA
-from bench.registry import PluginSpec
+from bench.data.pair_table import PAIR_SCHEMA
+from bench.api.registry import PluginSpec
 
 from .assemble import ColumnSources, MissingImages, finish_catalog, image_paths
 from .image_lists import first_image

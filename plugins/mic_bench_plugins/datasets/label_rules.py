@@ -10,7 +10,7 @@ from typing import Callable
 
 import polars as pl
 
-from bench.data_checks import EXAMPLES, check_not_empty
+from bench.data.checks import EXAMPLES, check_not_empty
 from bench.errors import BenchError
 
 LineOf = Callable[[int], str]

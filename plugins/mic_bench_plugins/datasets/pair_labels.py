@@ -12,7 +12,7 @@ from typing import Callable, Literal
 import polars as pl
 
 from bench.errors import BenchError
-from bench.pair_table import PAIR_COLUMNS, PAIR_SPLITS, unordered_pair_key
+from bench.data.pair_table import PAIR_COLUMNS, PAIR_SPLITS, unordered_pair_key
 
 ConflictingPairs = Literal["error", "keep_first", "drop"]
 CrossSplitPairs = Literal["error", "keep_later", "drop"]

@@ -13,9 +13,9 @@ from pathlib import Path
 import polars as pl
 from pydantic import ConfigDict, Field
 
-from bench.data_checks import require_columns, resolve_user_path
+from bench.data.checks import require_columns, resolve_user_path
 from bench.errors import BenchError
-from bench.registry import PluginSpec
+from bench.api.registry import PluginSpec
 
 from .assemble import ColumnSources, ImageFolderOptions, finish_catalog, with_image_paths
 from .catalog_options import GivenSplitOptions, LabelOptions

@@ -11,8 +11,8 @@ from __future__ import annotations
 import polars as pl
 from pydantic import ConfigDict, Field
 
-from bench.data_checks import require_columns
-from bench.registry import PluginSpec
+from bench.data.checks import require_columns
+from bench.api.registry import PluginSpec
 
 from .assemble import ColumnSources, ImageFolderOptions, finish_catalog, locate_files, with_image_paths
 from .catalog_options import GivenSplitOptions, LabelOptions

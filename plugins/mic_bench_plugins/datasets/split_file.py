@@ -19,8 +19,8 @@ from pathlib import Path
 
 import polars as pl
 
-from bench.catalog import SPLIT_ALIASES, SPLIT_NAMES
-from bench.data_checks import EXAMPLES, check_not_empty, resolve_user_path
+from bench.data.catalog import SPLIT_ALIASES, SPLIT_NAMES
+from bench.data.checks import EXAMPLES, check_not_empty, resolve_user_path
 from bench.errors import BenchError
 
 from .table_files import FIELD_LIMIT, decode_text

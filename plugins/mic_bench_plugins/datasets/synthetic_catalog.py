@@ -30,9 +30,9 @@ import polars as pl
 from PIL import Image, ImageDraw
 from pydantic import BaseModel, ConfigDict, Field
 
-from bench.catalog import Catalog
-from bench.paths import cache_dir
-from bench.registry import PluginSpec
+from bench.data.catalog import Catalog
+from bench.storage.paths import cache_dir
+from bench.api.registry import PluginSpec
 
 GENERATOR_VERSION = 2  # part of the cache key: bump whenever the same options give other data
 

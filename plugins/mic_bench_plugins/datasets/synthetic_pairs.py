@@ -15,7 +15,7 @@ import itertools
 import numpy as np
 import polars as pl
 
-from bench.pair_table import PAIR_SCHEMA
+from bench.data.pair_table import PAIR_SCHEMA
 
 SPLIT_SHARES = (("train", 0.6), ("dev", 0.2), ("test", 0.2))
 

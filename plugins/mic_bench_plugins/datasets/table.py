@@ -17,8 +17,8 @@ import json
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field
 
-from bench.data_checks import require_columns, resolve_user_path
-from bench.registry import PluginSpec
+from bench.data.checks import require_columns, resolve_user_path
+from bench.api.registry import PluginSpec
 
 from bench.errors import BenchError
 

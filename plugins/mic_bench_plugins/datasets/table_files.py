@@ -17,7 +17,7 @@ from typing import Literal
 import polars as pl
 
 from bench.errors import BenchError
-from bench.file_reads import NotRegularFile, open_regular, read_maybe_gzip
+from bench.data.file_reads import NotRegularFile, open_regular, read_maybe_gzip
 
 FIELD_LIMIT = 2**31 - 1  # product descriptions can exceed the csv module's 128 KB default
 

@@ -18,12 +18,12 @@ from typing import Literal
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field
 
-from bench.catalog import Catalog
+from bench.data.catalog import Catalog
 from bench.config.data_paths import DATA_PATH
-from bench.data_checks import resolve_user_path
+from bench.data.checks import resolve_user_path
 from bench.errors import BenchError
-from bench.pair_table import PAIR_SCHEMA
-from bench.registry import PluginSpec
+from bench.data.pair_table import PAIR_SCHEMA
+from bench.api.registry import PluginSpec
 
 from .pair_labels import (CONFLICTING_PAIRS_HELP, CROSS_SPLIT_PAIRS_HELP, ConflictingPairs, CrossSplitPairs,
                           bad_label, join_text, parse_pair_label, resolve_repeated_pairs, settle_pairs)

@@ -10,8 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
 from bench.errors import BenchError
-from bench.interfaces import TEXT, Encoder, EncoderOutput
-from bench.registry import PluginSpec
+from bench.api.interfaces import TEXT, Encoder, EncoderOutput
+from bench.api.registry import PluginSpec
 
 from .freezing import FreezePolicy, apply_freeze
 

@@ -20,8 +20,8 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
-from bench.interfaces import TEXT, Encoder, EncoderOutput
-from bench.registry import PluginSpec
+from bench.api.interfaces import TEXT, Encoder, EncoderOutput
+from bench.api.registry import PluginSpec
 
 from .hf_text import HFTextEncoder, HFTextOptions
 from .tfidf_text import VECTOR_KEY, TfidfTextEncoder, TfidfTextOptions

@@ -3,7 +3,7 @@
 Resize the shorter side to ``floor(size / crop_pct)`` with the model's interpolation, centre
 crop ``size`` x ``size``, scale to [0, 1] and normalise: the pixels a timm model was trained
 to see, without squashing the aspect ratio. The transform itself is timm's
-(``transforms_imagenet_eval``); this module adds the decoding (bench.images) and JPEG draft
+(``transforms_imagenet_eval``); this module adds the decoding (bench.data.images) and JPEG draft
 mode: libjpeg shrinks a big photo by DCT scaling while both sides stay at least twice the
 resize target, and the bicubic resize does the rest, so the pixels stay close to the full
 decode (on a noisy 1600 x 1100 photo: mean 0.35 levels of 255, at most 8; DCT scaling right
@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from bench.images import load_image
+from bench.data.images import load_image
 
 VERSION = "timm-eval-1"  # bump when the pixels change for the same settings (part of the cache key)
 DRAFT_FACTOR = 2  # JPEG draft decoding keeps both sides >= DRAFT_FACTOR x the resize target

@@ -35,9 +35,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import Tensor
 
 from bench.errors import BenchError
-from bench.fitting import json_tensor, state_digest, tensor_json
-from bench.interfaces import TEXT, Encoder, EncoderOutput
-from bench.registry import PluginSpec
+from bench.trial.fitting import json_tensor, state_digest, tensor_json
+from bench.api.interfaces import TEXT, Encoder, EncoderOutput
+from bench.api.registry import PluginSpec
 
 VECTOR_KEY = "tfidf"
 

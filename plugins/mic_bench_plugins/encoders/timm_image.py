@@ -13,8 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
 from bench.errors import BenchError
-from bench.interfaces import IMAGE, Encoder, EncoderOutput
-from bench.registry import PluginSpec
+from bench.api.interfaces import IMAGE, Encoder, EncoderOutput
+from bench.api.registry import PluginSpec
 
 from .freezing import FreezePolicy, apply_freeze
 from .image_preprocess import ImagePreprocess

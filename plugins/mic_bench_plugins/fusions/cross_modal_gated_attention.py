@@ -14,8 +14,8 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from bench.interfaces import IMAGE, TEXT, EncoderOutput, Fusion, FusionOutput
-from bench.registry import PluginSpec
+from bench.api.interfaces import IMAGE, TEXT, EncoderOutput, Fusion, FusionOutput
+from bench.api.registry import PluginSpec
 
 from .heads import HeadOptions, make_head, num_labels
 
@@ -64,8 +64,7 @@ class CrossModalGatedAttention(Fusion):
         if self.opts.reduce == "mean":
             pooled = pooled / keep.sum(1).clamp(min=1.0)
         logits = self.head(pooled) if self.head is not None else None
-        return FusionOutput(embedding=pooled, logits=logits, logits_parts=[logits] if logits is not None else [],
-                            kinds={TEXT: text.pooled, IMAGE: image.pooled, "multimodal": pooled})
+        return FusionOutput(embedding=pooled, logits=logits, kinds={TEXT: text.pooled, IMAGE: image.pooled, "multimodal": pooled})
 
 
 def build(opts: CrossModalOptions, ctx) -> CrossModalGatedAttention:

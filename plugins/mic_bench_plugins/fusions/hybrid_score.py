@@ -19,8 +19,8 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from bench.errors import BenchError
-from bench.interfaces import CLASSIFICATION, TEXT, EncoderOutput, Fusion, FusionOutput
-from bench.registry import PluginSpec
+from bench.api.interfaces import CLASSIFICATION, TEXT, EncoderOutput, Fusion, FusionOutput
+from bench.api.registry import PluginSpec
 
 
 class HybridScoreOptions(BaseModel):

@@ -16,9 +16,9 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from bench.errors import BenchError
-from bench.interfaces import IMAGE, TEXT, EncoderOutput, Fusion, FusionOutput
+from bench.api.interfaces import IMAGE, TEXT, EncoderOutput, Fusion, FusionOutput
 from bench.metrics.classification import macro_f1
-from bench.registry import PluginSpec
+from bench.api.registry import PluginSpec
 
 from .heads import HeadOptions, make_head, num_labels
 
@@ -55,7 +55,8 @@ class LateFusion(Fusion):
         if self.text_head is None:
             return FusionOutput(embedding=emb, kinds=kinds)
         lt, li = self.text_head(t), self.image_head(v)
-        return FusionOutput(embedding=emb, logits=self.combine(lt, li, self.alpha), logits_parts=[lt, li], kinds=kinds)
+        return FusionOutput(embedding=emb, logits=self.combine(lt, li, self.alpha),
+                            head_logits={TEXT: lt, IMAGE: li}, kinds=kinds)
 
     @torch.no_grad()
     def fit_on_dev(self, outputs: FusionOutput, labels: Tensor, metric: str = "macro_f1") -> FusionOutput | None:
@@ -70,9 +71,10 @@ class LateFusion(Fusion):
             raise BenchError(f"late fusion cannot choose its weight by '{metric}'", field="metric",
                              fix=f"use one of: {', '.join(SELECTION_METRICS)}")
         known = labels >= 0
-        if not outputs.logits_parts or int(known.sum()) == 0:
-            return
-        lt, li = (part[known].float() for part in outputs.logits_parts)
+        heads = outputs.head_logits
+        if TEXT not in heads or IMAGE not in heads or int(known.sum()) == 0:
+            return None
+        lt, li = heads[TEXT][known].float(), heads[IMAGE][known].float()
         y = labels[known].cpu().numpy()
         grid = alpha_grid(self.opts.alpha_grid_step)
         scores = np.array([selection_score(y, self.combine(lt, li, a).argmax(-1).cpu().numpy(), metric)
@@ -81,9 +83,8 @@ class LateFusion(Fusion):
         text_end = better_single_modality(scores, lt, li, labels[known])
         self.alpha.fill_(float(candidates.max() if text_end else candidates.min()))
         self.fitted_by = metric
-        text_all, image_all = (part.float() for part in outputs.logits_parts)
-        return FusionOutput(outputs.embedding, self.combine(text_all, image_all, self.alpha), outputs.logits_parts,
-                            outputs.kinds)
+        combined = self.combine(heads[TEXT].float(), heads[IMAGE].float(), self.alpha)
+        return FusionOutput(outputs.embedding, combined, head_logits=heads, kinds=outputs.kinds)
 
     def report(self) -> dict:
         """late_alpha: the weight of the text classifier chosen on dev (null when there was no dev split)."""
@@ -129,8 +130,7 @@ class LateAvgEmbeddingFusion(Fusion):
         t, v = self.text_proj(features[TEXT].pooled), self.image_proj(features[IMAGE].pooled)
         emb = (t + v) / 2
         logits = self.head(emb) if self.head is not None else None
-        return FusionOutput(embedding=emb, logits=logits, logits_parts=[logits] if logits is not None else [],
-                            kinds={TEXT: t, IMAGE: v, "multimodal": emb})
+        return FusionOutput(embedding=emb, logits=logits, kinds={TEXT: t, IMAGE: v, "multimodal": emb})
 
 
 class LateAvgOptions(HeadOptions):

@@ -28,8 +28,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
 from bench.errors import BenchError
-from bench.interfaces import EncoderOutput, Fusion, FusionOutput
-from bench.registry import PluginSpec
+from bench.api.interfaces import EncoderOutput, Fusion, FusionOutput
+from bench.api.registry import PluginSpec
 
 from .heads import num_labels
 
@@ -96,7 +96,8 @@ class LinearProbeFusion(Fusion):
         if len(self.modalities) > 1:
             kinds["multimodal"] = embedding
         logits = self._log_probs(z, self.classifier.weight, self.classifier.bias)  # = parts[chosen]
-        return FusionOutput(embedding=embedding, logits=logits, logits_parts=parts, kinds=kinds)
+        candidates = {f"C={c:g}": part for c, part in zip(self.c_values, parts)}
+        return FusionOutput(embedding=embedding, logits=logits, candidate_logits=candidates, kinds=kinds)
 
     @torch.no_grad()
     def fit_on_train(self, features: dict[str, Tensor], labels: Tensor) -> None:
@@ -154,7 +155,7 @@ class LinearProbeFusion(Fusion):
         from bench.metrics.classification import macro_f1
 
         known = labels >= 0
-        if len(self.c_values) < 2 or not known.any() or len(outputs.logits_parts) != len(self.c_values):
+        if len(self.c_values) < 2 or not known.any() or len(outputs.candidate_logits) != len(self.c_values):
             return
         y = labels[known].numpy()
 
@@ -164,7 +165,7 @@ class LinearProbeFusion(Fusion):
                 return float((pred == y).mean())
             return macro_f1(y, pred)
 
-        scores = [score(p) for p in outputs.logits_parts]
+        scores = [score(p) for p in outputs.candidate_logits.values()]  # in the order of c_values
         best = max(scores)
         candidates = [i for i, s in enumerate(scores) if s >= best - 1e-9]
         self._keep(min(candidates, key=lambda i: abs(math.log10(self.c_values[i] / DEFAULT_C))))

@@ -4,8 +4,8 @@ from __future__ import annotations
 import torch
 from pydantic import Field
 
-from bench.interfaces import IMAGE, TEXT, EncoderOutput, Fusion, FusionOutput
-from bench.registry import PluginSpec
+from bench.api.interfaces import IMAGE, TEXT, EncoderOutput, Fusion, FusionOutput
+from bench.api.registry import PluginSpec
 
 from .heads import HeadOptions, make_head, num_labels
 
@@ -27,8 +27,7 @@ class ShallowFusion(Fusion):
         t, v = features[TEXT].pooled, features[IMAGE].pooled
         joint = torch.cat([t, v], dim=-1)
         logits = self.head(joint) if self.head is not None else None
-        return FusionOutput(embedding=joint, logits=logits, logits_parts=[logits] if logits is not None else [],
-                            kinds={TEXT: t, IMAGE: v, "multimodal": joint})
+        return FusionOutput(embedding=joint, logits=logits, kinds={TEXT: t, IMAGE: v, "multimodal": joint})
 
 
 def build(opts: ShallowOptions, ctx) -> ShallowFusion:

@@ -8,8 +8,8 @@ feature cache carry only the pooled vector, so their kinds are the multimodal on
 """
 from __future__ import annotations
 
-from bench.interfaces import IMAGE, JOINT, TEXT, EncoderOutput, Fusion, FusionOutput
-from bench.registry import PluginSpec
+from bench.api.interfaces import IMAGE, JOINT, TEXT, EncoderOutput, Fusion, FusionOutput
+from bench.api.registry import PluginSpec
 
 from .heads import HeadOptions, make_head, num_labels
 
@@ -29,8 +29,7 @@ class SingleStreamHead(Fusion):
         kinds = {k: joint.extras[k] for k in (TEXT, IMAGE) if k in joint.extras}
         kinds["multimodal"] = pooled
         logits = self.head(pooled) if self.head is not None else None
-        return FusionOutput(embedding=pooled, logits=logits, logits_parts=[logits] if logits is not None else [],
-                            kinds=kinds)
+        return FusionOutput(embedding=pooled, logits=logits, kinds=kinds)
 
 
 def build(opts: HeadOptions, ctx) -> SingleStreamHead:

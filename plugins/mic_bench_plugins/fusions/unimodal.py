@@ -1,8 +1,8 @@
 """text_only and image_only: one encoder's pooled vector and a head (the unimodal baselines)."""
 from __future__ import annotations
 
-from bench.interfaces import IMAGE, TEXT, EncoderOutput, Fusion, FusionOutput
-from bench.registry import PluginSpec
+from bench.api.interfaces import IMAGE, TEXT, EncoderOutput, Fusion, FusionOutput
+from bench.api.registry import PluginSpec
 
 from .heads import HeadOptions, make_head, num_labels
 
@@ -20,8 +20,7 @@ class UnimodalFusion(Fusion):
     def forward(self, features: dict[str, EncoderOutput]) -> FusionOutput:
         pooled = features[self.modality].pooled
         logits = self.head(pooled) if self.head is not None else None
-        return FusionOutput(embedding=pooled, logits=logits, logits_parts=[logits] if logits is not None else [],
-                            kinds={self.modality: pooled})
+        return FusionOutput(embedding=pooled, logits=logits, kinds={self.modality: pooled})
 
 
 def build_text_only(opts: HeadOptions, ctx) -> UnimodalFusion:

@@ -16,8 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
 from bench.errors import BenchError
-from bench.interfaces import IMAGE, TEXT, Batch, EncoderOutput, LossOutput, Objective
-from bench.registry import PluginSpec
+from bench.api.interfaces import IMAGE, TEXT, Batch, EncoderOutput, LossOutput, Objective
+from bench.api.registry import PluginSpec
 
 Pooling = Literal["encoder", "cls", "mean"]
 

@@ -5,8 +5,8 @@ import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 
-from bench.interfaces import Batch, LossOutput, Objective
-from bench.registry import PluginSpec
+from bench.api.interfaces import Batch, LossOutput, Objective
+from bench.api.registry import PluginSpec
 
 
 class CrossEntropyOptions(BaseModel):
@@ -31,7 +31,7 @@ class CrossEntropy(Objective):
 
     def loss(self, model, batch: Batch) -> LossOutput:
         out = model(batch)
-        parts = out.logits_parts or ([out.logits] if out.logits is not None else [])
+        parts = out.trained_logits()
         if not parts:
             raise ValueError("cross_entropy needs a fusion with a classification head")
         weight = self.class_weights if self.opts.class_weighted else None

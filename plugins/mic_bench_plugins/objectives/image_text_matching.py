@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
 from bench.errors import BenchError
-from bench.interfaces import IMAGE, JOINT, TEXT, Batch, LossOutput, Objective
+from bench.api.interfaces import IMAGE, JOINT, TEXT, Batch, LossOutput, Objective
 
 from .model_probe import kind_widths
 

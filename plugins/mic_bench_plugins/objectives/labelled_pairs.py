@@ -29,8 +29,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch import nn
 
 from bench.errors import BenchError
-from bench.interfaces import Batch, LossOutput, Objective
-from bench.registry import PluginSpec
+from bench.api.interfaces import Batch, LossOutput, Objective
+from bench.api.registry import PluginSpec
 
 from .metric_learning import _masked_mean
 

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import Tensor, nn
 
 from bench.errors import BenchError
-from bench.interfaces import JOINT, TEXT, Batch, LossOutput, Objective
+from bench.api.interfaces import JOINT, TEXT, Batch, LossOutput, Objective
 
 from .masking import IGNORE, whole_word_mask
 from .prediction_heads import VocabDecoder, transform

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from bench.interfaces import EncoderOutput, FusionOutput
+from bench.api.interfaces import EncoderOutput, FusionOutput
 
 
 def _probe_records(folder: Path) -> list[dict]:

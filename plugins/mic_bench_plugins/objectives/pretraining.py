@@ -8,7 +8,7 @@
 """
 from __future__ import annotations
 
-from bench.registry import PluginSpec
+from bench.api.registry import PluginSpec
 
 from . import vt_bert
 from .image_text_matching import ITMOptions, build_itm

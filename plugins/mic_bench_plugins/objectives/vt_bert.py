@@ -17,8 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
 from bench.errors import BenchError
-from bench.interfaces import JOINT, Batch, LossOutput, Objective
-from bench.registry import PluginSpec
+from bench.api.interfaces import JOINT, Batch, LossOutput, Objective
+from bench.api.registry import PluginSpec
 
 from .image_text_matching import ITMOptions, ImageTextMatching, build_itm
 from .masked_language_model import MaskingOptions, masked_titles, text_encoder

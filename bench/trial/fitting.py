@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from bench.trial.cache import CacheStore, cache_key
-from bench.interfaces import Encoder
+from bench.api.interfaces import Encoder
 
 
 def json_tensor(value: Any) -> torch.Tensor:

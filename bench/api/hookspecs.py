@@ -31,6 +31,11 @@ def bench_objectives():
 
 
 @hookspec
+def bench_tasks():
+    """Return a list of PluginSpec(kind="task"); the factory returns a Task."""
+
+
+@hookspec
 def bench_trial_finished(result):
     """Called in the driver with the row (dict) of every trial that ended, ok or failed."""
 

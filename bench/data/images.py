@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from bench.errors import BenchError
-from bench.file_reads import NotRegularFile, open_regular, read_at_most
+from bench.data.file_reads import NotRegularFile, open_regular, read_at_most
 
 BLANK_SIZE = (32, 32)
 BLANK_COLOUR = (128, 128, 128)

@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from bench.errors import BenchError
 
-KINDS = ("dataset", "encoder", "fusion", "objective")
+KINDS = ("dataset", "encoder", "fusion", "objective", "task")
 
 
 class NoOptions(BaseModel):
@@ -34,8 +34,8 @@ class PluginSpec:
     version: str = "?"
 
     def describe_options(self) -> list[dict[str, Any]]:
-        """Every option: name, type, default, allowed values, description (bench/plugin_options.py)."""
-        from bench.plugin_options import describe_options
+        """Every option: name, type, default, allowed values, description (bench/api/plugin_options.py)."""
+        from bench.api.plugin_options import describe_options
 
         return describe_options(self.options)
 

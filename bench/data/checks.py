@@ -12,7 +12,7 @@ from typing import Iterable, Mapping
 
 import polars as pl
 
-from bench.catalog import SPLIT_ALIASES, SPLIT_NAMES
+from bench.data.catalog import SPLIT_ALIASES, SPLIT_NAMES
 from bench.errors import BenchError
 from bench.trial.splits import check_groups_disjoint
 
@@ -33,7 +33,7 @@ def resolve_user_path(raw: str | os.PathLike, *, option: str, kind: str = "file"
             return candidate.resolve()
     wrong_kind = [c for c in tried if c.exists()]
     if wrong_kind:
-        from bench.file_reads import not_regular_reason
+        from bench.data.file_reads import not_regular_reason
 
         odd = not_regular_reason(wrong_kind[0])
         if odd and kind == "file" and not wrong_kind[0].is_dir():  # a FIFO would block the reader, a device never end
@@ -112,10 +112,10 @@ def apply_missing_images(items: pl.DataFrame, policy: str, *, file: str, field: 
     canvas above the pixel limit); raise, drop them, or blank them as the policy says.
 
     Each file is decoded once per content: the verdict is kept with its digest in the image
-    manifest (bench.image_files), so later loads only stat the files. A blanked row has no
+    manifest (bench.data.image_files), so later loads only stat the files. A blanked row has no
     image; encoders give it the grey placeholder and the trial row counts it.
     """
-    from bench.image_files import scan_images
+    from bench.data.image_files import scan_images
 
     exists = image_exists_checker()
     paths = items["image"].to_list()

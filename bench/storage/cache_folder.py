@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.errors import BenchError
-from bench.paths import CACHE_MARKER, is_cache_root
+from bench.storage.paths import CACHE_MARKER, is_cache_root
 
 
 @dataclass

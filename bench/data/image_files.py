@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-from bench.file_reads import NotRegularFile, open_regular
-from bench.images import ImageDecodeError, decode_image, max_image_pixels, read_image_bytes
+from bench.data.file_reads import NotRegularFile, open_regular
+from bench.data.images import ImageDecodeError, decode_image, max_image_pixels, read_image_bytes
 
 log = logging.getLogger(__name__)
 READ_CHUNK = 1 << 20
@@ -93,7 +93,7 @@ class ImageManifest:
 
     def __init__(self, root: str | os.PathLike | None = None):
         if root is None:
-            from bench.paths import cache_dir
+            from bench.storage.paths import cache_dir
 
             root = cache_dir()
         self.path = Path(root) / MANIFEST_NAME

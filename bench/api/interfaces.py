@@ -11,6 +11,8 @@ from torch import Tensor, nn
 TEXT, IMAGE, JOINT = "text", "image", "joint"
 CLASSIFICATION, MATCHING = "classification", "matching"
 PAIRS = "pairs"  # pair-labelled matching: labelled (left, right) item pairs, split by pair
+# TaskInfo.kind: what the items of a trial carry, as the other plugins see it (a fusion builds a
+# classification head for CLASSIFICATION, an objective needing pair batches runs under PAIRS).
 
 
 @dataclass
@@ -29,19 +31,31 @@ class FusionOutput:
 
     embedding: the vector used for retrieval [B, D].
     logits: class scores used for prediction [B, C] (None for embedding-only models).
-    logits_parts: every logits tensor a classification loss should train (e.g. late fusion's two heads).
+    head_logits: by head name, the logits a classification loss trains instead of ``logits``, for a
+        fusion whose prediction combines separately trained heads (late fusion: {"text", "image"});
+        empty: the loss trains ``logits``.
+    candidate_logits: by setting, the logits the fusion would predict under each setting
+        ``fit_on_dev`` chooses among (the linear probe: one per C), so dev can choose without
+        predicting again; empty for a fusion with nothing to choose.
     kinds: per-kind embeddings ("text", "image", "multimodal") for omni losses and max-of-kinds retrieval.
     """
 
     embedding: Tensor
     logits: Tensor | None = None
-    logits_parts: list[Tensor] = field(default_factory=list)
+    head_logits: dict[str, Tensor] = field(default_factory=dict)
+    candidate_logits: dict[str, Tensor] = field(default_factory=dict)
     kinds: dict[str, Tensor] = field(default_factory=dict)
+
+    def trained_logits(self) -> list[Tensor]:
+        """What a classification loss trains: the heads' logits, else ``logits`` (none: no head)."""
+        if self.head_logits:
+            return list(self.head_logits.values())
+        return [self.logits] if self.logits is not None else []
 
 
 @dataclass
 class TaskInfo:
-    kind: str  # CLASSIFICATION or MATCHING
+    kind: str  # CLASSIFICATION, MATCHING or PAIRS
     label_names: list[str]
     has_groups: bool
 
@@ -117,7 +131,7 @@ class Encoder(nn.Module):
 
     def fit(self, train_records: list[dict[str, Any]]) -> dict[str, Tensor]:
         """Learn from the training split; return the whole fitted state as named tensors
-        (strings as UTF-8 JSON bytes: bench.fitting.json_tensor). Must not change the encoder:
+        (strings as UTF-8 JSON bytes: bench.trial.fitting.json_tensor). Must not change the encoder:
         the trial applies the state with ``load_fitted``. Default: nothing to learn."""
         return {}
 
@@ -153,10 +167,15 @@ class Fusion(nn.Module):
         a no-op."""
 
     def fit_on_dev(self, outputs: FusionOutput, labels: Tensor, metric: str = "macro_f1") -> FusionOutput | None:
-        """Choose post-training settings (e.g. late fusion's weight) on the dev split only,
-        by ``metric`` ("accuracy" or "macro_f1"), the metric the suite selects models by.
-        May return the dev outputs as the fitted fusion gives them (saves predicting dev again,
-        at every dev evaluation); None makes the trial predict dev again."""
+        """The dev-fitting hook: settle post-training choices on the dev split only, from its
+        item labels (-1 = unknown) and ``outputs`` (the dev outputs as the fusion gives them now,
+        ``head_logits`` and ``candidate_logits`` included), by ``metric`` ("accuracy" or
+        "macro_f1", the suite's selection metric). Called by the classification task after
+        every dev evaluation of the selected stage and once before test; never with test data.
+
+        Return the dev outputs as the settled fusion gives them (late fusion: its combined
+        logits under the chosen weight), or None when they cannot be derived from ``outputs``:
+        the trial then runs the fusion on dev again. Only called when overridden."""
 
     def dev_choices(self, outputs: FusionOutput) -> Iterable[tuple[Any, FusionOutput]]:
         """Settings this fusion can take after training, each with the dev outputs it would give
@@ -202,3 +221,70 @@ class Objective(nn.Module):
     def pair_scores(self, model: "nn.Module", left: list[dict], right: list[dict]) -> Tensor:  # pragma: no cover
         """One match score per (left, right) record pair, higher = more alike (``scores_pairs`` only)."""
         raise NotImplementedError
+
+
+class Task:
+    """What a trial is asked to do, and how it is scored: the fifth plugin kind.
+
+    The trial loop (bench/trial/session.py) builds the model from the suite, then asks its task:
+    ``prepare`` the splits, the ``training_loader`` of each stage, the dev metrics that select the
+    epoch (``selection_metric``), what is fitted on dev after training (``fit_on_dev``), the row's
+    test metrics and the predictions kept beside it. The defaults are the item tasks'
+    (classification and same-product retrieval, bench/trial/item_task.py): a task subclasses
+    ``bench.trial.item_task.ItemTask`` and overrides what differs, e.g. its metrics
+    (docs/writing-a-plugin.md, "Task").
+
+    ``run`` is the trial (``bench.trial.session.TrialRun``): its ``cfg``, ``data``, ``model``,
+    ``device``, ``predict(split)`` and ``eval_loader(records)``.
+    """
+
+    kind: ClassVar[str] = CLASSIFICATION  # TaskInfo.kind of its trials
+    needs: ClassVar[str] = CLASSIFICATION  # what the catalogue must support (Catalog.tasks)
+    main_metric: ClassVar[str] = "macro_f1"  # the headline test metric ("{k}" = eval.k)
+    metrics: ClassVar[tuple[Any, ...]] = ()  # bench.metrics.registry.Metric declarations of its own columns
+
+    def selection_metric(self, k: int) -> str:
+        """The dev metric that picks the epoch unless ``selection.metric`` names another."""
+        return "dev_" + self.main_metric.replace("{k}", str(k))
+
+    def prepare(self, cfg, ctx):  # pragma: no cover - interface
+        """The catalogue cut into the trial's splits: a ``bench.trial.prepare.TrialData``."""
+        raise NotImplementedError
+
+    def check_model(self, run) -> None:
+        """Refuse, with a BenchError, a model this task cannot score (called once it is built)."""
+
+    def stage_objectives(self, run, stage, index: int, objectives: list) -> None:
+        """Told each stage's built objectives before the stage trains (pairs: which one scores pairs)."""
+
+    def training_loader(self, run, stage, index: int, objectives: list, preprocessors):  # pragma: no cover
+        """The stage's training batches; ``preprocessors(records)`` gives each modality's input function."""
+        raise NotImplementedError
+
+    def note_served(self, run, loader, steps: int) -> None:
+        """Told how many batches of a stage's loader trained (for ``seen_shares``)."""
+
+    def trained_modules(self, run) -> list[nn.Module]:
+        """Modules besides the fusion and the trainable encoders whose weights the task's scores read
+        (pairs: a cross-encoder's head): selection keeps and restores them with the model's."""
+        return []
+
+    def fit_on_dev(self, run, dev):
+        """Settle post-training choices on the dev predictions; dev as the settled model gives it."""
+        return dev
+
+    def dev_metrics(self, run, dev) -> dict[str, float]:  # pragma: no cover - interface
+        """The row's dev_* columns from dev predictions (``selection_metric`` among them)."""
+        raise NotImplementedError
+
+    def test_metrics(self, run, dev, test) -> dict[str, Any]:  # pragma: no cover - interface
+        """The row's test columns (and dev ones scored once at the end); ``dev`` may be None."""
+        raise NotImplementedError
+
+    def prediction_table(self, run, key: str, test):  # pragma: no cover - interface
+        """The test predictions stored beside the row (a polars DataFrame with ``trial_key``)."""
+        raise NotImplementedError
+
+    def seen_shares(self, run) -> dict[str, float | None]:
+        """Row columns saying how much of the training data the stages served."""
+        return {}

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pluggy
 
-from bench import hookspecs
+from bench.api import hookspecs
 from bench.reporting.provenance import package_version
-from bench.registry import Registry
+from bench.api.registry import Registry
 
 ENTRY_POINT_GROUP = "mic_bench"
 BUILTIN_DISTRIBUTION = "mic-bench"
@@ -27,6 +27,7 @@ _HOOK_KIND = {
     "bench_encoders": "encoder",
     "bench_fusions": "fusion",
     "bench_objectives": "objective",
+    "bench_tasks": "task",
 }
 log = logging.getLogger(__name__)
 
@@ -115,11 +116,25 @@ def build_registry() -> Registry:
                     registry.load_errors[impl.plugin_name] = (
                         f"{hook_name} returned plugin '{spec.name}' of kind '{spec.kind}'")
                     continue
+                if kind == "task" and not _declare_task_metrics(spec, impl.plugin_name, registry):
+                    continue
                 registry.add(registry.with_distribution(spec, dist, version))
                 registry.distributions[dist] = version
     registry.distributions.setdefault(BUILTIN_DISTRIBUTION, package_version(BUILTIN_DISTRIBUTION))
     warn_load_errors(registry)
     return registry
+
+
+def _declare_task_metrics(spec, plugin_name: str, registry: Registry) -> bool:
+    """A task's own metrics join the metric registry when the task loads (False: refused, recorded)."""
+    from bench.metrics import registry as metric_registry
+
+    try:
+        metric_registry.declare(getattr(spec.factory, "metrics", ()), origin=f"task '{spec.name}'")
+    except (TypeError, ValueError) as exc:
+        registry.load_errors[plugin_name] = f"task '{spec.name}': {exc}"
+        return False
+    return True
 
 
 @lru_cache(maxsize=1)

@@ -9,8 +9,8 @@ from typing import Any
 import polars as pl
 
 from bench.errors import BenchError
-from bench.interfaces import CLASSIFICATION, MATCHING, PAIRS
-from bench.pair_table import normalise_pairs, pairs_digest
+from bench.api.interfaces import CLASSIFICATION, MATCHING, PAIRS
+from bench.data.pair_table import normalise_pairs, pairs_digest
 
 COLUMNS = ("item_id", "title", "image", "label", "group", "split")
 SPLIT_NAMES = ("train", "dev", "test", "ssl")
@@ -28,7 +28,7 @@ class Catalog:
     ``settings`` holds the dataset options that decide what encoders see without showing in the
     table (e.g. missing_images); they are part of the fingerprint, as are the bytes of every image.
     ``pairs`` (optional): labelled item pairs (left_id, right_id, label 0/1, split train/dev/test;
-    bench/pair_table.py) for the pairs task; part of the fingerprint.
+    bench/data/pair_table.py) for the pairs task; part of the fingerprint.
     """
 
     name: str
@@ -109,7 +109,7 @@ def content_fingerprint(items: pl.DataFrame, settings: dict[str, Any] | None = N
 
     Each image enters by its content digest, not its path, so the same catalogue copied to another
     folder or cluster node has the same fingerprint, and a picture rewritten in place does not."""
-    from bench.image_files import scan_images
+    from bench.data.image_files import scan_images
 
     paths = items["image"].to_list()
     facts = scan_images([p for p in paths if p], cache_root=cache_root)

@@ -10,4 +10,8 @@ try:
 except _metadata.PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.0.0+unknown"
 
+from bench.api import moved as _moved  # noqa: E402  (old module paths of plugins written before the grouping)
+
+_moved.install()
+
 __all__ = ["hookimpl", "__version__"]

@@ -21,6 +21,22 @@ READ_CHUNK = 1 << 20
 GZIP_RATIO_HINT = "a .gz file inflating far beyond its size is refused (a decompression bomb, or the wrong file)"
 
 
+def env_limit(name: str, default: int, unit: str, example: str) -> int:
+    """A size limit from the environment variable ``name`` (``default`` when unset), refused with the
+    variable named unless it is a positive number (``unit``: "pixel count", "number of bytes" ...)."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(float(raw))
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise BenchError(f"{raw!r} is not a positive {unit}", file="environment", field=name,
+                         fix=f"set it to {example}, or unset it for the default {default}")
+    return value
+
+
 class NotRegularFile(OSError):
     """The path is a FIFO, a device, a socket or a folder; the message says which ("is a FIFO ...")."""
 

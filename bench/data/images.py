@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from bench.errors import BenchError
-from bench.data.file_reads import NotRegularFile, open_regular, read_at_most
+from bench.data.file_reads import NotRegularFile, env_limit, open_regular, read_at_most
 
 BLANK_SIZE = (32, 32)
 BLANK_COLOUR = (128, 128, 128)
@@ -39,32 +39,12 @@ PLACEHOLDER_FIX = ("replace the file; or set missing_images: skip (drop such ite
 
 def max_image_pixels() -> int:
     """The largest canvas (width x height) a file may declare: $MIC_BENCH_MAX_IMAGE_PIXELS or 64 M."""
-    raw = os.environ.get(MAX_PIXELS_ENV, "").strip()
-    if not raw:
-        return DEFAULT_MAX_PIXELS
-    try:
-        value = int(float(raw))
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise BenchError(f"{raw!r} is not a positive pixel count", file="environment", field=MAX_PIXELS_ENV,
-                         fix=f"set it to a number such as 100000000, or unset it for the default {DEFAULT_MAX_PIXELS}")
-    return value
+    return env_limit(MAX_PIXELS_ENV, DEFAULT_MAX_PIXELS, "pixel count", "a number such as 100000000")
 
 
 def max_image_bytes() -> int:
     """The largest image file read: $MIC_BENCH_MAX_IMAGE_BYTES or 64 MiB."""
-    raw = os.environ.get(MAX_BYTES_ENV, "").strip()
-    if not raw:
-        return DEFAULT_MAX_BYTES
-    try:
-        value = int(float(raw))
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise BenchError(f"{raw!r} is not a positive number of bytes", file="environment", field=MAX_BYTES_ENV,
-                         fix=f"set it to a number such as 200000000, or unset it for the default {DEFAULT_MAX_BYTES}")
-    return value
+    return env_limit(MAX_BYTES_ENV, DEFAULT_MAX_BYTES, "number of bytes", "a number such as 200000000")
 
 
 def read_image_bytes(path: str | os.PathLike) -> bytes:

@@ -10,14 +10,13 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 from pathlib import Path
 from typing import Literal
 
 import polars as pl
 
 from bench.errors import BenchError
-from bench.data.file_reads import NotRegularFile, open_regular, read_maybe_gzip
+from bench.data.file_reads import NotRegularFile, env_limit, open_regular, read_maybe_gzip
 
 FIELD_LIMIT = 2**31 - 1  # product descriptions can exceed the csv module's 128 KB default
 
@@ -70,15 +69,7 @@ GZIP_FLOOR = 64 << 20  # below this, any ratio is fine
 
 def max_table_bytes() -> int:
     """The most bytes of text a table file may hold (inflated): $MIC_BENCH_MAX_TABLE_BYTES or 16 GiB."""
-    raw = os.environ.get(MAX_TABLE_ENV, "").strip()
-    try:
-        value = int(float(raw)) if raw else DEFAULT_MAX_TABLE_BYTES
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise BenchError(f"{raw!r} is not a positive number of bytes", file="environment", field=MAX_TABLE_ENV,
-                         fix=f"set it to a number of bytes, or unset it for the default {DEFAULT_MAX_TABLE_BYTES}")
-    return value
+    return env_limit(MAX_TABLE_ENV, DEFAULT_MAX_TABLE_BYTES, "number of bytes", "a number of bytes")
 
 
 def read_text_bytes(path: Path) -> bytes:

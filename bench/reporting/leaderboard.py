@@ -588,38 +588,27 @@ def search_selection(suite) -> tuple[str | None, str]:
     return task_selection_metric(suite.trial), "max"
 
 
-BUILT_IN_SELECTION = {"classification": "dev_macro_f1", "pairs": "dev_pair_ap"}  # else dev_ndcg@k (retrieval)
-BUILT_IN_TASKS = ("classification", "retrieval", "matching", "pairs")
-
-
-def _plugin_task(trial: dict):
-    """The trial's task plugin built with the suite's task options; None for a built-in task."""
+def suite_task(trial: dict):
+    """The trial's task plugin, built with the suite's task options (a task that cannot be built is
+    an error naming trial.task)."""
     from bench.api.interfaces import BuildContext
     from bench.api.plugins import get_registry
 
     task = trial.get("task", "classification")
     name, options = (task.get("name"), task.get("options")) if isinstance(task, dict) else (task, None)
-    if name in BUILT_IN_TASKS:
-        return None
     return get_registry().get("task", name, field="trial.task.name").build(options, BuildContext(),
                                                                         field="trial.task.options")
 
 
 def task_selection_metric(trial: dict) -> str:
-    """The dev metric the trial's task selects by: the built-in tasks' rule, else the task plugin's
-    own (built with the suite's task options); a task plugin that cannot be built is an error."""
-    k = (trial.get("eval") or {}).get("k", 10)
-    task = _plugin_task(trial)
-    if task is None:
-        name = trial.get("task", "classification")
-        return BUILT_IN_SELECTION.get(name["name"] if isinstance(name, dict) else name, f"dev_ndcg@{k}")
-    return task.selection_metric(k)
+    """The dev metric the trial's task selects by (``Task.selection_metric``)."""
+    return suite_task(trial).selection_metric((trial.get("eval") or {}).get("k", 10))
 
 
 def task_sort_metric(trial: dict) -> str | None:
-    """A task plugin that declares metrics of its own ranks by its main metric; the built-in tasks
-    rank by the registry's first quality column the rows have (None here)."""
-    task = _plugin_task(trial)
-    if task is None or not task.metrics:
+    """A task that declares metrics of its own ranks by its main metric; the built-in tasks declare
+    none and rank by the registry's first quality column the rows have (None here)."""
+    task = suite_task(trial)
+    if not task.metrics:
         return None
     return task.main_metric.replace("{k}", str((trial.get("eval") or {}).get("k", 10)))
